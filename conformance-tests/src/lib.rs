@@ -1,0 +1,153 @@
+#![doc = include_str!("../README.md")]
+
+pub mod adversarial;
+pub mod fixture;
+pub mod model;
+pub mod rules;
+pub mod tck;
+
+/// Stamps out one `#[test]` per property of the suite, each calling the given
+/// async expression for a fresh storage.
+///
+/// ```ignore
+/// journal_conformance::suite!(async { MyStorage::new().await.unwrap() });
+/// // Or, when the storage may be unavailable (a server that is not running):
+/// // the expression gives `Option<S>`, and `None` skips the test.
+/// journal_conformance::suite!(optional: async { my_storage_or_none().await });
+/// ```
+///
+/// The expression is evaluated once per test, and should give a store of its
+/// own (a fresh file, schema or key prefix): the listing and stats tests count
+/// what is in it. Every test also uses fresh actor ids.
+#[macro_export]
+macro_rules! suite {
+    (optional: $make:expr) => {
+        $crate::__suite_tests!(@optional $make);
+    };
+    ($make:expr) => {
+        $crate::__suite_tests!(@plain $make);
+    };
+}
+
+/// The list of the suite's tests, as `module::name`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite_tests {
+    (@$mode:ident $make:expr) => {
+        $crate::__suite_tests!(@$mode $make;
+            rules::rule01_first_append_is_sequence_one,
+            rules::rule01_append_needs_highest_plus_one,
+            rules::rule01_conflict_writes_nothing,
+            rules::rule01_sequences_are_per_actor,
+            rules::rule01_racing_writers_one_wins_each_sequence,
+            rules::rule02_batch_appends_contiguous_entries,
+            rules::rule02_batch_is_all_or_nothing,
+            rules::rule02_empty_batch_is_a_noop,
+            rules::rule02_batch_must_start_at_highest_plus_one,
+            rules::rule04_empty_actor_id_rejected,
+            rules::rule04_actor_id_byte_limit,
+            rules::rule04_sequence_zero_rejected,
+            rules::rule04_missing_variant_rejected,
+            rules::rule04_oversized_entry_rejected,
+            rules::rule04_batch_mixing_actors_rejected,
+            rules::rule04_batch_with_gap_rejected,
+            rules::rule05_retry_of_stored_entry_is_ok,
+            rules::rule05_same_sequence_other_id_conflicts,
+            rules::rule05_retry_of_stored_batch_is_ok,
+            rules::rule05_concurrent_retries_store_one_copy,
+            rules::rule05_retry_of_truncated_entry_conflicts,
+            rules::rule06_replay_returns_entries_field_by_field,
+            rules::rule06_from_zero_equals_from_one,
+            rules::rule06_from_past_highest_is_empty,
+            rules::rule06_unknown_actor_is_empty,
+            rules::rule06_eight_mib_payload_round_trips,
+            rules::rule07_stream_agrees_with_list,
+            rules::rule07_stream_of_unknown_actor_is_empty,
+            rules::rule07_stream_starts_after_truncation,
+            rules::rule08_highest_of_unknown_actor_is_zero,
+            rules::rule08_highest_tracks_appends_and_batches,
+            rules::rule09_readers_never_see_partial_batch,
+            rules::rule10_checkpoint_sequence_must_be_in_range,
+            rules::rule10_checkpoint_save_is_idempotent,
+            rules::rule10_checkpoint_for_unknown_actor_rejected,
+            rules::rule11_no_checkpoint_is_none,
+            rules::rule11_latest_is_highest_sequence,
+            rules::rule12_checkpoint_bytes_are_opaque,
+            rules::rule13_pruning_keeps_newest_checkpoints,
+            rules::rule14_truncate_keeps_highest_and_next_append,
+            rules::rule14_truncate_past_highest_keeps_highest,
+            rules::rule14_truncate_zero_and_repeat_are_noops,
+            rules::rule14_checkpoints_survive_truncation,
+            rules::rule15_delete_forgets_everything,
+            rules::rule15_delete_leaves_other_actors_alone,
+            rules::rule15_deleted_actor_starts_over_at_one,
+            rules::rule20_concurrent_appends_of_many_actors,
+            rules::rule20_checkpoints_and_appends_interleave,
+            rules::listing_streams_every_actor,
+            rules::listing_pages_resume_at_cursor,
+            rules::stats_count_actors_entries_checkpoints,
+            rules::summary_describes_one_actor,
+            tck::tck_replay_all,
+            tck::tck_replay_from_lower_bound,
+            tck::tck_replay_to_upper_bound,
+            tck::tck_replay_between_bounds,
+            tck::tck_replay_with_max,
+            tck::tck_replay_nothing,
+            tck::tck_replay_stops_inside_batch,
+            tck::tck_after_truncation,
+            tck::tck_truncate_everything_keeps_highest,
+            tck::tck_snapshots_latest_and_by_sequence,
+            tck::tck_snapshot_overwrite,
+            tck::tck_snapshot_sizes,
+            adversarial::ids_round_trip_everywhere,
+            adversarial::ids_do_not_collide,
+            model::prop_matches_reference_model,
+            model::prop_any_batch_split_replays_the_same,
+            model::prop_ranges_and_streams_agree_with_replay_from
+        );
+    };
+    (@plain $make:expr; $($module:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__private::run(async { ::core::option::Option::Some($make.await) }, $crate::$module::$name);
+            }
+        )*
+    };
+    (@optional $make:expr; $($module:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__private::run($make, $crate::$module::$name);
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use std::future::Future;
+    use std::sync::Arc;
+
+    use journal_core::JournalStorage;
+
+    /// Runs one suite test on a multi-threaded runtime of its own.
+    pub fn run<S, M, T, F>(make: M, test: T)
+    where
+        S: JournalStorage + 'static,
+        M: Future<Output = Option<S>>,
+        T: FnOnce(Arc<dyn JournalStorage>) -> F,
+        F: Future<Output = ()>,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the test");
+        runtime.block_on(async move {
+            if let Some(storage) = make.await {
+                test(Arc::new(storage)).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+
+pub mod entry;
+pub mod error;
+pub mod proto;
+pub mod redact;
+pub mod storage;
+pub mod validate;
+
+pub use entry::{new_entry_id, now_timestamp};
+pub use error::{BoxError, JournalError, JournalResult};
+pub use proto::{
+    journal_entry, Checkpoint, CompressionType, DurabilityConfig, JournalBackend, JournalEntry,
+    MessageProcessed, MessageReceived, ProcessingResult, PromiseCreated, PromiseResolved,
+    SideEffectExecuted, StateChanged, TimerFired, TimerScheduled,
+};
+pub use redact::redact_url;
+pub use storage::{
+    ActorPage, ActorStream, ActorSummary, EntryStream, JournalStats, JournalStorage,
+};
+pub use validate::Limits;
+
+/// Re-exported so users build timestamps and durations without naming
+/// `prost-types` themselves.
+pub use prost_types;

@@ -1,0 +1,248 @@
+//! The `JournalStorage` trait every backend implements.
+
+use std::collections::VecDeque;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+
+use crate::error::JournalResult;
+use crate::proto::{Checkpoint, JournalEntry};
+
+/// A stream of journal entries, ascending by sequence.
+pub type EntryStream<'a> = BoxStream<'a, JournalResult<JournalEntry>>;
+
+/// A stream of actor ids.
+pub type ActorStream<'a> = BoxStream<'a, JournalResult<String>>;
+
+/// Entries a streaming replay fetches per page unless the backend says
+/// otherwise: the most a replay stream holds in memory at once.
+pub const DEFAULT_REPLAY_PAGE: usize = 512;
+
+/// Actor ids an actor listing fetches per page.
+pub const DEFAULT_ACTOR_PAGE: usize = 1_000;
+
+/// One page of an actor listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActorPage {
+    /// Actor ids of this page.
+    pub actors: Vec<String>,
+    /// Where the next page starts: pass it back as `cursor`. `None` when the
+    /// listing is complete.
+    pub next_cursor: Option<String>,
+}
+
+/// Totals of a whole journal store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Actors with at least one append (and not deleted since).
+    pub actors: u64,
+    /// Entries stored (truncated ones not counted).
+    pub entries: u64,
+    /// Checkpoints stored.
+    pub checkpoints: u64,
+}
+
+/// Where an actor's journal stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActorSummary {
+    /// The highest sequence ever appended (0 for an unknown actor).
+    pub highest_sequence: u64,
+    /// Entries stored (those not truncated).
+    pub entries: u64,
+    /// Checkpoints stored.
+    pub checkpoints: u64,
+}
+
+/// An append-only, per-actor journal with checkpoints.
+///
+/// Every backend keeps the contract (`shared/design/contract.md`), which the
+/// `journal-conformance` suite checks rule by rule. In short:
+///
+/// * an append succeeds only at `highest_sequence + 1`, otherwise it is a
+///   [`SequenceConflict`](crate::JournalError::SequenceConflict) and writes
+///   nothing; re-appending a stored entry (same sequence and id) is `Ok`;
+/// * a batch is all or nothing;
+/// * replays are ascending and return exactly what was appended;
+/// * truncation never lowers the highest sequence;
+/// * a value is `Send + Sync` and shared by any number of tasks.
+///
+/// Input is validated with [`crate::validate`] before any I/O.
+///
+/// The required methods are the storage primitives; streaming replay, the
+/// actor stream and `replay_from` are provided on top of them, and a backend
+/// may override them with native versions.
+#[async_trait]
+pub trait JournalStorage: Send + Sync {
+    /// The backend's short name ("memory", "sqlite", ...), used in errors
+    /// and tracing spans.
+    fn backend_name(&self) -> &'static str;
+
+    /// Appends one entry at `highest_sequence + 1` and returns its sequence.
+    ///
+    /// Re-appending an entry already stored (same actor, sequence and id)
+    /// returns `Ok` and stores nothing new (contract rules 1, 4, 5).
+    async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64>;
+
+    /// Appends entries of one actor with contiguous sequences starting at
+    /// `highest_sequence + 1`, all or nothing. An empty batch is a no-op; a
+    /// batch whose entries are all stored already with the same ids is an
+    /// idempotent retry (contract rules 2, 4, 5).
+    async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()>;
+
+    /// At most `max` entries with `from <= sequence <= to`, ascending.
+    /// `max = 0` or `from > to` give nothing (contract rule 7).
+    async fn replay_range(
+        &self,
+        actor_id: &str,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> JournalResult<Vec<JournalEntry>>;
+
+    /// The highest sequence ever appended for the actor, or 0. Truncation
+    /// never lowers it (contract rule 8).
+    async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64>;
+
+    /// Removes the actor's entries with `sequence <= to`; the highest
+    /// sequence stays (contract rule 14).
+    async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()>;
+
+    /// Removes every entry, checkpoint and the highest sequence of the actor
+    /// (right to be forgotten, contract rule 15). Unknown actors are a no-op.
+    async fn delete_actor(&self, actor_id: &str) -> JournalResult<()>;
+
+    /// Stores a checkpoint; `1 <= sequence <= highest_sequence` or
+    /// [`InvalidCheckpoint`](crate::JournalError::InvalidCheckpoint). A second
+    /// save at the same sequence replaces the first (contract rule 10).
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> JournalResult<()>;
+
+    /// The checkpoint with the highest sequence, byte-identical to what was
+    /// saved, or `None` (contract rule 11).
+    async fn get_latest_checkpoint(&self, actor_id: &str) -> JournalResult<Option<Checkpoint>>;
+
+    /// The checkpoint at exactly `sequence`, or `None`.
+    async fn get_checkpoint(&self, actor_id: &str, sequence: u64)
+        -> JournalResult<Option<Checkpoint>>;
+
+    /// Sequences of the actor's stored checkpoints, ascending.
+    async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>>;
+
+    /// Removes the actor's checkpoints with `sequence < before` (retention,
+    /// contract rule 13). Returns how many were removed.
+    async fn delete_checkpoints_before(&self, actor_id: &str, before: u64) -> JournalResult<u64>;
+
+    /// One page of actor ids, ascending in the backend's own order, starting
+    /// after `cursor` (`None`: from the beginning).
+    async fn list_actors_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> JournalResult<ActorPage>;
+
+    /// Where one actor's journal stands.
+    async fn actor_summary(&self, actor_id: &str) -> JournalResult<ActorSummary>;
+
+    /// Totals of the whole store.
+    async fn stats(&self) -> JournalResult<JournalStats>;
+
+    /// Every stored entry with `sequence >= from`, ascending (contract rule
+    /// 6). For long journals prefer [`JournalStorage::replay_stream`].
+    async fn replay_from(&self, actor_id: &str, from: u64) -> JournalResult<Vec<JournalEntry>> {
+        self.replay_range(actor_id, from, u64::MAX, usize::MAX).await
+    }
+
+    /// Entries a streaming replay fetches at once.
+    fn replay_page_size(&self) -> usize {
+        DEFAULT_REPLAY_PAGE
+    }
+
+    /// Every stored entry with `sequence >= from`, ascending, as a stream
+    /// holding at most [`JournalStorage::replay_page_size`] entries in memory
+    /// whatever the journal's length. Agrees with `replay_from`.
+    fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
+        paged_replay(self, actor_id, from, self.replay_page_size())
+    }
+
+    /// Every actor id, as a stream fetched page by page.
+    fn list_actors(&self) -> ActorStream<'_> {
+        paged_actors(self, DEFAULT_ACTOR_PAGE)
+    }
+}
+
+/// A replay stream built from [`JournalStorage::replay_range`] pages of
+/// `page` entries: the default of [`JournalStorage::replay_stream`].
+pub fn paged_replay<'a, S>(storage: &'a S, actor_id: &'a str, from: u64, page: usize) -> EntryStream<'a>
+where
+    S: JournalStorage + ?Sized,
+{
+    struct State {
+        next: Option<u64>,
+        buffer: VecDeque<JournalEntry>,
+    }
+    let page = page.max(1);
+    let start = State {
+        next: Some(from.max(1)),
+        buffer: VecDeque::new(),
+    };
+    stream::unfold(start, move |mut state| async move {
+        if state.buffer.is_empty() {
+            let from = state.next?;
+            match storage.replay_range(actor_id, from, u64::MAX, page).await {
+                Ok(entries) => {
+                    state.next = match entries.last() {
+                        Some(last) if entries.len() == page => last.sequence.checked_add(1),
+                        _ => None,
+                    };
+                    state.buffer = entries.into();
+                }
+                Err(e) => {
+                    state.next = None;
+                    return Some((Err(e), state));
+                }
+            }
+        }
+        let entry = state.buffer.pop_front()?;
+        Some((Ok(entry), state))
+    })
+    .boxed()
+}
+
+/// An actor stream built from [`JournalStorage::list_actors_page`]: the
+/// default of [`JournalStorage::list_actors`].
+pub fn paged_actors<S>(storage: &S, page: usize) -> ActorStream<'_>
+where
+    S: JournalStorage + ?Sized,
+{
+    struct State {
+        cursor: Option<String>,
+        started: bool,
+        buffer: VecDeque<String>,
+    }
+    let page = page.max(1);
+    let start = State {
+        cursor: None,
+        started: false,
+        buffer: VecDeque::new(),
+    };
+    stream::unfold(start, move |mut state| async move {
+        while state.buffer.is_empty() {
+            if state.started && state.cursor.is_none() {
+                return None;
+            }
+            state.started = true;
+            match storage.list_actors_page(state.cursor.as_deref(), page).await {
+                Ok(ActorPage { actors, next_cursor }) => {
+                    state.cursor = next_cursor;
+                    state.buffer = actors.into();
+                }
+                Err(e) => {
+                    state.cursor = None;
+                    return Some((Err(e), state));
+                }
+            }
+        }
+        let actor = state.buffer.pop_front()?;
+        Some((Ok(actor), state))
+    })
+    .boxed()
+}

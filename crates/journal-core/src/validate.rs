@@ -1,0 +1,208 @@
+//! Input checks every backend runs before any I/O (contract rule 4 and 10).
+//!
+//! Backends call these and do storage, nothing else; the rules live here
+//! once.
+
+use prost::Message;
+
+use crate::error::{JournalError, JournalResult};
+use crate::proto::{Checkpoint, JournalEntry};
+
+/// Longest actor id, in bytes.
+pub const MAX_ACTOR_ID_BYTES: usize = 255;
+
+/// Default largest encoded entry: 16 MiB.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest entry id, in bytes.
+pub const MAX_ENTRY_ID_BYTES: usize = 255;
+
+/// Size limits a backend enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded entry, in bytes.
+    pub max_entry_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+        }
+    }
+}
+
+/// Checks an actor id: 1 to 255 bytes.
+pub fn validate_actor_id(actor_id: &str) -> JournalResult<()> {
+    if actor_id.is_empty() {
+        return Err(JournalError::InvalidEntry("actor id is empty".into()));
+    }
+    if actor_id.len() > MAX_ACTOR_ID_BYTES {
+        return Err(JournalError::InvalidEntry(format!(
+            "actor id is {} bytes, the limit is {MAX_ACTOR_ID_BYTES}",
+            actor_id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks one entry: its actor id, a non-empty id, a sequence of at least 1,
+/// a variant, and its encoded size.
+pub fn validate_entry(entry: &JournalEntry, limits: &Limits) -> JournalResult<()> {
+    validate_actor_id(&entry.actor_id)?;
+    if entry.id.is_empty() {
+        return Err(JournalError::InvalidEntry(format!(
+            "entry at sequence {} has an empty id",
+            entry.sequence
+        )));
+    }
+    if entry.id.len() > MAX_ENTRY_ID_BYTES {
+        return Err(JournalError::InvalidEntry(format!(
+            "entry id is {} bytes, the limit is {MAX_ENTRY_ID_BYTES}",
+            entry.id.len()
+        )));
+    }
+    if entry.sequence == 0 {
+        return Err(JournalError::InvalidEntry("sequence 0: sequences start at 1".into()));
+    }
+    if entry.entry.is_none() {
+        return Err(JournalError::InvalidEntry(format!(
+            "entry at sequence {} has no entry variant",
+            entry.sequence
+        )));
+    }
+    let size = entry.encoded_len();
+    if size > limits.max_entry_bytes {
+        return Err(JournalError::InvalidEntry(format!(
+            "entry at sequence {} is {size} bytes, the limit is {}",
+            entry.sequence, limits.max_entry_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a batch: every entry valid, one actor, contiguous sequences.
+/// An empty batch is valid (and a no-op).
+pub fn validate_batch(entries: &[JournalEntry], limits: &Limits) -> JournalResult<()> {
+    let Some(first) = entries.first() else {
+        return Ok(());
+    };
+    for (offset, entry) in entries.iter().enumerate() {
+        validate_entry(entry, limits)?;
+        if entry.actor_id != first.actor_id {
+            return Err(JournalError::InvalidEntry(format!(
+                "batch mixes actors {:?} and {:?}",
+                first.actor_id, entry.actor_id
+            )));
+        }
+        let want = first.sequence.checked_add(offset as u64);
+        if want != Some(entry.sequence) {
+            return Err(JournalError::InvalidEntry(format!(
+                "batch is not contiguous: sequence {} at position {offset} after {}",
+                entry.sequence, first.sequence
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a checkpoint's own fields: actor id and a sequence of at least 1.
+/// Whether the sequence is at most the actor's highest is the backend's
+/// check, made atomically with the save.
+pub fn validate_checkpoint(checkpoint: &Checkpoint) -> JournalResult<()> {
+    validate_actor_id(&checkpoint.actor_id)
+        .map_err(|e| JournalError::InvalidCheckpoint(e.to_string()))?;
+    if checkpoint.sequence == 0 {
+        return Err(JournalError::InvalidCheckpoint(
+            "sequence 0: a checkpoint follows at least entry 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The error for a checkpoint beyond the journal's end.
+pub fn checkpoint_beyond_highest(checkpoint: &Checkpoint, highest: u64) -> JournalError {
+    JournalError::InvalidCheckpoint(format!(
+        "checkpoint at sequence {} of actor {:?} is beyond its highest sequence {highest}",
+        checkpoint.sequence, checkpoint.actor_id
+    ))
+}
+
+/// What a backend should do with an append whose first sequence is `first`
+/// when the actor's highest sequence is `highest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendCheck {
+    /// `first == highest + 1`: write it.
+    Write,
+    /// `first <= highest`: write nothing; the append is an idempotent retry
+    /// if every entry is stored with the same id, otherwise a conflict.
+    CompareStored,
+    /// `first > highest + 1`: a gap.
+    Conflict,
+}
+
+impl AppendCheck {
+    /// Classifies an append.
+    pub fn of(first: u64, highest: u64) -> Self {
+        match first.cmp(&(highest + 1)) {
+            std::cmp::Ordering::Equal => AppendCheck::Write,
+            std::cmp::Ordering::Less => AppendCheck::CompareStored,
+            std::cmp::Ordering::Greater => AppendCheck::Conflict,
+        }
+    }
+}
+
+/// The conflict error for an append of `actual` when `highest` is stored.
+pub fn sequence_conflict(actor_id: &str, highest: u64, actual: u64) -> JournalError {
+    JournalError::SequenceConflict {
+        actor_id: actor_id.to_owned(),
+        expected: highest + 1,
+        actual,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::journal_entry::Entry;
+
+    fn entry(actor: &str, seq: u64) -> JournalEntry {
+        JournalEntry::new(actor, seq, Entry::message_received("m", "t", vec![]))
+    }
+
+    #[test]
+    fn entries() {
+        let limits = Limits::default();
+        assert!(validate_entry(&entry("a", 1), &limits).is_ok());
+        assert!(validate_entry(&entry(&"x".repeat(255), 1), &limits).is_ok());
+        for bad in [
+            entry("", 1),
+            entry(&"x".repeat(256), 1),
+            entry("a", 0),
+            JournalEntry { entry: None, ..entry("a", 1) },
+            JournalEntry { id: String::new(), ..entry("a", 1) },
+        ] {
+            assert!(matches!(validate_entry(&bad, &limits), Err(JournalError::InvalidEntry(_))), "{bad:?}");
+        }
+        let tight = Limits { max_entry_bytes: 10 };
+        assert!(matches!(validate_entry(&entry("a", 1), &tight), Err(JournalError::InvalidEntry(_))));
+    }
+
+    #[test]
+    fn batches() {
+        let limits = Limits::default();
+        assert!(validate_batch(&[], &limits).is_ok());
+        assert!(validate_batch(&[entry("a", 3), entry("a", 4)], &limits).is_ok());
+        assert!(validate_batch(&[entry("a", 3), entry("a", 5)], &limits).is_err());
+        assert!(validate_batch(&[entry("a", 3), entry("a", 3)], &limits).is_err());
+        assert!(validate_batch(&[entry("a", 3), entry("b", 4)], &limits).is_err());
+        assert!(validate_batch(&[entry("a", u64::MAX), entry("a", 0)], &limits).is_err());
+    }
+
+    #[test]
+    fn append_check() {
+        assert_eq!(AppendCheck::of(1, 0), AppendCheck::Write);
+        assert_eq!(AppendCheck::of(1, 1), AppendCheck::CompareStored);
+        assert_eq!(AppendCheck::of(3, 1), AppendCheck::Conflict);
+    }
+}

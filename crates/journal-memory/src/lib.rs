@@ -1,0 +1,301 @@
+#![doc = include_str!("../README.md")]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use journal_core::validate::{self, AppendCheck, Limits};
+use journal_core::{
+    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalResult, JournalStats,
+    JournalStorage,
+};
+
+const BACKEND: &str = "memory";
+
+/// An in-memory journal store. Clones share the same store.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryJournalStorage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    limits: Limits,
+    actors: RwLock<BTreeMap<String, Arc<Mutex<ActorJournal>>>>,
+}
+
+/// One actor's journal. `entries` holds sequences
+/// `highest - entries.len() + 1 ..= highest`, contiguous.
+#[derive(Debug, Default)]
+struct ActorJournal {
+    highest: u64,
+    entries: VecDeque<JournalEntry>,
+    checkpoints: BTreeMap<u64, Checkpoint>,
+    /// Set when the actor was deleted while a caller held this journal: it
+    /// must look the actor up again.
+    deleted: bool,
+}
+
+impl ActorJournal {
+    /// Sequence of `entries[0]` (or `highest + 1` when empty).
+    fn first_stored(&self) -> u64 {
+        self.highest + 1 - self.entries.len() as u64
+    }
+
+    fn stored(&self, sequence: u64) -> Option<&JournalEntry> {
+        let index = sequence.checked_sub(self.first_stored())?;
+        self.entries.get(usize::try_from(index).ok()?)
+    }
+
+    /// Appends `batch` (validated, one actor, contiguous) under rule 1 and 5.
+    fn append(&mut self, batch: &[JournalEntry]) -> JournalResult<()> {
+        let Some(first) = batch.first() else {
+            return Ok(());
+        };
+        match AppendCheck::of(first.sequence, self.highest) {
+            AppendCheck::Write => {
+                self.entries.extend(batch.iter().cloned());
+                self.highest += batch.len() as u64;
+                Ok(())
+            }
+            AppendCheck::CompareStored
+                if batch
+                    .iter()
+                    .all(|e| self.stored(e.sequence).is_some_and(|s| s.id == e.id)) =>
+            {
+                Ok(())
+            }
+            AppendCheck::CompareStored | AppendCheck::Conflict => Err(
+                validate::sequence_conflict(&first.actor_id, self.highest, first.sequence),
+            ),
+        }
+    }
+}
+
+fn lock(journal: &Mutex<ActorJournal>) -> MutexGuard<'_, ActorJournal> {
+    journal.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MemoryJournalStorage {
+    /// An empty store with the default limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store with the given limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        MemoryJournalStorage {
+            inner: Arc::new(Inner {
+                limits,
+                actors: RwLock::default(),
+            }),
+        }
+    }
+
+    fn find(&self, actor_id: &str) -> Option<Arc<Mutex<ActorJournal>>> {
+        let actors = self.inner.actors.read().unwrap_or_else(PoisonError::into_inner);
+        actors.get(actor_id).cloned()
+    }
+
+    fn find_or_create(&self, actor_id: &str) -> Arc<Mutex<ActorJournal>> {
+        if let Some(journal) = self.find(actor_id) {
+            return journal;
+        }
+        let mut actors = self.inner.actors.write().unwrap_or_else(PoisonError::into_inner);
+        actors.entry(actor_id.to_owned()).or_default().clone()
+    }
+
+    /// Runs `f` on the actor's journal, if the actor exists.
+    fn with_actor<T>(&self, actor_id: &str, f: impl FnOnce(&mut ActorJournal) -> T) -> Option<T> {
+        let journal = self.find(actor_id)?;
+        let mut guard = lock(&journal);
+        // A journal deleted after `find` is as good as absent.
+        (!guard.deleted).then(|| f(&mut guard))
+    }
+
+    fn append_validated(&self, batch: &[JournalEntry]) -> JournalResult<()> {
+        let Some(first) = batch.first() else {
+            return Ok(());
+        };
+        // Only an append at sequence 1 may create an actor; anything else on
+        // an unknown actor is a conflict, and leaves no empty actor behind.
+        loop {
+            let journal = if first.sequence == 1 {
+                self.find_or_create(&first.actor_id)
+            } else if let Some(journal) = self.find(&first.actor_id) {
+                journal
+            } else {
+                return Err(validate::sequence_conflict(&first.actor_id, 0, first.sequence));
+            };
+            let mut guard = lock(&journal);
+            if !guard.deleted {
+                return guard.append(batch);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl JournalStorage for MemoryJournalStorage {
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
+    async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
+        validate::validate_entry(entry, &self.inner.limits)?;
+        self.append_validated(std::slice::from_ref(entry))?;
+        Ok(entry.sequence)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
+    async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
+        validate::validate_batch(entries, &self.inner.limits)?;
+        self.append_validated(entries)
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn replay_range(
+        &self,
+        actor_id: &str,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> JournalResult<Vec<JournalEntry>> {
+        let entries = self.with_actor(actor_id, |j| {
+            let from = from.max(j.first_stored());
+            let to = to.min(j.highest);
+            if max == 0 || from > to {
+                return Vec::new();
+            }
+            let skip = usize::try_from(from - j.first_stored()).unwrap_or(usize::MAX);
+            let count = usize::try_from(to - from + 1).unwrap_or(usize::MAX).min(max);
+            j.entries.iter().skip(skip).take(count).cloned().collect()
+        });
+        Ok(entries.unwrap_or_default())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64> {
+        Ok(self.with_actor(actor_id, |j| j.highest).unwrap_or(0))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()> {
+        self.with_actor(actor_id, |j| {
+            while j.entries.front().is_some_and(|e| e.sequence <= to) {
+                j.entries.pop_front();
+            }
+        });
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
+        let removed = {
+            let mut actors = self.inner.actors.write().unwrap_or_else(PoisonError::into_inner);
+            actors.remove(actor_id)
+        };
+        if let Some(journal) = removed {
+            let mut guard = lock(&journal);
+            *guard = ActorJournal {
+                deleted: true,
+                ..ActorJournal::default()
+            };
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %checkpoint.actor_id, sequence = checkpoint.sequence))]
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> JournalResult<()> {
+        validate::validate_checkpoint(checkpoint)?;
+        self.with_actor(&checkpoint.actor_id, |j| {
+            if checkpoint.sequence > j.highest {
+                return Err(validate::checkpoint_beyond_highest(checkpoint, j.highest));
+            }
+            j.checkpoints.insert(checkpoint.sequence, checkpoint.clone());
+            Ok(())
+        })
+        .unwrap_or_else(|| Err(validate::checkpoint_beyond_highest(checkpoint, 0)))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn get_latest_checkpoint(&self, actor_id: &str) -> JournalResult<Option<Checkpoint>> {
+        Ok(self
+            .with_actor(actor_id, |j| j.checkpoints.values().next_back().cloned())
+            .flatten())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn get_checkpoint(&self, actor_id: &str, sequence: u64) -> JournalResult<Option<Checkpoint>> {
+        Ok(self
+            .with_actor(actor_id, |j| j.checkpoints.get(&sequence).cloned())
+            .flatten())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>> {
+        Ok(self
+            .with_actor(actor_id, |j| j.checkpoints.keys().copied().collect())
+            .unwrap_or_default())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn delete_checkpoints_before(&self, actor_id: &str, before: u64) -> JournalResult<u64> {
+        Ok(self
+            .with_actor(actor_id, |j| {
+                let kept = j.checkpoints.split_off(&before);
+                let removed = j.checkpoints.len() as u64;
+                j.checkpoints = kept;
+                removed
+            })
+            .unwrap_or(0))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn list_actors_page(&self, cursor: Option<&str>, limit: usize) -> JournalResult<ActorPage> {
+        let actors = self.inner.actors.read().unwrap_or_else(PoisonError::into_inner);
+        let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let page: Vec<String> = actors
+            .range::<str, _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let next_cursor = (page.len() == limit).then(|| page.last().cloned()).flatten();
+        Ok(ActorPage {
+            actors: page,
+            next_cursor,
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn actor_summary(&self, actor_id: &str) -> JournalResult<ActorSummary> {
+        Ok(self
+            .with_actor(actor_id, |j| ActorSummary {
+                highest_sequence: j.highest,
+                entries: j.entries.len() as u64,
+                checkpoints: j.checkpoints.len() as u64,
+            })
+            .unwrap_or_default())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn stats(&self) -> JournalResult<JournalStats> {
+        let journals: Vec<_> = {
+            let actors = self.inner.actors.read().unwrap_or_else(PoisonError::into_inner);
+            actors.values().cloned().collect()
+        };
+        let mut stats = JournalStats::default();
+        for journal in journals {
+            let j = lock(&journal);
+            if j.deleted {
+                continue;
+            }
+            stats.actors += 1;
+            stats.entries += j.entries.len() as u64;
+            stats.checkpoints += j.checkpoints.len() as u64;
+        }
+        Ok(stats)
+    }
+}

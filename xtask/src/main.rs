@@ -1,0 +1,2 @@
+//! Project automation; run `cargo xtask help`.
+fn main() {}
