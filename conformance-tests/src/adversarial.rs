@@ -46,16 +46,43 @@ pub async fn ids_round_trip_everywhere(storage: Arc<dyn JournalStorage>) {
     for id in &ids {
         let written = entries(id, 1, 4);
         append_each(&*storage, &written[..1]).await;
-        storage.append_batch(&written[1..]).await.unwrap_or_else(|e| panic!("batch for {id:?}: {e}"));
-        assert_eq!(storage.replay_from(id, 1).await.expect("replay"), written, "{id:?}");
-        assert_eq!(collect_stream(&*storage, id, 2).await, written[1..], "{id:?}");
-        assert_eq!(storage.highest_sequence(id).await.expect("highest"), 4, "{id:?}");
+        storage
+            .append_batch(&written[1..])
+            .await
+            .unwrap_or_else(|e| panic!("batch for {id:?}: {e}"));
+        assert_eq!(
+            storage.replay_from(id, 1).await.expect("replay"),
+            written,
+            "{id:?}"
+        );
+        assert_eq!(
+            collect_stream(&*storage, id, 2).await,
+            written[1..],
+            "{id:?}"
+        );
+        assert_eq!(
+            storage.highest_sequence(id).await.expect("highest"),
+            4,
+            "{id:?}"
+        );
         let c = checkpoint(id, 3);
         storage.save_checkpoint(&c).await.expect("save");
-        assert_eq!(storage.get_latest_checkpoint(id).await.expect("latest"), Some(c), "{id:?}");
-        assert_eq!(storage.actor_summary(id).await.expect("summary").entries, 4, "{id:?}");
+        assert_eq!(
+            storage.get_latest_checkpoint(id).await.expect("latest"),
+            Some(c),
+            "{id:?}"
+        );
+        assert_eq!(
+            storage.actor_summary(id).await.expect("summary").entries,
+            4,
+            "{id:?}"
+        );
         storage.truncate_to(id, 2).await.expect("truncate");
-        assert_eq!(seqs(&storage.replay_from(id, 1).await.expect("replay")), vec![3, 4], "{id:?}");
+        assert_eq!(
+            seqs(&storage.replay_from(id, 1).await.expect("replay")),
+            vec![3, 4],
+            "{id:?}"
+        );
     }
     let listed: Vec<String> = storage.list_actors().try_collect().await.expect("list");
     for id in &ids {
@@ -63,9 +90,23 @@ pub async fn ids_round_trip_everywhere(storage: Arc<dyn JournalStorage>) {
     }
     for id in &ids {
         storage.delete_actor(id).await.expect("delete");
-        assert!(storage.replay_from(id, 0).await.expect("replay").is_empty(), "{id:?}");
-        assert!(storage.get_latest_checkpoint(id).await.expect("latest").is_none(), "{id:?}");
-        assert_eq!(storage.highest_sequence(id).await.expect("highest"), 0, "{id:?}");
+        assert!(
+            storage.replay_from(id, 0).await.expect("replay").is_empty(),
+            "{id:?}"
+        );
+        assert!(
+            storage
+                .get_latest_checkpoint(id)
+                .await
+                .expect("latest")
+                .is_none(),
+            "{id:?}"
+        );
+        assert_eq!(
+            storage.highest_sequence(id).await.expect("highest"),
+            0,
+            "{id:?}"
+        );
     }
 }
 
@@ -82,15 +123,22 @@ pub async fn ids_do_not_collide(storage: Arc<dyn JournalStorage>) {
         format!("{u}:a:b"),
         format!("{u}:a%3Ab"),
         format!("{{{u}}}:a"),
-        format!("{u}"),
+        u.clone(),
         format!("{u}\\"),
     ];
     for (i, id) in ids.iter().enumerate() {
-        storage.append_batch(&entries(id, 1, i as u64 + 1)).await.expect("batch");
+        storage
+            .append_batch(&entries(id, 1, i as u64 + 1))
+            .await
+            .expect("batch");
     }
     for (i, id) in ids.iter().enumerate() {
         let stored = storage.replay_from(id, 1).await.expect("replay");
-        assert_eq!(stored.len(), i + 1, "{id:?} shares a journal with another id");
+        assert_eq!(
+            stored.len(),
+            i + 1,
+            "{id:?} shares a journal with another id"
+        );
         assert!(stored.iter().all(|e| &e.actor_id == id), "{id:?}");
     }
     storage.delete_actor(&ids[0]).await.expect("delete");

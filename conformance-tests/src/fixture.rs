@@ -39,13 +39,18 @@ pub fn entries(actor_id: &str, from: u64, to: u64) -> Vec<JournalEntry> {
 /// sequence, with binary payloads (every byte value), metadata maps with
 /// unusual keys, and a timestamp with nanoseconds.
 pub fn rich_entry(actor_id: &str, sequence: u64) -> JournalEntry {
-    let bytes: Vec<u8> = (0..=255u8).cycle().skip(sequence as usize % 256).take(300).collect();
+    let bytes: Vec<u8> = (0..=255u8)
+        .cycle()
+        .skip(sequence as usize % 256)
+        .take(300)
+        .collect();
     let mut metadata = BTreeMap::new();
     metadata.insert("trace-id".to_owned(), format!("t-{sequence}"));
     metadata.insert(String::new(), "empty key".to_owned());
     metadata.insert("ünïcödé ✓".to_owned(), "'\"\\{}%:".to_owned());
+    let small = i64::try_from(sequence % 1_000_000).unwrap_or(0);
     let duration = Some(Duration {
-        seconds: 30 + sequence as i64,
+        seconds: 30 + small,
         nanos: 250,
     });
     let variant = match sequence % 8 {
@@ -79,7 +84,9 @@ pub fn rich_entry(actor_id: &str, sequence: u64) -> JournalEntry {
             delay: duration,
             timer_data: bytes,
         }),
-        5 => Entry::TimerFired(TimerFired { timer_id: "t".into() }),
+        5 => Entry::TimerFired(TimerFired {
+            timer_id: "t".into(),
+        }),
         6 => Entry::PromiseCreated(PromiseCreated {
             promise_id: "p".into(),
             timeout: duration,
@@ -92,8 +99,8 @@ pub fn rich_entry(actor_id: &str, sequence: u64) -> JournalEntry {
     };
     JournalEntry {
         timestamp: Some(Timestamp {
-            seconds: 1_700_000_000 + sequence as i64,
-            nanos: 999_999_999 - (sequence % 1000) as i32,
+            seconds: 1_700_000_000 + small,
+            nanos: 999_999_999 - i32::try_from(sequence % 1000).unwrap_or(0),
         }),
         correlation_id: format!("corr-{sequence}"),
         ..JournalEntry::new(actor_id, sequence, variant)
@@ -117,7 +124,11 @@ pub fn seqs(entries: &[JournalEntry]) -> Vec<u64> {
 }
 
 /// The whole replay stream from `from`, collected.
-pub async fn collect_stream(storage: &dyn JournalStorage, actor_id: &str, from: u64) -> Vec<JournalEntry> {
+pub async fn collect_stream(
+    storage: &dyn JournalStorage,
+    actor_id: &str,
+    from: u64,
+) -> Vec<JournalEntry> {
     storage
         .replay_stream(actor_id, from)
         .try_collect()
@@ -160,10 +171,16 @@ pub fn assert_invalid_checkpoint<T: std::fmt::Debug>(result: JournalResult<T>) {
 
 /// A checkpoint whose state names its sequence.
 pub fn checkpoint(actor_id: &str, sequence: u64) -> Checkpoint {
-    Checkpoint::new(actor_id, sequence, format!("state at {sequence}").into_bytes())
+    Checkpoint::new(
+        actor_id,
+        sequence,
+        format!("state at {sequence}").into_bytes(),
+    )
 }
 
 /// `n` bytes of a repeating, non-trivial pattern.
 pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }

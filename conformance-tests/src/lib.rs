@@ -9,11 +9,20 @@ pub mod tck;
 /// Stamps out one `#[test]` per property of the suite, each calling the given
 /// async expression for a fresh storage.
 ///
-/// ```ignore
-/// journal_conformance::suite!(async { MyStorage::new().await.unwrap() });
-/// // Or, when the storage may be unavailable (a server that is not running):
-/// // the expression gives `Option<S>`, and `None` skips the test.
-/// journal_conformance::suite!(optional: async { my_storage_or_none().await });
+/// ```
+/// # use journal_memory::MemoryJournalStorage;
+/// journal_conformance::suite!(async { MemoryJournalStorage::new() });
+/// ```
+///
+/// When the storage may be unavailable (a server that is not running), the
+/// expression gives an `Option`, and `None` ends each test early:
+///
+/// ```
+/// # use journal_memory::MemoryJournalStorage;
+/// async fn storage_if_reachable() -> Option<MemoryJournalStorage> {
+///     Some(MemoryJournalStorage::new())
+/// }
+/// journal_conformance::suite!(optional: async { storage_if_reachable().await });
 /// ```
 ///
 /// The expression is evaluated once per test, and should give a store of its

@@ -18,7 +18,13 @@ use crate::fixture::{
 pub async fn rule01_first_append_is_sequence_one(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r01-first");
     assert_conflict(storage.append_entry(&entry(&actor, 2)).await, 1, 2);
-    assert_eq!(storage.append_entry(&entry(&actor, 1)).await.expect("append 1"), 1);
+    assert_eq!(
+        storage
+            .append_entry(&entry(&actor, 1))
+            .await
+            .expect("append 1"),
+        1
+    );
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 1);
 }
 
@@ -44,7 +50,10 @@ pub async fn rule01_conflict_writes_nothing(storage: Arc<dyn JournalStorage>) {
     append_each(&*storage, &stored).await;
     assert!(storage.append_entry(&entry(&actor, 2)).await.is_err());
     assert!(storage.append_entry(&entry(&actor, 4)).await.is_err());
-    assert_eq!(storage.replay_from(&actor, 1).await.expect("replay"), stored);
+    assert_eq!(
+        storage.replay_from(&actor, 1).await.expect("replay"),
+        stored
+    );
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 2);
 }
 
@@ -56,7 +65,10 @@ pub async fn rule01_sequences_are_per_actor(storage: Arc<dyn JournalStorage>) {
     append_each(&*storage, &entries(&b, 1, 1)).await;
     assert_eq!(storage.highest_sequence(&a).await.expect("highest a"), 3);
     assert_eq!(storage.highest_sequence(&b).await.expect("highest b"), 1);
-    assert_eq!(seqs(&storage.replay_from(&b, 1).await.expect("replay b")), vec![1]);
+    assert_eq!(
+        seqs(&storage.replay_from(&b, 1).await.expect("replay b")),
+        vec![1]
+    );
 }
 
 /// Rule 1: of writers racing for the same sequences of one actor, exactly one
@@ -86,14 +98,26 @@ pub async fn rule01_racing_writers_one_wins_each_sequence(storage: Arc<dyn Journ
     let mut winners = std::collections::BTreeMap::new();
     for task in tasks {
         for (seq, id) in task.await.expect("writer task") {
-            assert!(winners.insert(seq, id).is_none(), "two writers won sequence {seq}");
+            assert!(
+                winners.insert(seq, id).is_none(),
+                "two writers won sequence {seq}"
+            );
         }
     }
     let stored = storage.replay_from(&actor, 1).await.expect("replay");
     assert_eq!(seqs(&stored), (1..=SEQUENCES).collect::<Vec<_>>());
-    assert_eq!(winners.len() as u64, SEQUENCES, "every sequence has exactly one winner");
+    assert_eq!(
+        winners.len() as u64,
+        SEQUENCES,
+        "every sequence has exactly one winner"
+    );
     for e in stored {
-        assert_eq!(Some(&e.id), winners.get(&e.sequence), "stored entry {} is the winner's", e.sequence);
+        assert_eq!(
+            Some(&e.id),
+            winners.get(&e.sequence),
+            "stored entry {} is the winner's",
+            e.sequence
+        );
     }
 }
 
@@ -116,7 +140,10 @@ pub async fn rule02_batch_is_all_or_nothing(storage: Arc<dyn JournalStorage>) {
     // Overlaps the stored 3 with another id: the whole batch fails.
     let overlapping = entries(&actor, 3, 6);
     assert_conflict(storage.append_batch(&overlapping).await, 4, 3);
-    assert_eq!(seqs(&storage.replay_from(&actor, 1).await.expect("replay")), vec![1, 2, 3]);
+    assert_eq!(
+        seqs(&storage.replay_from(&actor, 1).await.expect("replay")),
+        vec![1, 2, 3]
+    );
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 3);
     // The same batch with an invalid last entry fails whole too.
     let mut bad = entries(&actor, 4, 6);
@@ -138,7 +165,10 @@ pub async fn rule02_empty_batch_is_a_noop(storage: Arc<dyn JournalStorage>) {
 pub async fn rule02_batch_must_start_at_highest_plus_one(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r02-start");
     assert_conflict(storage.append_batch(&entries(&actor, 2, 4)).await, 1, 2);
-    storage.append_batch(&entries(&actor, 1, 2)).await.expect("batch at 1");
+    storage
+        .append_batch(&entries(&actor, 1, 2))
+        .await
+        .expect("batch at 1");
     assert_conflict(storage.append_batch(&entries(&actor, 4, 5)).await, 3, 4);
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 2);
 }
@@ -182,7 +212,10 @@ pub async fn rule04_missing_variant_rejected(storage: Arc<dyn JournalStorage>) {
     let mut e = entry(&actor, 1);
     e.entry = None;
     assert_invalid_entry(storage.append_entry(&e).await);
-    assert_eq!(storage.replay_from(&actor, 0).await.expect("replay"), vec![]);
+    assert_eq!(
+        storage.replay_from(&actor, 0).await.expect("replay"),
+        vec![]
+    );
 }
 
 /// Rule 4: an entry over the default 16 MiB limit is rejected.
@@ -210,9 +243,21 @@ pub async fn rule04_batch_mixing_actors_rejected(storage: Arc<dyn JournalStorage
 /// Rule 4: a batch with a gap or a repeated sequence is rejected.
 pub async fn rule04_batch_with_gap_rejected(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r04-gap");
-    assert_invalid_entry(storage.append_batch(&[entry(&actor, 1), entry(&actor, 3)]).await);
-    assert_invalid_entry(storage.append_batch(&[entry(&actor, 1), entry(&actor, 1)]).await);
-    assert_invalid_entry(storage.append_batch(&[entry(&actor, 2), entry(&actor, 1)]).await);
+    assert_invalid_entry(
+        storage
+            .append_batch(&[entry(&actor, 1), entry(&actor, 3)])
+            .await,
+    );
+    assert_invalid_entry(
+        storage
+            .append_batch(&[entry(&actor, 1), entry(&actor, 1)])
+            .await,
+    );
+    assert_invalid_entry(
+        storage
+            .append_batch(&[entry(&actor, 2), entry(&actor, 1)])
+            .await,
+    );
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 0);
 }
 
@@ -224,7 +269,10 @@ pub async fn rule05_retry_of_stored_entry_is_ok(storage: Arc<dyn JournalStorage>
     for e in &stored {
         assert_eq!(storage.append_entry(e).await.expect("retry"), e.sequence);
     }
-    assert_eq!(storage.replay_from(&actor, 1).await.expect("replay"), stored);
+    assert_eq!(
+        storage.replay_from(&actor, 1).await.expect("replay"),
+        stored
+    );
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 3);
 }
 
@@ -238,7 +286,10 @@ pub async fn rule05_same_sequence_other_id_conflicts(storage: Arc<dyn JournalSto
         ..stored[1].clone()
     };
     assert_conflict(storage.append_entry(&impostor).await, 3, 2);
-    assert_eq!(storage.replay_from(&actor, 1).await.expect("replay"), stored);
+    assert_eq!(
+        storage.replay_from(&actor, 1).await.expect("replay"),
+        stored
+    );
 }
 
 /// Rule 5: re-appending a stored batch is `Ok`; one differing id makes it a
@@ -248,7 +299,10 @@ pub async fn rule05_retry_of_stored_batch_is_ok(storage: Arc<dyn JournalStorage>
     let batch = entries(&actor, 1, 4);
     storage.append_batch(&batch).await.expect("batch");
     storage.append_batch(&batch).await.expect("batch retry");
-    storage.append_batch(&batch[1..3]).await.expect("retry of a stored slice");
+    storage
+        .append_batch(&batch[1..3])
+        .await
+        .expect("retry of a stored slice");
     let mut changed = batch.clone();
     changed[3].id = journal_core::new_entry_id();
     assert_conflict(storage.append_batch(&changed).await, 5, 1);
@@ -274,7 +328,10 @@ pub async fn rule05_concurrent_retries_store_one_copy(storage: Arc<dyn JournalSt
     for task in tasks {
         assert_eq!(task.await.expect("task").expect("every retry succeeds"), 1);
     }
-    assert_eq!(storage.replay_from(&actor, 1).await.expect("replay"), vec![e]);
+    assert_eq!(
+        storage.replay_from(&actor, 1).await.expect("replay"),
+        vec![e]
+    );
 }
 
 /// Rule 5: an entry removed by truncation is no longer stored, so appending
@@ -285,8 +342,17 @@ pub async fn rule05_retry_of_truncated_entry_conflicts(storage: Arc<dyn JournalS
     append_each(&*storage, &stored).await;
     storage.truncate_to(&actor, 2).await.expect("truncate");
     assert_conflict(storage.append_entry(&stored[0]).await, 4, 1);
-    assert_eq!(storage.append_entry(&stored[2]).await.expect("retry of kept entry"), 3);
-    assert_eq!(seqs(&storage.replay_from(&actor, 1).await.expect("replay")), vec![3]);
+    assert_eq!(
+        storage
+            .append_entry(&stored[2])
+            .await
+            .expect("retry of kept entry"),
+        3
+    );
+    assert_eq!(
+        seqs(&storage.replay_from(&actor, 1).await.expect("replay")),
+        vec![3]
+    );
 }
 
 /// Rule 6: replay returns each entry as appended, field by field, for every
@@ -308,7 +374,10 @@ pub async fn rule06_from_zero_equals_from_one(storage: Arc<dyn JournalStorage>) 
     let actor = fresh_actor("r06-zero");
     append_each(&*storage, &entries(&actor, 1, 4)).await;
     let zero = storage.replay_from(&actor, 0).await.expect("replay 0");
-    assert_eq!(zero, storage.replay_from(&actor, 1).await.expect("replay 1"));
+    assert_eq!(
+        zero,
+        storage.replay_from(&actor, 1).await.expect("replay 1")
+    );
     assert_eq!(zero.len(), 4);
 }
 
@@ -316,16 +385,35 @@ pub async fn rule06_from_zero_equals_from_one(storage: Arc<dyn JournalStorage>) 
 pub async fn rule06_from_past_highest_is_empty(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r06-past");
     append_each(&*storage, &entries(&actor, 1, 3)).await;
-    assert_eq!(seqs(&storage.replay_from(&actor, 3).await.expect("replay")), vec![3]);
-    assert!(storage.replay_from(&actor, 4).await.expect("replay").is_empty());
-    assert!(storage.replay_from(&actor, u64::MAX).await.expect("replay").is_empty());
+    assert_eq!(
+        seqs(&storage.replay_from(&actor, 3).await.expect("replay")),
+        vec![3]
+    );
+    assert!(storage
+        .replay_from(&actor, 4)
+        .await
+        .expect("replay")
+        .is_empty());
+    assert!(storage
+        .replay_from(&actor, u64::MAX)
+        .await
+        .expect("replay")
+        .is_empty());
 }
 
 /// Rule 6: an unknown actor replays as an empty list, not an error.
 pub async fn rule06_unknown_actor_is_empty(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r06-unknown");
-    assert!(storage.replay_from(&actor, 1).await.expect("replay").is_empty());
-    assert!(storage.replay_range(&actor, 1, 10, 10).await.expect("range").is_empty());
+    assert!(storage
+        .replay_from(&actor, 1)
+        .await
+        .expect("replay")
+        .is_empty());
+    assert!(storage
+        .replay_range(&actor, 1, 10, 10)
+        .await
+        .expect("range")
+        .is_empty());
 }
 
 /// Rule 6: an 8 MiB payload round-trips byte for byte.
@@ -337,7 +425,10 @@ pub async fn rule06_eight_mib_payload_round_trips(storage: Arc<dyn JournalStorag
         Entry::message_received("m", "Big", pattern(8 * 1024 * 1024, 11)),
     );
     append_each(&*storage, std::slice::from_ref(&big)).await;
-    assert_eq!(storage.replay_from(&actor, 1).await.expect("replay"), vec![big]);
+    assert_eq!(
+        storage.replay_from(&actor, 1).await.expect("replay"),
+        vec![big]
+    );
 }
 
 /// Rule 7: the streaming replay agrees with `replay_from` on a journal of
@@ -368,15 +459,30 @@ pub async fn rule07_stream_of_unknown_actor_is_empty(storage: Arc<dyn JournalSto
 /// part.
 pub async fn rule07_stream_starts_after_truncation(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r07-trunc");
-    storage.append_batch(&entries(&actor, 1, 20)).await.expect("batch");
+    storage
+        .append_batch(&entries(&actor, 1, 20))
+        .await
+        .expect("batch");
     storage.truncate_to(&actor, 12).await.expect("truncate");
-    assert_eq!(seqs(&collect_stream(&*storage, &actor, 1).await), (13..=20).collect::<Vec<_>>());
-    assert_eq!(seqs(&collect_stream(&*storage, &actor, 15).await), (15..=20).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&collect_stream(&*storage, &actor, 1).await),
+        (13..=20).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(&collect_stream(&*storage, &actor, 15).await),
+        (15..=20).collect::<Vec<_>>()
+    );
 }
 
 /// Rule 8: an unknown actor's highest sequence is 0.
 pub async fn rule08_highest_of_unknown_actor_is_zero(storage: Arc<dyn JournalStorage>) {
-    assert_eq!(storage.highest_sequence(&fresh_actor("r08-unknown")).await.expect("highest"), 0);
+    assert_eq!(
+        storage
+            .highest_sequence(&fresh_actor("r08-unknown"))
+            .await
+            .expect("highest"),
+        0
+    );
 }
 
 /// Rule 8: the highest sequence follows single and batch appends.
@@ -384,7 +490,10 @@ pub async fn rule08_highest_tracks_appends_and_batches(storage: Arc<dyn JournalS
     let actor = fresh_actor("r08-tracks");
     append_each(&*storage, &entries(&actor, 1, 1)).await;
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 1);
-    storage.append_batch(&entries(&actor, 2, 9)).await.expect("batch");
+    storage
+        .append_batch(&entries(&actor, 2, 9))
+        .await
+        .expect("batch");
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 9);
     assert!(storage.append_entry(&entry(&actor, 11)).await.is_err());
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 9);
@@ -400,14 +509,23 @@ pub async fn rule09_readers_never_see_partial_batch(storage: Arc<dyn JournalStor
     let reads = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (storage, actor, done, reads) =
-                (Arc::clone(&storage), actor.clone(), Arc::clone(&done), Arc::clone(&reads));
+            let (storage, actor, done, reads) = (
+                Arc::clone(&storage),
+                actor.clone(),
+                Arc::clone(&done),
+                Arc::clone(&reads),
+            );
             tokio::spawn(async move {
                 // Keep reading until the writer is done, and at least a few times.
                 let mut own_reads = 0;
                 while !done.load(Ordering::Acquire) || own_reads < 3 {
                     let seen = storage.replay_from(&actor, 1).await.expect("replay");
-                    assert_eq!(seen.len() as u64 % BATCH, 0, "a reader saw {} entries", seen.len());
+                    assert_eq!(
+                        seen.len() as u64 % BATCH,
+                        0,
+                        "a reader saw {} entries",
+                        seen.len()
+                    );
                     let highest = storage.highest_sequence(&actor).await.expect("highest");
                     assert_eq!(highest % BATCH, 0, "a reader saw highest {highest}");
                     own_reads += 1;
@@ -419,14 +537,20 @@ pub async fn rule09_readers_never_see_partial_batch(storage: Arc<dyn JournalStor
         .collect();
     for b in 0..BATCHES {
         let start = b * BATCH + 1;
-        storage.append_batch(&entries(&actor, start, start + BATCH - 1)).await.expect("batch");
+        storage
+            .append_batch(&entries(&actor, start, start + BATCH - 1))
+            .await
+            .expect("batch");
     }
     done.store(true, Ordering::Release);
     for r in readers {
         r.await.expect("reader task");
     }
     assert!(reads.load(Ordering::Relaxed) >= 6);
-    assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), BATCH * BATCHES);
+    assert_eq!(
+        storage.highest_sequence(&actor).await.expect("highest"),
+        BATCH * BATCHES
+    );
 }
 
 /// Rule 10: a checkpoint's sequence must be within `1..=highest`.
@@ -435,9 +559,19 @@ pub async fn rule10_checkpoint_sequence_must_be_in_range(storage: Arc<dyn Journa
     append_each(&*storage, &entries(&actor, 1, 3)).await;
     assert_invalid_checkpoint(storage.save_checkpoint(&checkpoint(&actor, 0)).await);
     assert_invalid_checkpoint(storage.save_checkpoint(&checkpoint(&actor, 4)).await);
-    assert!(storage.get_latest_checkpoint(&actor).await.expect("latest").is_none());
-    storage.save_checkpoint(&checkpoint(&actor, 1)).await.expect("at 1");
-    storage.save_checkpoint(&checkpoint(&actor, 3)).await.expect("at highest");
+    assert!(storage
+        .get_latest_checkpoint(&actor)
+        .await
+        .expect("latest")
+        .is_none());
+    storage
+        .save_checkpoint(&checkpoint(&actor, 1))
+        .await
+        .expect("at 1");
+    storage
+        .save_checkpoint(&checkpoint(&actor, 3))
+        .await
+        .expect("at highest");
     assert_invalid_checkpoint(storage.save_checkpoint(&checkpoint("", 1)).await);
 }
 
@@ -448,30 +582,59 @@ pub async fn rule10_checkpoint_save_is_idempotent(storage: Arc<dyn JournalStorag
     let first = checkpoint(&actor, 2);
     storage.save_checkpoint(&first).await.expect("save");
     storage.save_checkpoint(&first).await.expect("save again");
-    assert_eq!(storage.list_checkpoints(&actor).await.expect("list"), vec![2]);
+    assert_eq!(
+        storage.list_checkpoints(&actor).await.expect("list"),
+        vec![2]
+    );
     let mut second = checkpoint(&actor, 2);
     second.state_data = b"replaced".to_vec();
     storage.save_checkpoint(&second).await.expect("replace");
-    assert_eq!(storage.get_latest_checkpoint(&actor).await.expect("latest"), Some(second));
-    assert_eq!(storage.list_checkpoints(&actor).await.expect("list"), vec![2]);
+    assert_eq!(
+        storage.get_latest_checkpoint(&actor).await.expect("latest"),
+        Some(second)
+    );
+    assert_eq!(
+        storage.list_checkpoints(&actor).await.expect("list"),
+        vec![2]
+    );
 }
 
 /// Rule 10: an actor with no entries has no valid checkpoint sequence.
 pub async fn rule10_checkpoint_for_unknown_actor_rejected(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r10-unknown");
     assert_invalid_checkpoint(storage.save_checkpoint(&checkpoint(&actor, 1)).await);
-    assert!(storage.get_latest_checkpoint(&actor).await.expect("latest").is_none());
+    assert!(storage
+        .get_latest_checkpoint(&actor)
+        .await
+        .expect("latest")
+        .is_none());
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 0);
 }
 
 /// Rule 11: no checkpoint gives `None`.
 pub async fn rule11_no_checkpoint_is_none(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r11-none");
-    assert!(storage.get_latest_checkpoint(&actor).await.expect("latest").is_none());
+    assert!(storage
+        .get_latest_checkpoint(&actor)
+        .await
+        .expect("latest")
+        .is_none());
     append_each(&*storage, &entries(&actor, 1, 2)).await;
-    assert!(storage.get_latest_checkpoint(&actor).await.expect("latest").is_none());
-    assert!(storage.get_checkpoint(&actor, 1).await.expect("get").is_none());
-    assert!(storage.list_checkpoints(&actor).await.expect("list").is_empty());
+    assert!(storage
+        .get_latest_checkpoint(&actor)
+        .await
+        .expect("latest")
+        .is_none());
+    assert!(storage
+        .get_checkpoint(&actor, 1)
+        .await
+        .expect("get")
+        .is_none());
+    assert!(storage
+        .list_checkpoints(&actor)
+        .await
+        .expect("list")
+        .is_empty());
 }
 
 /// Rule 11: the latest checkpoint is the one with the highest sequence, not
@@ -479,13 +642,19 @@ pub async fn rule11_no_checkpoint_is_none(storage: Arc<dyn JournalStorage>) {
 pub async fn rule11_latest_is_highest_sequence(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r11-latest");
     append_each(&*storage, &entries(&actor, 1, 10)).await;
-    let saved: Vec<_> = [4, 9, 2].iter().map(|&seq| checkpoint(&actor, seq)).collect();
+    let saved: Vec<_> = [4, 9, 2]
+        .iter()
+        .map(|&seq| checkpoint(&actor, seq))
+        .collect();
     for c in &saved {
         storage.save_checkpoint(c).await.expect("save");
     }
     let latest = storage.get_latest_checkpoint(&actor).await.expect("latest");
     assert_eq!(latest.as_ref(), Some(&saved[1]));
-    assert_eq!(storage.list_checkpoints(&actor).await.expect("list"), vec![2, 4, 9]);
+    assert_eq!(
+        storage.list_checkpoints(&actor).await.expect("list"),
+        vec![2, 4, 9]
+    );
 }
 
 /// Rule 12: checkpoint state is stored as opaque bytes: claims of
@@ -501,8 +670,14 @@ pub async fn rule12_checkpoint_bytes_are_opaque(storage: Arc<dyn JournalStorage>
     c.state_schema_version = 42;
     c.metadata.insert("k'\"{".into(), "v\0".into());
     storage.save_checkpoint(&c).await.expect("save");
-    assert_eq!(storage.get_latest_checkpoint(&actor).await.expect("latest"), Some(c.clone()));
-    assert_eq!(storage.get_checkpoint(&actor, 1).await.expect("get"), Some(c));
+    assert_eq!(
+        storage.get_latest_checkpoint(&actor).await.expect("latest"),
+        Some(c.clone())
+    );
+    assert_eq!(
+        storage.get_checkpoint(&actor, 1).await.expect("get"),
+        Some(c)
+    );
 }
 
 /// Rule 13: retention removes the checkpoints below a sequence and keeps the
@@ -511,13 +686,42 @@ pub async fn rule13_pruning_keeps_newest_checkpoints(storage: Arc<dyn JournalSto
     let actor = fresh_actor("r13-retention");
     append_each(&*storage, &entries(&actor, 1, 10)).await;
     for seq in [2, 4, 6, 8] {
-        storage.save_checkpoint(&checkpoint(&actor, seq)).await.expect("save");
+        storage
+            .save_checkpoint(&checkpoint(&actor, seq))
+            .await
+            .expect("save");
     }
-    assert_eq!(storage.delete_checkpoints_before(&actor, 6).await.expect("prune"), 2);
-    assert_eq!(storage.list_checkpoints(&actor).await.expect("list"), vec![6, 8]);
-    assert_eq!(storage.delete_checkpoints_before(&actor, 6).await.expect("prune again"), 0);
-    assert!(storage.get_checkpoint(&actor, 4).await.expect("get").is_none());
-    assert_eq!(storage.get_latest_checkpoint(&actor).await.expect("latest").map(|c| c.sequence), Some(8));
+    assert_eq!(
+        storage
+            .delete_checkpoints_before(&actor, 6)
+            .await
+            .expect("prune"),
+        2
+    );
+    assert_eq!(
+        storage.list_checkpoints(&actor).await.expect("list"),
+        vec![6, 8]
+    );
+    assert_eq!(
+        storage
+            .delete_checkpoints_before(&actor, 6)
+            .await
+            .expect("prune again"),
+        0
+    );
+    assert!(storage
+        .get_checkpoint(&actor, 4)
+        .await
+        .expect("get")
+        .is_none());
+    assert_eq!(
+        storage
+            .get_latest_checkpoint(&actor)
+            .await
+            .expect("latest")
+            .map(|c| c.sequence),
+        Some(8)
+    );
 }
 
 /// Rule 14: truncation removes entries up to `s`, keeps the highest, and the
@@ -526,11 +730,17 @@ pub async fn rule14_truncate_keeps_highest_and_next_append(storage: Arc<dyn Jour
     let actor = fresh_actor("r14-truncate");
     append_each(&*storage, &entries(&actor, 1, 6)).await;
     storage.truncate_to(&actor, 4).await.expect("truncate");
-    assert_eq!(seqs(&storage.replay_from(&actor, 1).await.expect("replay")), vec![5, 6]);
+    assert_eq!(
+        seqs(&storage.replay_from(&actor, 1).await.expect("replay")),
+        vec![5, 6]
+    );
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 6);
     assert_conflict(storage.append_entry(&entry(&actor, 1)).await, 7, 1);
     append_each(&*storage, &[entry(&actor, 7)]).await;
-    assert_eq!(seqs(&storage.replay_from(&actor, 0).await.expect("replay")), vec![5, 6, 7]);
+    assert_eq!(
+        seqs(&storage.replay_from(&actor, 0).await.expect("replay")),
+        vec![5, 6, 7]
+    );
 }
 
 /// Rule 14: truncating past the highest removes everything, keeps the
@@ -538,12 +748,25 @@ pub async fn rule14_truncate_keeps_highest_and_next_append(storage: Arc<dyn Jour
 pub async fn rule14_truncate_past_highest_keeps_highest(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r14-past");
     append_each(&*storage, &entries(&actor, 1, 3)).await;
-    storage.truncate_to(&actor, u64::MAX).await.expect("truncate");
-    assert!(storage.replay_from(&actor, 1).await.expect("replay").is_empty());
+    storage
+        .truncate_to(&actor, u64::MAX)
+        .await
+        .expect("truncate");
+    assert!(storage
+        .replay_from(&actor, 1)
+        .await
+        .expect("replay")
+        .is_empty());
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 3);
     assert_conflict(storage.append_entry(&entry(&actor, 1)).await, 4, 1);
-    storage.append_batch(&entries(&actor, 4, 5)).await.expect("batch after truncation");
-    assert_eq!(seqs(&storage.replay_from(&actor, 1).await.expect("replay")), vec![4, 5]);
+    storage
+        .append_batch(&entries(&actor, 4, 5))
+        .await
+        .expect("batch after truncation");
+    assert_eq!(
+        seqs(&storage.replay_from(&actor, 1).await.expect("replay")),
+        vec![4, 5]
+    );
 }
 
 /// Rule 14: truncating to 0, below what is already truncated, or an unknown
@@ -552,14 +775,29 @@ pub async fn rule14_truncate_zero_and_repeat_are_noops(storage: Arc<dyn JournalS
     let actor = fresh_actor("r14-noop");
     append_each(&*storage, &entries(&actor, 1, 5)).await;
     storage.truncate_to(&actor, 0).await.expect("truncate 0");
-    assert_eq!(storage.replay_from(&actor, 1).await.expect("replay").len(), 5);
+    assert_eq!(
+        storage.replay_from(&actor, 1).await.expect("replay").len(),
+        5
+    );
     storage.truncate_to(&actor, 3).await.expect("truncate 3");
     storage.truncate_to(&actor, 2).await.expect("truncate 2");
-    storage.truncate_to(&actor, 3).await.expect("truncate 3 again");
-    assert_eq!(seqs(&storage.replay_from(&actor, 1).await.expect("replay")), vec![4, 5]);
+    storage
+        .truncate_to(&actor, 3)
+        .await
+        .expect("truncate 3 again");
+    assert_eq!(
+        seqs(&storage.replay_from(&actor, 1).await.expect("replay")),
+        vec![4, 5]
+    );
     let unknown = fresh_actor("r14-unknown");
-    storage.truncate_to(&unknown, 10).await.expect("truncate unknown");
-    assert_eq!(storage.highest_sequence(&unknown).await.expect("highest"), 0);
+    storage
+        .truncate_to(&unknown, 10)
+        .await
+        .expect("truncate unknown");
+    assert_eq!(
+        storage.highest_sequence(&unknown).await.expect("highest"),
+        0
+    );
 }
 
 /// Rule 14: checkpoints stay when the journal behind them is truncated, and
@@ -567,11 +805,27 @@ pub async fn rule14_truncate_zero_and_repeat_are_noops(storage: Arc<dyn JournalS
 pub async fn rule14_checkpoints_survive_truncation(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r14-checkpoints");
     append_each(&*storage, &entries(&actor, 1, 8)).await;
-    storage.save_checkpoint(&checkpoint(&actor, 5)).await.expect("save");
+    storage
+        .save_checkpoint(&checkpoint(&actor, 5))
+        .await
+        .expect("save");
     storage.truncate_to(&actor, 8).await.expect("truncate");
-    assert_eq!(storage.get_latest_checkpoint(&actor).await.expect("latest").map(|c| c.sequence), Some(5));
-    storage.save_checkpoint(&checkpoint(&actor, 8)).await.expect("save at highest after truncation");
-    assert_eq!(storage.list_checkpoints(&actor).await.expect("list"), vec![5, 8]);
+    assert_eq!(
+        storage
+            .get_latest_checkpoint(&actor)
+            .await
+            .expect("latest")
+            .map(|c| c.sequence),
+        Some(5)
+    );
+    storage
+        .save_checkpoint(&checkpoint(&actor, 8))
+        .await
+        .expect("save at highest after truncation");
+    assert_eq!(
+        storage.list_checkpoints(&actor).await.expect("list"),
+        vec![5, 8]
+    );
 }
 
 /// Rule 15: deleting an actor leaves nothing readable: entries, checkpoints,
@@ -579,19 +833,51 @@ pub async fn rule14_checkpoints_survive_truncation(storage: Arc<dyn JournalStora
 pub async fn rule15_delete_forgets_everything(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r15-delete");
     append_each(&*storage, &entries(&actor, 1, 4)).await;
-    storage.save_checkpoint(&checkpoint(&actor, 2)).await.expect("save");
-    storage.save_checkpoint(&checkpoint(&actor, 4)).await.expect("save");
+    storage
+        .save_checkpoint(&checkpoint(&actor, 2))
+        .await
+        .expect("save");
+    storage
+        .save_checkpoint(&checkpoint(&actor, 4))
+        .await
+        .expect("save");
     storage.delete_actor(&actor).await.expect("delete");
-    assert!(storage.replay_from(&actor, 0).await.expect("replay").is_empty());
+    assert!(storage
+        .replay_from(&actor, 0)
+        .await
+        .expect("replay")
+        .is_empty());
     assert!(collect_stream(&*storage, &actor, 0).await.is_empty());
-    assert!(storage.get_latest_checkpoint(&actor).await.expect("latest").is_none());
-    assert!(storage.get_checkpoint(&actor, 2).await.expect("get").is_none());
-    assert!(storage.list_checkpoints(&actor).await.expect("list").is_empty());
+    assert!(storage
+        .get_latest_checkpoint(&actor)
+        .await
+        .expect("latest")
+        .is_none());
+    assert!(storage
+        .get_checkpoint(&actor, 2)
+        .await
+        .expect("get")
+        .is_none());
+    assert!(storage
+        .list_checkpoints(&actor)
+        .await
+        .expect("list")
+        .is_empty());
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 0);
-    assert_eq!(storage.actor_summary(&actor).await.expect("summary"), Default::default());
-    let listed: Vec<String> = storage.list_actors().try_collect().await.expect("list actors");
+    assert_eq!(
+        storage.actor_summary(&actor).await.expect("summary"),
+        journal_core::ActorSummary::default()
+    );
+    let listed: Vec<String> = storage
+        .list_actors()
+        .try_collect()
+        .await
+        .expect("list actors");
     assert!(!listed.contains(&actor), "a deleted actor is still listed");
-    storage.delete_actor(&actor).await.expect("deleting again is a no-op");
+    storage
+        .delete_actor(&actor)
+        .await
+        .expect("deleting again is a no-op");
 }
 
 /// Rule 15: deleting one actor leaves the others as they were.
@@ -601,10 +887,19 @@ pub async fn rule15_delete_leaves_other_actors_alone(storage: Arc<dyn JournalSto
     append_each(&*storage, &entries(&gone, 1, 3)).await;
     let kept_entries = entries(&kept, 1, 3);
     append_each(&*storage, &kept_entries).await;
-    storage.save_checkpoint(&checkpoint(&kept, 3)).await.expect("save");
+    storage
+        .save_checkpoint(&checkpoint(&kept, 3))
+        .await
+        .expect("save");
     storage.delete_actor(&gone).await.expect("delete");
-    assert_eq!(storage.replay_from(&kept, 1).await.expect("replay"), kept_entries);
-    assert_eq!(storage.list_checkpoints(&kept).await.expect("list"), vec![3]);
+    assert_eq!(
+        storage.replay_from(&kept, 1).await.expect("replay"),
+        kept_entries
+    );
+    assert_eq!(
+        storage.list_checkpoints(&kept).await.expect("list"),
+        vec![3]
+    );
 }
 
 /// Rule 15: after deletion the actor starts over at sequence 1.
@@ -631,7 +926,10 @@ pub async fn rule20_concurrent_appends_of_many_actors(storage: Arc<dyn JournalSt
                 for seq in 1..=PER_ACTOR {
                     let e = entry(&actor, seq);
                     if seq % 10 == 0 {
-                        storage.append_batch(std::slice::from_ref(&e)).await.expect("batch");
+                        storage
+                            .append_batch(std::slice::from_ref(&e))
+                            .await
+                            .expect("batch");
                     } else {
                         storage.append_entry(&e).await.expect("append");
                     }
@@ -643,7 +941,11 @@ pub async fn rule20_concurrent_appends_of_many_actors(storage: Arc<dyn JournalSt
     for task in tasks {
         let actor = task.await.expect("task");
         let stored = storage.replay_from(&actor, 1).await.expect("replay");
-        assert_eq!(seqs(&stored), (1..=PER_ACTOR).collect::<Vec<_>>(), "journal of {actor}");
+        assert_eq!(
+            seqs(&stored),
+            (1..=PER_ACTOR).collect::<Vec<_>>(),
+            "journal of {actor}"
+        );
     }
 }
 
@@ -656,7 +958,10 @@ pub async fn rule20_checkpoints_and_appends_interleave(storage: Arc<dyn JournalS
         let (storage, actor) = (Arc::clone(&storage), actor.clone());
         tokio::spawn(async move {
             for seq in 2..=60 {
-                storage.append_entry(&entry(&actor, seq)).await.expect("append");
+                storage
+                    .append_entry(&entry(&actor, seq))
+                    .await
+                    .expect("append");
             }
         })
     };
@@ -666,7 +971,10 @@ pub async fn rule20_checkpoints_and_appends_interleave(storage: Arc<dyn JournalS
             let mut saved = BTreeSet::new();
             for _ in 0..30 {
                 let highest = storage.highest_sequence(&actor).await.expect("highest");
-                storage.save_checkpoint(&checkpoint(&actor, highest)).await.expect("save");
+                storage
+                    .save_checkpoint(&checkpoint(&actor, highest))
+                    .await
+                    .expect("save");
                 saved.insert(highest);
             }
             saved
@@ -675,7 +983,12 @@ pub async fn rule20_checkpoints_and_appends_interleave(storage: Arc<dyn JournalS
     writer.await.expect("writer");
     let saved = checkpointer.await.expect("checkpointer");
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 60);
-    let listed: BTreeSet<u64> = storage.list_checkpoints(&actor).await.expect("list").into_iter().collect();
+    let listed: BTreeSet<u64> = storage
+        .list_checkpoints(&actor)
+        .await
+        .expect("list")
+        .into_iter()
+        .collect();
     assert_eq!(listed, saved);
 }
 
@@ -693,7 +1006,9 @@ pub async fn listing_streams_every_actor(storage: Arc<dyn JournalStorage>) {
     append_each(&*storage, &entries(&deleted, 1, 1)).await;
     storage.delete_actor(&deleted).await.expect("delete");
     // A failed append creates no actor.
-    let _ = storage.append_entry(&entry(&format!("{prefix}-never"), 3)).await;
+    let _ = storage
+        .append_entry(&entry(&format!("{prefix}-never"), 3))
+        .await;
     let listed: Vec<String> = storage.list_actors().try_collect().await.expect("list");
     let ours: Vec<&String> = listed.iter().filter(|a| a.starts_with(&prefix)).collect();
     assert_eq!(ours.len(), want.len(), "each actor exactly once: {ours:?}");
@@ -711,7 +1026,10 @@ pub async fn listing_pages_resume_at_cursor(storage: Arc<dyn JournalStorage>) {
     let mut cursor: Option<String> = None;
     for round in 0.. {
         assert!(round < 10_000, "listing does not end");
-        let page = storage.list_actors_page(cursor.as_deref(), 4).await.expect("page");
+        let page = storage
+            .list_actors_page(cursor.as_deref(), 4)
+            .await
+            .expect("page");
         assert!(page.actors.len() <= 4, "a page holds at most its limit");
         seen.extend(page.actors);
         match page.next_cursor {
@@ -733,7 +1051,10 @@ pub async fn stats_count_actors_entries_checkpoints(storage: Arc<dyn JournalStor
     let b = fresh_actor("stats-b");
     append_each(&*storage, &entries(&a, 1, 5)).await;
     append_each(&*storage, &entries(&b, 1, 2)).await;
-    storage.save_checkpoint(&checkpoint(&a, 3)).await.expect("save");
+    storage
+        .save_checkpoint(&checkpoint(&a, 3))
+        .await
+        .expect("save");
     storage.truncate_to(&a, 2).await.expect("truncate");
     let after = storage.stats().await.expect("stats");
     assert_eq!(after.actors - before.actors, 2);
@@ -749,14 +1070,27 @@ pub async fn stats_count_actors_entries_checkpoints(storage: Arc<dyn JournalStor
 /// Summary: one actor's highest sequence, stored entries and checkpoints.
 pub async fn summary_describes_one_actor(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("summary");
-    assert_eq!(storage.actor_summary(&actor).await.expect("summary"), Default::default());
+    assert_eq!(
+        storage.actor_summary(&actor).await.expect("summary"),
+        journal_core::ActorSummary::default()
+    );
     append_each(&*storage, &entries(&actor, 1, 9)).await;
-    storage.save_checkpoint(&checkpoint(&actor, 4)).await.expect("save");
-    storage.save_checkpoint(&checkpoint(&actor, 8)).await.expect("save");
+    storage
+        .save_checkpoint(&checkpoint(&actor, 4))
+        .await
+        .expect("save");
+    storage
+        .save_checkpoint(&checkpoint(&actor, 8))
+        .await
+        .expect("save");
     storage.truncate_to(&actor, 4).await.expect("truncate");
     let summary = storage.actor_summary(&actor).await.expect("summary");
     assert_eq!(
-        (summary.highest_sequence, summary.entries, summary.checkpoints),
+        (
+            summary.highest_sequence,
+            summary.entries,
+            summary.checkpoints
+        ),
         (9, 5, 2)
     );
 }

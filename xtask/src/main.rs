@@ -1,2 +1,35 @@
-//! Project automation; run `cargo xtask help`.
-fn main() {}
+//! Project automation. `cargo xtask ci` runs everything CI runs;
+//! `cargo xtask help` lists the commands.
+
+mod ci;
+mod run;
+
+use std::process::ExitCode;
+
+const HELP: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci      fmt check, clippy -D warnings, docs -D warnings, every test;
+          ends with a summary table (exit status 1 when a step failed)
+  help    this text
+
+environment:
+  PROPTEST_CASES   property-test cases per property (ci default: 64)
+  CI               when `true`, nothing may be skipped
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci::run(&args[1..]),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("xtask: unknown command {other:?}\n\n{HELP}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -85,7 +85,11 @@ impl Entry {
     }
 
     /// A state change.
-    pub fn state_changed(change_type: impl Into<String>, old_state: Vec<u8>, new_state: Vec<u8>) -> Self {
+    pub fn state_changed(
+        change_type: impl Into<String>,
+        old_state: Vec<u8>,
+        new_state: Vec<u8>,
+    ) -> Self {
         Entry::StateChanged(StateChanged {
             old_state,
             new_state,
@@ -179,7 +183,10 @@ mod tests {
             ..RedisConfig::default()
         };
         let shown = format!("{pg:?} {redis:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
         assert!(shown.contains("db:5432"), "{shown}");
     }
 

@@ -20,7 +20,9 @@ pub enum JournalError {
     /// An append did not carry the next sequence of the actor (contract rule
     /// 1): another writer got there first, or the caller is out of date.
     /// Nothing was written.
-    #[error("sequence conflict for actor {actor_id:?}: expected sequence {expected}, got {actual}")]
+    #[error(
+        "sequence conflict for actor {actor_id:?}: expected sequence {expected}, got {actual}"
+    )]
     SequenceConflict {
         /// The actor whose journal was appended to.
         actor_id: String,
@@ -32,7 +34,9 @@ pub enum JournalError {
 
     /// Something with this id was already journaled (for example a
     /// redelivered message whose id is in the journal).
-    #[error("duplicate {what} {id:?} for actor {actor_id:?}, already journaled at sequence {sequence}")]
+    #[error(
+        "duplicate {what} {id:?} for actor {actor_id:?}, already journaled at sequence {sequence}"
+    )]
     DuplicateEntry {
         /// The actor concerned.
         actor_id: String,

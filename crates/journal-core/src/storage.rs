@@ -121,8 +121,11 @@ pub trait JournalStorage: Send + Sync {
     async fn get_latest_checkpoint(&self, actor_id: &str) -> JournalResult<Option<Checkpoint>>;
 
     /// The checkpoint at exactly `sequence`, or `None`.
-    async fn get_checkpoint(&self, actor_id: &str, sequence: u64)
-        -> JournalResult<Option<Checkpoint>>;
+    async fn get_checkpoint(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+    ) -> JournalResult<Option<Checkpoint>>;
 
     /// Sequences of the actor's stored checkpoints, ascending.
     async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>>;
@@ -148,7 +151,8 @@ pub trait JournalStorage: Send + Sync {
     /// Every stored entry with `sequence >= from`, ascending (contract rule
     /// 6). For long journals prefer [`JournalStorage::replay_stream`].
     async fn replay_from(&self, actor_id: &str, from: u64) -> JournalResult<Vec<JournalEntry>> {
-        self.replay_range(actor_id, from, u64::MAX, usize::MAX).await
+        self.replay_range(actor_id, from, u64::MAX, usize::MAX)
+            .await
     }
 
     /// Entries a streaming replay fetches at once.
@@ -171,7 +175,12 @@ pub trait JournalStorage: Send + Sync {
 
 /// A replay stream built from [`JournalStorage::replay_range`] pages of
 /// `page` entries: the default of [`JournalStorage::replay_stream`].
-pub fn paged_replay<'a, S>(storage: &'a S, actor_id: &'a str, from: u64, page: usize) -> EntryStream<'a>
+pub fn paged_replay<'a, S>(
+    storage: &'a S,
+    actor_id: &'a str,
+    from: u64,
+    page: usize,
+) -> EntryStream<'a>
 where
     S: JournalStorage + ?Sized,
 {
@@ -230,8 +239,14 @@ where
                 return None;
             }
             state.started = true;
-            match storage.list_actors_page(state.cursor.as_deref(), page).await {
-                Ok(ActorPage { actors, next_cursor }) => {
+            match storage
+                .list_actors_page(state.cursor.as_deref(), page)
+                .await
+            {
+                Ok(ActorPage {
+                    actors,
+                    next_cursor,
+                }) => {
                     state.cursor = next_cursor;
                     state.buffer = actors.into();
                 }

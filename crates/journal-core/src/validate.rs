@@ -63,7 +63,9 @@ pub fn validate_entry(entry: &JournalEntry, limits: &Limits) -> JournalResult<()
         )));
     }
     if entry.sequence == 0 {
-        return Err(JournalError::InvalidEntry("sequence 0: sequences start at 1".into()));
+        return Err(JournalError::InvalidEntry(
+            "sequence 0: sequences start at 1".into(),
+        ));
     }
     if entry.entry.is_none() {
         return Err(JournalError::InvalidEntry(format!(
@@ -179,13 +181,30 @@ mod tests {
             entry("", 1),
             entry(&"x".repeat(256), 1),
             entry("a", 0),
-            JournalEntry { entry: None, ..entry("a", 1) },
-            JournalEntry { id: String::new(), ..entry("a", 1) },
+            JournalEntry {
+                entry: None,
+                ..entry("a", 1)
+            },
+            JournalEntry {
+                id: String::new(),
+                ..entry("a", 1)
+            },
         ] {
-            assert!(matches!(validate_entry(&bad, &limits), Err(JournalError::InvalidEntry(_))), "{bad:?}");
+            assert!(
+                matches!(
+                    validate_entry(&bad, &limits),
+                    Err(JournalError::InvalidEntry(_))
+                ),
+                "{bad:?}"
+            );
         }
-        let tight = Limits { max_entry_bytes: 10 };
-        assert!(matches!(validate_entry(&entry("a", 1), &tight), Err(JournalError::InvalidEntry(_))));
+        let tight = Limits {
+            max_entry_bytes: 10,
+        };
+        assert!(matches!(
+            validate_entry(&entry("a", 1), &tight),
+            Err(JournalError::InvalidEntry(_))
+        ));
     }
 
     #[test]

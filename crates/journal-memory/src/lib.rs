@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use async_trait::async_trait;
 use journal_core::validate::{self, AppendCheck, Limits};
 use journal_core::{
-    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalResult, JournalStats,
-    JournalStorage,
+    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalResult, JournalStats, JournalStorage,
 };
 
 const BACKEND: &str = "memory";
@@ -66,9 +65,11 @@ impl ActorJournal {
             {
                 Ok(())
             }
-            AppendCheck::CompareStored | AppendCheck::Conflict => Err(
-                validate::sequence_conflict(&first.actor_id, self.highest, first.sequence),
-            ),
+            AppendCheck::CompareStored | AppendCheck::Conflict => Err(validate::sequence_conflict(
+                &first.actor_id,
+                self.highest,
+                first.sequence,
+            )),
         }
     }
 }
@@ -94,7 +95,11 @@ impl MemoryJournalStorage {
     }
 
     fn find(&self, actor_id: &str) -> Option<Arc<Mutex<ActorJournal>>> {
-        let actors = self.inner.actors.read().unwrap_or_else(PoisonError::into_inner);
+        let actors = self
+            .inner
+            .actors
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         actors.get(actor_id).cloned()
     }
 
@@ -102,7 +107,11 @@ impl MemoryJournalStorage {
         if let Some(journal) = self.find(actor_id) {
             return journal;
         }
-        let mut actors = self.inner.actors.write().unwrap_or_else(PoisonError::into_inner);
+        let mut actors = self
+            .inner
+            .actors
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         actors.entry(actor_id.to_owned()).or_default().clone()
     }
 
@@ -126,7 +135,11 @@ impl MemoryJournalStorage {
             } else if let Some(journal) = self.find(&first.actor_id) {
                 journal
             } else {
-                return Err(validate::sequence_conflict(&first.actor_id, 0, first.sequence));
+                return Err(validate::sequence_conflict(
+                    &first.actor_id,
+                    0,
+                    first.sequence,
+                ));
             };
             let mut guard = lock(&journal);
             if !guard.deleted {
@@ -170,7 +183,9 @@ impl JournalStorage for MemoryJournalStorage {
                 return Vec::new();
             }
             let skip = usize::try_from(from - j.first_stored()).unwrap_or(usize::MAX);
-            let count = usize::try_from(to - from + 1).unwrap_or(usize::MAX).min(max);
+            let count = usize::try_from(to - from + 1)
+                .unwrap_or(usize::MAX)
+                .min(max);
             j.entries.iter().skip(skip).take(count).cloned().collect()
         });
         Ok(entries.unwrap_or_default())
@@ -194,7 +209,11 @@ impl JournalStorage for MemoryJournalStorage {
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
         let removed = {
-            let mut actors = self.inner.actors.write().unwrap_or_else(PoisonError::into_inner);
+            let mut actors = self
+                .inner
+                .actors
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             actors.remove(actor_id)
         };
         if let Some(journal) = removed {
@@ -214,7 +233,8 @@ impl JournalStorage for MemoryJournalStorage {
             if checkpoint.sequence > j.highest {
                 return Err(validate::checkpoint_beyond_highest(checkpoint, j.highest));
             }
-            j.checkpoints.insert(checkpoint.sequence, checkpoint.clone());
+            j.checkpoints
+                .insert(checkpoint.sequence, checkpoint.clone());
             Ok(())
         })
         .unwrap_or_else(|| Err(validate::checkpoint_beyond_highest(checkpoint, 0)))
@@ -228,7 +248,11 @@ impl JournalStorage for MemoryJournalStorage {
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
-    async fn get_checkpoint(&self, actor_id: &str, sequence: u64) -> JournalResult<Option<Checkpoint>> {
+    async fn get_checkpoint(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+    ) -> JournalResult<Option<Checkpoint>> {
         Ok(self
             .with_actor(actor_id, |j| j.checkpoints.get(&sequence).cloned())
             .flatten())
@@ -254,15 +278,25 @@ impl JournalStorage for MemoryJournalStorage {
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
-    async fn list_actors_page(&self, cursor: Option<&str>, limit: usize) -> JournalResult<ActorPage> {
-        let actors = self.inner.actors.read().unwrap_or_else(PoisonError::into_inner);
+    async fn list_actors_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> JournalResult<ActorPage> {
+        let actors = self
+            .inner
+            .actors
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
         let page: Vec<String> = actors
             .range::<str, _>((start, Bound::Unbounded))
             .take(limit)
             .map(|(id, _)| id.clone())
             .collect();
-        let next_cursor = (page.len() == limit).then(|| page.last().cloned()).flatten();
+        let next_cursor = (page.len() == limit)
+            .then(|| page.last().cloned())
+            .flatten();
         Ok(ActorPage {
             actors: page,
             next_cursor,
@@ -283,7 +317,11 @@ impl JournalStorage for MemoryJournalStorage {
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn stats(&self) -> JournalResult<JournalStats> {
         let journals: Vec<_> = {
-            let actors = self.inner.actors.read().unwrap_or_else(PoisonError::into_inner);
+            let actors = self
+                .inner
+                .actors
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             actors.values().cloned().collect()
         };
         let mut stats = JournalStats::default();

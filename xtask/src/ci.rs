@@ -1,0 +1,228 @@
+//! `cargo xtask ci`: every check CI makes, in order, then one summary table.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::run::{cargo, quietly, stream, Finished};
+
+/// Test counts of one step.
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+struct Step {
+    name: String,
+    success: bool,
+    elapsed: Duration,
+    counts: Option<Counts>,
+    note: String,
+}
+
+impl Step {
+    fn from(name: &str, finished: &Finished, counts: Option<Counts>) -> Self {
+        Step {
+            name: name.to_owned(),
+            success: finished.success,
+            elapsed: finished.elapsed,
+            counts,
+            note: String::new(),
+        }
+    }
+}
+
+pub fn run(args: &[String]) -> ExitCode {
+    if let Some(unknown) = args.first() {
+        eprintln!("xtask ci: unexpected argument {unknown:?}");
+        return ExitCode::from(2);
+    }
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        std::env::set_var("PROPTEST_CASES", "64");
+    }
+    let mut steps = Vec::new();
+
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    steps.push(Step::from("fmt --check", &stream(fmt), None));
+
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    steps.push(Step::from("clippy -D warnings", &stream(clippy), None));
+
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps", "--locked"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    steps.push(Step::from("doc -D warnings", &stream(doc), None));
+
+    steps.push(unit_and_integration_tests());
+
+    let mut doctests = cargo();
+    doctests.args(["test", "--workspace", "--doc", "--locked"]);
+    let finished = stream(doctests);
+    let counts = libtest_counts(&finished.lines);
+    steps.push(Step::from("doc tests", &finished, Some(counts)));
+
+    print_summary(&steps)
+}
+
+/// Every unit and integration test, with nextest where it is installed.
+fn unit_and_integration_tests() -> Step {
+    let mut probe = cargo();
+    probe.args(["nextest", "--version"]);
+    if quietly(probe) {
+        let mut nextest = cargo();
+        nextest.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--locked",
+            "--no-fail-fast",
+            "--failure-output",
+            "final",
+        ]);
+        let finished = stream(nextest);
+        let counts = nextest_counts(&finished.lines);
+        Step::from("tests (nextest)", &finished, counts)
+    } else {
+        let mut test = cargo();
+        test.args([
+            "test",
+            "--workspace",
+            "--locked",
+            "--no-fail-fast",
+            "--lib",
+            "--bins",
+            "--tests",
+        ]);
+        let finished = stream(test);
+        let counts = libtest_counts(&finished.lines);
+        let mut step = Step::from("tests (cargo test)", &finished, Some(counts));
+        step.note = "nextest not installed".into();
+        step
+    }
+}
+
+/// Parses nextest's `Summary [ 1.2s] 75 tests run: 74 passed, 1 failed, 2 skipped`.
+fn nextest_counts(lines: &[String]) -> Option<Counts> {
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("Summary [") && l.contains("tests run"))?;
+    let mut counts = Counts::default();
+    let after = line.split("tests run:").nth(1)?;
+    for part in after.split(',') {
+        let mut words = part.split_whitespace();
+        let (Some(n), Some(what)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match what {
+            "passed" => counts.passed += n,
+            "failed" | "timed" => counts.failed += n,
+            "skipped" => counts.skipped += n,
+            _ => {}
+        }
+    }
+    Some(counts)
+}
+
+/// Sums libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines.
+fn libtest_counts(lines: &[String]) -> Counts {
+    let mut counts = Counts::default();
+    for line in lines.iter().filter(|l| l.starts_with("test result:")) {
+        for part in line.split(';') {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let Some(i) = words
+                .iter()
+                .position(|w| matches!(*w, "passed" | "failed" | "ignored"))
+            else {
+                continue;
+            };
+            let Some(n) = i.checked_sub(1).and_then(|j| words[j].parse::<u64>().ok()) else {
+                continue;
+            };
+            match words[i] {
+                "passed" => counts.passed += n,
+                "failed" => counts.failed += n,
+                _ => counts.skipped += n,
+            }
+        }
+    }
+    counts
+}
+
+fn print_summary(steps: &[Step]) -> ExitCode {
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "\n{:<22} {:<6} {:>9}  {:>7} {:>7} {:>8}  note",
+        "step", "result", "time", "passed", "failed", "skipped"
+    );
+    let _ = writeln!(table, "{}", "-".repeat(78));
+    let mut total = Counts::default();
+    for step in steps {
+        let (p, f, s) = step.counts.map_or_else(
+            || ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+            |c| {
+                total.passed += c.passed;
+                total.failed += c.failed;
+                total.skipped += c.skipped;
+                (
+                    c.passed.to_string(),
+                    c.failed.to_string(),
+                    c.skipped.to_string(),
+                )
+            },
+        );
+        let _ = writeln!(
+            table,
+            "{:<22} {:<6} {:>8.1}s  {:>7} {:>7} {:>8}  {}",
+            step.name,
+            if step.success { "ok" } else { "FAILED" },
+            step.elapsed.as_secs_f64(),
+            p,
+            f,
+            s,
+            step.note
+        );
+    }
+    let failed_steps: Vec<&str> = steps
+        .iter()
+        .filter(|s| !s.success)
+        .map(|s| s.name.as_str())
+        .collect();
+    let total_time: f64 = steps.iter().map(|s| s.elapsed.as_secs_f64()).sum();
+    let _ = writeln!(table, "{}", "-".repeat(78));
+    let _ = writeln!(
+        table,
+        "total time {total_time:.1}s; failed steps: {}",
+        if failed_steps.is_empty() {
+            "none".to_owned()
+        } else {
+            failed_steps.join(", ")
+        }
+    );
+    // The closing line, in the plain form CI reads.
+    let _ = writeln!(
+        table,
+        "tests: {} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.skipped
+    );
+    print!("{table}");
+    if failed_steps.is_empty() && total.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
