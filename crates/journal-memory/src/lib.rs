@@ -337,3 +337,8 @@ impl JournalStorage for MemoryJournalStorage {
         Ok(stats)
     }
 }
+
+/// The workspace README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct WorkspaceReadme;
