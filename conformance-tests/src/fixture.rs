@@ -184,3 +184,21 @@ pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
 }
+
+/// Asserts the actor has no checkpoint by any of the three reads.
+pub async fn assert_no_checkpoints(storage: &dyn JournalStorage, actor_id: &str) {
+    let latest = storage
+        .get_latest_checkpoint(actor_id)
+        .await
+        .expect("latest");
+    assert!(
+        latest.is_none(),
+        "latest checkpoint of {actor_id:?}: {latest:?}"
+    );
+    let listed = storage.list_checkpoints(actor_id).await.expect("list");
+    assert!(listed.is_empty(), "checkpoints of {actor_id:?}: {listed:?}");
+    for seq in [1, 2] {
+        let got = storage.get_checkpoint(actor_id, seq).await.expect("get");
+        assert!(got.is_none(), "checkpoint {seq} of {actor_id:?}: {got:?}");
+    }
+}

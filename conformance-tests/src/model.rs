@@ -123,6 +123,27 @@ enum Outcome<T> {
     InvalidCheckpoint,
 }
 
+impl<T> Outcome<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Ok(v) => Outcome::Ok(f(v)),
+            Outcome::Conflict { expected, actual } => Outcome::Conflict { expected, actual },
+            Outcome::InvalidEntry => Outcome::InvalidEntry,
+            Outcome::InvalidCheckpoint => Outcome::InvalidCheckpoint,
+        }
+    }
+}
+
+/// The id and model state of the run's actor number `actor`.
+fn slot<'m>(
+    ids: &'m [String; 3],
+    model: &'m mut BTreeMap<usize, ModelActor>,
+    actor: u8,
+) -> (&'m str, &'m mut ModelActor) {
+    let i = usize::from(actor);
+    (&ids[i], model.entry(i).or_default())
+}
+
 fn outcome<T>(result: JournalResult<T>) -> Result<Outcome<T>, String> {
     match result {
         Ok(v) => Ok(Outcome::Ok(v)),
@@ -260,10 +281,7 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                 offset,
                 retry,
             } => {
-                let (id, m) = (
-                    &ids[usize::from(actor)],
-                    model.entry(actor.into()).or_default(),
-                );
+                let (id, m) = slot(&ids, &mut model, actor);
                 let seq = (m.highest + 1)
                     .checked_add_signed(i64::from(offset))
                     .unwrap_or(0);
@@ -275,14 +293,7 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                     }
                 };
                 let got = outcome(storage.append_entry(&e).await)?;
-                let want = match m.append(std::slice::from_ref(&e)) {
-                    Outcome::Ok(()) => Outcome::Ok(seq),
-                    Outcome::Conflict { expected, actual } => {
-                        Outcome::Conflict { expected, actual }
-                    }
-                    Outcome::InvalidEntry => Outcome::InvalidEntry,
-                    Outcome::InvalidCheckpoint => Outcome::InvalidCheckpoint,
-                };
+                let want = m.append(std::slice::from_ref(&e)).map(|()| seq);
                 ensure(&format!("{op:?}"), done, &got, &want)?;
             }
             Op::Batch {
@@ -291,10 +302,7 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                 len,
                 retry,
             } => {
-                let (id, m) = (
-                    &ids[usize::from(actor)],
-                    model.entry(actor.into()).or_default(),
-                );
+                let (id, m) = slot(&ids, &mut model, actor);
                 let start = (m.highest + 1)
                     .checked_add_signed(i64::from(offset))
                     .unwrap_or(0);
@@ -308,12 +316,9 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                 ensure(&format!("{op:?}"), done, &got, &m.append(&batch))?;
             }
             Op::Checkpoint { actor, at } => {
-                let (id, m) = (
-                    &ids[usize::from(actor)],
-                    model.entry(actor.into()).or_default(),
-                );
+                let (id, m) = slot(&ids, &mut model, actor);
                 let seq = u64::from(at) % (m.highest + 2);
-                let mut c = Checkpoint::new(id.clone(), seq, pattern(usize::from(at) * 3, at));
+                let mut c = Checkpoint::new(id, seq, pattern(usize::from(at) * 3, at));
                 c.metadata.insert("op".into(), done.to_string());
                 let got = outcome(storage.save_checkpoint(&c).await)?;
                 let want = if seq == 0 || seq > m.highest {
@@ -325,10 +330,7 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                 ensure(&format!("{op:?}"), done, &got, &want)?;
             }
             Op::Truncate { actor, to } => {
-                let (id, m) = (
-                    &ids[usize::from(actor)],
-                    model.entry(actor.into()).or_default(),
-                );
+                let (id, m) = slot(&ids, &mut model, actor);
                 let to = u64::from(to) % (m.highest + 3);
                 storage
                     .truncate_to(id, to)
@@ -337,10 +339,7 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                 m.entries.retain(|&s, _| s > to);
             }
             Op::Prune { actor, before } => {
-                let (id, m) = (
-                    &ids[usize::from(actor)],
-                    model.entry(actor.into()).or_default(),
-                );
+                let (id, m) = slot(&ids, &mut model, actor);
                 let before = u64::from(before) % (m.highest + 3);
                 let got = storage
                     .delete_checkpoints_before(id, before)
@@ -364,10 +363,7 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                 to,
                 max,
             } => {
-                let (id, m) = (
-                    &ids[usize::from(actor)],
-                    model.entry(actor.into()).or_default(),
-                );
+                let (id, m) = slot(&ids, &mut model, actor);
                 let (from, to) = (
                     u64::from(from) % (m.highest + 3),
                     u64::from(to) % (m.highest + 3),
@@ -389,10 +385,7 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                 )?;
             }
             Op::Stream { actor, from } => {
-                let (id, m) = (
-                    &ids[usize::from(actor)],
-                    model.entry(actor.into()).or_default(),
-                );
+                let (id, m) = slot(&ids, &mut model, actor);
                 let from = u64::from(from) % (m.highest + 3);
                 let got: Vec<_> = storage
                     .replay_stream(id, from)
@@ -407,10 +400,7 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                 )?;
             }
             Op::Read { actor } => {
-                let (id, m) = (
-                    &ids[usize::from(actor)],
-                    model.entry(actor.into()).or_default(),
-                );
+                let (id, m) = slot(&ids, &mut model, actor);
                 check_actor(storage, id, m, done).await?;
             }
         }

@@ -10,8 +10,9 @@ use journal_core::journal_entry::Entry;
 use journal_core::{JournalEntry, JournalError, JournalStorage};
 
 use crate::fixture::{
-    append_each, assert_conflict, assert_invalid_checkpoint, assert_invalid_entry, checkpoint,
-    collect_stream, entries, entry, fresh_actor, pattern, rich_entry, seqs,
+    append_each, assert_conflict, assert_invalid_checkpoint, assert_invalid_entry,
+    assert_no_checkpoints, checkpoint, collect_stream, entries, entry, fresh_actor, pattern,
+    rich_entry, seqs,
 };
 
 /// Rule 1: the first append of an actor carries sequence 1.
@@ -620,21 +621,7 @@ pub async fn rule11_no_checkpoint_is_none(storage: Arc<dyn JournalStorage>) {
         .expect("latest")
         .is_none());
     append_each(&*storage, &entries(&actor, 1, 2)).await;
-    assert!(storage
-        .get_latest_checkpoint(&actor)
-        .await
-        .expect("latest")
-        .is_none());
-    assert!(storage
-        .get_checkpoint(&actor, 1)
-        .await
-        .expect("get")
-        .is_none());
-    assert!(storage
-        .list_checkpoints(&actor)
-        .await
-        .expect("list")
-        .is_empty());
+    assert_no_checkpoints(&*storage, &actor).await;
 }
 
 /// Rule 11: the latest checkpoint is the one with the highest sequence, not
@@ -848,21 +835,7 @@ pub async fn rule15_delete_forgets_everything(storage: Arc<dyn JournalStorage>) 
         .expect("replay")
         .is_empty());
     assert!(collect_stream(&*storage, &actor, 0).await.is_empty());
-    assert!(storage
-        .get_latest_checkpoint(&actor)
-        .await
-        .expect("latest")
-        .is_none());
-    assert!(storage
-        .get_checkpoint(&actor, 2)
-        .await
-        .expect("get")
-        .is_none());
-    assert!(storage
-        .list_checkpoints(&actor)
-        .await
-        .expect("list")
-        .is_empty());
+    assert_no_checkpoints(&*storage, &actor).await;
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 0);
     assert_eq!(
         storage.actor_summary(&actor).await.expect("summary"),
