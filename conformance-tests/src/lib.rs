@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 pub mod adversarial;
+pub mod cutoff;
+pub mod facet;
 pub mod fixture;
 pub mod model;
 pub mod rules;
@@ -108,6 +110,19 @@ macro_rules! __suite_tests {
             tck::tck_snapshots_latest_and_by_sequence,
             tck::tck_snapshot_overwrite,
             tck::tck_snapshot_sizes,
+            facet::facet_recovery_from_checkpoint_equals_full_replay,
+            facet::facet_side_effects_not_rerun_on_replay,
+            facet::facet_replay_divergence_detected,
+            facet::facet_redelivered_message_not_reprocessed,
+            facet::facet_undecodable_checkpoint_falls_back,
+            facet::facet_crash_before_processed_recovers,
+            facet::facet_unjournaled_effect_runs_again,
+            facet::facet_checkpoints_hold_real_state,
+            facet::facet_handler_error_journaled,
+            facet::facet_time_and_random_replay_identically,
+            facet::facet_retention_truncates_and_recovers,
+            facet::facet_truncated_journal_without_checkpoint_fails,
+            facet::facet_replay_disabled_starts_fresh,
             adversarial::ids_round_trip_everywhere,
             adversarial::ids_do_not_collide,
             model::prop_matches_reference_model,

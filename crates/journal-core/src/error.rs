@@ -79,6 +79,37 @@ pub enum JournalError {
         reason: String,
     },
 
+    /// During replay the actor asked for another side effect than the
+    /// journal recorded at that point (other name, other order, or one more
+    /// or one fewer). Replay stops rather than hand back a wrong cached
+    /// result: the actor's code is not deterministic, or changed.
+    #[error(
+        "replay diverged for actor {actor_id:?} in message {message_id:?} at side effect #{position}: \
+         the journal recorded {recorded}, the code asked for {requested}"
+    )]
+    ReplayDivergence {
+        /// The actor being replayed.
+        actor_id: String,
+        /// The message whose handling diverged.
+        message_id: String,
+        /// Index of the side effect within the message, from 0.
+        position: usize,
+        /// What the journal holds there (`"end of message"` when nothing).
+        recorded: String,
+        /// What the code asked for (`"end of message"` when nothing).
+        requested: String,
+    },
+
+    /// The actor's state cannot be rebuilt: no usable checkpoint and the
+    /// journal behind it is truncated, or the actor rejected its state.
+    #[error("cannot recover actor {actor_id:?}: {reason}")]
+    RecoveryFailed {
+        /// The actor concerned.
+        actor_id: String,
+        /// Why.
+        reason: String,
+    },
+
     /// The storage could not be reached (connection lost, timeout, pool
     /// exhausted). The operation may or may not have been applied; appends
     /// are safe to retry (contract rule 5).

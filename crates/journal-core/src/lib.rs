@@ -1,18 +1,28 @@
 #![doc = include_str!("../README.md")]
 
+pub mod checkpoint;
+pub mod context;
+pub mod durability;
 pub mod entry;
 pub mod error;
+pub mod facet;
+pub mod host;
 pub mod proto;
 pub mod redact;
 pub mod storage;
 pub mod validate;
 
+pub use checkpoint::{CheckpointManager, CheckpointPolicy};
+pub use context::ExecutionContext;
+pub use durability::{DurabilityFacet, DurabilityObserver, DurabilityStats};
 pub use entry::{new_entry_id, now_timestamp};
 pub use error::{BoxError, JournalError, JournalResult};
+pub use facet::{Admission, DurableActor, Facet, HandlerError, HandlerResult, MessageOutcome};
+pub use host::{Actor, Delivery, Facets};
 pub use proto::{
-    journal_entry, Checkpoint, CompressionType, DurabilityConfig, JournalBackend, JournalEntry,
-    MessageProcessed, MessageReceived, ProcessingResult, PromiseCreated, PromiseResolved,
-    SideEffectExecuted, StateChanged, TimerFired, TimerScheduled,
+    journal_entry, Checkpoint, CompressionType, DurabilityConfig, FacetSnapshot, JournalBackend,
+    JournalEntry, MessageProcessed, MessageReceived, ProcessingResult, PromiseCreated,
+    PromiseResolved, SideEffectExecuted, StateChanged, TimerFired, TimerScheduled,
 };
 pub use redact::redact_url;
 pub use storage::{

@@ -173,6 +173,84 @@ pub trait JournalStorage: Send + Sync {
     }
 }
 
+/// A shared storage is a storage: `Arc<S>` and `Arc<dyn JournalStorage>`
+/// can be passed wherever a storage is taken by value, and every call goes to
+/// the shared value (its own overrides included).
+#[async_trait]
+impl<T: JournalStorage + ?Sized> JournalStorage for std::sync::Arc<T> {
+    fn backend_name(&self) -> &'static str {
+        (**self).backend_name()
+    }
+    async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
+        (**self).append_entry(entry).await
+    }
+    async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
+        (**self).append_batch(entries).await
+    }
+    async fn replay_range(
+        &self,
+        actor_id: &str,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> JournalResult<Vec<JournalEntry>> {
+        (**self).replay_range(actor_id, from, to, max).await
+    }
+    async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64> {
+        (**self).highest_sequence(actor_id).await
+    }
+    async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()> {
+        (**self).truncate_to(actor_id, to).await
+    }
+    async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
+        (**self).delete_actor(actor_id).await
+    }
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> JournalResult<()> {
+        (**self).save_checkpoint(checkpoint).await
+    }
+    async fn get_latest_checkpoint(&self, actor_id: &str) -> JournalResult<Option<Checkpoint>> {
+        (**self).get_latest_checkpoint(actor_id).await
+    }
+    async fn get_checkpoint(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+    ) -> JournalResult<Option<Checkpoint>> {
+        (**self).get_checkpoint(actor_id, sequence).await
+    }
+    async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>> {
+        (**self).list_checkpoints(actor_id).await
+    }
+    async fn delete_checkpoints_before(&self, actor_id: &str, before: u64) -> JournalResult<u64> {
+        (**self).delete_checkpoints_before(actor_id, before).await
+    }
+    async fn list_actors_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> JournalResult<ActorPage> {
+        (**self).list_actors_page(cursor, limit).await
+    }
+    async fn actor_summary(&self, actor_id: &str) -> JournalResult<ActorSummary> {
+        (**self).actor_summary(actor_id).await
+    }
+    async fn stats(&self) -> JournalResult<JournalStats> {
+        (**self).stats().await
+    }
+    async fn replay_from(&self, actor_id: &str, from: u64) -> JournalResult<Vec<JournalEntry>> {
+        (**self).replay_from(actor_id, from).await
+    }
+    fn replay_page_size(&self) -> usize {
+        (**self).replay_page_size()
+    }
+    fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
+        (**self).replay_stream(actor_id, from)
+    }
+    fn list_actors(&self) -> ActorStream<'_> {
+        (**self).list_actors()
+    }
+}
+
 /// A replay stream built from [`JournalStorage::replay_range`] pages of
 /// `page` entries: the default of [`JournalStorage::replay_stream`].
 pub fn paged_replay<'a, S>(

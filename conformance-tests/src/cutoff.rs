@@ -1,0 +1,108 @@
+//! A storage wrapper that stops accepting appends after a budget: a crash
+//! at an exact point of a workload, on top of a real backend.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use journal_core::{
+    ActorPage, ActorSummary, Checkpoint, EntryStream, JournalEntry, JournalError, JournalResult,
+    JournalStats, JournalStorage,
+};
+
+/// Forwards everything to `inner`, but once `budget` appends have
+/// succeeded, every further append fails with `Unavailable` and writes
+/// nothing, as if the process had died just before it.
+pub struct CutOff {
+    inner: Arc<dyn JournalStorage>,
+    budget: AtomicI64,
+}
+
+impl CutOff {
+    /// Allows `appends` more appends (single or batch) to `inner`.
+    pub fn new(inner: Arc<dyn JournalStorage>, appends: i64) -> Self {
+        CutOff {
+            inner,
+            budget: AtomicI64::new(appends),
+        }
+    }
+
+    fn take(&self) -> JournalResult<()> {
+        if self.budget.fetch_sub(1, Ordering::SeqCst) > 0 {
+            Ok(())
+        } else {
+            Err(JournalError::unavailable(
+                "cutoff",
+                "simulated crash: appends cut off",
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl JournalStorage for CutOff {
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+    async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
+        self.take()?;
+        self.inner.append_entry(entry).await
+    }
+    async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
+        self.take()?;
+        self.inner.append_batch(entries).await
+    }
+    async fn replay_range(
+        &self,
+        actor_id: &str,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> JournalResult<Vec<JournalEntry>> {
+        self.inner.replay_range(actor_id, from, to, max).await
+    }
+    async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64> {
+        self.inner.highest_sequence(actor_id).await
+    }
+    async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()> {
+        self.inner.truncate_to(actor_id, to).await
+    }
+    async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
+        self.inner.delete_actor(actor_id).await
+    }
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> JournalResult<()> {
+        self.inner.save_checkpoint(checkpoint).await
+    }
+    async fn get_latest_checkpoint(&self, actor_id: &str) -> JournalResult<Option<Checkpoint>> {
+        self.inner.get_latest_checkpoint(actor_id).await
+    }
+    async fn get_checkpoint(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+    ) -> JournalResult<Option<Checkpoint>> {
+        self.inner.get_checkpoint(actor_id, sequence).await
+    }
+    async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>> {
+        self.inner.list_checkpoints(actor_id).await
+    }
+    async fn delete_checkpoints_before(&self, actor_id: &str, before: u64) -> JournalResult<u64> {
+        self.inner.delete_checkpoints_before(actor_id, before).await
+    }
+    async fn list_actors_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> JournalResult<ActorPage> {
+        self.inner.list_actors_page(cursor, limit).await
+    }
+    async fn actor_summary(&self, actor_id: &str) -> JournalResult<ActorSummary> {
+        self.inner.actor_summary(actor_id).await
+    }
+    async fn stats(&self) -> JournalResult<JournalStats> {
+        self.inner.stats().await
+    }
+    fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
+        self.inner.replay_stream(actor_id, from)
+    }
+}

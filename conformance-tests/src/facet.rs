@@ -1,0 +1,656 @@
+//! The durability facet on every backend (contract rules 16-19): recovery,
+//! cached side effects, divergence, exactly-once delivery, checkpoint
+//! fallback, and crashes at the worst moments.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use journal_core::checkpoint::CheckpointPolicy;
+use journal_core::journal_entry::Entry;
+use journal_core::{
+    Actor, Checkpoint, Delivery, DurabilityConfig, DurabilityFacet, DurabilityObserver,
+    DurableActor, ExecutionContext, FacetSnapshot, HandlerError, HandlerResult, JournalBackend,
+    JournalError, JournalStorage, MessageReceived, ProcessingResult,
+};
+use prost::Message;
+
+use crate::cutoff::CutOff;
+use crate::fixture::fresh_actor;
+
+/// Every side effect that really ran, by key, in order: what "the outside
+/// world" saw.
+#[derive(Debug, Clone, Default)]
+pub struct OutsideWorld(Arc<Mutex<Vec<String>>>);
+
+impl OutsideWorld {
+    fn record(&self, key: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(key);
+    }
+
+    /// The keys of every effect that ran.
+    pub fn calls(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many times each key ran.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for key in self.calls() {
+            *counts.entry(key).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// One transfer: the bank's receipt, the time (ns since the epoch) and a
+/// random transfer id, all read through the context.
+pub type Transfer = (Vec<u8>, u128, u64);
+
+/// A bank account: deposits, withdrawals (which may fail), and transfers
+/// that call "the bank" (a side effect) and read the time and a random
+/// transfer id through the context.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Account {
+    /// Current balance.
+    pub balance: i64,
+    /// Per transfer: the bank's receipt, the time and the random id.
+    pub transfers: Vec<Transfer>,
+    world: OutsideWorld,
+    /// Name the transfer's side effect is journaled under.
+    effect_name: String,
+}
+
+impl PartialEq for OutsideWorld {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for OutsideWorld {}
+
+impl Account {
+    /// An empty account whose transfers call `world`.
+    pub fn new(world: &OutsideWorld) -> Self {
+        Account {
+            world: world.clone(),
+            effect_name: "bank.transfer".into(),
+            ..Account::default()
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.balance.to_le_bytes().to_vec();
+        for (receipt, at, id) in &self.transfers {
+            out.extend_from_slice(&(receipt.len() as u32).to_le_bytes());
+            out.extend_from_slice(receipt);
+            out.extend_from_slice(&at.to_le_bytes());
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<(i64, Vec<Transfer>)> {
+        let (balance, mut rest) = bytes.split_at_checked(8)?;
+        let balance = i64::from_le_bytes(balance.try_into().ok()?);
+        let mut transfers = Vec::new();
+        while !rest.is_empty() {
+            let (len, tail) = rest.split_at_checked(4)?;
+            let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+            let (receipt, tail) = tail.split_at_checked(len)?;
+            let (at, tail) = tail.split_at_checked(16)?;
+            let (id, tail) = tail.split_at_checked(8)?;
+            transfers.push((
+                receipt.to_vec(),
+                u128::from_le_bytes(at.try_into().ok()?),
+                u64::from_le_bytes(id.try_into().ok()?),
+            ));
+            rest = tail;
+        }
+        Some((balance, transfers))
+    }
+}
+
+/// A message to [`Account`].
+pub fn message(id: &str, kind: &str, amount: i64) -> MessageReceived {
+    MessageReceived {
+        message_id: id.to_owned(),
+        message_type: kind.to_owned(),
+        payload: amount.to_le_bytes().to_vec(),
+        ..MessageReceived::default()
+    }
+}
+
+#[async_trait]
+impl DurableActor for Account {
+    async fn handle(
+        &mut self,
+        message: &MessageReceived,
+        ctx: &mut ExecutionContext,
+    ) -> HandlerResult {
+        let amount = i64::from_le_bytes(
+            message
+                .payload
+                .as_slice()
+                .try_into()
+                .map_err(|_| HandlerError::failed("bad amount"))?,
+        );
+        match message.message_type.as_str() {
+            "deposit" => self.balance += amount,
+            "withdraw" if amount > self.balance => {
+                return Err(HandlerError::failed("insufficient funds"))
+            }
+            "withdraw" => self.balance -= amount,
+            "transfer" => {
+                let world = self.world.clone();
+                let key = format!("{}/bank", message.message_id);
+                let receipt = ctx
+                    .side_effect(&self.effect_name, || async move {
+                        world.record(key.clone());
+                        Ok::<_, String>(format!("receipt for {key}").into_bytes())
+                    })
+                    .await??;
+                let at = ctx.now().await?;
+                let id = ctx.random_u64().await?;
+                let at = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos();
+                self.balance -= amount;
+                self.transfers.push((receipt, at, id));
+            }
+            other => return Err(HandlerError::failed(format!("unknown message {other}"))),
+        }
+        Ok(self.balance.to_le_bytes().to_vec())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(self.encode())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let (balance, transfers) = Account::decode(state).ok_or("not an account state")?;
+        self.balance = balance;
+        self.transfers = transfers;
+        Ok(())
+    }
+}
+
+/// A durable account actor on `storage`.
+pub fn account_actor(
+    storage: impl JournalStorage + 'static,
+    id: &str,
+    config: DurabilityConfig,
+    world: &OutsideWorld,
+) -> (Actor<Account>, DurabilityObserver) {
+    let facet = DurabilityFacet::new(storage, config);
+    let observer = facet.observer();
+    let mut actor = Actor::new(id, Account::new(world));
+    actor.facets().attach(Box::new(facet));
+    (actor, observer)
+}
+
+fn config(interval: u64) -> DurabilityConfig {
+    DurabilityConfig {
+        checkpoint_interval: interval,
+        ..DurabilityConfig::recommended(JournalBackend::Memory)
+    }
+}
+
+/// A workload: deposits, transfers, and withdrawals some of which fail.
+fn workload(n: usize) -> Vec<MessageReceived> {
+    (0..n)
+        .map(|i| match i % 4 {
+            0 | 1 => message(
+                &format!("m{i}"),
+                "deposit",
+                10 + i64::try_from(i).unwrap_or(0),
+            ),
+            2 => message(&format!("m{i}"), "transfer", 3),
+            _ => message(
+                &format!("m{i}"),
+                "withdraw",
+                if i % 8 == 3 { 1_000_000 } else { 5 },
+            ),
+        })
+        .collect()
+}
+
+async fn run(actor: &mut Actor<Account>, messages: &[MessageReceived]) {
+    for m in messages {
+        actor
+            .send(m.clone())
+            .await
+            .unwrap_or_else(|e| panic!("message {}: {e}", m.message_id));
+    }
+}
+
+/// Rule 16: recovery from the newest checkpoint reaches the same state as a
+/// full replay from sequence 1, and as the actor had before the crash.
+pub async fn facet_recovery_from_checkpoint_equals_full_replay(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-recover");
+    let world = OutsideWorld::default();
+    let (mut first, _) = account_actor(Arc::clone(&storage), &id, config(7), &world);
+    run(&mut first, &workload(41)).await;
+    let before = first.behavior().clone();
+    drop(first); // crash: no deactivation
+
+    let (mut from_checkpoint, observer) =
+        account_actor(Arc::clone(&storage), &id, config(7), &world);
+    from_checkpoint
+        .activate()
+        .await
+        .expect("recover from checkpoint");
+    let report = observer.stats().activation;
+    assert!(report.checkpoint_sequence.is_some(), "{report:?}");
+    assert_eq!(from_checkpoint.behavior(), &before);
+
+    storage
+        .delete_checkpoints_before(&id, u64::MAX)
+        .await
+        .expect("drop checkpoints");
+    let (mut full, observer) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    full.activate().await.expect("full replay");
+    let full_report = observer.stats().activation;
+    assert_eq!(full_report.checkpoint_sequence, None);
+    assert!(full_report.replayed_entries > report.replayed_entries);
+    assert_eq!(full.behavior(), &before);
+}
+
+/// Rule 18: on replay side effects are not executed again; their journaled
+/// results come back in order.
+pub async fn facet_side_effects_not_rerun_on_replay(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-effects");
+    let world = OutsideWorld::default();
+    let (mut first, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    run(&mut first, &workload(24)).await;
+    let before = first.behavior().clone();
+    let ran = world.calls();
+    assert_eq!(ran.len(), 6);
+    drop(first);
+    for _ in 0..2 {
+        let (mut again, observer) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+        again.activate().await.expect("recover");
+        assert_eq!(again.behavior(), &before);
+        assert_eq!(observer.stats().activation.replayed_messages, 24);
+        assert_eq!(world.calls(), ran, "a side effect ran again during replay");
+    }
+}
+
+/// Rule 18: code asking for another side effect than the journal recorded
+/// stops replay with `ReplayDivergence` naming both.
+pub async fn facet_replay_divergence_detected(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-diverge");
+    let world = OutsideWorld::default();
+    let (mut first, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    run(&mut first, &[message("t1", "transfer", 1)]).await;
+    drop(first);
+    let mut account = Account::new(&world);
+    account.effect_name = "bank.wire".into();
+    let mut changed_actor = Actor::new(&id, account);
+    changed_actor.facets().attach(Box::new(DurabilityFacet::new(
+        Arc::clone(&storage),
+        config(0),
+    )));
+    match changed_actor.activate().await {
+        Err(JournalError::ReplayDivergence {
+            recorded,
+            requested,
+            position,
+            message_id,
+            ..
+        }) => {
+            assert_eq!(
+                (recorded.as_str(), requested.as_str()),
+                ("bank.transfer", "bank.wire")
+            );
+            assert_eq!((position, message_id.as_str()), (0, "t1"));
+        }
+        other => panic!("expected ReplayDivergence, got {other:?}"),
+    }
+    assert_eq!(
+        world.calls().len(),
+        1,
+        "a diverging replay must not run the effect"
+    );
+    assert!(
+        changed_actor
+            .send(message("d", "deposit", 1))
+            .await
+            .is_err(),
+        "a diverged actor stops"
+    );
+}
+
+/// Rule 17: a redelivered message id is not processed again, before and
+/// after recovery, whether its id comes back from the checkpoint or from
+/// replayed entries.
+pub async fn facet_redelivered_message_not_reprocessed(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-dedup");
+    let world = OutsideWorld::default();
+    let (mut first, observer) = account_actor(Arc::clone(&storage), &id, config(3), &world);
+    let deposit = message("dep-1", "deposit", 50);
+    assert_eq!(
+        first.send(deposit.clone()).await.expect("send"),
+        Delivery::Replied(50i64.to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        first.send(deposit.clone()).await.expect("redeliver"),
+        Delivery::Duplicate
+    );
+    run(
+        &mut first,
+        &[message("t", "transfer", 5), message("dep-2", "deposit", 1)],
+    )
+    .await;
+    assert_eq!(observer.stats().duplicates, 1);
+    let highest = storage.highest_sequence(&id).await.expect("highest");
+    drop(first);
+
+    let (mut again, observer) = account_actor(Arc::clone(&storage), &id, config(3), &world);
+    again.activate().await.expect("recover");
+    assert!(
+        observer.stats().activation.checkpoint_sequence.is_some(),
+        "dep-1 is behind a checkpoint"
+    );
+    for m in [
+        deposit,
+        message("t", "transfer", 5),
+        message("dep-2", "deposit", 1),
+    ] {
+        assert_eq!(again.send(m).await.expect("redeliver"), Delivery::Duplicate);
+    }
+    assert_eq!(again.behavior().balance, 46);
+    assert_eq!(world.calls().len(), 1);
+    assert_eq!(
+        storage.highest_sequence(&id).await.expect("highest"),
+        highest,
+        "duplicates journal nothing"
+    );
+}
+
+/// Rule 16: a checkpoint that cannot be decoded is skipped: recovery falls
+/// back to the previous one; configured to fail, activation fails.
+pub async fn facet_undecodable_checkpoint_falls_back(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-corrupt");
+    let world = OutsideWorld::default();
+    let (mut first, _) = account_actor(Arc::clone(&storage), &id, config(5), &world);
+    run(&mut first, &workload(20)).await;
+    let before = first.behavior().clone();
+    drop(first);
+    let checkpoints = storage.list_checkpoints(&id).await.expect("list");
+    assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+    let newest = *checkpoints.last().expect("newest");
+    let mut garbage = Checkpoint::new(&id, newest, vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3]);
+    garbage.compression = journal_core::CompressionType::Zstd.into();
+    garbage.uncompressed_size = 1 << 40;
+    storage
+        .save_checkpoint(&garbage)
+        .await
+        .expect("overwrite with garbage");
+    let strict = DurabilityConfig {
+        fail_on_corrupt_checkpoint: true,
+        ..config(5)
+    };
+    let (mut failing, _) = account_actor(Arc::clone(&storage), &id, strict, &world);
+    assert!(matches!(
+        failing.activate().await,
+        Err(JournalError::CorruptCheckpoint { .. })
+    ));
+
+    let (mut recovered, observer) = account_actor(Arc::clone(&storage), &id, config(5), &world);
+    recovered.activate().await.expect("fall back");
+    let report = observer.stats().activation;
+    assert_eq!(report.skipped_checkpoints.len(), 1, "{report:?}");
+    assert_eq!(report.skipped_checkpoints[0].sequence, newest);
+    assert_eq!(
+        report.checkpoint_sequence,
+        Some(checkpoints[checkpoints.len() - 2])
+    );
+    assert_eq!(recovered.behavior(), &before);
+}
+
+/// Rule 18: a crash after a side effect was journaled but before
+/// `MessageProcessed` recovers without error: the effect's result comes
+/// from the journal, and the message is completed.
+pub async fn facet_crash_before_processed_recovers(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-crash-processed");
+    let world = OutsideWorld::default();
+    let (mut first, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    run(&mut first, &[message("d", "deposit", 100)]).await;
+    drop(first);
+    // Received, bank effect, now, random journaled; MessageProcessed is cut off.
+    let cut = CutOff::new(Arc::clone(&storage), 4);
+    let (mut crashing, _) = account_actor(cut, &id, config(0), &world);
+    let err = crashing
+        .send(message("t", "transfer", 30))
+        .await
+        .expect_err("cut off");
+    assert!(err.is_retryable(), "{err}");
+    drop(crashing);
+
+    let (mut recovered, observer) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    recovered.activate().await.expect("recover");
+    assert!(observer.stats().activation.completed_interrupted_message);
+    assert_eq!(recovered.behavior().balance, 70);
+    assert_eq!(
+        world.counts().get("t/bank"),
+        Some(&1),
+        "journaled effect must not run again"
+    );
+    let last = storage
+        .replay_from(&id, 1)
+        .await
+        .expect("replay")
+        .pop()
+        .expect("entries");
+    match last.entry {
+        Some(Entry::MessageProcessed(done)) => assert_eq!(done.message_id, "t"),
+        other => panic!("the interrupted message was not completed: {other:?}"),
+    }
+    assert_eq!(
+        recovered
+            .send(message("t", "transfer", 30))
+            .await
+            .expect("redeliver"),
+        Delivery::Duplicate
+    );
+}
+
+/// Rule 18: a side effect that ran but whose result was not journaled
+/// before a crash runs again on recovery (at-least-once), and the actor
+/// ends up with it applied once.
+pub async fn facet_unjournaled_effect_runs_again(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-crash-effect");
+    let world = OutsideWorld::default();
+    // Only MessageReceived is journaled; the effect runs, its journaling fails.
+    let cut = CutOff::new(Arc::clone(&storage), 1);
+    let (mut crashing, _) = account_actor(cut, &id, config(0), &world);
+    assert!(crashing.send(message("t", "transfer", 10)).await.is_err());
+    assert_eq!(world.counts().get("t/bank"), Some(&1));
+    drop(crashing);
+
+    let (mut recovered, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    recovered.activate().await.expect("recover");
+    assert_eq!(
+        world.counts().get("t/bank"),
+        Some(&2),
+        "the unjournaled effect runs again, once"
+    );
+    assert_eq!(recovered.behavior().balance, -10);
+    assert_eq!(recovered.behavior().transfers.len(), 1);
+    drop(recovered);
+    let (mut third, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    third.activate().await.expect("recover again");
+    assert_eq!(
+        world.counts().get("t/bank"),
+        Some(&2),
+        "now journaled: not run a third time"
+    );
+}
+
+/// Rule 19: checkpoints are taken every `checkpoint_interval` entries
+/// whatever the number of entries one message writes, and each holds the
+/// actor's real state at its sequence.
+pub async fn facet_checkpoints_hold_real_state(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-interval");
+    let world = OutsideWorld::default();
+    let keep_all = DurabilityConfig {
+        checkpoints_to_keep: 1000,
+        ..config(10)
+    };
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, keep_all.clone(), &world);
+    let mut state_at = BTreeMap::new();
+    for m in workload(30) {
+        actor.send(m).await.expect("send");
+        let highest = storage.highest_sequence(&id).await.expect("highest");
+        state_at.insert(highest, actor.behavior().balance);
+    }
+    let checkpoints = storage.list_checkpoints(&id).await.expect("list");
+    assert!(checkpoints.len() >= 5, "{checkpoints:?}");
+    let policy = CheckpointPolicy::from_config(&keep_all);
+    let mut previous = 0;
+    for seq in checkpoints {
+        // A message writes at most 5 entries: a checkpoint is due within
+        // interval + 4 entries of the last.
+        assert!(
+            seq - previous >= 10 && seq - previous <= 14,
+            "checkpoint gap {previous} -> {seq}"
+        );
+        previous = seq;
+        let c = storage
+            .get_checkpoint(&id, seq)
+            .await
+            .expect("get")
+            .expect("some");
+        let snapshot = FacetSnapshot::decode(policy.decode(&c).expect("decodes").as_slice())
+            .expect("snapshot");
+        let (balance, _) = Account::decode(&snapshot.actor_state).expect("account state");
+        assert_eq!(
+            Some(&balance),
+            state_at.get(&seq),
+            "checkpoint at {seq} holds the real state"
+        );
+        assert!(!snapshot.recent_message_ids.is_empty());
+    }
+}
+
+/// A handler's error is journaled as `MessageProcessed` with `ERROR`, and
+/// replays to the same state.
+pub async fn facet_handler_error_journaled(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-error");
+    let world = OutsideWorld::default();
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    run(&mut actor, &[message("d", "deposit", 5)]).await;
+    assert_eq!(
+        actor.send(message("w", "withdraw", 6)).await.expect("send"),
+        Delivery::Failed("insufficient funds".into())
+    );
+    let last = storage
+        .replay_from(&id, 1)
+        .await
+        .expect("replay")
+        .pop()
+        .expect("entries");
+    match last.entry {
+        Some(Entry::MessageProcessed(done)) => {
+            assert_eq!(done.result, i32::from(ProcessingResult::Error));
+            assert_eq!(done.error_message, "insufficient funds");
+        }
+        other => panic!("expected MessageProcessed, got {other:?}"),
+    }
+    drop(actor);
+    let (mut again, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    again.activate().await.expect("recover");
+    assert_eq!(again.behavior().balance, 5);
+}
+
+/// Rule 18: time and randomness read through the context replay to the
+/// same values.
+pub async fn facet_time_and_random_replay_identically(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-time");
+    let world = OutsideWorld::default();
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    run(
+        &mut actor,
+        &[message("t1", "transfer", 1), message("t2", "transfer", 1)],
+    )
+    .await;
+    let transfers = actor.behavior().transfers.clone();
+    assert_ne!(transfers[0].2, transfers[1].2, "two random ids");
+    drop(actor);
+    let (mut again, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    again.activate().await.expect("recover");
+    assert_eq!(again.behavior().transfers, transfers);
+}
+
+/// Rule 13 through the facet: retention keeps the newest checkpoints,
+/// truncates the journal behind the oldest kept, and recovery still
+/// reaches the same state.
+pub async fn facet_retention_truncates_and_recovers(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-retention");
+    let world = OutsideWorld::default();
+    let retained = DurabilityConfig {
+        checkpoints_to_keep: 2,
+        truncate_after_checkpoint: true,
+        ..config(6)
+    };
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, retained.clone(), &world);
+    run(&mut actor, &workload(40)).await;
+    let before = actor.behavior().clone();
+    drop(actor);
+    let checkpoints = storage.list_checkpoints(&id).await.expect("list");
+    assert_eq!(checkpoints.len(), 2, "{checkpoints:?}");
+    let first_kept = storage.replay_from(&id, 1).await.expect("replay")[0].sequence;
+    assert_eq!(
+        first_kept,
+        checkpoints[0] + 1,
+        "journal truncated up to the oldest kept checkpoint"
+    );
+    let (mut again, _) = account_actor(Arc::clone(&storage), &id, retained, &world);
+    again.activate().await.expect("recover");
+    assert_eq!(again.behavior(), &before);
+}
+
+/// With no usable checkpoint and a truncated journal, recovery fails with
+/// `RecoveryFailed` rather than building a wrong state.
+pub async fn facet_truncated_journal_without_checkpoint_fails(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-lost");
+    let world = OutsideWorld::default();
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    run(&mut actor, &workload(6)).await;
+    drop(actor);
+    storage.truncate_to(&id, 3).await.expect("truncate");
+    let (mut again, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    assert!(matches!(
+        again.activate().await,
+        Err(JournalError::RecoveryFailed { .. })
+    ));
+}
+
+/// With `replay_on_activation` off the actor starts from its initial state
+/// and journals after the existing entries.
+pub async fn facet_replay_disabled_starts_fresh(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-noreplay");
+    let world = OutsideWorld::default();
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    run(&mut actor, &workload(4)).await;
+    let highest = storage.highest_sequence(&id).await.expect("highest");
+    drop(actor);
+    let fresh = DurabilityConfig {
+        replay_on_activation: false,
+        ..config(0)
+    };
+    let (mut again, _) = account_actor(Arc::clone(&storage), &id, fresh, &world);
+    run(&mut again, &[message("later", "deposit", 7)]).await;
+    assert_eq!(again.behavior().balance, 7);
+    assert_eq!(
+        storage.highest_sequence(&id).await.expect("highest"),
+        highest + 2
+    );
+}

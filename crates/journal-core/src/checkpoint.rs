@@ -1,0 +1,454 @@
+//! Checkpoints: when to take them, how they are compressed, how they are
+//! loaded safely, and how many are kept.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{JournalError, JournalResult};
+use crate::proto::{Checkpoint, CompressionType, DurabilityConfig};
+use crate::storage::JournalStorage;
+
+/// Default limit of a checkpoint's state, compressed or not: 256 MiB.
+pub const DEFAULT_MAX_CHECKPOINT_BYTES: u64 = 256 * 1024 * 1024;
+/// Default number of checkpoints kept per actor.
+pub const DEFAULT_CHECKPOINTS_TO_KEEP: usize = 2;
+/// Default zstd level.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// States at least this large are (de)compressed on a blocking thread, off
+/// the async runtime.
+const OFF_RUNTIME_BYTES: usize = 256 * 1024;
+
+/// How checkpoints are taken, encoded, loaded and kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// Take one after this many entries (0: never by count).
+    pub interval: u64,
+    /// Take one when this long has passed since the last (`None`: never by
+    /// time).
+    pub timeout: Option<Duration>,
+    /// How state is compressed.
+    pub compression: CompressionType,
+    /// zstd level (1 to 22).
+    pub level: i32,
+    /// State schema version written, and required on load.
+    pub schema_version: u32,
+    /// Checkpoints kept per actor (at least 1).
+    pub keep: usize,
+    /// Truncate the journal up to the oldest kept checkpoint after saving.
+    pub truncate_journal: bool,
+    /// Largest state accepted on load, compressed and uncompressed.
+    pub max_state_bytes: u64,
+    /// Fail loading on an undecodable checkpoint instead of falling back.
+    pub fail_on_corrupt: bool,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy {
+            interval: 100,
+            timeout: None,
+            compression: CompressionType::Zstd,
+            level: DEFAULT_ZSTD_LEVEL,
+            schema_version: 1,
+            keep: DEFAULT_CHECKPOINTS_TO_KEEP,
+            truncate_journal: false,
+            max_state_bytes: DEFAULT_MAX_CHECKPOINT_BYTES,
+            fail_on_corrupt: false,
+        }
+    }
+}
+
+impl CheckpointPolicy {
+    /// The policy a [`DurabilityConfig`] describes; zero values mean the
+    /// defaults.
+    pub fn from_config(config: &DurabilityConfig) -> Self {
+        let defaults = CheckpointPolicy::default();
+        CheckpointPolicy {
+            interval: config.checkpoint_interval,
+            timeout: config
+                .checkpoint_timeout
+                .and_then(|d| Duration::try_from(d).ok())
+                .filter(|d| !d.is_zero()),
+            compression: CompressionType::try_from(config.compression)
+                .unwrap_or(CompressionType::None),
+            level: if config.compression_level == 0 {
+                defaults.level
+            } else {
+                config.compression_level.clamp(1, 22)
+            },
+            schema_version: config.state_schema_version,
+            keep: match config.checkpoints_to_keep {
+                0 => defaults.keep,
+                n => n as usize,
+            },
+            truncate_journal: config.truncate_after_checkpoint,
+            max_state_bytes: match config.max_checkpoint_bytes {
+                0 => defaults.max_state_bytes,
+                n => n,
+            },
+            fail_on_corrupt: config.fail_on_corrupt_checkpoint,
+        }
+    }
+
+    /// Whether a checkpoint is due after `entries` entries and `elapsed`
+    /// time since the last one.
+    pub fn is_due(&self, entries: u64, elapsed: Duration) -> bool {
+        entries > 0
+            && ((self.interval > 0 && entries >= self.interval)
+                || self.timeout.is_some_and(|t| elapsed >= t))
+    }
+
+    /// A checkpoint of `state` after entry `sequence`, compressed as the
+    /// policy says.
+    pub fn encode(&self, actor_id: &str, sequence: u64, state: &[u8]) -> JournalResult<Checkpoint> {
+        let mut checkpoint = Checkpoint::new(actor_id, sequence, Vec::new());
+        checkpoint.uncompressed_size = state.len() as u64;
+        checkpoint.state_schema_version = self.schema_version;
+        checkpoint.compression = self.compression.into();
+        checkpoint.state_data = match self.compression {
+            CompressionType::None => state.to_vec(),
+            CompressionType::Zstd => zstd::bulk::compress(state, self.level)
+                .map_err(|e| JournalError::storage("checkpoint", e))?,
+        };
+        Ok(checkpoint)
+    }
+
+    /// The state of `checkpoint`, decompressed within `max_state_bytes`, of
+    /// this policy's schema version; anything else is `CorruptCheckpoint`.
+    pub fn decode(&self, checkpoint: &Checkpoint) -> JournalResult<Vec<u8>> {
+        let corrupt = |reason: String| JournalError::CorruptCheckpoint {
+            actor_id: checkpoint.actor_id.clone(),
+            sequence: checkpoint.sequence,
+            reason,
+        };
+        if checkpoint.state_schema_version != self.schema_version {
+            return Err(corrupt(format!(
+                "state schema version {}, this actor reads version {}",
+                checkpoint.state_schema_version, self.schema_version
+            )));
+        }
+        let limit = self.max_state_bytes;
+        let claimed = checkpoint.uncompressed_size;
+        if claimed > limit || checkpoint.state_data.len() as u64 > limit {
+            return Err(corrupt(format!(
+                "state of {claimed} bytes ({} stored) is over the limit of {limit}",
+                checkpoint.state_data.len()
+            )));
+        }
+        let state = match CompressionType::try_from(checkpoint.compression) {
+            Ok(CompressionType::None) => checkpoint.state_data.clone(),
+            Ok(CompressionType::Zstd) => {
+                inflate(&checkpoint.state_data, claimed).map_err(corrupt)?
+            }
+            Err(_) => {
+                return Err(corrupt(format!(
+                    "unknown compression {}",
+                    checkpoint.compression
+                )))
+            }
+        };
+        if state.len() as u64 != claimed {
+            return Err(corrupt(format!(
+                "state is {} bytes, the checkpoint claims {claimed}",
+                state.len()
+            )));
+        }
+        Ok(state)
+    }
+}
+
+/// Decompresses at most `claimed + 1` bytes, so a lying header or a zstd
+/// bomb costs no more memory than the (bounded) claim.
+fn inflate(data: &[u8], claimed: u64) -> Result<Vec<u8>, String> {
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| e.to_string())?;
+    // Windows over 128 MiB are refused rather than allocated.
+    decoder.window_log_max(27).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(usize::try_from(claimed.min(1 << 20)).unwrap_or(0));
+    decoder
+        .take(claimed.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| format!("zstd: {e}"))?;
+    Ok(out)
+}
+
+/// A checkpoint that loading passed over, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedCheckpoint {
+    /// Its sequence.
+    pub sequence: u64,
+    /// Why it was not used.
+    pub reason: String,
+}
+
+/// The newest usable checkpoint, as the caller accepted it.
+#[derive(Debug)]
+pub struct LoadedCheckpoint<T> {
+    /// The checkpoint's sequence: replay continues after it.
+    pub sequence: u64,
+    /// What the caller made of its state.
+    pub value: T,
+    /// Newer checkpoints that could not be used.
+    pub skipped: Vec<SkippedCheckpoint>,
+}
+
+/// What saving a checkpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedCheckpoint {
+    /// The checkpoint's sequence.
+    pub sequence: u64,
+    /// State size before compression.
+    pub raw_bytes: u64,
+    /// State size as stored.
+    pub stored_bytes: u64,
+    /// Older checkpoints removed by retention.
+    pub pruned: u64,
+    /// The journal was truncated up to this sequence, if it was.
+    pub truncated_to: Option<u64>,
+}
+
+/// Takes, loads and prunes checkpoints for actors of one storage.
+#[derive(Clone)]
+pub struct CheckpointManager {
+    storage: Arc<dyn JournalStorage>,
+    policy: CheckpointPolicy,
+}
+
+impl std::fmt::Debug for CheckpointManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointManager")
+            .field("backend", &self.storage.backend_name())
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl CheckpointManager {
+    /// A manager over `storage` (by value or in an `Arc`).
+    pub fn new(storage: impl JournalStorage + 'static, policy: CheckpointPolicy) -> Self {
+        CheckpointManager {
+            storage: Arc::new(storage),
+            policy,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &CheckpointPolicy {
+        &self.policy
+    }
+
+    /// Saves `state` as the checkpoint after `sequence`, then applies
+    /// retention: keeps the newest `keep` checkpoints and, if the policy
+    /// says so, truncates the journal up to the oldest kept one.
+    #[tracing::instrument(level = "debug", skip(self, state), fields(backend = self.storage.backend_name(), bytes = state.len()))]
+    pub async fn save(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+        state: Vec<u8>,
+    ) -> JournalResult<SavedCheckpoint> {
+        let raw_bytes = state.len() as u64;
+        let checkpoint = if state.len() >= OFF_RUNTIME_BYTES {
+            let (policy, actor) = (self.policy.clone(), actor_id.to_owned());
+            tokio::task::spawn_blocking(move || policy.encode(&actor, sequence, &state))
+                .await
+                .map_err(|e| JournalError::storage("checkpoint", e))??
+        } else {
+            self.policy.encode(actor_id, sequence, &state)?
+        };
+        let stored_bytes = checkpoint.state_data.len() as u64;
+        self.storage.save_checkpoint(&checkpoint).await?;
+
+        let kept = self.storage.list_checkpoints(actor_id).await?;
+        let keep = self.policy.keep.max(1);
+        let (mut pruned, mut truncated_to) = (0, None);
+        if kept.len() > keep {
+            let oldest_kept = kept[kept.len() - keep];
+            pruned = self
+                .storage
+                .delete_checkpoints_before(actor_id, oldest_kept)
+                .await?;
+        }
+        if self.policy.truncate_journal {
+            if let Some(&oldest) = kept.get(kept.len().saturating_sub(keep)) {
+                self.storage.truncate_to(actor_id, oldest).await?;
+                truncated_to = Some(oldest);
+            }
+        }
+        Ok(SavedCheckpoint {
+            sequence,
+            raw_bytes,
+            stored_bytes,
+            pruned,
+            truncated_to,
+        })
+    }
+
+    /// The state of checkpoint `checkpoint`, decoded off the runtime when
+    /// large.
+    pub async fn decode(&self, checkpoint: Checkpoint) -> JournalResult<Vec<u8>> {
+        if checkpoint.state_data.len() >= OFF_RUNTIME_BYTES / 4 {
+            let policy = self.policy.clone();
+            tokio::task::spawn_blocking(move || policy.decode(&checkpoint))
+                .await
+                .map_err(|e| JournalError::storage("checkpoint", e))?
+        } else {
+            self.policy.decode(&checkpoint)
+        }
+    }
+
+    /// The newest checkpoint whose state decodes and that `accept` takes,
+    /// trying older ones when a newer one fails (contract rule 16), or an
+    /// error at the first failure when the policy says `fail_on_corrupt`.
+    /// `None` when no checkpoint is usable.
+    pub async fn load_latest<T>(
+        &self,
+        actor_id: &str,
+        mut accept: impl FnMut(Vec<u8>) -> Result<T, String> + Send,
+    ) -> JournalResult<Option<LoadedCheckpoint<T>>> {
+        let mut skipped = Vec::new();
+        for sequence in self
+            .storage
+            .list_checkpoints(actor_id)
+            .await?
+            .into_iter()
+            .rev()
+        {
+            let Some(checkpoint) = self.storage.get_checkpoint(actor_id, sequence).await? else {
+                continue; // pruned meanwhile
+            };
+            let outcome = match self.decode(checkpoint).await {
+                Ok(state) => accept(state).map_err(|reason| JournalError::CorruptCheckpoint {
+                    actor_id: actor_id.to_owned(),
+                    sequence,
+                    reason: format!("the actor rejected the state: {reason}"),
+                }),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(value) => {
+                    return Ok(Some(LoadedCheckpoint {
+                        sequence,
+                        value,
+                        skipped,
+                    }))
+                }
+                Err(e) if self.policy.fail_on_corrupt => return Err(e),
+                Err(e) => {
+                    tracing::warn!(actor_id, sequence, error = %e, "skipping an unusable checkpoint");
+                    skipped.push(SkippedCheckpoint {
+                        sequence,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> CheckpointPolicy {
+        CheckpointPolicy {
+            max_state_bytes: 1 << 20,
+            ..CheckpointPolicy::default()
+        }
+    }
+
+    #[test]
+    fn zstd_round_trip_and_ratio() {
+        let state: Vec<u8> = b"balance=100;"
+            .iter()
+            .copied()
+            .cycle()
+            .take(100_000)
+            .collect();
+        let c = policy().encode("a", 1, &state).expect("encode");
+        assert!(
+            c.state_data.len() * 10 < state.len(),
+            "{} bytes",
+            c.state_data.len()
+        );
+        assert_eq!(policy().decode(&c).expect("decode"), state);
+    }
+
+    #[test]
+    fn lying_size_header_is_corrupt() {
+        let mut c = policy().encode("a", 1, &[7u8; 1000]).expect("encode");
+        c.uncompressed_size = 10;
+        assert!(matches!(
+            policy().decode(&c),
+            Err(JournalError::CorruptCheckpoint { .. })
+        ));
+        c.uncompressed_size = 5000;
+        assert!(matches!(
+            policy().decode(&c),
+            Err(JournalError::CorruptCheckpoint { .. })
+        ));
+        c.uncompressed_size = u64::MAX;
+        assert!(matches!(
+            policy().decode(&c),
+            Err(JournalError::CorruptCheckpoint { .. })
+        ));
+    }
+
+    #[test]
+    fn zstd_bomb_is_refused_within_the_limit() {
+        // 64 MiB of zeros compress to a few KiB; the limit is 1 MiB.
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).expect("compress");
+        assert!(bomb.len() < 64 * 1024);
+        let mut c = Checkpoint::new("a", 1, bomb);
+        c.compression = CompressionType::Zstd.into();
+        c.uncompressed_size = 1000; // lies, within the limit
+        let err = policy().decode(&c).expect_err("a bomb must not decode");
+        assert!(
+            matches!(err, JournalError::CorruptCheckpoint { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_and_other_versions_are_corrupt() {
+        let mut c = Checkpoint::new("a", 1, vec![1, 2, 3, 4]);
+        c.compression = CompressionType::Zstd.into();
+        c.uncompressed_size = 4;
+        assert!(matches!(
+            policy().decode(&c),
+            Err(JournalError::CorruptCheckpoint { .. })
+        ));
+        let mut v2 = policy().encode("a", 1, b"x").expect("encode");
+        v2.state_schema_version = 2;
+        assert!(matches!(
+            policy().decode(&v2),
+            Err(JournalError::CorruptCheckpoint { .. })
+        ));
+        let mut unknown = policy().encode("a", 1, b"x").expect("encode");
+        unknown.compression = 99;
+        assert!(matches!(
+            policy().decode(&unknown),
+            Err(JournalError::CorruptCheckpoint { .. })
+        ));
+    }
+
+    #[test]
+    fn due_by_count_or_time() {
+        let p = CheckpointPolicy {
+            interval: 10,
+            timeout: Some(Duration::from_secs(5)),
+            ..policy()
+        };
+        assert!(!p.is_due(0, Duration::from_secs(60)));
+        assert!(!p.is_due(9, Duration::from_secs(1)));
+        assert!(p.is_due(10, Duration::ZERO));
+        assert!(p.is_due(1, Duration::from_secs(5)));
+        let never = CheckpointPolicy {
+            interval: 0,
+            timeout: None,
+            ..policy()
+        };
+        assert!(!never.is_due(1_000_000, Duration::from_secs(1_000_000)));
+    }
+}

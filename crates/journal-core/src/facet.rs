@@ -1,0 +1,136 @@
+//! What an actor implements to become durable, and the lifecycle hooks a
+//! facet plugs into. No actor framework is a dependency: [`crate::host`]
+//! offers a minimal host with the seed's shape, and an actor system adapts
+//! these traits to its own.
+
+use async_trait::async_trait;
+
+use crate::context::ExecutionContext;
+use crate::error::{JournalError, JournalResult};
+use crate::proto::MessageReceived;
+
+/// Why a handler did not produce a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The message failed on its own terms (bad request, insufficient
+    /// funds). It is journaled as `MessageProcessed` with `ERROR` and the
+    /// actor goes on.
+    #[error("{0}")]
+    Failed(String),
+    /// The journal failed (storage unavailable, replay divergence). The
+    /// actor stops: it must be recovered from the journal.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl HandlerError {
+    /// A [`HandlerError::Failed`] with this text.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        HandlerError::Failed(reason.into())
+    }
+}
+
+/// A side effect's own error text fails the message: `ctx.side_effect(..).await??`.
+impl From<String> for HandlerError {
+    fn from(reason: String) -> Self {
+        HandlerError::Failed(reason)
+    }
+}
+
+/// A handler's outcome: the reply payload, or why there is none.
+pub type HandlerResult = Result<Vec<u8>, HandlerError>;
+
+/// An actor whose state can be journaled, snapshotted and restored.
+///
+/// Handling must be deterministic given the message, the state and what the
+/// [`ExecutionContext`] returns: anything from outside (calls to other
+/// services, time, randomness) goes through the context.
+#[async_trait]
+pub trait DurableActor: Send + Sync {
+    /// Handles one message, returning the reply payload.
+    async fn handle(
+        &mut self,
+        message: &MessageReceived,
+        ctx: &mut ExecutionContext,
+    ) -> HandlerResult;
+
+    /// The whole state, encoded.
+    fn snapshot(&self) -> Result<Vec<u8>, String>;
+
+    /// Replaces the whole state with a decoded snapshot. On `Err` the state
+    /// must be left as it was.
+    fn restore(&mut self, state: &[u8]) -> Result<(), String>;
+}
+
+/// What a facet decides about an incoming message.
+#[derive(Debug)]
+pub enum Admission {
+    /// Handle it; the facet may provide the context side effects go through.
+    Process(Option<ExecutionContext>),
+    /// Its id is already journaled: do not handle it again.
+    AlreadyProcessed,
+}
+
+/// How handling a message ended, as facets see it afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// The reply payload.
+    Replied(Vec<u8>),
+    /// The handler's error text.
+    Failed(String),
+}
+
+/// A capability attached to an actor, called around its lifecycle.
+///
+/// Every hook has a default that does nothing, so a facet implements only
+/// what it needs.
+#[async_trait]
+pub trait Facet: Send + Sync {
+    /// The facet's name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// Called once when the facet is attached to `actor_id`.
+    async fn on_attach(&mut self, actor_id: &str) -> JournalResult<()> {
+        let _ = actor_id;
+        Ok(())
+    }
+
+    /// Called when the actor activates, before any message.
+    async fn on_activate(
+        &mut self,
+        actor_id: &str,
+        actor: &mut dyn DurableActor,
+    ) -> JournalResult<()> {
+        let _ = (actor_id, actor);
+        Ok(())
+    }
+
+    /// Called before a message is handled.
+    async fn before_message(
+        &mut self,
+        actor_id: &str,
+        message: &MessageReceived,
+    ) -> JournalResult<Admission> {
+        let _ = (actor_id, message);
+        Ok(Admission::Process(None))
+    }
+
+    /// Called after a message was handled, with the context it used.
+    async fn after_message(
+        &mut self,
+        actor_id: &str,
+        message: &MessageReceived,
+        outcome: &MessageOutcome,
+        context: &ExecutionContext,
+        actor: &dyn DurableActor,
+    ) -> JournalResult<()> {
+        let _ = (actor_id, message, outcome, context, actor);
+        Ok(())
+    }
+
+    /// Called when the actor is deactivated.
+    async fn on_detach(&mut self, actor_id: &str) -> JournalResult<()> {
+        let _ = actor_id;
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! ExecutionContext: live journaling, replay, divergence, and going live
+//! after an interrupted message.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use journal_core::journal_entry::Entry;
+use journal_core::{
+    ExecutionContext, JournalEntry, JournalError, JournalStorage, SideEffectExecuted,
+};
+use journal_memory::MemoryJournalStorage;
+
+fn recorded(name: &str, response: &[u8]) -> SideEffectExecuted {
+    SideEffectExecuted {
+        effect_type: name.into(),
+        response: response.to_vec(),
+        ..SideEffectExecuted::default()
+    }
+}
+
+fn storage() -> Arc<dyn JournalStorage> {
+    Arc::new(MemoryJournalStorage::new())
+}
+
+fn effects_of(entries: Vec<JournalEntry>) -> VecDeque<SideEffectExecuted> {
+    entries
+        .into_iter()
+        .filter_map(|e| match e.entry {
+            Some(Entry::SideEffectExecuted(s)) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn replay_returns_recorded_results_without_running() {
+    let mut ctx = ExecutionContext::replay(
+        storage(),
+        "a",
+        "m",
+        [recorded("pay", b"ok")].into(),
+        true,
+        5,
+        true,
+    );
+    assert!(ctx.is_replaying());
+    let got = ctx
+        .side_effect("pay", || async { Err::<Vec<u8>, _>("must not run") })
+        .await;
+    assert_eq!(got.expect("journal"), Ok(b"ok".to_vec()));
+    assert!(ctx.side_effects()[0].replayed);
+    assert_eq!(ctx.cached_result("m/0"), Some(&Ok(b"ok".to_vec())));
+    ctx.finish_replay().expect("all recorded effects used");
+}
+
+#[tokio::test]
+async fn divergence_names_both_sides() {
+    let mut ctx = ExecutionContext::replay(
+        storage(),
+        "a",
+        "m",
+        [recorded("pay", b"")].into(),
+        true,
+        5,
+        true,
+    );
+    match ctx
+        .side_effect("refund", || async { Ok::<_, String>(vec![]) })
+        .await
+    {
+        Err(JournalError::ReplayDivergence {
+            position: 0,
+            recorded,
+            requested,
+            ..
+        }) => {
+            assert_eq!((recorded.as_str(), requested.as_str()), ("pay", "refund"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut extra = ExecutionContext::replay(storage(), "a", "m", VecDeque::new(), true, 5, true);
+    assert!(matches!(
+        extra
+            .side_effect("pay", || async { Ok::<_, String>(vec![]) })
+            .await,
+        Err(JournalError::ReplayDivergence { .. })
+    ));
+    let fewer = ExecutionContext::replay(
+        storage(),
+        "a",
+        "m",
+        [recorded("pay", b"")].into(),
+        true,
+        5,
+        true,
+    );
+    assert!(matches!(
+        fewer.finish_replay(),
+        Err(JournalError::ReplayDivergence { .. })
+    ));
+}
+
+#[tokio::test]
+async fn interrupted_message_goes_live_and_journals() {
+    let store = storage();
+    for seq in 1..=4 {
+        store
+            .append_entry(&JournalEntry::new(
+                "a",
+                seq,
+                Entry::message_received("m", "T", vec![]),
+            ))
+            .await
+            .expect("append");
+    }
+    let mut ctx = ExecutionContext::replay(
+        Arc::clone(&store),
+        "a",
+        "m",
+        [recorded("pay", b"1")].into(),
+        false,
+        5,
+        true,
+    );
+    let first = ctx
+        .side_effect("pay", || async { Ok::<_, String>(b"x".to_vec()) })
+        .await;
+    assert_eq!(first.expect("journal"), Ok(b"1".to_vec()));
+    assert!(ctx.is_replaying());
+    let second = ctx
+        .side_effect("ship", || async { Ok::<_, String>(b"2".to_vec()) })
+        .await;
+    assert_eq!(second.expect("journal"), Ok(b"2".to_vec()));
+    assert!(!ctx.is_replaying());
+    assert_eq!(ctx.next_sequence(), 6);
+    let stored = store.replay_from("a", 5).await.expect("replay");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].kind(), "side_effect_executed");
+}
+
+#[tokio::test]
+async fn time_and_randomness_replay_identically() {
+    let store = storage();
+    let mut live = ExecutionContext::live(Arc::clone(&store), "t", "m", 1, true);
+    let now = live.now().await.expect("now");
+    let random = live.random_u64().await.expect("random");
+    let journaled = effects_of(store.replay_from("t", 1).await.expect("replay"));
+    assert_eq!(journaled.len(), 2);
+    let mut replay = ExecutionContext::replay(store, "t", "m", journaled, true, 3, true);
+    assert_eq!(replay.now().await.expect("now"), now);
+    assert_eq!(replay.random_u64().await.expect("random"), random);
+}
+
+#[tokio::test]
+async fn effect_errors_are_journaled_and_replayed() {
+    let store = storage();
+    let mut live = ExecutionContext::live(Arc::clone(&store), "e", "m", 1, true);
+    let failed = live
+        .side_effect("pay", || async { Err::<Vec<u8>, _>("card declined") })
+        .await;
+    assert_eq!(failed.expect("journal"), Err("card declined".to_owned()));
+    let journaled = effects_of(store.replay_from("e", 1).await.expect("replay"));
+    let mut replay = ExecutionContext::replay(store, "e", "m", journaled, true, 2, true);
+    let again = replay
+        .side_effect("pay", || async { Ok::<_, String>(vec![]) })
+        .await;
+    assert_eq!(again.expect("journal"), Err("card declined".to_owned()));
+}
+
+#[tokio::test]
+async fn ephemeral_context_runs_effects_and_journals_nothing() {
+    let mut ctx = ExecutionContext::ephemeral("a", "m");
+    let got = ctx
+        .side_effect("pay", || async { Ok::<_, String>(b"1".to_vec()) })
+        .await;
+    assert_eq!(got.expect("journal"), Ok(b"1".to_vec()));
+    assert_eq!(ctx.next_sequence(), 0);
+    assert!(!ctx.side_effects()[0].replayed);
+}
