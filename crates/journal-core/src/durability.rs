@@ -236,15 +236,60 @@ impl DurabilityFacet {
         }
         let mut recent = RecentIds::new(self.dedup_window, recent_ids);
 
+        let pending = self
+            .replay_after(actor, from, highest, &mut report, &mut recent)
+            .await?;
+
+        let mut next_sequence = highest + 1;
+        let cache = self.config.cache_side_effects;
+        if let Some((message, effects)) = pending {
+            // The last message was interrupted by a crash: finish it.
+            let context = self
+                .replay_message(actor, &message, effects, false, next_sequence, cache)
+                .await?;
+            next_sequence = context.0;
+            self.append(
+                next_sequence,
+                processed_entry(&message.message_id, &context.1),
+                &message.message_id,
+            )
+            .await?;
+            next_sequence += 1;
+            recent.insert(message.message_id);
+            report.replayed_messages += 1;
+            report.completed_interrupted_message = true;
+        }
+        let checkpoint_sequence = report.checkpoint_sequence.unwrap_or(0);
+        self.active = Some(Active {
+            next_sequence,
+            checkpoint_sequence,
+            last_checkpoint: Instant::now(),
+            recent,
+        });
+        report.highest_sequence = next_sequence - 1;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Replays the complete messages after the checkpoint; returns the last
+    /// message if it was interrupted (no `MessageProcessed`).
+    async fn replay_after(
+        &self,
+        actor: &mut dyn DurableActor,
+        from: u64,
+        highest: u64,
+        report: &mut ActivationReport,
+        recent: &mut RecentIds,
+    ) -> JournalResult<Option<(MessageReceived, VecDeque<SideEffectExecuted>)>> {
         let cache = self.config.cache_side_effects;
         let mut expected = from;
         let mut pending: Option<(MessageReceived, VecDeque<SideEffectExecuted>)> = None;
         {
-            let mut stream = self.storage.replay_stream(&actor_id, from);
+            let mut stream = self.storage.replay_stream(&self.actor_id, from);
             while let Some(entry) = stream.try_next().await? {
                 if entry.sequence != expected {
                     return Err(JournalError::RecoveryFailed {
-                        actor_id: actor_id.clone(),
+                        actor_id: self.actor_id.clone(),
                         reason: if report.checkpoint_sequence.is_none() && expected == 1 {
                             format!(
                                 "no usable checkpoint, and the journal starts at {} (truncated)",
@@ -313,41 +358,14 @@ impl DurabilityFacet {
             && highest > 0
         {
             return Err(JournalError::RecoveryFailed {
-                actor_id,
+                actor_id: self.actor_id.clone(),
                 reason: format!(
                     "no usable checkpoint, and the journal up to {highest} is truncated"
                 ),
             });
         }
 
-        let mut next_sequence = highest + 1;
-        if let Some((message, effects)) = pending.take() {
-            // The last message was interrupted by a crash: finish it.
-            let context = self
-                .replay_message(actor, &message, effects, false, next_sequence, cache)
-                .await?;
-            next_sequence = context.0;
-            self.append(
-                next_sequence,
-                processed_entry(&message.message_id, &context.1),
-                &message.message_id,
-            )
-            .await?;
-            next_sequence += 1;
-            recent.insert(message.message_id);
-            report.replayed_messages += 1;
-            report.completed_interrupted_message = true;
-        }
-        let checkpoint_sequence = report.checkpoint_sequence.unwrap_or(0);
-        self.active = Some(Active {
-            next_sequence,
-            checkpoint_sequence,
-            last_checkpoint: Instant::now(),
-            recent,
-        });
-        report.highest_sequence = next_sequence - 1;
-        report.elapsed = started.elapsed();
-        Ok(report)
+        Ok(pending)
     }
 
     /// Replays one message; returns the next sequence and its outcome.

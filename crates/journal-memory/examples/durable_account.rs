@@ -18,6 +18,7 @@ use journal_memory::MemoryJournalStorage;
 static BANK_CALLS: AtomicU64 = AtomicU64::new(0);
 
 async fn call_bank(amount: i64) -> Result<Vec<u8>, String> {
+    tokio::task::yield_now().await; // stands for the network round trip
     let n = BANK_CALLS.fetch_add(1, Ordering::SeqCst) + 1;
     Ok(format!("bank receipt #{n} for {amount}").into_bytes())
 }
