@@ -1,6 +1,7 @@
 //! Project automation. `cargo xtask ci` runs everything CI runs;
 //! `cargo xtask help` lists the commands.
 
+mod bench;
 mod ci;
 mod run;
 
@@ -12,6 +13,9 @@ usage: cargo xtask <command>
 commands:
   ci      fmt check, clippy -D warnings, docs -D warnings, every test;
           ends with a summary table (exit status 1 when a step failed)
+  bench   the workload runner in release mode: every figure beside a raw
+          baseline from the same run; JSON and SVG under target/bench/
+          (`--backend memory` for one backend)
   help    this text
 
 environment:
@@ -23,6 +27,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             ExitCode::SUCCESS

@@ -20,7 +20,7 @@ use crate::proto::{
 use crate::storage::JournalStorage;
 
 /// Default number of recent message ids remembered for exactly-once.
-pub const DEFAULT_DEDUP_WINDOW: usize = 10_000;
+pub const DEFAULT_DEDUP_WINDOW: usize = 1_000;
 
 impl DurabilityConfig {
     /// A configuration with the recommended settings for `backend`: a
@@ -97,8 +97,8 @@ impl DurabilityObserver {
 /// Recent message ids, bounded.
 #[derive(Debug, Default)]
 struct RecentIds {
-    order: VecDeque<String>,
-    set: HashSet<String>,
+    order: VecDeque<Arc<str>>,
+    set: HashSet<Arc<str>>,
     capacity: usize,
 }
 
@@ -115,7 +115,8 @@ impl RecentIds {
     }
 
     fn insert(&mut self, id: String) {
-        if self.set.insert(id.clone()) {
+        let id: Arc<str> = id.into();
+        if self.set.insert(Arc::clone(&id)) {
             self.order.push_back(id);
             while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
@@ -403,7 +404,12 @@ impl DurabilityFacet {
         let actor_id = self.actor_id.clone();
         let active = self.active()?;
         let sequence = active.next_sequence - 1;
-        let recent_message_ids = active.recent.order.iter().cloned().collect();
+        let recent_message_ids = active
+            .recent
+            .order
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let actor_state = match actor.snapshot() {
             Ok(state) => state,
             Err(reason) => {

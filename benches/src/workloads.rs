@@ -1,0 +1,375 @@
+//! The workloads: append latency, concurrent throughput, replay rate,
+//! recovery time, checkpoint size and streaming-replay memory.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use journal_core::checkpoint::CheckpointPolicy;
+use journal_core::journal_entry::Entry;
+use journal_core::{
+    Actor, DurabilityConfig, DurabilityFacet, DurableActor, ExecutionContext, HandlerResult,
+    JournalBackend, JournalEntry, JournalStorage, MessageReceived,
+};
+
+use crate::{alloc, Baseline, Better, Figure};
+
+/// Sizes of the workloads.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Appends timed one by one for the latency percentiles.
+    pub latency_appends: usize,
+    /// Appends per concurrency level for the throughput figures.
+    pub throughput_appends: usize,
+    /// Entries of the replayed journal.
+    pub replay_entries: u64,
+    /// Entries of the recovered journal.
+    pub recovery_entries: u64,
+    /// Entries of the streamed journal (peak memory).
+    pub stream_entries: u64,
+}
+
+impl Sizes {
+    /// The sizes the issue's targets are stated for.
+    pub const FULL: Sizes = Sizes {
+        latency_appends: 20_000,
+        throughput_appends: 51_200,
+        replay_entries: 100_000,
+        recovery_entries: 100_000,
+        stream_entries: 1_000_000,
+    };
+}
+
+/// A 100-byte message entry.
+pub fn bench_entry(actor_id: &str, sequence: u64) -> JournalEntry {
+    JournalEntry::new(
+        actor_id,
+        sequence,
+        Entry::message_received(format!("m-{sequence}"), "Credit", vec![b'x'; 100]),
+    )
+}
+
+fn unique(tag: &str) -> String {
+    format!("bench-{tag}-{}", journal_core::new_entry_id())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// Append latency of one actor, p50 and p99, against the baseline's
+/// one-entry write.
+pub async fn append_latency(
+    storage: &dyn JournalStorage,
+    baseline: &dyn Baseline,
+    n: usize,
+) -> Vec<Figure> {
+    let actor = unique("latency");
+    let raw_actor = unique("latency-raw");
+    let mut ours = Vec::with_capacity(n);
+    let mut raw = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let e = bench_entry(&actor, i + 1);
+        let started = Instant::now();
+        storage.append_entry(&e).await.expect("append");
+        ours.push(started.elapsed());
+        let e = bench_entry(&raw_actor, i + 1);
+        let started = Instant::now();
+        baseline.append(&e).await;
+        raw.push(started.elapsed());
+    }
+    ours.sort_unstable();
+    raw.sort_unstable();
+    vec![
+        Figure {
+            name: "append latency p50".into(),
+            value: percentile(&ours, 0.5),
+            unit: "us",
+            baseline: percentile(&raw, 0.5),
+            baseline_name: baseline.describe(),
+            better: Better::Lower,
+            target: String::new(),
+            met: None,
+        },
+        Figure {
+            name: "append latency p99".into(),
+            value: percentile(&ours, 0.99),
+            unit: "us",
+            baseline: percentile(&raw, 0.99),
+            baseline_name: baseline.describe(),
+            better: Better::Lower,
+            target: String::new(),
+            met: None,
+        },
+    ]
+}
+
+/// Appends per second with `actors` actors appending at once, each its own
+/// journal, `total` appends in all.
+pub async fn throughput(
+    storage: Arc<dyn JournalStorage>,
+    baseline: Arc<dyn Baseline>,
+    actors: usize,
+    total: usize,
+) -> Figure {
+    let per_actor = (total / actors).max(1) as u64;
+    let run = |raw: bool| {
+        let (storage, baseline) = (Arc::clone(&storage), Arc::clone(&baseline));
+        async move {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..actors)
+                .map(|_| {
+                    let (storage, baseline) = (Arc::clone(&storage), Arc::clone(&baseline));
+                    tokio::spawn(async move {
+                        let actor = unique("tput");
+                        for seq in 1..=per_actor {
+                            let e = bench_entry(&actor, seq);
+                            if raw {
+                                baseline.append(&e).await;
+                            } else {
+                                storage.append_entry(&e).await.expect("append");
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task");
+            }
+            (per_actor * actors as u64) as f64 / started.elapsed().as_secs_f64()
+        }
+    };
+    let ours = run(false).await;
+    let raw = run(true).await;
+    Figure {
+        name: format!("appends/s, {actors} concurrent actors"),
+        value: ours,
+        unit: "appends/s",
+        baseline: raw,
+        baseline_name: baseline.describe(),
+        better: Better::Higher,
+        target: String::new(),
+        met: None,
+    }
+}
+
+/// Writes `n` entries of a fresh actor in batches of 1,000.
+pub async fn fill(
+    storage: &dyn JournalStorage,
+    baseline: Option<&dyn Baseline>,
+    tag: &str,
+    n: u64,
+) -> String {
+    let actor = unique(tag);
+    let mut seq = 1;
+    while seq <= n {
+        let end = (seq + 999).min(n);
+        let batch: Vec<_> = (seq..=end).map(|s| bench_entry(&actor, s)).collect();
+        match baseline {
+            Some(raw) => {
+                for e in &batch {
+                    raw.append(e).await;
+                }
+            }
+            None => storage.append_batch(&batch).await.expect("batch"),
+        }
+        seq = end + 1;
+    }
+    actor
+}
+
+/// Entries replayed per second (streaming) from a journal of `n` entries.
+pub async fn replay_rate(storage: &dyn JournalStorage, baseline: &dyn Baseline, n: u64) -> Figure {
+    let actor = fill(storage, None, "replay", n).await;
+    let raw_actor = fill(storage, Some(baseline), "replay-raw", n).await;
+    let started = Instant::now();
+    let count = storage
+        .replay_stream(&actor, 1)
+        .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+        .await
+        .expect("replay");
+    let ours = count as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let raw_count = baseline.replay(&raw_actor).await;
+    let raw = raw_count as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(count, n);
+    Figure {
+        name: format!("replay of {n} entries"),
+        value: ours,
+        unit: "entries/s",
+        baseline: raw,
+        baseline_name: baseline.describe(),
+        better: Better::Higher,
+        target: String::new(),
+        met: None,
+    }
+}
+
+/// The bench's actor: a ledger of accounts kept as JSON-like records, the
+/// shape many actors' state has.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    balances: Vec<i64>,
+}
+
+impl Ledger {
+    /// A ledger of `accounts` accounts.
+    pub fn new(accounts: usize) -> Self {
+        Ledger {
+            balances: vec![1_000; accounts],
+        }
+    }
+
+    /// The state as the actor snapshots it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(self.balances.len() * 96);
+        for (i, b) in self.balances.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                r#"{{"account":"acct-{i:05}","balance":{b},"currency":"EUR","status":"active","owner":"customer-{}"}}"#,
+                i * 7919 % 100_000
+            );
+        }
+        out.into_bytes()
+    }
+}
+
+#[async_trait]
+impl DurableActor for Ledger {
+    async fn handle(
+        &mut self,
+        message: &MessageReceived,
+        _ctx: &mut ExecutionContext,
+    ) -> HandlerResult {
+        let account =
+            message.payload.first().map_or(0, |b| usize::from(*b)) % self.balances.len().max(1);
+        if let Some(balance) = self.balances.get_mut(account) {
+            *balance += 1;
+        }
+        Ok(Vec::new())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(self.balances.iter().flat_map(|b| b.to_le_bytes()).collect())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.len() % 8 != 0 {
+            return Err("not a ledger".into());
+        }
+        self.balances = state
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect();
+        Ok(())
+    }
+}
+
+fn ledger_actor(storage: Arc<dyn JournalStorage>, id: &str, interval: u64) -> Actor<Ledger> {
+    let config = DurabilityConfig {
+        checkpoint_interval: interval,
+        ..DurabilityConfig::recommended(JournalBackend::Memory)
+    };
+    let mut actor = Actor::new(id, Ledger::new(500));
+    actor
+        .facets()
+        .attach(Box::new(DurabilityFacet::new(storage, config)));
+    actor
+}
+
+/// Recovery of an actor with a journal of `entries` entries: from its
+/// checkpoints (taken every 1,000 entries) against a full replay of the
+/// same journal.
+pub async fn recovery(storage: Arc<dyn JournalStorage>, entries: u64) -> Figure {
+    let id = unique("recovery");
+    let mut actor = ledger_actor(Arc::clone(&storage), &id, 1_000);
+    for i in 0..entries / 2 {
+        let message = MessageReceived {
+            message_id: format!("m-{i}"),
+            message_type: "Credit".into(),
+            payload: vec![(i % 251) as u8],
+            ..MessageReceived::default()
+        };
+        actor.send(message).await.expect("send");
+    }
+    drop(actor);
+    let started = Instant::now();
+    ledger_actor(Arc::clone(&storage), &id, 1_000)
+        .activate()
+        .await
+        .expect("recover from checkpoint");
+    let from_checkpoint = started.elapsed();
+    storage
+        .delete_checkpoints_before(&id, u64::MAX)
+        .await
+        .expect("drop checkpoints");
+    let started = Instant::now();
+    ledger_actor(Arc::clone(&storage), &id, 0)
+        .activate()
+        .await
+        .expect("full replay");
+    let full = started.elapsed();
+    Figure {
+        name: format!("recovery of {entries} entries (checkpoint every 1,000)"),
+        value: from_checkpoint.as_secs_f64() * 1e3,
+        unit: "ms",
+        baseline: full.as_secs_f64() * 1e3,
+        baseline_name: "full replay of the same journal".into(),
+        better: Better::Lower,
+        target: String::new(),
+        met: None,
+    }
+}
+
+/// Compressed against raw size of the bench actor's state (5,000 accounts
+/// as JSON-like records), at the default zstd level.
+pub fn checkpoint_size() -> Figure {
+    let state = Ledger::new(5_000).encode();
+    let checkpoint = CheckpointPolicy::default()
+        .encode("bench", 1, &state)
+        .expect("encode");
+    Figure {
+        name: "checkpoint size, zstd level 3".into(),
+        value: checkpoint.state_data.len() as f64,
+        unit: "bytes",
+        baseline: state.len() as f64,
+        baseline_name: "the raw state".into(),
+        better: Better::Lower,
+        target: String::new(),
+        met: None,
+    }
+}
+
+/// Peak memory a streaming replay of `n` entries adds, against collecting
+/// the same replay into a list.
+pub async fn stream_memory(storage: &dyn JournalStorage, n: u64) -> Figure {
+    let actor = fill(storage, None, "stream", n).await;
+    let before = alloc::live();
+    alloc::reset_peak();
+    let count = storage
+        .replay_stream(&actor, 1)
+        .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+        .await
+        .expect("stream");
+    let streamed = alloc::peak().saturating_sub(before);
+    assert_eq!(count, n);
+    let before = alloc::live();
+    alloc::reset_peak();
+    let listed = storage.replay_from(&actor, 1).await.expect("replay").len() as u64;
+    let collected = alloc::peak().saturating_sub(before);
+    assert_eq!(listed, n);
+    storage.delete_actor(&actor).await.expect("delete");
+    Figure {
+        name: format!("peak memory of a streaming replay of {n} entries"),
+        value: streamed as f64 / (1024.0 * 1024.0),
+        unit: "MiB",
+        baseline: collected as f64 / (1024.0 * 1024.0),
+        baseline_name: "the same replay collected into a Vec".into(),
+        better: Better::Lower,
+        target: String::new(),
+        met: None,
+    }
+}
