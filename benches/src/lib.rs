@@ -1,4 +1,4 @@
-//! The workload runner's workloads, over any [`JournalStorage`], each beside
+//! The workload runner's workloads, over any [`JournalStorage`](journal_core::JournalStorage), each beside
 //! a raw baseline doing the same I/O in the same run.
 //!
 //! `cargo xtask bench [--backend NAME]` runs them and prints, writes JSON and
