@@ -257,7 +257,7 @@ impl DurableActor for Ledger {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        if state.len() % 8 != 0 {
+        if !state.len().is_multiple_of(8) {
             return Err("not a ledger".into());
         }
         self.balances = state

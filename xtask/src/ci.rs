@@ -65,6 +65,8 @@ pub fn run(args: &[String]) -> ExitCode {
     doc.env("RUSTDOCFLAGS", "-D warnings");
     steps.push(Step::from("doc -D warnings", &stream(doc), None));
 
+    // Journal files of earlier runs (tests write under cargo's target tmp dir).
+    let _ = std::fs::remove_dir_all("target/tmp");
     steps.push(unit_and_integration_tests());
 
     let mut doctests = cargo();

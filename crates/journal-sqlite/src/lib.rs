@@ -1,0 +1,295 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod ops;
+mod options;
+mod schema;
+mod threads;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use journal_core::validate::{self, Limits};
+use journal_core::{
+    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalResult, JournalStats, JournalStorage,
+};
+use prost::Message;
+use rusqlite::Connection;
+
+pub use options::{SqliteOptions, Synchronous};
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+
+use threads::{job, read_job, send_write, stopped, ReadJob, WriterJob};
+
+const BACKEND: &str = "sqlite";
+
+/// A journal in one SQLite file (or in memory), with the whole contract.
+///
+/// Cheap to clone: clones share the connections. The threads and
+/// connections close when the last clone is dropped.
+#[derive(Clone)]
+pub struct SqliteJournalStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    limits: Limits,
+    writer: Sender<Box<dyn WriterJob>>,
+    /// `None` for an in-memory journal: the writer serves reads.
+    readers: Option<Sender<ReadJob>>,
+}
+
+impl std::fmt::Debug for SqliteJournalStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteJournalStorage")
+            .field("path", &self.inner.path)
+            .field("readers", &self.inner.readers.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteJournalStorage {
+    /// Opens (or creates) the journal at `path` with the default options:
+    /// WAL, `synchronous=FULL`. `":memory:"` gives an in-memory journal.
+    pub async fn new(path: impl AsRef<Path>) -> JournalResult<Self> {
+        Self::open(path, SqliteOptions::default()).await
+    }
+
+    /// Opens (or creates) the journal at `path`.
+    ///
+    /// A file of a newer schema version, or an SQLite database that is not a
+    /// journal, is refused and left unchanged.
+    pub async fn open(path: impl AsRef<Path>, options: SqliteOptions) -> JournalResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let memory = schema::is_memory(&path);
+        let (writer, jobs) = mpsc::channel::<Box<dyn WriterJob>>();
+        let (open_path, open_options, max_group) =
+            (path.clone(), options.clone(), options.max_group);
+        threads::spawn_with_connection(
+            "journal-sqlite-writer".into(),
+            move || {
+                let conn = schema::connect(&open_path, &open_options, false)?;
+                schema::prepare_writer(&conn, &open_path, &open_options)?;
+                Ok(conn)
+            },
+            move |conn| threads::writer_loop(conn, &jobs, max_group),
+        )
+        .await?;
+
+        let readers = if memory || options.readers == 0 {
+            None
+        } else {
+            let (sender, jobs) = mpsc::channel::<ReadJob>();
+            let jobs = Arc::new(Mutex::new(jobs));
+            for i in 0..options.readers {
+                let (jobs, path, options) = (Arc::clone(&jobs), path.clone(), options.clone());
+                threads::spawn_with_connection(
+                    format!("journal-sqlite-reader-{i}"),
+                    move || {
+                        let conn = schema::connect(&path, &options, true)?;
+                        schema::apply_pragmas(&conn, &options)?;
+                        Ok(conn)
+                    },
+                    move |conn| threads::reader_loop(conn, &jobs),
+                )
+                .await?;
+            }
+            Some(sender)
+        };
+        Ok(SqliteJournalStorage {
+            inner: Arc::new(Inner {
+                path,
+                limits: Limits {
+                    max_entry_bytes: options.max_entry_bytes,
+                },
+                writer,
+                readers,
+            }),
+        })
+    }
+
+    /// The path the journal was opened at.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` in the writer's next group transaction.
+    async fn write<T, F>(&self, work: F) -> JournalResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
+    {
+        let (job, result) = job(work);
+        send_write(&self.inner.writer, job)?;
+        result.await.map_err(stopped)?
+    }
+
+    /// Runs `work` on a reader connection (the writer's, in memory).
+    async fn read<T, F>(&self, work: F) -> JournalResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
+    {
+        match &self.inner.readers {
+            Some(readers) => {
+                let (job, result) = read_job(work);
+                readers.send(job).map_err(stopped)?;
+                result.await.map_err(stopped)?
+            }
+            None => self.write(work).await,
+        }
+    }
+
+    /// Runs `PRAGMA integrity_check`; `Ok` with SQLite's findings, empty
+    /// when the file is sound.
+    pub async fn integrity_check(&self) -> JournalResult<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("PRAGMA integrity_check")
+                .map_err(threads::sql)?;
+            let lines: Vec<String> = stmt
+                .query_map([], |r| r.get(0))
+                .and_then(Iterator::collect)
+                .map_err(threads::sql)?;
+            Ok(lines.into_iter().filter(|l| l != "ok").collect())
+        })
+        .await
+    }
+}
+
+fn rows(entries: &[JournalEntry]) -> Vec<ops::Row> {
+    entries
+        .iter()
+        .map(|e| ops::Row {
+            sequence: e.sequence,
+            id: e.id.clone(),
+            bytes: e.encode_to_vec(),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl JournalStorage for SqliteJournalStorage {
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
+    async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
+        validate::validate_entry(entry, &self.inner.limits)?;
+        let (actor_id, rows) = (entry.actor_id.clone(), rows(std::slice::from_ref(entry)));
+        self.write(move |conn| ops::append(conn, &actor_id, &rows))
+            .await?;
+        Ok(entry.sequence)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
+    async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
+        validate::validate_batch(entries, &self.inner.limits)?;
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let (actor_id, rows) = (first.actor_id.clone(), rows(entries));
+        self.write(move |conn| ops::append(conn, &actor_id, &rows))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn replay_range(
+        &self,
+        actor_id: &str,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> JournalResult<Vec<JournalEntry>> {
+        let actor_id = actor_id.to_owned();
+        self.read(move |conn| ops::replay_range(conn, &actor_id, from, to, max))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64> {
+        let actor_id = actor_id.to_owned();
+        self.read(move |conn| ops::highest(conn, &actor_id)).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()> {
+        let actor_id = actor_id.to_owned();
+        self.write(move |conn| ops::truncate(conn, &actor_id, to))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
+        let actor_id = actor_id.to_owned();
+        self.write(move |conn| ops::delete_actor(conn, &actor_id))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %checkpoint.actor_id, sequence = checkpoint.sequence))]
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> JournalResult<()> {
+        validate::validate_checkpoint(checkpoint)?;
+        let (checkpoint, bytes) = (checkpoint.clone(), checkpoint.encode_to_vec());
+        self.write(move |conn| ops::save_checkpoint(conn, &checkpoint, &bytes))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn get_latest_checkpoint(&self, actor_id: &str) -> JournalResult<Option<Checkpoint>> {
+        let actor_id = actor_id.to_owned();
+        self.read(move |conn| ops::get_checkpoint(conn, &actor_id, None))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn get_checkpoint(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+    ) -> JournalResult<Option<Checkpoint>> {
+        let actor_id = actor_id.to_owned();
+        self.read(move |conn| ops::get_checkpoint(conn, &actor_id, Some(sequence)))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>> {
+        let actor_id = actor_id.to_owned();
+        self.read(move |conn| ops::list_checkpoints(conn, &actor_id))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn delete_checkpoints_before(&self, actor_id: &str, before: u64) -> JournalResult<u64> {
+        let actor_id = actor_id.to_owned();
+        self.write(move |conn| ops::delete_checkpoints_before(conn, &actor_id, before))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn list_actors_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> JournalResult<ActorPage> {
+        let cursor = cursor.map(str::to_owned);
+        self.read(move |conn| ops::list_actors_page(conn, cursor.as_deref(), limit))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn actor_summary(&self, actor_id: &str) -> JournalResult<ActorSummary> {
+        let actor_id = actor_id.to_owned();
+        self.read(move |conn| ops::actor_summary(conn, &actor_id))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn stats(&self) -> JournalResult<JournalStats> {
+        self.read(ops::stats).await
+    }
+}

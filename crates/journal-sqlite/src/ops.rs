@@ -1,0 +1,304 @@
+//! The SQL of each operation, run on a connection thread.
+
+use journal_core::validate::{self, AppendCheck};
+use journal_core::{
+    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalError, JournalResult, JournalStats,
+};
+use prost::Message;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::threads::sql;
+
+/// An entry ready to insert.
+pub(crate) struct Row {
+    pub(crate) sequence: u64,
+    pub(crate) id: String,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// A sequence as SQLite stores it (sequences beyond `i64::MAX` cannot be
+/// stored, so bounds saturate).
+pub(crate) fn seq(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn unseq(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn highest(conn: &Connection, actor_id: &str) -> JournalResult<u64> {
+    let highest: Option<i64> = conn
+        .prepare_cached("SELECT highest FROM actors WHERE actor_id = ?1")
+        .and_then(|mut s| s.query_row([actor_id], |r| r.get(0)).optional())
+        .map_err(sql)?;
+    Ok(highest.map_or(0, unseq))
+}
+
+/// Appends a validated batch of one actor (contract rules 1, 2, 5).
+pub(crate) fn append(conn: &Connection, actor_id: &str, rows: &[Row]) -> JournalResult<()> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(());
+    };
+    let highest = highest(conn, actor_id)?;
+    match AppendCheck::of(first.sequence, highest) {
+        AppendCheck::Write => {
+            let mut insert = conn
+                .prepare_cached("INSERT INTO entries (actor_id, sequence, entry_id, entry) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(sql)?;
+            for row in rows {
+                insert
+                    .execute(params![actor_id, seq(row.sequence), row.id, row.bytes])
+                    .map_err(sql)?;
+            }
+            conn.prepare_cached(
+                "INSERT INTO actors (actor_id, highest) VALUES (?1, ?2)
+                 ON CONFLICT (actor_id) DO UPDATE SET highest = excluded.highest",
+            )
+            .and_then(|mut s| s.execute(params![actor_id, seq(last.sequence)]))
+            .map_err(sql)?;
+            Ok(())
+        }
+        AppendCheck::CompareStored => {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT entry_id FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3 ORDER BY sequence",
+                )
+                .map_err(sql)?;
+            let stored: Vec<String> = stmt
+                .query_map(
+                    params![actor_id, seq(first.sequence), seq(last.sequence)],
+                    |r| r.get(0),
+                )
+                .and_then(Iterator::collect)
+                .map_err(sql)?;
+            let same =
+                stored.len() == rows.len() && stored.iter().zip(rows).all(|(s, r)| *s == r.id);
+            if same {
+                Ok(())
+            } else {
+                Err(validate::sequence_conflict(
+                    actor_id,
+                    highest,
+                    first.sequence,
+                ))
+            }
+        }
+        AppendCheck::Conflict => Err(validate::sequence_conflict(
+            actor_id,
+            highest,
+            first.sequence,
+        )),
+    }
+}
+
+fn decode_entry(actor_id: &str, sequence: i64, bytes: &[u8]) -> JournalResult<JournalEntry> {
+    let corrupt = |reason: String| JournalError::CorruptEntry {
+        actor_id: actor_id.to_owned(),
+        sequence: unseq(sequence),
+        reason,
+    };
+    let entry = JournalEntry::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if entry.actor_id != actor_id || entry.sequence != unseq(sequence) {
+        return Err(corrupt(format!(
+            "the row holds entry {} of actor {:?}",
+            entry.sequence, entry.actor_id
+        )));
+    }
+    Ok(entry)
+}
+
+pub(crate) fn replay_range(
+    conn: &Connection,
+    actor_id: &str,
+    from: u64,
+    to: u64,
+    max: usize,
+) -> JournalResult<Vec<JournalEntry>> {
+    if max == 0 || from > to {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(max).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT sequence, entry FROM entries
+             WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
+             ORDER BY sequence LIMIT ?4",
+        )
+        .map_err(sql)?;
+    let mut rows = stmt
+        .query(params![actor_id, seq(from), seq(to), limit])
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql)? {
+        let sequence: i64 = row.get(0).map_err(sql)?;
+        let bytes = row
+            .get_ref(1)
+            .map_err(sql)?
+            .as_blob()
+            .map_err(|e| sql(e.into()))?;
+        out.push(decode_entry(actor_id, sequence, bytes)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalResult<()> {
+    conn.prepare_cached("DELETE FROM entries WHERE actor_id = ?1 AND sequence <= ?2")
+        .and_then(|mut s| s.execute(params![actor_id, seq(to)]))
+        .map_err(sql)?;
+    Ok(())
+}
+
+pub(crate) fn delete_actor(conn: &Connection, actor_id: &str) -> JournalResult<()> {
+    for statement in [
+        "DELETE FROM entries WHERE actor_id = ?1",
+        "DELETE FROM checkpoints WHERE actor_id = ?1",
+        "DELETE FROM actors WHERE actor_id = ?1",
+    ] {
+        conn.prepare_cached(statement)
+            .and_then(|mut s| s.execute([actor_id]))
+            .map_err(sql)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn save_checkpoint(
+    conn: &Connection,
+    checkpoint: &Checkpoint,
+    bytes: &[u8],
+) -> JournalResult<()> {
+    let highest = highest(conn, &checkpoint.actor_id)?;
+    if checkpoint.sequence > highest {
+        return Err(validate::checkpoint_beyond_highest(checkpoint, highest));
+    }
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO checkpoints (actor_id, sequence, checkpoint) VALUES (?1, ?2, ?3)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            checkpoint.actor_id,
+            seq(checkpoint.sequence),
+            bytes
+        ])
+    })
+    .map_err(sql)?;
+    Ok(())
+}
+
+fn decode_checkpoint(actor_id: &str, sequence: i64, bytes: &[u8]) -> JournalResult<Checkpoint> {
+    let checkpoint = Checkpoint::decode(bytes).map_err(|e| JournalError::CorruptCheckpoint {
+        actor_id: actor_id.to_owned(),
+        sequence: unseq(sequence),
+        reason: e.to_string(),
+    })?;
+    if checkpoint.actor_id != actor_id || checkpoint.sequence != unseq(sequence) {
+        return Err(JournalError::CorruptCheckpoint {
+            actor_id: actor_id.to_owned(),
+            sequence: unseq(sequence),
+            reason: format!(
+                "the row holds checkpoint {} of actor {:?}",
+                checkpoint.sequence, checkpoint.actor_id
+            ),
+        });
+    }
+    Ok(checkpoint)
+}
+
+/// The checkpoint at `sequence`, or the latest with `None`.
+pub(crate) fn get_checkpoint(
+    conn: &Connection,
+    actor_id: &str,
+    sequence: Option<u64>,
+) -> JournalResult<Option<Checkpoint>> {
+    let query =
+        |mut stmt: rusqlite::CachedStatement<'_>| -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
+            match sequence {
+                Some(s) => {
+                    stmt.query_row(params![actor_id, seq(s)], |r| Ok((r.get(0)?, r.get(1)?)))
+                }
+                None => stmt.query_row(params![actor_id], |r| Ok((r.get(0)?, r.get(1)?))),
+            }
+            .optional()
+        };
+    let sql_text = if sequence.is_some() {
+        "SELECT sequence, checkpoint FROM checkpoints WHERE actor_id = ?1 AND sequence = ?2"
+    } else {
+        "SELECT sequence, checkpoint FROM checkpoints WHERE actor_id = ?1 ORDER BY sequence DESC LIMIT 1"
+    };
+    let row = conn.prepare_cached(sql_text).and_then(query).map_err(sql)?;
+    row.map(|(s, bytes)| decode_checkpoint(actor_id, s, &bytes))
+        .transpose()
+}
+
+pub(crate) fn list_checkpoints(conn: &Connection, actor_id: &str) -> JournalResult<Vec<u64>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT sequence FROM checkpoints WHERE actor_id = ?1 ORDER BY sequence")
+        .map_err(sql)?;
+    let sequences: Vec<i64> = stmt
+        .query_map([actor_id], |r| r.get(0))
+        .and_then(Iterator::collect)
+        .map_err(sql)?;
+    Ok(sequences.into_iter().map(unseq).collect())
+}
+
+pub(crate) fn delete_checkpoints_before(
+    conn: &Connection,
+    actor_id: &str,
+    before: u64,
+) -> JournalResult<u64> {
+    let removed = conn
+        .prepare_cached("DELETE FROM checkpoints WHERE actor_id = ?1 AND sequence < ?2")
+        .and_then(|mut s| s.execute(params![actor_id, seq(before)]))
+        .map_err(sql)?;
+    Ok(removed as u64)
+}
+
+pub(crate) fn list_actors_page(
+    conn: &Connection,
+    cursor: Option<&str>,
+    limit: usize,
+) -> JournalResult<ActorPage> {
+    let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached("SELECT actor_id FROM actors WHERE ?1 IS NULL OR actor_id > ?1 ORDER BY actor_id LIMIT ?2")
+        .map_err(sql)?;
+    let actors: Vec<String> = stmt
+        .query_map(params![cursor, limit_sql], |r| r.get(0))
+        .and_then(Iterator::collect)
+        .map_err(sql)?;
+    let next_cursor = (limit > 0 && actors.len() == limit)
+        .then(|| actors.last().cloned())
+        .flatten();
+    Ok(ActorPage {
+        actors,
+        next_cursor,
+    })
+}
+
+pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<ActorSummary> {
+    let count = |table: &str| -> JournalResult<u64> {
+        let n: i64 = conn
+            .prepare_cached(&format!("SELECT count(*) FROM {table} WHERE actor_id = ?1"))
+            .and_then(|mut s| s.query_row([actor_id], |r| r.get(0)))
+            .map_err(sql)?;
+        Ok(unseq(n))
+    };
+    Ok(ActorSummary {
+        highest_sequence: highest(conn, actor_id)?,
+        entries: count("entries")?,
+        checkpoints: count("checkpoints")?,
+    })
+}
+
+pub(crate) fn stats(conn: &Connection) -> JournalResult<JournalStats> {
+    conn.query_row(
+        "SELECT (SELECT count(*) FROM actors), (SELECT count(*) FROM entries), (SELECT count(*) FROM checkpoints)",
+        [],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+    )
+    .map(|(actors, entries, checkpoints)| JournalStats {
+        actors: unseq(actors),
+        entries: unseq(entries),
+        checkpoints: unseq(checkpoints),
+    })
+    .map_err(sql)
+}

@@ -1,0 +1,156 @@
+//! Opening connections, checking what a file is, and versioned migrations
+//! (`PRAGMA user_version`).
+
+use std::path::Path;
+
+use journal_core::{JournalError, JournalResult};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::db_error;
+use crate::options::SqliteOptions;
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+/// `PRAGMA application_id` of a journal file: "JRNL".
+pub const APPLICATION_ID: i64 = 0x4A52_4E4C;
+
+const MIGRATIONS: &[&str] = &[
+    // Version 1.
+    "CREATE TABLE IF NOT EXISTS actors (
+         actor_id TEXT PRIMARY KEY NOT NULL,
+         highest  INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS entries (
+         actor_id TEXT NOT NULL,
+         sequence INTEGER NOT NULL,
+         entry_id TEXT NOT NULL,
+         entry    BLOB NOT NULL,
+         PRIMARY KEY (actor_id, sequence)
+     );
+     CREATE TABLE IF NOT EXISTS checkpoints (
+         actor_id   TEXT NOT NULL,
+         sequence   INTEGER NOT NULL,
+         checkpoint BLOB NOT NULL,
+         PRIMARY KEY (actor_id, sequence)
+     );",
+];
+
+fn invalid(path: &Path, why: &str) -> JournalError {
+    JournalError::storage("sqlite", format!("{}: {why}", path.display()))
+}
+
+pub(crate) fn is_memory(path: &Path) -> bool {
+    path.as_os_str() == ":memory:"
+}
+
+/// Opens a connection with the journal's pragmas.
+pub(crate) fn connect(
+    path: &Path,
+    options: &SqliteOptions,
+    read_only: bool,
+) -> JournalResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| db_error(&e))?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(|e| db_error(&e))?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Checks that `conn` holds a journal of a version this build reads (or an
+/// empty database), before anything is written, then sets WAL mode and
+/// migrates.
+pub(crate) fn prepare_writer(
+    conn: &Connection,
+    path: &Path,
+    options: &SqliteOptions,
+) -> JournalResult<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| invalid(path, &format!("not an SQLite database ({e})")))?;
+    check_identity(conn, path, version)?;
+
+    if !is_memory(path) {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| db_error(&e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(invalid(path, &format!("cannot use WAL mode (got {mode})")));
+        }
+    }
+    apply_pragmas(conn, options)?;
+    if let Some(pages) = options.max_page_count {
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| db_error(&e))?;
+    }
+    migrate(conn, path)
+}
+
+/// Pragmas every connection gets.
+pub(crate) fn apply_pragmas(conn: &Connection, options: &SqliteOptions) -> JournalResult<()> {
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {};
+         PRAGMA cache_size = -{};
+         PRAGMA temp_store = MEMORY;
+         PRAGMA foreign_keys = OFF;",
+        options.synchronous.pragma(),
+        options.cache_size_kib
+    ))
+    .map_err(|e| db_error(&e))
+}
+
+fn check_identity(conn: &Connection, path: &Path, version: i64) -> JournalResult<()> {
+    if version > SCHEMA_VERSION {
+        return Err(invalid(
+            path,
+            &format!("journal schema version {version} was written by a newer journal-sqlite (this one reads up to {SCHEMA_VERSION})"),
+        ));
+    }
+    let application_id: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| db_error(&e))?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| invalid(path, &format!("not an SQLite database ({e})")))?;
+    let ours = application_id == APPLICATION_ID;
+    if (version > 0 && !ours) || (version == 0 && objects > 0) {
+        return Err(invalid(path, "an SQLite database, but not a journal"));
+    }
+    Ok(())
+}
+
+fn migrate(conn: &Connection, path: &Path) -> JournalResult<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| db_error(&e))?;
+    let result = (|| {
+        // Checked again under the write lock: another process may have
+        // migrated meanwhile.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| db_error(&e))?;
+        check_identity(conn, path, version)?;
+        let start = usize::try_from(version).unwrap_or(0);
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(start) {
+            conn.execute_batch(migration).map_err(|e| db_error(&e))?;
+            conn.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
+                i + 1
+            ))
+            .map_err(|e| db_error(&e))?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(|e| db_error(&e)),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The threads that own the connections: one writer that commits whatever
+//! has queued up in one transaction (group commit), and readers that serve
+//! replays while commits are in flight. Async callers only ever wait on a
+//! channel, never on SQLite.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use journal_core::{JournalError, JournalResult};
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::error::{db_error, Failure};
+
+/// Work for the writer: it runs inside a savepoint of the group's
+/// transaction, and learns after `COMMIT` whether it is durable.
+pub(crate) trait WriterJob: Send {
+    /// Runs the job; `false` when it failed (its savepoint is rolled back).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Reports the outcome: the job's own, or the commit's failure.
+    fn complete(self: Box<Self>, commit: Result<(), Failure>);
+}
+
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<JournalResult<T>>,
+    reply: oneshot::Sender<JournalResult<T>>,
+}
+
+impl<T, F> WriterJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> JournalResult<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = match self.work.take() {
+            Some(work) => work(conn),
+            None => Err(JournalError::storage("sqlite", "a writer job ran twice")),
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn complete(self: Box<Self>, commit: Result<(), Failure>) {
+        let result = match (commit, self.result) {
+            (_, Some(Err(own))) => Err(own),
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Err(failure), _) => Err(failure.to_error()),
+            (Ok(()), None) => Err(Failure::stopped().to_error()),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// A boxed job and the receiver of its result.
+pub(crate) fn job<T, F>(work: F) -> (Box<dyn WriterJob>, oneshot::Receiver<JournalResult<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
+{
+    let (reply, receiver) = oneshot::channel();
+    let job = Job {
+        work: Some(work),
+        result: None,
+        reply,
+    };
+    (Box::new(job), receiver)
+}
+
+/// The writer's loop: wait for one job, take every job queued behind it (up
+/// to `max_group`), run them in one transaction, each in its own savepoint,
+/// commit once, then answer each caller.
+pub(crate) fn writer_loop(
+    conn: &Connection,
+    jobs: &Receiver<Box<dyn WriterJob>>,
+    max_group: usize,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < max_group.max(1) {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(conn, group);
+    }
+}
+
+fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
+    let mut pending = group.into_iter().peekable();
+    while pending.peek().is_some() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let failure = Failure::of(&e);
+            for job in pending {
+                job.complete(Err(failure.clone()));
+            }
+            return;
+        }
+        let mut done: Vec<Box<dyn WriterJob>> = Vec::new();
+        let mut aborted = None;
+        for mut job in pending.by_ref() {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                aborted = Some(Failure::of(&e));
+                job.complete(Err(Failure::of(&e)));
+                break;
+            }
+            let ok = job.run(conn);
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (a full disk, an
+                // I/O error): nothing of this group so far is stored.
+                let failure = Failure::of(&rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some("the transaction was rolled back by SQLite".into()),
+                ));
+                job.complete(Err(failure.clone()));
+                aborted = Some(failure);
+                break;
+            }
+            let undo = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(e) = conn.execute_batch(undo) {
+                aborted = Some(Failure::of(&e));
+                job.complete(Err(Failure::of(&e)));
+                break;
+            }
+            done.push(job);
+        }
+        let outcome = match aborted {
+            Some(failure) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err(failure)
+            }
+            None => conn.execute_batch("COMMIT").map_err(|e| {
+                let failure = Failure::of(&e);
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                failure
+            }),
+        };
+        for job in done {
+            job.complete(outcome.clone());
+        }
+    }
+}
+
+/// A read: runs on a reader thread with its connection.
+pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Reader threads sharing one queue of read jobs.
+pub(crate) fn reader_loop(conn: &Connection, jobs: &Arc<Mutex<Receiver<ReadJob>>>) {
+    loop {
+        let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        match next {
+            Ok(job) => job(conn),
+            Err(_) => return,
+        }
+    }
+}
+
+/// A read job and the receiver of its result.
+pub(crate) fn read_job<T, F>(work: F) -> (ReadJob, oneshot::Receiver<JournalResult<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
+{
+    let (reply, receiver) = oneshot::channel();
+    let job: ReadJob = Box::new(move |conn| {
+        let _ = reply.send(work(conn));
+    });
+    (job, receiver)
+}
+
+/// Spawns a named thread that opens its connection with `open` and then
+/// runs `body`; resolves once the connection is open (or failed to).
+pub(crate) async fn spawn_with_connection<O, B>(name: String, open: O, body: B) -> JournalResult<()>
+where
+    O: FnOnce() -> JournalResult<Connection> + Send + 'static,
+    B: FnOnce(&Connection) + Send + 'static,
+{
+    let (ready, opened) = oneshot::channel::<JournalResult<()>>();
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || match open() {
+            Ok(conn) => {
+                let _ = ready.send(Ok(()));
+                body(&conn);
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+            }
+        })
+        .map_err(|e| JournalError::storage("sqlite", e))?;
+    opened
+        .await
+        .map_err(|_| JournalError::storage("sqlite", "a connection thread died while opening"))?
+}
+
+/// Sends `job` to the writer.
+pub(crate) fn send_write(
+    writer: &Sender<Box<dyn WriterJob>>,
+    job: Box<dyn WriterJob>,
+) -> JournalResult<()> {
+    writer.send(job).map_err(|_| Failure::stopped().to_error())
+}
+
+/// Maps a dropped reply channel (the thread died) to an error.
+pub(crate) fn stopped<T>(_: T) -> JournalError {
+    Failure::stopped().to_error()
+}
+
+/// `db_error` for use in closures.
+#[allow(clippy::needless_pass_by_value)] // its shape is `map_err`'s
+pub(crate) fn sql(e: rusqlite::Error) -> JournalError {
+    db_error(&e)
+}
