@@ -40,6 +40,8 @@ struct Inner {
     writer: Sender<Box<dyn WriterJob>>,
     /// `None` for an in-memory journal: the writer serves reads.
     readers: Option<Sender<ReadJob>>,
+    /// Resolve when the connection threads have closed their connections.
+    closed: Vec<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl std::fmt::Debug for SqliteJournalStorage {
@@ -68,16 +70,19 @@ impl SqliteJournalStorage {
         let (writer, jobs) = mpsc::channel::<Box<dyn WriterJob>>();
         let (open_path, open_options, max_group) =
             (path.clone(), options.clone(), options.max_group);
-        threads::spawn_with_connection(
-            "journal-sqlite-writer".into(),
-            move || {
-                let conn = schema::connect(&open_path, &open_options, false)?;
-                schema::prepare_writer(&conn, &open_path, &open_options)?;
-                Ok(conn)
-            },
-            move |conn| threads::writer_loop(conn, &jobs, max_group),
-        )
-        .await?;
+        let mut closed = Vec::new();
+        closed.push(
+            threads::spawn_with_connection(
+                "journal-sqlite-writer".into(),
+                move || {
+                    let conn = schema::connect(&open_path, &open_options, false)?;
+                    schema::prepare_writer(&conn, &open_path, &open_options)?;
+                    Ok(conn)
+                },
+                move |conn| threads::writer_loop(conn, &jobs, max_group),
+            )
+            .await?,
+        );
 
         let readers = if memory || options.readers == 0 {
             None
@@ -86,16 +91,18 @@ impl SqliteJournalStorage {
             let jobs = Arc::new(Mutex::new(jobs));
             for i in 0..options.readers {
                 let (jobs, path, options) = (Arc::clone(&jobs), path.clone(), options.clone());
-                threads::spawn_with_connection(
-                    format!("journal-sqlite-reader-{i}"),
-                    move || {
-                        let conn = schema::connect(&path, &options, true)?;
-                        schema::apply_pragmas(&conn, &options)?;
-                        Ok(conn)
-                    },
-                    move |conn| threads::reader_loop(conn, &jobs),
-                )
-                .await?;
+                closed.push(
+                    threads::spawn_with_connection(
+                        format!("journal-sqlite-reader-{i}"),
+                        move || {
+                            let conn = schema::connect(&path, &options, true)?;
+                            schema::apply_pragmas(&conn, &options)?;
+                            Ok(conn)
+                        },
+                        move |conn| threads::reader_loop(conn, &jobs),
+                    )
+                    .await?,
+                );
             }
             Some(sender)
         };
@@ -107,6 +114,7 @@ impl SqliteJournalStorage {
                 },
                 writer,
                 readers,
+                closed,
             }),
         })
     }
@@ -114,6 +122,29 @@ impl SqliteJournalStorage {
     /// The path the journal was opened at.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Closes the journal once this is its last handle, and waits until the
+    /// connections are closed (the WAL is then folded into the file, which
+    /// can be copied). With other clones alive it only drops this handle.
+    pub async fn close(self) {
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            let Inner {
+                writer,
+                readers,
+                mut closed,
+                ..
+            } = inner;
+            // Readers first: the last connection to close folds the WAL
+            // into the file, and only the writer's can.
+            let writer_closed = closed.remove(0);
+            drop(readers);
+            for done in closed {
+                let _ = done.await;
+            }
+            drop(writer);
+            let _ = writer_closed.await;
+        }
     }
 
     /// Runs `work` in the writer's next group transaction.

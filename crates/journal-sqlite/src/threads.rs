@@ -180,18 +180,28 @@ where
 
 /// Spawns a named thread that opens its connection with `open` and then
 /// runs `body`; resolves once the connection is open (or failed to).
-pub(crate) async fn spawn_with_connection<O, B>(name: String, open: O, body: B) -> JournalResult<()>
+/// The returned receiver resolves once the thread has closed its
+/// connection.
+pub(crate) async fn spawn_with_connection<O, B>(
+    name: String,
+    open: O,
+    body: B,
+) -> JournalResult<oneshot::Receiver<()>>
 where
     O: FnOnce() -> JournalResult<Connection> + Send + 'static,
     B: FnOnce(&Connection) + Send + 'static,
 {
     let (ready, opened) = oneshot::channel::<JournalResult<()>>();
+    let (closed, on_close) = oneshot::channel::<()>();
     std::thread::Builder::new()
         .name(name)
         .spawn(move || match open() {
             Ok(conn) => {
                 let _ = ready.send(Ok(()));
                 body(&conn);
+                // Closing the last connection folds the WAL into the file.
+                drop(conn);
+                let _ = closed.send(());
             }
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -200,7 +210,8 @@ where
         .map_err(|e| JournalError::storage("sqlite", e))?;
     opened
         .await
-        .map_err(|_| JournalError::storage("sqlite", "a connection thread died while opening"))?
+        .map_err(|_| JournalError::storage("sqlite", "a connection thread died while opening"))??;
+    Ok(on_close)
 }
 
 /// Sends `job` to the writer.

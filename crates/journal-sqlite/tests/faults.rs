@@ -1,0 +1,222 @@
+//! Bad files and bad places: typed errors, no panic, and nothing stored is
+//! damaged.
+
+use std::path::PathBuf;
+
+use journal_core::journal_entry::Entry;
+use journal_core::{JournalEntry, JournalError, JournalStorage};
+use journal_sqlite::{SqliteJournalStorage, SqliteOptions};
+
+fn tmp(tag: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("journal-sqlite-faults");
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    dir.join(format!("{tag}-{}.db", journal_core::new_entry_id()))
+}
+
+fn entry(actor: &str, seq: u64, size: usize) -> JournalEntry {
+    JournalEntry::new(
+        actor,
+        seq,
+        Entry::message_received(format!("m-{seq}"), "T", vec![(seq % 251) as u8; size]),
+    )
+}
+
+fn assert_storage_error<T: std::fmt::Debug>(result: Result<T, JournalError>, needle: &str) {
+    match result {
+        Err(e @ JournalError::Storage { .. }) => {
+            assert!(
+                e.to_string().contains(needle),
+                "{e} does not mention {needle:?}"
+            );
+            assert!(!e.is_retryable());
+        }
+        other => panic!("expected a Storage error mentioning {needle:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn garbage_file_is_refused_and_left_alone() {
+    let path = tmp("garbage");
+    let garbage: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &garbage).expect("write garbage");
+    assert_storage_error(
+        SqliteJournalStorage::new(&path).await,
+        "not an SQLite database",
+    );
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        garbage,
+        "the file was changed"
+    );
+}
+
+#[tokio::test]
+async fn foreign_database_is_refused_and_left_alone() {
+    let path = tmp("foreign");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("sqlite");
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5);")
+            .expect("foreign schema");
+    }
+    let before = std::fs::read(&path).expect("read");
+    assert_storage_error(SqliteJournalStorage::new(&path).await, "not a journal");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        before,
+        "the file was changed"
+    );
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused_and_left_alone() {
+    let path = tmp("newer");
+    {
+        let storage = SqliteJournalStorage::new(&path).await.expect("create");
+        storage
+            .append_entry(&entry("a", 1, 10))
+            .await
+            .expect("append");
+        storage.close().await;
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).expect("sqlite");
+        conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA user_version = 99;")
+            .expect("bump version");
+    }
+    let before = std::fs::read(&path).expect("read");
+    assert_storage_error(SqliteJournalStorage::new(&path).await, "newer");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        before,
+        "the file was changed"
+    );
+}
+
+#[tokio::test]
+async fn truncated_file_gives_typed_errors() {
+    let path = tmp("whole");
+    let stored: Vec<_> = (1..=400).map(|s| entry("a", s, 4096)).collect();
+    {
+        let storage = SqliteJournalStorage::new(&path).await.expect("create");
+        for chunk in stored.chunks(50) {
+            storage.append_batch(chunk).await.expect("append");
+        }
+        storage.close().await;
+    }
+    // Closing folded the WAL into the main file; a copy cut in half loses
+    // pages that the schema still points to.
+    let bytes = std::fs::read(&path).expect("read");
+    assert!(
+        bytes.len() > 400 * 1024,
+        "the main file holds the data ({} bytes)",
+        bytes.len()
+    );
+    let cut = tmp("truncated");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write truncated copy");
+    match SqliteJournalStorage::new(&cut).await {
+        Err(e) => assert!(matches!(e, JournalError::Storage { .. }), "{e}"),
+        Ok(storage) => {
+            let replay = storage.replay_from("a", 1).await;
+            let check = storage.integrity_check().await;
+            assert!(
+                replay.is_err()
+                    || check.as_ref().is_ok_and(|problems| !problems.is_empty())
+                    || check.is_err(),
+                "a truncated file must not read as whole"
+            );
+        }
+    }
+    // The original is untouched and whole.
+    let storage = SqliteJournalStorage::new(&path)
+        .await
+        .expect("reopen original");
+    assert_eq!(storage.replay_from("a", 1).await.expect("replay"), stored);
+}
+
+#[tokio::test]
+async fn unwritable_locations_are_typed_errors() {
+    // Tests run as root here, so permission bits do not stop writes; a
+    // read-only file system and a file standing where a directory should
+    // be do.
+    assert!(matches!(
+        SqliteJournalStorage::new("/proc/journal-test.db").await,
+        Err(JournalError::Storage { .. })
+    ));
+    let file = tmp("plain-file");
+    std::fs::write(&file, b"not a directory").expect("write");
+    assert!(matches!(
+        SqliteJournalStorage::new(file.join("journal.db")).await,
+        Err(JournalError::Storage { .. })
+    ));
+}
+
+#[tokio::test]
+async fn full_disk_fails_cleanly_and_keeps_what_was_stored() {
+    let path = tmp("full");
+    let options = SqliteOptions {
+        max_page_count: Some(64),
+        ..SqliteOptions::default()
+    };
+    let storage = SqliteJournalStorage::open(&path, options)
+        .await
+        .expect("open");
+    let mut acked = Vec::new();
+    let error = loop {
+        let e = entry("a", acked.len() as u64 + 1, 6000);
+        match storage.append_entry(&e).await {
+            Ok(_) => acked.push(e),
+            Err(error) => break error,
+        }
+        assert!(acked.len() < 1000, "the page limit never hit");
+    };
+    assert!(matches!(error, JournalError::Storage { .. }), "{error}");
+    assert!(error.to_string().contains("full"), "{error}");
+    assert!(!acked.is_empty());
+    assert_eq!(storage.replay_from("a", 1).await.expect("replay"), acked);
+    assert_eq!(
+        storage.highest_sequence("a").await.expect("highest"),
+        acked.len() as u64
+    );
+    assert_eq!(
+        storage.integrity_check().await.expect("check"),
+        Vec::<String>::new()
+    );
+    // Other callers' work still goes through, and freeing space lets appends resume.
+    storage
+        .truncate_to("a", acked.len() as u64 - 3)
+        .await
+        .expect("truncate");
+    storage
+        .append_entry(&entry("a", acked.len() as u64 + 1, 10))
+        .await
+        .expect("append after freeing space");
+}
+
+#[tokio::test]
+async fn reopened_file_keeps_everything() {
+    let path = tmp("reopen");
+    let written: Vec<_> = (1..=30).map(|s| entry("durable", s, 100)).collect();
+    {
+        let storage = SqliteJournalStorage::new(&path).await.expect("create");
+        storage.append_batch(&written[..10]).await.expect("batch");
+        for e in &written[10..] {
+            storage.append_entry(e).await.expect("append");
+        }
+        let mut c = journal_core::Checkpoint::new("durable", 30, b"state".to_vec());
+        c.state_schema_version = 3;
+        storage.save_checkpoint(&c).await.expect("checkpoint");
+    }
+    let storage = SqliteJournalStorage::new(&path).await.expect("reopen");
+    assert_eq!(
+        storage.replay_from("durable", 1).await.expect("replay"),
+        written
+    );
+    let latest = storage
+        .get_latest_checkpoint("durable")
+        .await
+        .expect("latest")
+        .expect("some");
+    assert_eq!((latest.sequence, latest.state_schema_version), (30, 3));
+}
