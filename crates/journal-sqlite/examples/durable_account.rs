@@ -91,11 +91,7 @@ impl DurableActor for Account {
         Ok(self.balance.to_le_bytes().to_vec())
     }
     fn snapshot(&self) -> Result<Vec<u8>, String> {
-        Ok([
-            self.balance.to_le_bytes(),
-            (self.transfers as i64).to_le_bytes(),
-        ]
-        .concat())
+        Ok([self.balance.to_le_bytes(), self.transfers.to_le_bytes()].concat())
     }
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         let (balance, transfers) = state.split_at_checked(8).ok_or("short state")?;
