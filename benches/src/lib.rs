@@ -5,6 +5,7 @@
 //! draws an SVG chart under `target/bench/`.
 
 pub mod alloc;
+pub mod baselines;
 pub mod report;
 pub mod workloads;
 
@@ -21,6 +22,13 @@ pub trait Baseline: Send + Sync {
     async fn append(&self, entry: &JournalEntry);
     /// Reads and decodes every entry of `actor_id`; returns how many.
     async fn replay(&self, actor_id: &str) -> usize;
+    /// Stores entries as fast as the driver allows (setup of read
+    /// workloads, and the batch figure): by default one by one.
+    async fn append_many(&self, entries: &[JournalEntry]) {
+        for e in entries {
+            self.append(e).await;
+        }
+    }
 }
 
 /// Whether more or less is better for a figure.

@@ -1,88 +1,154 @@
 //! The workload runner: `cargo xtask bench [--backend NAME]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
+use journal_benches::baselines::{RawMemory, RawSqlite};
 use journal_benches::workloads::{self, Sizes};
 use journal_benches::{alloc::Counting, report, Baseline, Figure};
-use journal_core::{JournalEntry, JournalStorage};
+use journal_core::JournalStorage;
 use journal_memory::MemoryJournalStorage;
+use journal_sqlite::SqliteJournalStorage;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const BACKENDS: &[&str] = &["memory"];
+const BACKENDS: &[&str] = &["memory", "sqlite"];
 
-/// The memory baseline: a map of vectors behind one mutex, no validation,
-/// no trait object, no async storage layer.
-#[derive(Default)]
-struct RawMemory(Mutex<std::collections::HashMap<String, Vec<JournalEntry>>>);
+/// One target: the figure it applies to (by name prefix), the text, and the
+/// check.
+type Target = (&'static str, &'static str, fn(&Figure) -> bool);
 
-#[async_trait]
-impl Baseline for RawMemory {
-    fn describe(&self) -> String {
-        "Mutex<HashMap<actor, Vec<entry>>>".into()
-    }
-    async fn append(&self, entry: &JournalEntry) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.entry(entry.actor_id.clone())
-            .or_default()
-            .push(entry.clone());
-    }
-    async fn replay(&self, actor_id: &str) -> usize {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(actor_id).map_or(0, |entries| entries.clone().len())
-    }
-}
+const MEMORY_TARGETS: &[Target] = &[
+    ("append latency p50", "<= 2 us", |f| f.value <= 2.0),
+    ("replay of", ">= 1,000,000/s", |f| f.value >= 1_000_000.0),
+    ("recovery of", ">= 100x faster", |f| f.ratio() <= 0.01),
+    ("checkpoint size", "<= 10% of raw", |f| f.ratio() <= 0.10),
+    ("peak memory", "< 64 MiB", |f| f.value < 64.0),
+];
 
-/// Marks each figure against the memory backend's targets.
-fn memory_targets(figures: &mut [Figure]) {
+const SQLITE_TARGETS: &[Target] = &[
+    ("append latency p50", "<= 1.2x raw", |f| f.ratio() <= 1.2),
+    ("appends/s, 256 concurrent", ">= 20x raw 1-row", |f| {
+        f.ratio() >= 20.0
+    }),
+    ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
+    ("recovery of", ">= 100x faster", |f| f.ratio() <= 0.01),
+    ("peak memory", "< 64 MiB", |f| f.value < 64.0),
+];
+
+fn mark(figures: &mut [Figure], targets: &[Target]) {
     for f in figures {
-        let (target, met) = match f.name.as_str() {
-            "append latency p50" => ("<= 2 us", f.value <= 2.0),
-            n if n.starts_with("replay of") => (">= 1,000,000/s", f.value >= 1_000_000.0),
-            n if n.starts_with("recovery of") => (">= 100x faster", f.ratio() <= 0.01),
-            n if n.starts_with("checkpoint size") => ("<= 10% of raw", f.ratio() <= 0.10),
-            n if n.starts_with("peak memory") => ("< 64 MiB", f.value < 64.0),
-            _ => continue,
-        };
-        f.target = target.into();
-        f.met = Some(met);
+        if let Some((_, text, check)) = targets
+            .iter()
+            .find(|(prefix, _, _)| f.name.starts_with(prefix))
+        {
+            f.target = (*text).into();
+            f.met = Some(check(f));
+        }
     }
 }
 
-async fn run_memory() -> Vec<Figure> {
+/// The workloads every backend runs, or those whose name starts with
+/// `only`. `baseline_clients` is how many clients the throughput baseline
+/// uses (`None`: as many as the journal's actors).
+async fn run_all(
+    storage: Arc<dyn JournalStorage>,
+    baseline: Arc<dyn Baseline>,
+    fresh: Arc<dyn JournalStorage>,
+    baseline_clients: Option<usize>,
+    only: Option<&str>,
+) -> Vec<Figure> {
+    let want = |name: &str| only.is_none_or(|o| name.starts_with(o));
     let sizes = Sizes::FULL;
-    let storage: Arc<dyn JournalStorage> = Arc::new(MemoryJournalStorage::new());
-    let baseline: Arc<dyn Baseline> = Arc::new(RawMemory::default());
-    let mut figures = workloads::append_latency(&*storage, &*baseline, sizes.latency_appends).await;
-    for actors in [1, 16, 256] {
-        figures.push(
-            workloads::throughput(
-                Arc::clone(&storage),
-                Arc::clone(&baseline),
-                actors,
-                sizes.throughput_appends,
-            )
-            .await,
-        );
+    let mut figures = Vec::new();
+    if want("latency") {
+        figures
+            .extend(workloads::append_latency(&*storage, &*baseline, sizes.latency_appends).await);
     }
-    figures.push(workloads::replay_rate(&*storage, &*baseline, sizes.replay_entries).await);
-    figures.push(workloads::recovery(Arc::clone(&storage), sizes.recovery_entries).await);
-    figures.push(workloads::checkpoint_size());
-    // A store of its own, so the other workloads' journals are not counted.
-    let fresh = MemoryJournalStorage::new();
-    figures.push(workloads::stream_memory(&fresh, sizes.stream_entries).await);
-    memory_targets(&mut figures);
+    if want("throughput") {
+        for actors in [1, 16, 256] {
+            let clients = baseline_clients.unwrap_or(actors);
+            figures.push(
+                workloads::throughput(
+                    Arc::clone(&storage),
+                    Arc::clone(&baseline),
+                    actors,
+                    clients,
+                    sizes.throughput_appends,
+                )
+                .await,
+            );
+        }
+    }
+    if want("batch") {
+        figures.push(workloads::batch_rate(&*storage, &*baseline, 10_000).await);
+    }
+    if want("replay") {
+        figures.push(workloads::replay_rate(&*storage, &*baseline, sizes.replay_entries).await);
+    }
+    if want("recovery") {
+        figures.push(workloads::recovery(Arc::clone(&storage), sizes.recovery_entries).await);
+    }
+    if want("checkpoint") {
+        figures.push(workloads::checkpoint_size());
+    }
+    if want("stream") {
+        figures.push(workloads::stream_memory(&*fresh, sizes.stream_entries).await);
+    }
     figures
+}
+
+async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Vec<Figure>, String> {
+    Ok(match backend {
+        "memory" => {
+            let mut figures = run_all(
+                Arc::new(MemoryJournalStorage::new()),
+                Arc::new(RawMemory::default()),
+                Arc::new(MemoryJournalStorage::new()),
+                None,
+                only,
+            )
+            .await;
+            mark(&mut figures, MEMORY_TARGETS);
+            figures
+        }
+        "sqlite" => {
+            let files = dir.join(format!("sqlite-{}", journal_core::new_entry_id()));
+            std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
+            let open = |name: &str| SqliteJournalStorage::new(files.join(name));
+            let storage = open("journal.db").await.map_err(|e| e.to_string())?;
+            let fresh = open("stream.db").await.map_err(|e| e.to_string())?;
+            let raw = RawSqlite::create(&files.join("raw.db")).map_err(|e| e.to_string())?;
+            let storage = Arc::new(storage);
+            let mut figures = run_all(
+                Arc::clone(&storage) as Arc<dyn JournalStorage>,
+                Arc::new(raw),
+                Arc::new(fresh),
+                Some(1),
+                only,
+            )
+            .await;
+            let commits = storage.commit_stats();
+            println!(
+                "sqlite group commit: {} operations in {} transactions, {:.1} per transaction",
+                commits.operations,
+                commits.transactions,
+                commits.average_group()
+            );
+            mark(&mut figures, SQLITE_TARGETS);
+            let _ = std::fs::remove_dir_all(&files);
+            figures
+        }
+        other => return Err(format!("unknown backend {other:?}")),
+    })
 }
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: workload [--backend {}] [--out DIR]",
+        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|recovery|checkpoint|stream]",
         BACKENDS.join("|")
     );
     ExitCode::from(2)
@@ -92,6 +158,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut backends: Vec<String> = BACKENDS.iter().map(|b| (*b).to_owned()).collect();
     let mut out = PathBuf::from("target/bench");
+    let mut only = None;
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--backend", Some(name)) if BACKENDS.contains(&name.as_str()) => backends = vec![name],
@@ -103,6 +170,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             ("--out", Some(dir)) => out = PathBuf::from(dir),
+            ("--only", Some(workload)) => only = Some(workload),
             _ => return usage(),
         }
     }
@@ -120,9 +188,12 @@ fn main() -> ExitCode {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     for backend in backends {
-        let figures = match backend.as_str() {
-            "memory" => runtime.block_on(run_memory()),
-            _ => unreachable!("checked above"),
+        let figures = match runtime.block_on(run_backend(&backend, &out, only.as_deref())) {
+            Ok(figures) => figures,
+            Err(e) => {
+                eprintln!("workload: {backend}: {e}");
+                return ExitCode::FAILURE;
+            }
         };
         print!("{}", report::table(&backend, &figures));
         if let Err(e) = report::write(&out, &backend, now, &figures) {

@@ -4,6 +4,7 @@ mod error;
 mod ops;
 mod options;
 mod schema;
+mod stream;
 mod threads;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use journal_core::validate::{self, Limits};
 use journal_core::{
-    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalResult, JournalStats, JournalStorage,
+    ActorPage, ActorSummary, Checkpoint, EntryStream, JournalEntry, JournalResult, JournalStats,
+    JournalStorage,
 };
 use prost::Message;
 use rusqlite::Connection;
@@ -24,6 +26,48 @@ pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 use threads::{job, read_job, send_write, stopped, ReadJob, WriterJob};
 
 const BACKEND: &str = "sqlite";
+
+/// Rows a streaming replay reads per page: small enough that a page's
+/// buffer (about 64 KiB for typical entries) stays off the allocator's mmap
+/// path, large enough to amortise the hand-off to a reader thread.
+pub const REPLAY_PAGE: usize = 256;
+
+/// How the writer has grouped operations into transactions so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions committed (or attempted).
+    pub transactions: u64,
+    /// Write operations (appends, truncations, checkpoint saves, ...)
+    /// they carried.
+    pub operations: u64,
+}
+
+impl CommitStats {
+    /// Average operations per transaction: how much group commit saves.
+    #[allow(clippy::cast_precision_loss)] // a ratio for people to read
+    pub fn average_group(&self) -> f64 {
+        if self.transactions == 0 {
+            0.0
+        } else {
+            self.operations as f64 / self.transactions as f64
+        }
+    }
+}
+
+/// The writer's counters behind [`CommitStats`].
+#[derive(Debug, Default)]
+pub(crate) struct CommitCounters {
+    transactions: std::sync::atomic::AtomicU64,
+    operations: std::sync::atomic::AtomicU64,
+}
+
+impl CommitCounters {
+    pub(crate) fn record(&self, operations: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.transactions.fetch_add(1, Relaxed);
+        self.operations.fetch_add(operations as u64, Relaxed);
+    }
+}
 
 /// A journal in one SQLite file (or in memory), with the whole contract.
 ///
@@ -42,6 +86,7 @@ struct Inner {
     readers: Option<Sender<ReadJob>>,
     /// Resolve when the connection threads have closed their connections.
     closed: Vec<tokio::sync::oneshot::Receiver<()>>,
+    commits: Arc<CommitCounters>,
 }
 
 impl std::fmt::Debug for SqliteJournalStorage {
@@ -70,6 +115,8 @@ impl SqliteJournalStorage {
         let (writer, jobs) = mpsc::channel::<Box<dyn WriterJob>>();
         let (open_path, open_options, max_group) =
             (path.clone(), options.clone(), options.max_group);
+        let commits = Arc::new(CommitCounters::default());
+        let writer_commits = Arc::clone(&commits);
         let mut closed = Vec::new();
         closed.push(
             threads::spawn_with_connection(
@@ -79,7 +126,7 @@ impl SqliteJournalStorage {
                     schema::prepare_writer(&conn, &open_path, &open_options)?;
                     Ok(conn)
                 },
-                move |conn| threads::writer_loop(conn, &jobs, max_group),
+                move |conn| threads::writer_loop(conn, &jobs, max_group, &writer_commits),
             )
             .await?,
         );
@@ -115,8 +162,19 @@ impl SqliteJournalStorage {
                 writer,
                 readers,
                 closed,
+                commits,
             }),
         })
+    }
+
+    /// How many transactions the writer committed, carrying how many
+    /// operations.
+    pub fn commit_stats(&self) -> CommitStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        CommitStats {
+            transactions: self.inner.commits.transactions.load(Relaxed),
+            operations: self.inner.commits.operations.load(Relaxed),
+        }
     }
 
     /// The path the journal was opened at.
@@ -159,7 +217,7 @@ impl SqliteJournalStorage {
     }
 
     /// Runs `work` on a reader connection (the writer's, in memory).
-    async fn read<T, F>(&self, work: F) -> JournalResult<T>
+    pub(crate) async fn read<T, F>(&self, work: F) -> JournalResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
@@ -236,9 +294,24 @@ impl JournalStorage for SqliteJournalStorage {
         to: u64,
         max: usize,
     ) -> JournalResult<Vec<JournalEntry>> {
-        let actor_id = actor_id.to_owned();
-        self.read(move |conn| ops::replay_range(conn, &actor_id, from, to, max))
-            .await
+        let owned = actor_id.to_owned();
+        let page = self
+            .read(move |conn| {
+                ops::replay_range(conn, &owned, from, to, max, ops::RawPage::default())
+            })
+            .await?;
+        page.decode_all(actor_id)
+    }
+
+    fn replay_page_size(&self) -> usize {
+        REPLAY_PAGE
+    }
+
+    /// Pages of [`REPLAY_PAGE`] rows, the next one read while this one is
+    /// consumed; entries are decoded one by one as the stream is polled, on
+    /// the consumer's thread. At most two pages are held.
+    fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
+        stream::replay(self.clone(), actor_id, from, REPLAY_PAGE)
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]

@@ -107,15 +107,58 @@ fn decode_entry(actor_id: &str, sequence: i64, bytes: &[u8]) -> JournalResult<Jo
     Ok(entry)
 }
 
+/// A page of stored entries as raw bytes: one buffer for the whole page,
+/// decoded by its consumer, and reused for the next page.
+#[derive(Debug, Default)]
+pub(crate) struct RawPage {
+    buffer: Vec<u8>,
+    /// Per row: its sequence and where its bytes end in `buffer`.
+    rows: Vec<(i64, usize)>,
+}
+
+impl RawPage {
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Sequence of the last row.
+    pub(crate) fn last_sequence(&self) -> Option<u64> {
+        self.rows.last().map(|&(s, _)| unseq(s))
+    }
+
+    /// Decodes row `index`.
+    pub(crate) fn decode(
+        &self,
+        actor_id: &str,
+        index: usize,
+    ) -> Option<JournalResult<JournalEntry>> {
+        let &(sequence, end) = self.rows.get(index)?;
+        let start = index.checked_sub(1).map_or(0, |i| self.rows[i].1);
+        Some(decode_entry(actor_id, sequence, &self.buffer[start..end]))
+    }
+
+    /// Decodes every row.
+    pub(crate) fn decode_all(&self, actor_id: &str) -> JournalResult<Vec<JournalEntry>> {
+        (0..self.len())
+            .filter_map(|i| self.decode(actor_id, i))
+            .collect()
+    }
+}
+
+/// Reads at most `max` rows with `from <= sequence <= to` into `page`
+/// (emptied first, its buffers reused).
 pub(crate) fn replay_range(
     conn: &Connection,
     actor_id: &str,
     from: u64,
     to: u64,
     max: usize,
-) -> JournalResult<Vec<JournalEntry>> {
+    mut page: RawPage,
+) -> JournalResult<RawPage> {
+    page.buffer.clear();
+    page.rows.clear();
     if max == 0 || from > to {
-        return Ok(Vec::new());
+        return Ok(page);
     }
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
     let mut stmt = conn
@@ -128,7 +171,6 @@ pub(crate) fn replay_range(
     let mut rows = stmt
         .query(params![actor_id, seq(from), seq(to), limit])
         .map_err(sql)?;
-    let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(sql)? {
         let sequence: i64 = row.get(0).map_err(sql)?;
         let bytes = row
@@ -136,9 +178,10 @@ pub(crate) fn replay_range(
             .map_err(sql)?
             .as_blob()
             .map_err(|e| sql(e.into()))?;
-        out.push(decode_entry(actor_id, sequence, bytes)?);
+        page.buffer.extend_from_slice(bytes);
+        page.rows.push((sequence, page.buffer.len()));
     }
-    Ok(out)
+    Ok(page)
 }
 
 pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalResult<()> {

@@ -75,6 +75,7 @@ pub(crate) fn writer_loop(
     conn: &Connection,
     jobs: &Receiver<Box<dyn WriterJob>>,
     max_group: usize,
+    stats: &crate::CommitCounters,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
@@ -84,27 +85,34 @@ pub(crate) fn writer_loop(
                 Err(_) => break,
             }
         }
+        stats.record(group.len());
         commit_group(conn, group);
     }
 }
 
 fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
-    let mut pending = group.into_iter().peekable();
-    while pending.peek().is_some() {
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    let mut pending = std::collections::VecDeque::from(group);
+    while !pending.is_empty() {
+        if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
             let failure = Failure::of(&e);
             for job in pending {
                 job.complete(Err(failure.clone()));
             }
             return;
         }
-        let mut done: Vec<Box<dyn WriterJob>> = Vec::new();
+        // A job alone in its transaction needs no savepoint: if it fails,
+        // the whole transaction is rolled back.
+        let alone = pending.len() == 1;
+        let mut done = Vec::with_capacity(pending.len());
         let mut aborted = None;
-        for mut job in pending.by_ref() {
-            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-                aborted = Some(Failure::of(&e));
-                job.complete(Err(Failure::of(&e)));
-                break;
+        let mut rolled_back = false;
+        while let Some(mut job) = pending.pop_front() {
+            if !alone {
+                if let Err(e) = run_cached(conn, "SAVEPOINT job") {
+                    aborted = Some(Failure::of(&e));
+                    job.complete(Err(Failure::of(&e)));
+                    break;
+                }
             }
             let ok = job.run(conn);
             if conn.is_autocommit() {
@@ -118,12 +126,17 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
                 aborted = Some(failure);
                 break;
             }
-            let undo = if ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
+            let undo = match (alone, ok) {
+                (true, true) => Ok(()),
+                (true, false) => {
+                    rolled_back = true;
+                    run_cached(conn, "ROLLBACK")
+                }
+                (false, true) => run_cached(conn, "RELEASE job"),
+                (false, false) => run_cached(conn, "ROLLBACK TO job")
+                    .and_then(|()| run_cached(conn, "RELEASE job")),
             };
-            if let Err(e) = conn.execute_batch(undo) {
+            if let Err(e) = undo {
                 aborted = Some(Failure::of(&e));
                 job.complete(Err(Failure::of(&e)));
                 break;
@@ -133,14 +146,16 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
         let outcome = match aborted {
             Some(failure) => {
                 if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = run_cached(conn, "ROLLBACK");
                 }
                 Err(failure)
             }
-            None => conn.execute_batch("COMMIT").map_err(|e| {
+            // The lone job failed and was rolled back: it reports its own error.
+            None if rolled_back => Ok(()),
+            None => run_cached(conn, "COMMIT").map_err(|e| {
                 let failure = Failure::of(&e);
                 if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = run_cached(conn, "ROLLBACK");
                 }
                 failure
             }),
@@ -149,6 +164,11 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
             job.complete(outcome.clone());
         }
     }
+}
+
+/// Runs a statement from the connection's statement cache (no re-parse).
+fn run_cached(conn: &Connection, statement: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(statement)?.execute([]).map(drop)
 }
 
 /// A read: runs on a reader thread with its connection.

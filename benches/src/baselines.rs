@@ -1,0 +1,109 @@
+//! The raw baselines: each backend's driver doing the same I/O as the
+//! journal, with nothing of the journal around it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+use journal_core::JournalEntry;
+use prost::Message;
+use rusqlite::{params, Connection};
+
+use crate::Baseline;
+
+/// Memory: a map of vectors behind one mutex; no validation, no trait
+/// object, no async layer.
+#[derive(Debug, Default)]
+pub struct RawMemory(Mutex<HashMap<String, Vec<JournalEntry>>>);
+
+#[async_trait]
+impl Baseline for RawMemory {
+    fn describe(&self) -> String {
+        "Mutex<HashMap<actor, Vec<entry>>>".into()
+    }
+    async fn append(&self, entry: &JournalEntry) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(entry.actor_id.clone())
+            .or_default()
+            .push(entry.clone());
+    }
+    async fn replay(&self, actor_id: &str) -> usize {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(actor_id).map_or(0, |entries| entries.clone().len())
+    }
+}
+
+/// SQLite: one rusqlite connection with the journal's pragmas (WAL,
+/// `synchronous=FULL`) and the same table, inserting one row per commit;
+/// replay is `SELECT` plus protobuf decoding.
+pub struct RawSqlite(Mutex<Connection>);
+
+impl RawSqlite {
+    /// Creates the baseline's own database file at `path`.
+    pub fn create(path: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL;
+             PRAGMA cache_size = -8192;
+             PRAGMA mmap_size = 268435456;
+             CREATE TABLE entries (
+                 actor_id TEXT NOT NULL, sequence INTEGER NOT NULL, entry_id TEXT NOT NULL, entry BLOB NOT NULL,
+                 PRIMARY KEY (actor_id, sequence));",
+        )?;
+        Ok(RawSqlite(Mutex::new(conn)))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        tokio::task::block_in_place(|| f(&self.0.lock().unwrap_or_else(PoisonError::into_inner)))
+    }
+}
+
+fn insert(conn: &Connection, e: &JournalEntry) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "INSERT INTO entries (actor_id, sequence, entry_id, entry) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        e.actor_id,
+        i64::try_from(e.sequence).unwrap_or(i64::MAX),
+        e.id,
+        e.encode_to_vec()
+    ])
+}
+
+#[async_trait]
+impl Baseline for RawSqlite {
+    fn describe(&self) -> String {
+        "rusqlite, same pragmas and table".into()
+    }
+    async fn append(&self, entry: &JournalEntry) {
+        self.with(|conn| insert(conn, entry).expect("raw insert"));
+    }
+    async fn append_many(&self, entries: &[JournalEntry]) {
+        self.with(|conn| {
+            for chunk in entries.chunks(100) {
+                conn.execute_batch("BEGIN").expect("begin");
+                for e in chunk {
+                    insert(conn, e).expect("raw insert");
+                }
+                conn.execute_batch("COMMIT").expect("commit");
+            }
+        });
+    }
+    async fn replay(&self, actor_id: &str) -> usize {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT entry FROM entries WHERE actor_id = ?1 ORDER BY sequence")
+                .expect("prepare");
+            let mut rows = stmt.query([actor_id]).expect("query");
+            let mut n = 0;
+            while let Some(row) = rows.next().expect("row") {
+                let bytes = row.get_ref(0).expect("column").as_blob().expect("blob");
+                std::hint::black_box(JournalEntry::decode(bytes).expect("decode"));
+                n += 1;
+            }
+            n
+        })
+    }
+}
