@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::run::{cargo, quietly, stream, Finished};
+use crate::services;
 
 /// Test counts of one step.
 #[derive(Default, Clone, Copy)]
@@ -67,7 +68,14 @@ pub fn run(args: &[String]) -> ExitCode {
 
     // Journal files of earlier runs (tests write under cargo's target tmp dir).
     let _ = std::fs::remove_dir_all("target/tmp");
+    steps.push(server_step("postgres server", services::ensure_postgres()));
+    let prefix = format!("jt_{}_", std::process::id());
+    std::env::set_var("JOURNAL_TEST_SCHEMA_PREFIX", &prefix);
     steps.push(unit_and_integration_tests());
+    steps.push(server_step(
+        "postgres cleanup",
+        services::drop_postgres_schemas(&prefix).map(|()| "dropped this run's schemas"),
+    ));
 
     let mut doctests = cargo();
     doctests.args(["test", "--workspace", "--doc", "--locked"]);
@@ -76,6 +84,33 @@ pub fn run(args: &[String]) -> ExitCode {
     steps.push(Step::from("doc tests", &finished, Some(counts)));
 
     print_summary(&steps)
+}
+
+/// A step that checks or prepares a server. Under `CI=true` a missing
+/// server fails the run; locally its tests skip, saying so.
+fn server_step(name: &str, outcome: Result<&'static str, String>) -> Step {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let (success, note) = match outcome {
+        Ok(state) => (true, state.to_owned()),
+        Err(advice) => {
+            eprintln!("xtask: {name}: {advice}");
+            (
+                !ci,
+                if ci {
+                    advice
+                } else {
+                    format!("tests skip: {advice}")
+                },
+            )
+        }
+    };
+    Step {
+        name: name.to_owned(),
+        success,
+        elapsed: Duration::ZERO,
+        counts: None,
+        note,
+    }
 }
 
 /// Every unit and integration test, with nextest where it is installed.

@@ -4,6 +4,7 @@
 mod bench;
 mod ci;
 mod run;
+mod services;
 
 use std::process::ExitCode;
 
@@ -19,7 +20,9 @@ commands:
   help    this text
 
 environment:
-  PROPTEST_CASES   property-test cases per property (ci default: 64)
+  PROPTEST_CASES        property-test cases per property (ci default: 64)
+  JOURNAL_POSTGRES_URL  PostgreSQL for the tests (default postgres://postgres@127.0.0.1:5432/test);
+                        each run works in schemas of its own and drops them
   CI               when `true`, nothing may be skipped
 ";
 

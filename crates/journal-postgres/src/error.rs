@@ -1,0 +1,50 @@
+//! Mapping driver and pool errors onto `JournalError`.
+
+use journal_core::JournalError;
+use tokio_postgres::error::SqlState;
+
+const BACKEND: &str = "postgres";
+
+/// `Unavailable` for what a retry may cure (a lost or refused connection, a
+/// timeout, a terminated backend, a serialization failure), `Storage` for
+/// the rest.
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> JournalError {
+    let retryable = match e.code() {
+        Some(code) => [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::CONNECTION_EXCEPTION,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::QUERY_CANCELED,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::LOCK_NOT_AVAILABLE,
+        ]
+        .contains(code),
+        // No SQLSTATE: the connection itself failed (closed, I/O, timeout).
+        None => e.is_closed() || std::error::Error::source(&e).is_some_and(is_io),
+    };
+    if retryable || e.is_closed() {
+        JournalError::unavailable(BACKEND, e)
+    } else {
+        JournalError::storage(BACKEND, e)
+    }
+}
+
+fn is_io(source: &(dyn std::error::Error + 'static)) -> bool {
+    source.is::<std::io::Error>()
+}
+
+/// Errors of the connection pool.
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> JournalError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+        deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed => {
+            JournalError::unavailable(BACKEND, e)
+        }
+        other => JournalError::storage(BACKEND, other.to_string()),
+    }
+}

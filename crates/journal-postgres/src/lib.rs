@@ -1,0 +1,507 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+pub mod migrate;
+mod options;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures::stream::{self, StreamExt};
+use journal_core::validate::{self, Limits};
+use journal_core::{
+    redact_url, ActorPage, ActorSummary, Checkpoint, EntryStream, JournalEntry, JournalError,
+    JournalResult, JournalStats, JournalStorage,
+};
+use prost::Message;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use error::{pg_error, pool_error};
+pub use migrate::SCHEMA_VERSION;
+pub use options::PostgresOptions;
+
+const BACKEND: &str = "postgres";
+
+/// A journal in PostgreSQL tables, shared by any number of processes.
+///
+/// Cheap to clone: clones share the connection pool.
+#[derive(Clone)]
+pub struct PostgresJournalStorage {
+    pool: Pool,
+    sql: std::sync::Arc<Sql>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for PostgresJournalStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresJournalStorage")
+            .field("schema", &self.sql.schema)
+            .field("pool_size", &status.max_size)
+            .field("pool_available", &status.available)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The statements, with the schema name in them.
+struct Sql {
+    schema: String,
+    append: String,
+    replay_range: String,
+    replay_from: String,
+    highest: String,
+    truncate: String,
+    delete_actor: String,
+    save_checkpoint: String,
+    latest_checkpoint: String,
+    get_checkpoint: String,
+    list_checkpoints: String,
+    delete_checkpoints_before: String,
+    list_actors: String,
+    actor_summary: String,
+    stats: String,
+}
+
+impl Sql {
+    fn new(s: &str) -> Self {
+        Sql {
+            schema: s.to_owned(),
+            append: format!("SELECT o_outcome, o_highest FROM {s}.append($1, $2, $3, $4)"),
+            replay_range: format!(
+                "SELECT sequence, entry FROM {s}.entries
+                 WHERE actor_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence LIMIT $4"
+            ),
+            replay_from: format!(
+                "SELECT sequence, entry FROM {s}.entries WHERE actor_id = $1 AND sequence >= $2 ORDER BY sequence"
+            ),
+            highest: format!("SELECT highest FROM {s}.actors WHERE actor_id = $1"),
+            truncate: format!("DELETE FROM {s}.entries WHERE actor_id = $1 AND sequence <= $2"),
+            delete_actor: format!(
+                "WITH e AS (DELETE FROM {s}.entries WHERE actor_id = $1),
+                      c AS (DELETE FROM {s}.checkpoints WHERE actor_id = $1)
+                 DELETE FROM {s}.actors WHERE actor_id = $1"
+            ),
+            save_checkpoint: format!(
+                "INSERT INTO {s}.checkpoints (actor_id, sequence, checkpoint)
+                 SELECT $1, $2, $3 WHERE EXISTS (
+                     SELECT 1 FROM {s}.actors WHERE actor_id = $1 AND highest >= $2 FOR SHARE)
+                 ON CONFLICT (actor_id, sequence) DO UPDATE SET checkpoint = excluded.checkpoint
+                 RETURNING 1"
+            ),
+            latest_checkpoint: format!(
+                "SELECT sequence, checkpoint FROM {s}.checkpoints WHERE actor_id = $1 ORDER BY sequence DESC LIMIT 1"
+            ),
+            get_checkpoint: format!(
+                "SELECT sequence, checkpoint FROM {s}.checkpoints WHERE actor_id = $1 AND sequence = $2"
+            ),
+            list_checkpoints: format!("SELECT sequence FROM {s}.checkpoints WHERE actor_id = $1 ORDER BY sequence"),
+            delete_checkpoints_before: format!("DELETE FROM {s}.checkpoints WHERE actor_id = $1 AND sequence < $2"),
+            list_actors: format!(
+                "SELECT actor_id FROM {s}.actors WHERE $1::bytea IS NULL OR actor_id > $1 ORDER BY actor_id LIMIT $2"
+            ),
+            actor_summary: format!(
+                "SELECT (SELECT highest FROM {s}.actors WHERE actor_id = $1),
+                        (SELECT count(*) FROM {s}.entries WHERE actor_id = $1),
+                        (SELECT count(*) FROM {s}.checkpoints WHERE actor_id = $1)"
+            ),
+            stats: format!(
+                "SELECT (SELECT count(*) FROM {s}.actors), (SELECT count(*) FROM {s}.entries),
+                        (SELECT count(*) FROM {s}.checkpoints)"
+            ),
+        }
+    }
+}
+
+/// A sequence as Postgres stores it (`BIGINT`); bounds beyond `i64::MAX`
+/// saturate.
+fn seq(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn unseq(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn decode_entry(actor_id: &str, sequence: i64, bytes: &[u8]) -> JournalResult<JournalEntry> {
+    let corrupt = |reason: String| JournalError::CorruptEntry {
+        actor_id: actor_id.to_owned(),
+        sequence: unseq(sequence),
+        reason,
+    };
+    let entry = JournalEntry::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if entry.actor_id != actor_id || entry.sequence != unseq(sequence) {
+        return Err(corrupt(format!(
+            "the row holds entry {} of actor {:?}",
+            entry.sequence, entry.actor_id
+        )));
+    }
+    Ok(entry)
+}
+
+fn decode_checkpoint(actor_id: &str, row: &Row) -> JournalResult<Checkpoint> {
+    let sequence: i64 = row.try_get(0).map_err(pg_error)?;
+    let bytes: &[u8] = row.try_get(1).map_err(pg_error)?;
+    let corrupt = |reason: String| JournalError::CorruptCheckpoint {
+        actor_id: actor_id.to_owned(),
+        sequence: unseq(sequence),
+        reason,
+    };
+    let checkpoint = Checkpoint::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if checkpoint.actor_id != actor_id || checkpoint.sequence != unseq(sequence) {
+        return Err(corrupt(format!(
+            "the row holds checkpoint {} of actor {:?}",
+            checkpoint.sequence, checkpoint.actor_id
+        )));
+    }
+    Ok(checkpoint)
+}
+
+impl PostgresJournalStorage {
+    /// Connects to `url` (`postgres://user:password@host:port/db`) with
+    /// the default options, running the migrations.
+    pub async fn new(url: &str) -> JournalResult<Self> {
+        Self::open(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to `url` with `options`.
+    pub async fn open(url: &str, options: PostgresOptions) -> JournalResult<Self> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            JournalError::storage(
+                BACKEND,
+                format!("invalid PostgreSQL URL {}: {e}", redact_url(url)),
+            )
+        })?;
+        config.application_name(&options.application_name);
+        config.connect_timeout(options.connect_timeout);
+        if let Some(timeout) = options.statement_timeout {
+            config.options(format!("-c statement_timeout={}", timeout.as_millis()));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.pool_wait_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| JournalError::storage(BACKEND, e.to_string()))?;
+        Self::from_pool(pool, options).await
+    }
+
+    /// Uses an existing pool (deadpool-postgres over tokio-postgres). Of
+    /// `options`, `schema`, `run_migrations` and `max_entry_bytes` apply;
+    /// the pool's own settings stay as they are.
+    pub async fn from_pool(pool: Pool, options: PostgresOptions) -> JournalResult<Self> {
+        if !options::valid_schema(&options.schema) {
+            return Err(JournalError::storage(
+                BACKEND,
+                format!(
+                    "invalid schema name {:?}: use lower-case letters, digits and _, at most 63 bytes",
+                    options.schema
+                ),
+            ));
+        }
+        let storage = PostgresJournalStorage {
+            pool,
+            sql: std::sync::Arc::new(Sql::new(&options.schema)),
+            limits: Limits {
+                max_entry_bytes: options.max_entry_bytes,
+            },
+        };
+        if options.run_migrations {
+            let mut client = storage.client().await?;
+            migrate::migrate(&mut client, &options.schema).await?;
+        }
+        Ok(storage)
+    }
+
+    /// The schema the tables live in.
+    pub fn schema(&self) -> &str {
+        &self.sql.schema
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn client(&self) -> JournalResult<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> JournalResult<Vec<Row>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        client.query(&statement, params).await.map_err(pg_error)
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> JournalResult<u64> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        client.execute(&statement, params).await.map_err(pg_error)
+    }
+
+    async fn append(&self, entries: &[JournalEntry]) -> JournalResult<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let sequences: Vec<i64> = entries.iter().map(|e| seq(e.sequence)).collect();
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let bytes: Vec<Vec<u8>> = entries.iter().map(Message::encode_to_vec).collect();
+        let actor = first.actor_id.as_bytes();
+        let rows = self
+            .query(&self.sql.append, &[&actor, &sequences, &ids, &bytes])
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| JournalError::storage(BACKEND, "append returned no row"))?;
+        let outcome: i32 = row.try_get(0).map_err(pg_error)?;
+        let highest: i64 = row.try_get(1).map_err(pg_error)?;
+        match outcome {
+            0 | 1 => Ok(()),
+            _ => Err(validate::sequence_conflict(
+                &first.actor_id,
+                unseq(highest),
+                first.sequence,
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl JournalStorage for PostgresJournalStorage {
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
+    async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
+        validate::validate_entry(entry, &self.limits)?;
+        self.append(std::slice::from_ref(entry)).await?;
+        Ok(entry.sequence)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
+    async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
+        validate::validate_batch(entries, &self.limits)?;
+        self.append(entries).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn replay_range(
+        &self,
+        actor_id: &str,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> JournalResult<Vec<JournalEntry>> {
+        if max == 0 || from > to {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = self
+            .query(
+                &self.sql.replay_range,
+                &[&actor_id.as_bytes(), &seq(from), &seq(to), &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let sequence: i64 = row.try_get(0).map_err(pg_error)?;
+                let bytes: &[u8] = row.try_get(1).map_err(pg_error)?;
+                decode_entry(actor_id, sequence, bytes)
+            })
+            .collect()
+    }
+
+    /// One query whose rows are streamed as they arrive; the driver reads
+    /// from the socket only as fast as the stream is polled, so memory stays
+    /// bounded. The stream holds one pooled connection until it ends.
+    fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
+        let start = async move {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(&self.sql.replay_from)
+                .await
+                .map_err(pg_error)?;
+            let params: [&(dyn ToSql + Sync); 2] = [&actor_id.as_bytes(), &seq(from.max(1))];
+            let rows = client
+                .query_raw(&statement, params.iter().copied())
+                .await
+                .map_err(pg_error)?;
+            Ok::<_, JournalError>((client, Box::pin(rows)))
+        };
+        stream::once(start)
+            .flat_map(move |started| match started {
+                Err(e) => stream::once(async { Err(e) }).boxed(),
+                Ok((client, rows)) => {
+                    stream::unfold((client, rows), move |(client, mut rows)| async move {
+                        let row = rows.next().await?;
+                        let entry = row.map_err(pg_error).and_then(|row| {
+                            let sequence: i64 = row.try_get(0).map_err(pg_error)?;
+                            let bytes: &[u8] = row.try_get(1).map_err(pg_error)?;
+                            decode_entry(actor_id, sequence, bytes)
+                        });
+                        Some((entry, (client, rows)))
+                    })
+                    .boxed()
+                }
+            })
+            .boxed()
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64> {
+        let rows = self
+            .query(&self.sql.highest, &[&actor_id.as_bytes()])
+            .await?;
+        match rows.first() {
+            Some(row) => Ok(unseq(row.try_get(0).map_err(pg_error)?)),
+            None => Ok(0),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()> {
+        self.execute(&self.sql.truncate, &[&actor_id.as_bytes(), &seq(to)])
+            .await
+            .map(drop)
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
+        self.execute(&self.sql.delete_actor, &[&actor_id.as_bytes()])
+            .await
+            .map(drop)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %checkpoint.actor_id, sequence = checkpoint.sequence))]
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> JournalResult<()> {
+        validate::validate_checkpoint(checkpoint)?;
+        let actor = checkpoint.actor_id.as_bytes();
+        let bytes = checkpoint.encode_to_vec();
+        let saved = self
+            .query(
+                &self.sql.save_checkpoint,
+                &[&actor, &seq(checkpoint.sequence), &bytes],
+            )
+            .await?;
+        if saved.is_empty() {
+            let highest = self.highest_sequence(&checkpoint.actor_id).await?;
+            return Err(validate::checkpoint_beyond_highest(checkpoint, highest));
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn get_latest_checkpoint(&self, actor_id: &str) -> JournalResult<Option<Checkpoint>> {
+        let rows = self
+            .query(&self.sql.latest_checkpoint, &[&actor_id.as_bytes()])
+            .await?;
+        rows.first()
+            .map(|row| decode_checkpoint(actor_id, row))
+            .transpose()
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn get_checkpoint(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+    ) -> JournalResult<Option<Checkpoint>> {
+        let rows = self
+            .query(
+                &self.sql.get_checkpoint,
+                &[&actor_id.as_bytes(), &seq(sequence)],
+            )
+            .await?;
+        rows.first()
+            .map(|row| decode_checkpoint(actor_id, row))
+            .transpose()
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>> {
+        let rows = self
+            .query(&self.sql.list_checkpoints, &[&actor_id.as_bytes()])
+            .await?;
+        rows.iter()
+            .map(|row| row.try_get::<_, i64>(0).map(unseq).map_err(pg_error))
+            .collect()
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn delete_checkpoints_before(&self, actor_id: &str, before: u64) -> JournalResult<u64> {
+        self.execute(
+            &self.sql.delete_checkpoints_before,
+            &[&actor_id.as_bytes(), &seq(before)],
+        )
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn list_actors_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> JournalResult<ActorPage> {
+        let cursor = cursor.map(str::as_bytes);
+        let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .query(&self.sql.list_actors, &[&cursor, &limit_sql])
+            .await?;
+        let actors = rows
+            .iter()
+            .map(|row| {
+                let bytes: Vec<u8> = row.try_get(0).map_err(pg_error)?;
+                String::from_utf8(bytes).map_err(|e| {
+                    JournalError::storage(BACKEND, format!("an actor id is not UTF-8: {e}"))
+                })
+            })
+            .collect::<JournalResult<Vec<_>>>()?;
+        let next_cursor = (limit > 0 && actors.len() == limit)
+            .then(|| actors.last().cloned())
+            .flatten();
+        Ok(ActorPage {
+            actors,
+            next_cursor,
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn actor_summary(&self, actor_id: &str) -> JournalResult<ActorSummary> {
+        let rows = self
+            .query(&self.sql.actor_summary, &[&actor_id.as_bytes()])
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| JournalError::storage(BACKEND, "no summary row"))?;
+        let highest: Option<i64> = row.try_get(0).map_err(pg_error)?;
+        let entries: i64 = row.try_get(1).map_err(pg_error)?;
+        let checkpoints: i64 = row.try_get(2).map_err(pg_error)?;
+        Ok(ActorSummary {
+            highest_sequence: highest.map_or(0, unseq),
+            entries: unseq(entries),
+            checkpoints: unseq(checkpoints),
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn stats(&self) -> JournalResult<JournalStats> {
+        let rows = self.query(&self.sql.stats, &[]).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| JournalError::storage(BACKEND, "no stats row"))?;
+        let get = |i: usize| row.try_get::<_, i64>(i).map(unseq).map_err(pg_error);
+        Ok(JournalStats {
+            actors: get(0)?,
+            entries: get(1)?,
+            checkpoints: get(2)?,
+        })
+    }
+}

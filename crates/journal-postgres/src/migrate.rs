@@ -1,0 +1,115 @@
+//! Versioned migrations, run under an advisory lock so that processes
+//! starting at once migrate one at a time.
+
+use journal_core::{JournalError, JournalResult};
+use tokio_postgres::Client;
+
+use crate::error::pg_error;
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The SQL of each migration, for schema `s` (already validated).
+pub fn migrations(s: &str) -> Vec<String> {
+    vec![format!(
+        r"
+CREATE TABLE {s}.actors (
+    actor_id BYTEA PRIMARY KEY,
+    highest  BIGINT NOT NULL
+);
+CREATE TABLE {s}.entries (
+    actor_id BYTEA NOT NULL,
+    sequence BIGINT NOT NULL,
+    entry_id TEXT NOT NULL,
+    entry    BYTEA NOT NULL,
+    PRIMARY KEY (actor_id, sequence)
+);
+CREATE TABLE {s}.checkpoints (
+    actor_id   BYTEA NOT NULL,
+    sequence   BIGINT NOT NULL,
+    checkpoint BYTEA NOT NULL,
+    PRIMARY KEY (actor_id, sequence)
+);
+-- Appends entries of one actor at highest + 1, atomically, in one round
+-- trip. o_outcome: 0 written, 1 already stored with the same ids (an
+-- idempotent retry), 2 conflict. o_highest: the highest before the call.
+CREATE FUNCTION {s}.append(p_actor BYTEA, p_seqs BIGINT[], p_ids TEXT[], p_entries BYTEA[])
+RETURNS TABLE (o_outcome INT, o_highest BIGINT)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_highest BIGINT;
+    v_count   INT := cardinality(p_seqs);
+    v_first   BIGINT := p_seqs[1];
+    v_matched INT;
+BEGIN
+    IF v_first = 1 THEN
+        -- An actor's first append creates its row. A concurrent first
+        -- append blocks here until this one commits, then loses the check
+        -- below under the row lock: no race is hidden.
+        INSERT INTO {s}.actors (actor_id, highest) VALUES (p_actor, 0)
+            ON CONFLICT (actor_id) DO NOTHING;
+    END IF;
+    SELECT a.highest INTO v_highest FROM {s}.actors a WHERE a.actor_id = p_actor FOR UPDATE;
+    v_highest := coalesce(v_highest, 0);
+    IF v_first = v_highest + 1 THEN
+        INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry)
+            SELECT p_actor, t.s, t.i, t.e FROM unnest(p_seqs, p_ids, p_entries) AS t(s, i, e);
+        UPDATE {s}.actors SET highest = v_highest + v_count WHERE actor_id = p_actor;
+        RETURN QUERY SELECT 0, v_highest;
+    ELSIF v_first <= v_highest THEN
+        SELECT count(*) INTO v_matched
+            FROM {s}.entries e JOIN unnest(p_seqs, p_ids) AS t(s, i) ON e.sequence = t.s AND e.entry_id = t.i
+            WHERE e.actor_id = p_actor;
+        RETURN QUERY SELECT CASE WHEN v_matched = v_count THEN 1 ELSE 2 END, v_highest;
+    ELSE
+        RETURN QUERY SELECT 2, v_highest;
+    END IF;
+END
+$fn$;
+"
+    )]
+}
+
+/// Creates the schema if needed and applies the missing migrations, in one
+/// transaction holding an advisory lock keyed by the schema's name.
+pub(crate) async fn migrate(client: &mut Client, schema: &str) -> JournalResult<()> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7411))",
+        &[&format!("journal:{schema}")],
+    )
+    .await
+    .map_err(pg_error)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.journal_schema (version INT NOT NULL);"
+    ))
+    .await
+    .map_err(pg_error)?;
+    let version: i32 = tx
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {schema}.journal_schema"),
+            &[],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if version > SCHEMA_VERSION {
+        return Err(JournalError::storage(
+            "postgres",
+            format!("schema {schema} is at journal version {version}, written by a newer journal-postgres (this one reads up to {SCHEMA_VERSION})"),
+        ));
+    }
+    let start = usize::try_from(version).unwrap_or(0);
+    for (i, sql) in migrations(schema).iter().enumerate().skip(start) {
+        tx.batch_execute(sql).await.map_err(pg_error)?;
+        let applied = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute(
+            &format!("INSERT INTO {schema}.journal_schema (version) VALUES ($1)"),
+            &[&applied],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)
+}

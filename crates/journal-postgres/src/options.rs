@@ -1,0 +1,54 @@
+//! How the storage connects and where its tables live.
+
+use std::time::Duration;
+
+use journal_core::validate::DEFAULT_MAX_ENTRY_BYTES;
+
+/// Options of [`PostgresJournalStorage::open`](crate::PostgresJournalStorage::open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// Schema holding the journal's tables (default `journal`). Lower-case
+    /// letters, digits and `_`, starting with a letter or `_`, at most 63
+    /// bytes: it becomes part of SQL text, so nothing else is accepted.
+    pub schema: String,
+    /// Connections in the pool (default 16).
+    pub pool_size: usize,
+    /// Server-side `statement_timeout` of every connection (default 30 s;
+    /// `None`: the server's setting).
+    pub statement_timeout: Option<Duration>,
+    /// How long to wait for a connection to open (default 5 s).
+    pub connect_timeout: Duration,
+    /// How long a call waits for a free pooled connection before failing
+    /// with `Unavailable` (default 10 s).
+    pub pool_wait_timeout: Duration,
+    /// Create or upgrade the schema when connecting (default `true`).
+    pub run_migrations: bool,
+    /// `application_name` of the connections (default `journal`), as seen
+    /// in `pg_stat_activity`.
+    pub application_name: String,
+    /// Largest encoded entry accepted (default 16 MiB).
+    pub max_entry_bytes: usize,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: "journal".into(),
+            pool_size: 16,
+            statement_timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Duration::from_secs(5),
+            pool_wait_timeout: Duration::from_secs(10),
+            run_migrations: true,
+            application_name: "journal".into(),
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+        }
+    }
+}
+
+/// Checks a schema name: `[a-z_][a-z0-9_]*`, 1 to 63 bytes.
+pub(crate) fn valid_schema(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && name.len() <= 63
+}

@@ -1,0 +1,222 @@
+//! Behaviour that needs the server itself: connection loss, migrations,
+//! bad configuration.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use journal_core::journal_entry::Entry;
+use journal_core::{JournalEntry, JournalError, JournalStorage};
+use journal_postgres::{PostgresJournalStorage, PostgresOptions};
+use tokio::sync::watch;
+
+fn entry(actor: &str, seq: u64) -> JournalEntry {
+    JournalEntry::new(
+        actor,
+        seq,
+        Entry::message_received(format!("m-{seq}"), "T", vec![1; 64]),
+    )
+}
+
+/// Kills this test's own server connections (by `application_name`) in the
+/// middle of a concurrent workload. Calls fail with `Unavailable` or succeed;
+/// retried, every journal ends whole, with no gap and no duplicate; the pool
+/// recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connection_loss_is_unavailable_and_recoverable() {
+    const ACTORS: usize = 12;
+    const PER_ACTOR: u64 = 120;
+    const KILLS: u64 = 8;
+    let app = format!("jtest-loss-{}", journal_core::new_entry_id());
+    let options = PostgresOptions {
+        pool_size: 6,
+        application_name: app.clone(),
+        ..PostgresOptions::default()
+    };
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    let storage = Arc::new(storage);
+
+    // A separate connection, under another name, does the killing.
+    let (killer, connection) = tokio_postgres::connect(&common::url(), tokio_postgres::NoTls)
+        .await
+        .expect("killer connection");
+    tokio::spawn(connection);
+
+    let progress = Arc::new(AtomicU64::new(0));
+    let (tick, mut ticks) = watch::channel(0u64);
+    let unavailable = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..ACTORS)
+        .map(|i| {
+            let (storage, progress, tick, unavailable) = (
+                Arc::clone(&storage),
+                Arc::clone(&progress),
+                tick.clone(),
+                Arc::clone(&unavailable),
+            );
+            tokio::spawn(async move {
+                let actor = format!("loss-{i}");
+                let mut sent = BTreeMap::new();
+                for seq in 1..=PER_ACTOR {
+                    let e = entry(&actor, seq);
+                    loop {
+                        match storage.append_entry(&e).await {
+                            Ok(_) => break,
+                            Err(err @ JournalError::Unavailable { .. }) => {
+                                assert!(err.is_retryable());
+                                unavailable.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(other) => panic!(
+                                "only Unavailable may come from a lost connection, got {other}"
+                            ),
+                        }
+                    }
+                    sent.insert(seq, e.id);
+                    let done = progress.fetch_add(1, Ordering::Relaxed) + 1;
+                    let _ = tick.send(done);
+                }
+                (actor, sent)
+            })
+        })
+        .collect();
+    drop(tick);
+
+    // Kill at evenly spread points of the workload, driven by its progress.
+    let total = ACTORS as u64 * PER_ACTOR;
+    let mut kills = 0;
+    let mut terminated = 0;
+    while kills < KILLS {
+        let threshold = (kills + 1) * total / (KILLS + 2);
+        if ticks.wait_for(|done| *done >= threshold).await.is_err() {
+            break;
+        }
+        let rows = killer
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .expect("terminate");
+        terminated += rows.iter().filter(|r| r.get::<_, bool>(0)).count();
+        kills += 1;
+    }
+    for worker in workers {
+        let (actor, sent) = worker.await.expect("worker");
+        assert_whole(&*storage, &actor, &sent).await;
+    }
+    assert!(
+        terminated > 0,
+        "no connection of the workload was terminated"
+    );
+    assert!(
+        unavailable.load(Ordering::Relaxed) > 0,
+        "no call saw the lost connections"
+    );
+    // The pool serves new calls with fresh connections.
+    assert_eq!(
+        storage
+            .highest_sequence("loss-0")
+            .await
+            .expect("after recovery"),
+        PER_ACTOR
+    );
+}
+
+/// The actor's journal holds exactly the acknowledged entries, with no gap
+/// and no duplicate.
+async fn assert_whole(storage: &dyn JournalStorage, actor: &str, sent: &BTreeMap<u64, String>) {
+    let stored = storage
+        .replay_from(actor, 1)
+        .await
+        .expect("replay after the kills");
+    let sequences: Vec<u64> = stored.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        sequences,
+        sent.keys().copied().collect::<Vec<_>>(),
+        "{actor}: gap or duplicate"
+    );
+    for e in &stored {
+        assert_eq!(
+            Some(&e.id),
+            sent.get(&e.sequence),
+            "{actor}: entry {} is not the one acknowledged",
+            e.sequence
+        );
+    }
+}
+
+/// Migrations run twice (two processes starting together) leave one schema
+/// at the current version; a newer version is refused.
+#[tokio::test]
+async fn migrations_are_idempotent_and_versioned() {
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    let schema = storage.schema().to_owned();
+    let options = |schema: &str| PostgresOptions {
+        schema: schema.to_owned(),
+        ..common::test_options()
+    };
+    let url = common::url();
+    let (a, b) = tokio::join!(
+        PostgresJournalStorage::open(&url, options(&schema)),
+        PostgresJournalStorage::open(&url, options(&schema)),
+    );
+    a.expect("first concurrent open");
+    b.expect("second concurrent open");
+    let client = storage.pool().get().await.expect("client");
+    let versions: Vec<i32> = client
+        .query(
+            &format!("SELECT version FROM {schema}.journal_schema ORDER BY version"),
+            &[],
+        )
+        .await
+        .expect("versions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![journal_postgres::SCHEMA_VERSION]);
+    client
+        .execute(
+            &format!("INSERT INTO {schema}.journal_schema VALUES (99)"),
+            &[],
+        )
+        .await
+        .expect("bump");
+    match PostgresJournalStorage::open(&common::url(), options(&schema)).await {
+        Err(e @ JournalError::Storage { .. }) => assert!(e.to_string().contains("newer"), "{e}"),
+        other => panic!("a newer schema must be refused, got {other:?}"),
+    }
+}
+
+/// Bad configuration is a typed error that never shows the password.
+#[tokio::test]
+async fn bad_configuration_is_typed_and_redacted() {
+    let bad_schema = PostgresOptions {
+        schema: "x; DROP TABLE y".into(),
+        ..PostgresOptions::default()
+    };
+    assert!(matches!(
+        PostgresJournalStorage::open(&common::url(), bad_schema).await,
+        Err(JournalError::Storage { .. })
+    ));
+    let unreachable = PostgresOptions {
+        connect_timeout: std::time::Duration::from_secs(2),
+        ..PostgresOptions::default()
+    };
+    let err = PostgresJournalStorage::open("postgres://user:s3cret@127.0.0.1:1/db", unreachable)
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(err.is_retryable(), "{err}");
+    assert!(!format!("{err} {err:?}").contains("s3cret"));
+    let garbage = PostgresJournalStorage::new("postgres://user:s3cret@host:notaport/db")
+        .await
+        .expect_err("bad URL");
+    assert!(
+        !format!("{garbage} {garbage:?}").contains("s3cret"),
+        "{garbage}"
+    );
+}
