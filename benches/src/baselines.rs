@@ -77,6 +77,9 @@ impl Baseline for RawSqlite {
     fn describe(&self) -> String {
         "rusqlite, same pragmas and table".into()
     }
+    fn batch_shape(&self) -> String {
+        "100 rows per commit".into()
+    }
     async fn append(&self, entry: &JournalEntry) {
         self.with(|conn| insert(conn, entry).expect("raw insert"));
     }
@@ -105,5 +108,101 @@ impl Baseline for RawSqlite {
             }
             n
         })
+    }
+}
+
+/// PostgreSQL: one tokio-postgres connection, the journal's table layout in
+/// its own schema, one `INSERT` per commit; 1,000-row `unnest` inserts for
+/// the batch figure; replay is `SELECT` plus protobuf decoding.
+pub struct RawPostgres {
+    client: tokio_postgres::Client,
+    schema: String,
+}
+
+impl RawPostgres {
+    /// Connects and creates the baseline's schema `schema` (dropped by
+    /// [`RawPostgres::drop_schema`]).
+    pub async fn create(url: &str, schema: &str) -> Result<Self, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema};
+                 CREATE TABLE {schema}.entries (actor_id BYTEA NOT NULL, sequence BIGINT NOT NULL,
+                     entry_id TEXT NOT NULL, entry BYTEA NOT NULL, PRIMARY KEY (actor_id, sequence));"
+            ))
+            .await?;
+        Ok(RawPostgres {
+            client,
+            schema: schema.to_owned(),
+        })
+    }
+
+    /// Drops the baseline's schema.
+    pub async fn drop_schema(&self) -> Result<(), tokio_postgres::Error> {
+        self.client
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .await
+    }
+}
+
+#[async_trait]
+impl Baseline for RawPostgres {
+    fn describe(&self) -> String {
+        "tokio-postgres, same table".into()
+    }
+    fn batch_shape(&self) -> String {
+        "1,000-row unnest insert per commit".into()
+    }
+    async fn append(&self, e: &JournalEntry) {
+        let sql = format!(
+            "INSERT INTO {}.entries VALUES ($1, $2, $3, $4)",
+            self.schema
+        );
+        let statement = self.client.prepare(&sql).await.expect("prepare");
+        let sequence = i64::try_from(e.sequence).unwrap_or(i64::MAX);
+        self.client
+            .execute(
+                &statement,
+                &[&e.actor_id.as_bytes(), &sequence, &e.id, &e.encode_to_vec()],
+            )
+            .await
+            .expect("raw insert");
+    }
+    async fn append_many(&self, entries: &[JournalEntry]) {
+        let sql = format!(
+            "INSERT INTO {}.entries SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::text[], $4::bytea[])",
+            self.schema
+        );
+        let statement = self.client.prepare(&sql).await.expect("prepare");
+        for chunk in entries.chunks(1000) {
+            let actors: Vec<&[u8]> = chunk.iter().map(|e| e.actor_id.as_bytes()).collect();
+            let sequences: Vec<i64> = chunk
+                .iter()
+                .map(|e| i64::try_from(e.sequence).unwrap_or(i64::MAX))
+                .collect();
+            let ids: Vec<&str> = chunk.iter().map(|e| e.id.as_str()).collect();
+            let bytes: Vec<Vec<u8>> = chunk.iter().map(Message::encode_to_vec).collect();
+            self.client
+                .execute(&statement, &[&actors, &sequences, &ids, &bytes])
+                .await
+                .expect("raw unnest insert");
+        }
+    }
+    async fn replay(&self, actor_id: &str) -> usize {
+        let sql = format!(
+            "SELECT entry FROM {}.entries WHERE actor_id = $1 ORDER BY sequence",
+            self.schema
+        );
+        let rows = self
+            .client
+            .query(&sql, &[&actor_id.as_bytes()])
+            .await
+            .expect("raw select");
+        for row in &rows {
+            let bytes: &[u8] = row.get(0);
+            std::hint::black_box(JournalEntry::decode(bytes).expect("decode"));
+        }
+        rows.len()
     }
 }

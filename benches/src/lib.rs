@@ -22,6 +22,10 @@ pub trait Baseline: Send + Sync {
     async fn append(&self, entry: &JournalEntry);
     /// Reads and decodes every entry of `actor_id`; returns how many.
     async fn replay(&self, actor_id: &str) -> usize;
+    /// How [`Baseline::append_many`] commits, for the report.
+    fn batch_shape(&self) -> String {
+        "one row per commit".into()
+    }
     /// Stores entries as fast as the driver allows (setup of read
     /// workloads, and the batch figure): by default one by one.
     async fn append_many(&self, entries: &[JournalEntry]) {

@@ -5,17 +5,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use journal_benches::baselines::{RawMemory, RawSqlite};
+use journal_benches::baselines::{RawMemory, RawPostgres, RawSqlite};
 use journal_benches::workloads::{self, Sizes};
 use journal_benches::{alloc::Counting, report, Baseline, Figure};
 use journal_core::JournalStorage;
 use journal_memory::MemoryJournalStorage;
+use journal_postgres::{PostgresJournalStorage, PostgresOptions};
 use journal_sqlite::SqliteJournalStorage;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const BACKENDS: &[&str] = &["memory", "sqlite"];
+const BACKENDS: &[&str] = &["memory", "sqlite", "postgres"];
 
 /// One target: the figure it applies to (by name prefix), the text, and the
 /// check.
@@ -36,6 +37,15 @@ const SQLITE_TARGETS: &[Target] = &[
     }),
     ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
     ("recovery of", ">= 100x faster", |f| f.ratio() <= 0.01),
+    ("peak memory", "< 64 MiB", |f| f.value < 64.0),
+];
+
+const POSTGRES_TARGETS: &[Target] = &[
+    ("append latency p50", "<= 1.2x raw", |f| f.ratio() <= 1.2),
+    ("appends/s, 256 concurrent", ">= 10x raw 1-row", |f| {
+        f.ratio() >= 10.0
+    }),
+    ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
     ("peak memory", "< 64 MiB", |f| f.value < 64.0),
 ];
 
@@ -60,9 +70,9 @@ async fn run_all(
     fresh: Arc<dyn JournalStorage>,
     baseline_clients: Option<usize>,
     only: Option<&str>,
+    sizes: Sizes,
 ) -> Vec<Figure> {
     let want = |name: &str| only.is_none_or(|o| name.starts_with(o));
-    let sizes = Sizes::FULL;
     let mut figures = Vec::new();
     if want("latency") {
         figures
@@ -84,7 +94,7 @@ async fn run_all(
         }
     }
     if want("batch") {
-        figures.push(workloads::batch_rate(&*storage, &*baseline, 10_000).await);
+        figures.push(workloads::batch_rate(&*storage, &*baseline, 10_000, sizes.batch).await);
     }
     if want("replay") {
         figures.push(workloads::replay_rate(&*storage, &*baseline, sizes.replay_entries).await);
@@ -110,6 +120,7 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 Arc::new(MemoryJournalStorage::new()),
                 None,
                 only,
+                Sizes::FULL,
             )
             .await;
             mark(&mut figures, MEMORY_TARGETS);
@@ -129,6 +140,7 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 Arc::new(fresh),
                 Some(1),
                 only,
+                Sizes::FULL,
             )
             .await;
             let commits = storage.commit_stats();
@@ -140,6 +152,50 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
             );
             mark(&mut figures, SQLITE_TARGETS);
             let _ = std::fs::remove_dir_all(&files);
+            figures
+        }
+        "postgres" => {
+            let url = std::env::var("JOURNAL_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let run = journal_core::new_entry_id().to_lowercase();
+            let open = |schema: String| {
+                let url = url.clone();
+                async move {
+                    let options = PostgresOptions {
+                        schema,
+                        pool_size: 16,
+                        ..PostgresOptions::default()
+                    };
+                    PostgresJournalStorage::open(&url, options)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            };
+            let storage = open(format!("jb_{run}")).await?;
+            let fresh = open(format!("jb_{run}_stream")).await?;
+            let raw = Arc::new(
+                RawPostgres::create(&url, &format!("jb_{run}_raw"))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+            let mut figures = run_all(
+                Arc::new(storage.clone()),
+                Arc::clone(&raw) as Arc<dyn Baseline>,
+                Arc::new(fresh.clone()),
+                Some(1),
+                only,
+                Sizes::SERVER,
+            )
+            .await;
+            mark(&mut figures, POSTGRES_TARGETS);
+            for schema in [storage.schema(), fresh.schema()] {
+                let client = storage.pool().get().await.map_err(|e| e.to_string())?;
+                client
+                    .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            raw.drop_schema().await.map_err(|e| e.to_string())?;
             figures
         }
         other => return Err(format!("unknown backend {other:?}")),

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod error;
+mod group;
 pub mod migrate;
 mod options;
 
@@ -28,6 +29,8 @@ const BACKEND: &str = "postgres";
 #[derive(Clone)]
 pub struct PostgresJournalStorage {
     pool: Pool,
+    /// The group-commit dispatcher, when enabled.
+    group: Option<tokio::sync::mpsc::UnboundedSender<group::Pending>>,
     sql: std::sync::Arc<Sql>,
     limits: Limits,
 }
@@ -47,6 +50,7 @@ impl std::fmt::Debug for PostgresJournalStorage {
 struct Sql {
     schema: String,
     append: String,
+    append_many: String,
     replay_range: String,
     replay_from: String,
     highest: String,
@@ -67,6 +71,7 @@ impl Sql {
         Sql {
             schema: s.to_owned(),
             append: format!("SELECT o_outcome, o_highest FROM {s}.append($1, $2, $3, $4)"),
+            append_many: format!("SELECT o_index, o_outcome, o_highest FROM {s}.append_many($1, $2, $3, $4)"),
             replay_range: format!(
                 "SELECT sequence, entry FROM {s}.entries
                  WHERE actor_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence LIMIT $4"
@@ -206,9 +211,15 @@ impl PostgresJournalStorage {
                 ),
             ));
         }
+        let sql = Sql::new(&options.schema);
+        let group = options.group_commit.then(|| {
+            let slots = pool.status().max_size;
+            group::spawn(pool.clone(), sql.append_many.clone(), slots, 1024)
+        });
         let storage = PostgresJournalStorage {
             pool,
-            sql: std::sync::Arc::new(Sql::new(&options.schema)),
+            group,
+            sql: std::sync::Arc::new(sql),
             limits: Limits {
                 max_entry_bytes: options.max_entry_bytes,
             },
@@ -282,7 +293,25 @@ impl JournalStorage for PostgresJournalStorage {
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
         validate::validate_entry(entry, &self.limits)?;
-        self.append(std::slice::from_ref(entry)).await?;
+        match &self.group {
+            Some(group) => {
+                let (reply, outcome) = tokio::sync::oneshot::channel();
+                let pending = group::Pending {
+                    actor_id: entry.actor_id.clone(),
+                    sequence: seq(entry.sequence),
+                    id: entry.id.clone(),
+                    bytes: entry.encode_to_vec(),
+                    reply,
+                };
+                group.send(pending).map_err(|_| {
+                    JournalError::unavailable(BACKEND, "the group-commit task has stopped")
+                })?;
+                outcome.await.map_err(|_| {
+                    JournalError::unavailable(BACKEND, "the group-commit task has stopped")
+                })??;
+            }
+            None => self.append(std::slice::from_ref(entry)).await?,
+        }
         Ok(entry.sequence)
     }
 

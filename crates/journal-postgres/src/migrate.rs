@@ -66,6 +66,43 @@ BEGIN
     END IF;
 END
 $fn$;
+-- Appends single entries of any actors, each checked and written on its
+-- own, in one round trip and one transaction (group commit). Items of one
+-- actor must come in sequence order; callers sort by actor so concurrent
+-- groups lock rows in the same order. One row per item: its index, outcome
+-- (as for append) and the highest before it.
+CREATE FUNCTION {s}.append_many(p_actors BYTEA[], p_seqs BIGINT[], p_ids TEXT[], p_entries BYTEA[])
+RETURNS TABLE (o_index INT, o_outcome INT, o_highest BIGINT)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_highest BIGINT;
+    v_matched INT;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(p_actors), 0) LOOP
+        IF p_seqs[i] = 1 THEN
+            INSERT INTO {s}.actors (actor_id, highest) VALUES (p_actors[i], 0)
+                ON CONFLICT (actor_id) DO NOTHING;
+        END IF;
+        SELECT a.highest INTO v_highest FROM {s}.actors a WHERE a.actor_id = p_actors[i] FOR UPDATE;
+        v_highest := coalesce(v_highest, 0);
+        o_index := i;
+        o_highest := v_highest;
+        IF p_seqs[i] = v_highest + 1 THEN
+            INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry)
+                VALUES (p_actors[i], p_seqs[i], p_ids[i], p_entries[i]);
+            UPDATE {s}.actors SET highest = p_seqs[i] WHERE actor_id = p_actors[i];
+            o_outcome := 0;
+        ELSIF p_seqs[i] <= v_highest THEN
+            SELECT count(*) INTO v_matched FROM {s}.entries e
+                WHERE e.actor_id = p_actors[i] AND e.sequence = p_seqs[i] AND e.entry_id = p_ids[i];
+            o_outcome := CASE WHEN v_matched = 1 THEN 1 ELSE 2 END;
+        ELSE
+            o_outcome := 2;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
 "
     )]
 }

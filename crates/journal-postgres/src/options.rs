@@ -28,6 +28,10 @@ pub struct PostgresOptions {
     pub application_name: String,
     /// Largest encoded entry accepted (default 16 MiB).
     pub max_entry_bytes: usize,
+    /// Send concurrent single appends together, in one round trip and one
+    /// transaction per group (default `true`). Each caller still gets its
+    /// own result.
+    pub group_commit: bool,
 }
 
 impl Default for PostgresOptions {
@@ -41,6 +45,7 @@ impl Default for PostgresOptions {
             run_migrations: true,
             application_name: "journal".into(),
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            group_commit: true,
         }
     }
 }

@@ -1,0 +1,126 @@
+//! Group commit: concurrent single appends, of any actors, sent to the
+//! server together in one round trip and one transaction.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use journal_core::{validate, JournalError, JournalResult};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::error::{pg_error, pool_error};
+
+/// One append waiting for its group.
+pub(crate) struct Pending {
+    pub(crate) actor_id: String,
+    pub(crate) sequence: i64,
+    pub(crate) id: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) reply: oneshot::Sender<JournalResult<()>>,
+}
+
+/// Runs the dispatcher: it waits for a free slot (at most `slots` groups
+/// in flight, one per pooled connection), then takes every append queued
+/// meanwhile (up to `max_group`) as one group. While the server is busy,
+/// appends queue up and the next group is larger.
+pub(crate) fn spawn(
+    pool: Pool,
+    sql: String,
+    slots: usize,
+    max_group: usize,
+) -> mpsc::UnboundedSender<Pending> {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Pending>();
+    let slots = Arc::new(Semaphore::new(slots.max(1)));
+    let sql = Arc::new(sql);
+    tokio::spawn(async move {
+        while let Some(first) = receiver.recv().await {
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let mut group = vec![first];
+            while group.len() < max_group {
+                match receiver.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            let (pool, sql) = (pool.clone(), Arc::clone(&sql));
+            tokio::spawn(async move {
+                commit(&pool, &sql, group).await;
+                drop(permit);
+            });
+        }
+    });
+    sender
+}
+
+async fn commit(pool: &Pool, sql: &str, mut group: Vec<Pending>) {
+    // One lock order for every group: by actor, then sequence.
+    group.sort_by(|a, b| {
+        a.actor_id
+            .cmp(&b.actor_id)
+            .then(a.sequence.cmp(&b.sequence))
+    });
+    let actors: Vec<&[u8]> = group.iter().map(|p| p.actor_id.as_bytes()).collect();
+    let sequences: Vec<i64> = group.iter().map(|p| p.sequence).collect();
+    let ids: Vec<&str> = group.iter().map(|p| p.id.as_str()).collect();
+    let bytes: Vec<&[u8]> = group.iter().map(|p| p.bytes.as_slice()).collect();
+    let result = async {
+        let client = pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        client
+            .query(&statement, &[&actors, &sequences, &ids, &bytes])
+            .await
+            .map_err(pg_error)
+    }
+    .await;
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            // The whole group failed; every caller learns it (and may retry:
+            // a retry of an append that did land is recognised).
+            let retryable = e.is_retryable();
+            let text = e.to_string();
+            for p in group {
+                let error = if retryable {
+                    JournalError::unavailable("postgres", text.clone())
+                } else {
+                    JournalError::storage("postgres", text.clone())
+                };
+                let _ = p.reply.send(Err(error));
+            }
+            return;
+        }
+    };
+    let mut outcomes = vec![None; group.len()];
+    for row in &rows {
+        let (Ok(index), Ok(outcome), Ok(highest)) = (
+            row.try_get::<_, i32>(0),
+            row.try_get::<_, i32>(1),
+            row.try_get::<_, i64>(2),
+        ) else {
+            continue;
+        };
+        if let Some(slot) = usize::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| outcomes.get_mut(i))
+        {
+            *slot = Some((outcome, highest));
+        }
+    }
+    for (p, outcome) in group.into_iter().zip(outcomes) {
+        let result = match outcome {
+            Some((0 | 1, _)) => Ok(()),
+            Some((_, highest)) => Err(validate::sequence_conflict(
+                &p.actor_id,
+                u64::try_from(highest).unwrap_or(0),
+                u64::try_from(p.sequence).unwrap_or(0),
+            )),
+            None => Err(JournalError::storage(
+                "postgres",
+                "the server returned no outcome for an append",
+            )),
+        };
+        let _ = p.reply.send(result);
+    }
+}
