@@ -62,7 +62,13 @@ pub fn run(args: &[String]) -> ExitCode {
     steps.push(Step::from("clippy -D warnings", &stream(clippy), None));
 
     let mut doc = cargo();
-    doc.args(["doc", "--workspace", "--no-deps", "--locked"]);
+    doc.args([
+        "doc",
+        "--workspace",
+        "--no-deps",
+        "--all-features",
+        "--locked",
+    ]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     steps.push(Step::from("doc -D warnings", &stream(doc), None));
 
@@ -78,7 +84,7 @@ pub fn run(args: &[String]) -> ExitCode {
     ));
 
     let mut doctests = cargo();
-    doctests.args(["test", "--workspace", "--doc", "--locked"]);
+    doctests.args(["test", "--workspace", "--all-features", "--doc", "--locked"]);
     let finished = stream(doctests);
     let counts = libtest_counts(&finished.lines);
     steps.push(Step::from("doc tests", &finished, Some(counts)));
@@ -123,6 +129,7 @@ fn unit_and_integration_tests() -> Step {
             "nextest",
             "run",
             "--workspace",
+            "--all-features",
             "--locked",
             "--no-fail-fast",
             "--failure-output",
@@ -136,6 +143,7 @@ fn unit_and_integration_tests() -> Step {
         test.args([
             "test",
             "--workspace",
+            "--all-features",
             "--locked",
             "--no-fail-fast",
             "--lib",

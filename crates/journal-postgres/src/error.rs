@@ -27,7 +27,9 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> JournalError {
         // No SQLSTATE: the connection itself failed (closed, I/O, timeout).
         None => e.is_closed() || std::error::Error::source(&e).is_some_and(is_io),
     };
-    if retryable || e.is_closed() {
+    // A failed TLS handshake (an untrusted certificate) will fail again.
+    let tls = e.to_string().contains("TLS");
+    if (retryable || e.is_closed()) && !tls {
         JournalError::unavailable(BACKEND, e)
     } else {
         JournalError::storage(BACKEND, e)
