@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::error::{JournalError, JournalResult};
 use crate::proto::{
     journal_entry::Entry, Checkpoint, CompressionType, JournalEntry, MessageProcessed,
     MessageReceived, PostgresConfig, ProcessingResult, RedisConfig, SideEffectExecuted,
@@ -51,6 +52,49 @@ impl JournalEntry {
     /// "none" when it has none.
     pub fn kind(&self) -> &'static str {
         self.entry.as_ref().map_or("none", Entry::kind)
+    }
+}
+
+impl JournalEntry {
+    /// Decodes an entry a backend stored for `actor_id` at `sequence`, and
+    /// checks that it is that entry: bytes that do not decode, or that hold
+    /// another actor's or another sequence's entry, are `CorruptEntry`.
+    pub fn decode_stored(actor_id: &str, sequence: u64, bytes: &[u8]) -> JournalResult<Self> {
+        let corrupt = |reason: String| JournalError::CorruptEntry {
+            actor_id: actor_id.to_owned(),
+            sequence,
+            reason,
+        };
+        let entry =
+            <JournalEntry as prost::Message>::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if entry.actor_id != actor_id || entry.sequence != sequence {
+            return Err(corrupt(format!(
+                "the stored bytes hold entry {} of actor {:?}",
+                entry.sequence, entry.actor_id
+            )));
+        }
+        Ok(entry)
+    }
+}
+
+impl Checkpoint {
+    /// Decodes a checkpoint a backend stored for `actor_id` at `sequence`,
+    /// and checks that it is that checkpoint; otherwise `CorruptCheckpoint`.
+    pub fn decode_stored(actor_id: &str, sequence: u64, bytes: &[u8]) -> JournalResult<Self> {
+        let corrupt = |reason: String| JournalError::CorruptCheckpoint {
+            actor_id: actor_id.to_owned(),
+            sequence,
+            reason,
+        };
+        let checkpoint =
+            <Checkpoint as prost::Message>::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if checkpoint.actor_id != actor_id || checkpoint.sequence != sequence {
+            return Err(corrupt(format!(
+                "the stored bytes hold checkpoint {} of actor {:?}",
+                checkpoint.sequence, checkpoint.actor_id
+            )));
+        }
+        Ok(checkpoint)
     }
 }
 
@@ -188,6 +232,37 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("db:5432"), "{shown}");
+    }
+
+    #[test]
+    fn stored_bytes_must_be_the_entry_asked_for() {
+        use prost::Message;
+        let e = JournalEntry::new("a", 3, Entry::message_received("m", "T", vec![1]));
+        let bytes = e.encode_to_vec();
+        assert_eq!(
+            JournalEntry::decode_stored("a", 3, &bytes).expect("decodes"),
+            e
+        );
+        for (actor, seq, bytes) in [
+            ("a", 4, &bytes[..]),
+            ("b", 3, &bytes[..]),
+            ("a", 3, &[0xff, 0xff, 0xff][..]),
+        ] {
+            assert!(matches!(
+                JournalEntry::decode_stored(actor, seq, bytes),
+                Err(JournalError::CorruptEntry { .. })
+            ));
+        }
+        let c = Checkpoint::new("a", 2, b"state".to_vec());
+        let bytes = c.encode_to_vec();
+        assert_eq!(
+            Checkpoint::decode_stored("a", 2, &bytes).expect("decodes"),
+            c
+        );
+        assert!(matches!(
+            Checkpoint::decode_stored("a", 1, &bytes),
+            Err(JournalError::CorruptCheckpoint { .. })
+        ));
     }
 
     #[test]

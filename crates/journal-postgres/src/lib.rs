@@ -134,37 +134,13 @@ fn unseq(v: i64) -> u64 {
 }
 
 fn decode_entry(actor_id: &str, sequence: i64, bytes: &[u8]) -> JournalResult<JournalEntry> {
-    let corrupt = |reason: String| JournalError::CorruptEntry {
-        actor_id: actor_id.to_owned(),
-        sequence: unseq(sequence),
-        reason,
-    };
-    let entry = JournalEntry::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
-    if entry.actor_id != actor_id || entry.sequence != unseq(sequence) {
-        return Err(corrupt(format!(
-            "the row holds entry {} of actor {:?}",
-            entry.sequence, entry.actor_id
-        )));
-    }
-    Ok(entry)
+    JournalEntry::decode_stored(actor_id, unseq(sequence), bytes)
 }
 
 fn decode_checkpoint(actor_id: &str, row: &Row) -> JournalResult<Checkpoint> {
     let sequence: i64 = row.try_get(0).map_err(pg_error)?;
     let bytes: &[u8] = row.try_get(1).map_err(pg_error)?;
-    let corrupt = |reason: String| JournalError::CorruptCheckpoint {
-        actor_id: actor_id.to_owned(),
-        sequence: unseq(sequence),
-        reason,
-    };
-    let checkpoint = Checkpoint::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
-    if checkpoint.actor_id != actor_id || checkpoint.sequence != unseq(sequence) {
-        return Err(corrupt(format!(
-            "the row holds checkpoint {} of actor {:?}",
-            checkpoint.sequence, checkpoint.actor_id
-        )));
-    }
-    Ok(checkpoint)
+    Checkpoint::decode_stored(actor_id, unseq(sequence), bytes)
 }
 
 impl PostgresJournalStorage {

@@ -2,9 +2,8 @@
 
 use journal_core::validate::{self, AppendCheck};
 use journal_core::{
-    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalError, JournalResult, JournalStats,
+    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalResult, JournalStats,
 };
-use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::threads::sql;
@@ -92,19 +91,7 @@ pub(crate) fn append(conn: &Connection, actor_id: &str, rows: &[Row]) -> Journal
 }
 
 fn decode_entry(actor_id: &str, sequence: i64, bytes: &[u8]) -> JournalResult<JournalEntry> {
-    let corrupt = |reason: String| JournalError::CorruptEntry {
-        actor_id: actor_id.to_owned(),
-        sequence: unseq(sequence),
-        reason,
-    };
-    let entry = JournalEntry::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
-    if entry.actor_id != actor_id || entry.sequence != unseq(sequence) {
-        return Err(corrupt(format!(
-            "the row holds entry {} of actor {:?}",
-            entry.sequence, entry.actor_id
-        )));
-    }
-    Ok(entry)
+    JournalEntry::decode_stored(actor_id, unseq(sequence), bytes)
 }
 
 /// A page of stored entries as raw bytes: one buffer for the whole page,
@@ -228,22 +215,7 @@ pub(crate) fn save_checkpoint(
 }
 
 fn decode_checkpoint(actor_id: &str, sequence: i64, bytes: &[u8]) -> JournalResult<Checkpoint> {
-    let checkpoint = Checkpoint::decode(bytes).map_err(|e| JournalError::CorruptCheckpoint {
-        actor_id: actor_id.to_owned(),
-        sequence: unseq(sequence),
-        reason: e.to_string(),
-    })?;
-    if checkpoint.actor_id != actor_id || checkpoint.sequence != unseq(sequence) {
-        return Err(JournalError::CorruptCheckpoint {
-            actor_id: actor_id.to_owned(),
-            sequence: unseq(sequence),
-            reason: format!(
-                "the row holds checkpoint {} of actor {:?}",
-                checkpoint.sequence, checkpoint.actor_id
-            ),
-        });
-    }
-    Ok(checkpoint)
+    Checkpoint::decode_stored(actor_id, unseq(sequence), bytes)
 }
 
 /// The checkpoint at `sequence`, or the latest with `None`.
