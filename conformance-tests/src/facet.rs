@@ -11,7 +11,7 @@ use journal_core::journal_entry::Entry;
 use journal_core::{
     Actor, Checkpoint, Delivery, DurabilityConfig, DurabilityFacet, DurabilityObserver,
     DurableActor, ExecutionContext, FacetSnapshot, HandlerError, HandlerResult, JournalBackend,
-    JournalError, JournalStorage, MessageReceived, ProcessingResult,
+    JournalEntry, JournalError, JournalStorage, MessageReceived, ProcessingResult,
 };
 use prost::Message;
 
@@ -653,4 +653,95 @@ pub async fn facet_replay_disabled_starts_fresh(storage: Arc<dyn JournalStorage>
         storage.highest_sequence(&id).await.expect("highest"),
         highest + 2
     );
+}
+
+/// Rule 18: an interrupted message whose code now asks for fewer side
+/// effects than the journal recorded before the crash diverges (the
+/// recorded ones happened), rather than completing and breaking every later
+/// recovery.
+pub async fn facet_interrupted_message_with_fewer_effects_diverges(
+    storage: Arc<dyn JournalStorage>,
+) {
+    let id = fresh_actor("facet-fewer");
+    let world = OutsideWorld::default();
+    let effect = |seq: u64, name: &str, response: Vec<u8>| {
+        JournalEntry::new(
+            &id,
+            seq,
+            Entry::side_effect(format!("t/{seq}"), name, vec![], response, ""),
+        )
+    };
+    let now = [
+        1_700_000_000u64.to_le_bytes().as_slice(),
+        5u32.to_le_bytes().as_slice(),
+    ]
+    .concat();
+    let mut journal = vec![JournalEntry::new(
+        &id,
+        1,
+        Entry::MessageReceived(message("t", "transfer", 1)),
+    )];
+    journal.extend([
+        effect(2, "bank.transfer", b"receipt".to_vec()),
+        effect(3, "journal.now", now),
+        effect(4, "journal.random", 8u64.to_le_bytes().to_vec()),
+        effect(5, "bank.audit", Vec::new()),
+    ]);
+    storage
+        .append_batch(&journal)
+        .await
+        .expect("the interrupted message's journal");
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    match actor.activate().await {
+        Err(JournalError::ReplayDivergence {
+            recorded,
+            requested,
+            position,
+            ..
+        }) => {
+            assert_eq!(
+                (recorded.as_str(), requested.as_str(), position),
+                ("bank.audit", "end of message", 3)
+            );
+        }
+        other => panic!("expected ReplayDivergence, got {other:?}"),
+    }
+    assert_eq!(
+        storage.highest_sequence(&id).await.expect("highest"),
+        5,
+        "nothing journaled"
+    );
+}
+
+/// Rule 16: entries missing after the checkpoint recovery starts from (the
+/// journal truncated past it) fail recovery instead of silently losing
+/// state.
+pub async fn facet_missing_entries_after_checkpoint_fail_recovery(
+    storage: Arc<dyn JournalStorage>,
+) {
+    let id = fresh_actor("facet-missing");
+    let world = OutsideWorld::default();
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(10), &world);
+    run(&mut actor, &workload(12)).await;
+    let checkpoint = *storage
+        .list_checkpoints(&id)
+        .await
+        .expect("list")
+        .last()
+        .expect("a checkpoint");
+    if storage.highest_sequence(&id).await.expect("highest") == checkpoint {
+        run(&mut actor, &[message("one-more", "deposit", 1)]).await;
+    }
+    drop(actor);
+    let highest = storage.highest_sequence(&id).await.expect("highest");
+    assert!(highest > checkpoint);
+    storage
+        .truncate_to(&id, highest)
+        .await
+        .expect("truncate past the checkpoint");
+    let (mut again, _) = account_actor(Arc::clone(&storage), &id, config(10), &world);
+    assert!(matches!(
+        again.activate().await,
+        Err(JournalError::RecoveryFailed { .. })
+    ));
 }

@@ -123,6 +123,8 @@ macro_rules! __suite_tests {
             facet::facet_retention_truncates_and_recovers,
             facet::facet_truncated_journal_without_checkpoint_fails,
             facet::facet_replay_disabled_starts_fresh,
+            facet::facet_interrupted_message_with_fewer_effects_diverges,
+            facet::facet_missing_entries_after_checkpoint_fail_recovery,
             adversarial::ids_round_trip_everywhere,
             adversarial::ids_do_not_collide,
             model::prop_matches_reference_model,

@@ -353,16 +353,17 @@ impl DurabilityFacet {
                 }
             }
         }
-        if expected <= highest
-            && report.checkpoint_sequence.is_none()
-            && expected == 1
-            && highest > 0
-        {
+        if expected <= highest {
+            // Entries the state depends on are gone (truncated past the
+            // checkpoint recovery starts from, or with no checkpoint at all).
             return Err(JournalError::RecoveryFailed {
                 actor_id: self.actor_id.clone(),
-                reason: format!(
-                    "no usable checkpoint, and the journal up to {highest} is truncated"
-                ),
+                reason: match report.checkpoint_sequence {
+                    None => format!("no usable checkpoint, and the journal up to {highest} is truncated"),
+                    Some(checkpoint) => format!(
+                        "entries {expected} to {highest}, after the checkpoint at {checkpoint}, are missing"
+                    ),
+                },
             });
         }
 
@@ -393,9 +394,9 @@ impl DurabilityFacet {
             Err(HandlerError::Failed(reason)) => MessageOutcome::Failed(reason),
             Err(HandlerError::Journal(e)) => return Err(e),
         };
-        if complete {
-            context.finish_replay()?;
-        }
+        // Fewer effects than the journal recorded is a divergence too, also
+        // for an interrupted message (its recorded effects did happen).
+        context.finish_replay()?;
         Ok((context.next_sequence().max(next_sequence), outcome))
     }
 

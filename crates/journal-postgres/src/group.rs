@@ -18,13 +18,24 @@ pub(crate) struct Pending {
     pub(crate) reply: oneshot::Sender<JournalResult<()>>,
 }
 
+/// The statements a group needs: `append_many`, and the single `append`
+/// that a failed group falls back to, item by item.
+pub(crate) struct GroupSql {
+    pub(crate) append_many: String,
+    pub(crate) append_one: String,
+}
+
+/// Most bytes of entries sent in one group (a bind must stay far below the
+/// server's 1 GiB message limit).
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
 /// Runs the dispatcher: it waits for a free slot (at most `slots` groups
 /// in flight, one per pooled connection), then takes every append queued
-/// meanwhile (up to `max_group`) as one group. While the server is busy,
+/// meanwhile (up to `max_group` items and 64 MiB) as one group. While the server is busy,
 /// appends queue up and the next group is larger.
 pub(crate) fn spawn(
     pool: Pool,
-    sql: String,
+    sql: GroupSql,
     slots: usize,
     max_group: usize,
 ) -> mpsc::UnboundedSender<Pending> {
@@ -32,14 +43,30 @@ pub(crate) fn spawn(
     let slots = Arc::new(Semaphore::new(slots.max(1)));
     let sql = Arc::new(sql);
     tokio::spawn(async move {
-        while let Some(first) = receiver.recv().await {
+        let mut carried: Option<Pending> = None;
+        loop {
+            let first = match carried.take() {
+                Some(first) => first,
+                None => match receiver.recv().await {
+                    Some(first) => first,
+                    None => return,
+                },
+            };
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
             };
+            let mut bytes = first.bytes.len();
             let mut group = vec![first];
             while group.len() < max_group {
                 match receiver.try_recv() {
-                    Ok(next) => group.push(next),
+                    Ok(next) if bytes + next.bytes.len() > MAX_GROUP_BYTES => {
+                        carried = Some(next);
+                        break;
+                    }
+                    Ok(next) => {
+                        bytes += next.bytes.len();
+                        group.push(next);
+                    }
                     Err(_) => break,
                 }
             }
@@ -53,7 +80,7 @@ pub(crate) fn spawn(
     sender
 }
 
-async fn commit(pool: &Pool, sql: &str, mut group: Vec<Pending>) {
+async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
     // One lock order for every group: by actor, then sequence.
     group.sort_by(|a, b| {
         a.actor_id
@@ -66,7 +93,10 @@ async fn commit(pool: &Pool, sql: &str, mut group: Vec<Pending>) {
     let bytes: Vec<&[u8]> = group.iter().map(|p| p.bytes.as_slice()).collect();
     let result = async {
         let client = pool.get().await.map_err(pool_error)?;
-        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        let statement = client
+            .prepare_cached(&sql.append_many)
+            .await
+            .map_err(pg_error)?;
         client
             .query(&statement, &[&actors, &sequences, &ids, &bytes])
             .await
@@ -75,9 +105,18 @@ async fn commit(pool: &Pool, sql: &str, mut group: Vec<Pending>) {
     .await;
     let rows = match result {
         Ok(rows) => rows,
+        Err(e) if !e.is_retryable() && group.len() > 1 => {
+            // One item broke the whole transaction (nothing of the group is
+            // stored): send each alone, so only that one fails.
+            for p in group {
+                let result = append_one(pool, &sql.append_one, &p).await;
+                let _ = p.reply.send(result);
+            }
+            return;
+        }
         Err(e) => {
-            // The whole group failed; every caller learns it (and may retry:
-            // a retry of an append that did land is recognised).
+            // The connection failed: every caller learns it and may retry (a
+            // retry of an append that did land is recognised).
             let retryable = e.is_retryable();
             let text = e.to_string();
             for p in group {
@@ -122,5 +161,33 @@ async fn commit(pool: &Pool, sql: &str, mut group: Vec<Pending>) {
             )),
         };
         let _ = p.reply.send(result);
+    }
+}
+
+/// One append on its own, through the single-actor `append` function.
+async fn append_one(pool: &Pool, sql: &str, p: &Pending) -> JournalResult<()> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &p.actor_id.as_bytes(),
+                &vec![p.sequence],
+                &vec![p.id.as_str()],
+                &vec![p.bytes.as_slice()],
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+    let outcome: i32 = row.try_get(0).map_err(pg_error)?;
+    let highest: i64 = row.try_get(1).map_err(pg_error)?;
+    match outcome {
+        0 | 1 => Ok(()),
+        _ => Err(validate::sequence_conflict(
+            &p.actor_id,
+            u64::try_from(highest).unwrap_or(0),
+            u64::try_from(p.sequence).unwrap_or(0),
+        )),
     }
 }

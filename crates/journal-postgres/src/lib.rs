@@ -9,11 +9,10 @@ mod tls;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use futures::stream::{self, StreamExt};
 use journal_core::validate::{self, Limits};
 use journal_core::{
-    redact_url, ActorPage, ActorSummary, Checkpoint, EntryStream, JournalEntry, JournalError,
-    JournalResult, JournalStats, JournalStorage,
+    redact_url, ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalError, JournalResult,
+    JournalStats, JournalStorage,
 };
 use prost::Message;
 use tokio_postgres::types::ToSql;
@@ -28,6 +27,12 @@ pub use options::PostgresOptions;
 pub use rustls;
 
 const BACKEND: &str = "postgres";
+
+/// Entries a streaming replay fetches per query. Replay streams page by
+/// page (keyset on the sequence), each page its own short query: one
+/// long-running query would be cancelled by `statement_timeout` when the
+/// consumer is slow, and would hold a pooled connection throughout.
+pub const REPLAY_PAGE: usize = 1_000;
 
 /// A journal in PostgreSQL tables, shared by any number of processes.
 ///
@@ -58,7 +63,6 @@ struct Sql {
     append: String,
     append_many: String,
     replay_range: String,
-    replay_from: String,
     highest: String,
     truncate: String,
     delete_actor: String,
@@ -82,16 +86,9 @@ impl Sql {
                 "SELECT sequence, entry FROM {s}.entries
                  WHERE actor_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence LIMIT $4"
             ),
-            replay_from: format!(
-                "SELECT sequence, entry FROM {s}.entries WHERE actor_id = $1 AND sequence >= $2 ORDER BY sequence"
-            ),
             highest: format!("SELECT highest FROM {s}.actors WHERE actor_id = $1"),
             truncate: format!("DELETE FROM {s}.entries WHERE actor_id = $1 AND sequence <= $2"),
-            delete_actor: format!(
-                "WITH e AS (DELETE FROM {s}.entries WHERE actor_id = $1),
-                      c AS (DELETE FROM {s}.checkpoints WHERE actor_id = $1)
-                 DELETE FROM {s}.actors WHERE actor_id = $1"
-            ),
+            delete_actor: format!("SELECT {s}.delete_actor($1)"),
             save_checkpoint: format!(
                 "INSERT INTO {s}.checkpoints (actor_id, sequence, checkpoint)
                  SELECT $1, $2, $3 WHERE EXISTS (
@@ -237,7 +234,11 @@ impl PostgresJournalStorage {
         let sql = Sql::new(&options.schema);
         let group = options.group_commit.then(|| {
             let slots = pool.status().max_size;
-            group::spawn(pool.clone(), sql.append_many.clone(), slots, 1024)
+            let statements = group::GroupSql {
+                append_many: sql.append_many.clone(),
+                append_one: sql.append.clone(),
+            };
+            group::spawn(pool.clone(), statements, slots, 1024)
         });
         let storage = PostgresJournalStorage {
             pool,
@@ -371,40 +372,8 @@ impl JournalStorage for PostgresJournalStorage {
             .collect()
     }
 
-    /// One query whose rows are streamed as they arrive; the driver reads
-    /// from the socket only as fast as the stream is polled, so memory stays
-    /// bounded. The stream holds one pooled connection until it ends.
-    fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
-        let start = async move {
-            let client = self.client().await?;
-            let statement = client
-                .prepare_cached(&self.sql.replay_from)
-                .await
-                .map_err(pg_error)?;
-            let params: [&(dyn ToSql + Sync); 2] = [&actor_id.as_bytes(), &seq(from.max(1))];
-            let rows = client
-                .query_raw(&statement, params.iter().copied())
-                .await
-                .map_err(pg_error)?;
-            Ok::<_, JournalError>((client, Box::pin(rows)))
-        };
-        stream::once(start)
-            .flat_map(move |started| match started {
-                Err(e) => stream::once(async { Err(e) }).boxed(),
-                Ok((client, rows)) => {
-                    stream::unfold((client, rows), move |(client, mut rows)| async move {
-                        let row = rows.next().await?;
-                        let entry = row.map_err(pg_error).and_then(|row| {
-                            let sequence: i64 = row.try_get(0).map_err(pg_error)?;
-                            let bytes: &[u8] = row.try_get(1).map_err(pg_error)?;
-                            decode_entry(actor_id, sequence, bytes)
-                        });
-                        Some((entry, (client, rows)))
-                    })
-                    .boxed()
-                }
-            })
-            .boxed()
+    fn replay_page_size(&self) -> usize {
+        REPLAY_PAGE
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]

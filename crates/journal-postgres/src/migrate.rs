@@ -10,6 +10,7 @@ use crate::error::pg_error;
 pub const SCHEMA_VERSION: i32 = 1;
 
 /// The SQL of each migration, for schema `s` (already validated).
+#[allow(clippy::too_many_lines)] // the text of the migrations
 pub fn migrations(s: &str) -> Vec<String> {
     vec![format!(
         r"
@@ -64,6 +65,18 @@ BEGIN
     ELSE
         RETURN QUERY SELECT 2, v_highest;
     END IF;
+END
+$fn$;
+-- Deletes an actor. The row lock comes first, so a concurrent append or
+-- checkpoint save finishes before the deletes, and each DELETE (a new
+-- statement, a new snapshot) sees what it wrote.
+CREATE FUNCTION {s}.delete_actor(p_actor BYTEA) RETURNS VOID
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM 1 FROM {s}.actors WHERE actor_id = p_actor FOR UPDATE;
+    DELETE FROM {s}.entries WHERE actor_id = p_actor;
+    DELETE FROM {s}.checkpoints WHERE actor_id = p_actor;
+    DELETE FROM {s}.actors WHERE actor_id = p_actor;
 END
 $fn$;
 -- Appends single entries of any actors, each checked and written on its

@@ -220,3 +220,169 @@ async fn bad_configuration_is_typed_and_redacted() {
         "{garbage}"
     );
 }
+
+/// Rule 15 across connections: a delete that waits for a concurrent append
+/// (holding the actor's row) removes that append too, and the actor then
+/// starts over cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_waits_for_a_concurrent_append_and_removes_it() {
+    let app = format!("jtest-delete-{}", journal_core::new_entry_id());
+    let options = PostgresOptions {
+        application_name: app.clone(),
+        ..common::test_options()
+    };
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    let schema = storage.schema().to_owned();
+    storage
+        .append_batch(&(1..=5).map(|s| entry("victim", s)).collect::<Vec<_>>())
+        .await
+        .expect("seed");
+
+    // Another process appends 6 and has not committed yet.
+    let (writer, connection) = tokio_postgres::connect(&common::url(), tokio_postgres::NoTls)
+        .await
+        .expect("writer");
+    tokio::spawn(connection);
+    let sixth = entry("victim", 6);
+    let bytes = prost::Message::encode_to_vec(&sixth);
+    writer.batch_execute("BEGIN").await.expect("begin");
+    writer
+        .query(
+            &format!("SELECT * FROM {schema}.append($1, $2, $3, $4)"),
+            &[
+                &"victim".as_bytes(),
+                &vec![6i64],
+                &vec![sixth.id.as_str()],
+                &vec![bytes.as_slice()],
+            ],
+        )
+        .await
+        .expect("uncommitted append");
+
+    let deleting = {
+        let storage = storage.clone();
+        tokio::spawn(async move { storage.delete_actor("victim").await })
+    };
+    // Wait until the delete is blocked on the row lock (a condition, polled).
+    let mut waiting = false;
+    for _ in 0..500 {
+        let rows = writer
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&app],
+            )
+            .await
+            .expect("activity");
+        if !rows.is_empty() {
+            waiting = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(waiting, "the delete never waited for the append's row lock");
+    writer
+        .batch_execute("COMMIT")
+        .await
+        .expect("commit the append");
+    deleting.await.expect("task").expect("delete");
+
+    assert!(
+        storage
+            .replay_from("victim", 1)
+            .await
+            .expect("replay")
+            .is_empty(),
+        "the appended entry survived the delete"
+    );
+    assert_eq!(
+        storage.highest_sequence("victim").await.expect("highest"),
+        0
+    );
+    let again: Vec<_> = (1..=7).map(|s| entry("victim", s)).collect();
+    storage
+        .append_batch(&again)
+        .await
+        .expect("the actor starts over and passes 6");
+    assert_eq!(
+        storage.replay_from("victim", 1).await.expect("replay"),
+        again
+    );
+}
+
+/// Rule 20: one append that breaks its group's transaction fails alone;
+/// the other callers of that group still get their own (successful)
+/// results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_append_does_not_fail_its_group() {
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    let schema = storage.schema().to_owned();
+    // A row that should not exist (written behind the journal's back):
+    // appending "poisoned" at 1 hits a unique violation inside the group.
+    let client = storage.pool().get().await.expect("client");
+    client
+        .execute(
+            &format!("INSERT INTO {schema}.entries VALUES ($1, 1, 'stray', '\\x00')"),
+            &[&"poisoned".as_bytes()],
+        )
+        .await
+        .expect("stray row");
+    drop(client);
+    let storage = Arc::new(storage);
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let storage = Arc::clone(&storage);
+        tasks.push(tokio::spawn(async move {
+            let actor = if i == 30 {
+                "poisoned".to_owned()
+            } else {
+                format!("healthy-{i}")
+            };
+            (actor.clone(), storage.append_entry(&entry(&actor, 1)).await)
+        }));
+    }
+    for task in tasks {
+        let (actor, result) = task.await.expect("task");
+        if actor == "poisoned" {
+            assert!(
+                matches!(result, Err(JournalError::Storage { .. })),
+                "{result:?}"
+            );
+        } else {
+            result.unwrap_or_else(|e| panic!("{actor} failed with the poisoned append: {e}"));
+        }
+    }
+}
+
+/// Rule 7: a replay stream consumed more slowly than the statement timeout
+/// still delivers the whole journal (it pages, one short query per page).
+#[tokio::test]
+async fn slow_stream_outlives_the_statement_timeout() {
+    use futures::StreamExt;
+    let options = PostgresOptions {
+        statement_timeout: Some(std::time::Duration::from_millis(200)),
+        ..common::test_options()
+    };
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    let written: Vec<_> = (1..=3_000).map(|s| entry("slow", s)).collect();
+    for chunk in written.chunks(1_000) {
+        storage.append_batch(chunk).await.expect("fill");
+    }
+    let mut stream = storage.replay_stream("slow", 1);
+    let mut seen = 0u64;
+    while let Some(entry) = stream.next().await {
+        let entry = entry.expect("no statement timeout mid-stream");
+        seen += 1;
+        assert_eq!(entry.sequence, seen);
+        if seen == 1_500 {
+            // The consumer is slower than the timeout: the scenario itself.
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        }
+    }
+    assert_eq!(seen, 3_000);
+}

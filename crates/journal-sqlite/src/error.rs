@@ -46,6 +46,16 @@ impl Failure {
         }
     }
 
+    /// For operations rolled back with their group because another
+    /// operation made SQLite abort the transaction (a full disk, an I/O
+    /// error): they did not fail themselves, and may succeed when retried.
+    pub(crate) fn rolled_back_with_group() -> Self {
+        Failure {
+            retryable: true,
+            message: "rolled back with its group: SQLite aborted the transaction".into(),
+        }
+    }
+
     pub(crate) fn stopped() -> Self {
         Failure {
             retryable: true,

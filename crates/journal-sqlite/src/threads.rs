@@ -117,11 +117,9 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
             let ok = job.run(conn);
             if conn.is_autocommit() {
                 // SQLite rolled the whole transaction back (a full disk, an
-                // I/O error): nothing of this group so far is stored.
-                let failure = Failure::of(&rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-                    Some("the transaction was rolled back by SQLite".into()),
-                ));
+                // I/O error): nothing of this group so far is stored. This job
+                // reports its own error; the others may retry.
+                let failure = Failure::rolled_back_with_group();
                 job.complete(Err(failure.clone()));
                 aborted = Some(failure);
                 break;
