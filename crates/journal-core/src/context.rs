@@ -259,7 +259,9 @@ impl ExecutionContext {
                 .try_into()
                 .map_err(|_| self.corrupt_effect(NOW_EFFECT, "nanos"))?,
         );
-        Ok(UNIX_EPOCH + Duration::new(secs, nanos.min(999_999_999)))
+        UNIX_EPOCH
+            .checked_add(Duration::new(secs, nanos.min(999_999_999)))
+            .ok_or_else(|| self.corrupt_effect(NOW_EFFECT, "out of range"))
     }
 
     /// A random number, journaled: replay sees the first run's value.

@@ -146,7 +146,7 @@ pub enum AppendCheck {
 impl AppendCheck {
     /// Classifies an append.
     pub fn of(first: u64, highest: u64) -> Self {
-        match first.cmp(&(highest + 1)) {
+        match first.cmp(&highest.saturating_add(1)) {
             std::cmp::Ordering::Equal => AppendCheck::Write,
             std::cmp::Ordering::Less => AppendCheck::CompareStored,
             std::cmp::Ordering::Greater => AppendCheck::Conflict,
@@ -158,7 +158,7 @@ impl AppendCheck {
 pub fn sequence_conflict(actor_id: &str, highest: u64, actual: u64) -> JournalError {
     JournalError::SequenceConflict {
         actor_id: actor_id.to_owned(),
-        expected: highest + 1,
+        expected: highest.saturating_add(1),
         actual,
     }
 }

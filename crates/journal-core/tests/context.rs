@@ -177,3 +177,38 @@ async fn ephemeral_context_runs_effects_and_journals_nothing() {
     assert_eq!(ctx.next_sequence(), 0);
     assert!(!ctx.side_effects()[0].replayed);
 }
+
+#[tokio::test]
+async fn a_corrupt_journaled_time_is_an_error_not_a_panic() {
+    let huge = [
+        u64::MAX.to_le_bytes().as_slice(),
+        0u32.to_le_bytes().as_slice(),
+    ]
+    .concat();
+    let mut replay = ExecutionContext::replay(
+        storage(),
+        "t",
+        "m",
+        [recorded("journal.now", &huge)].into(),
+        true,
+        2,
+        true,
+    );
+    assert!(matches!(
+        replay.now().await,
+        Err(JournalError::CorruptEntry { .. })
+    ));
+    let mut short = ExecutionContext::replay(
+        storage(),
+        "t",
+        "m",
+        [recorded("journal.now", b"x")].into(),
+        true,
+        2,
+        true,
+    );
+    assert!(matches!(
+        short.now().await,
+        Err(JournalError::CorruptEntry { .. })
+    ));
+}
