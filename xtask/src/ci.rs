@@ -78,10 +78,19 @@ pub fn run(args: &[String]) -> ExitCode {
     let prefix = format!("jt_{}_", std::process::id());
     std::env::set_var("JOURNAL_TEST_SCHEMA_PREFIX", &prefix);
     steps.push(unit_and_integration_tests());
-    steps.push(server_step(
-        "postgres cleanup",
-        services::drop_postgres_schemas(&prefix).map(|()| "dropped this run's schemas"),
-    ));
+    // Leftover schemas are worth a loud note, not a failed run: every test
+    // has already passed or failed on its own.
+    let cleanup = services::drop_postgres_schemas(&prefix);
+    steps.push(Step {
+        name: "postgres cleanup".into(),
+        success: true,
+        elapsed: Duration::ZERO,
+        counts: None,
+        note: match cleanup {
+            Ok(()) => "dropped this run's schemas".into(),
+            Err(problem) => format!("WARNING: {problem}"),
+        },
+    });
 
     let mut doctests = cargo();
     doctests.args(["test", "--workspace", "--all-features", "--doc", "--locked"]);
