@@ -31,6 +31,20 @@ pub struct ActorPage {
     pub next_cursor: Option<String>,
 }
 
+impl ActorPage {
+    /// A page of at most `limit` ids: when it is full, its last id is where
+    /// the next page starts; otherwise the listing is complete.
+    pub fn new(actors: Vec<String>, limit: usize) -> Self {
+        let next_cursor = (limit > 0 && actors.len() >= limit)
+            .then(|| actors.last().cloned())
+            .flatten();
+        ActorPage {
+            actors,
+            next_cursor,
+        }
+    }
+}
+
 /// Totals of a whole journal store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JournalStats {

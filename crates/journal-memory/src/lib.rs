@@ -294,13 +294,7 @@ impl JournalStorage for MemoryJournalStorage {
             .take(limit)
             .map(|(id, _)| id.clone())
             .collect();
-        let next_cursor = (page.len() == limit)
-            .then(|| page.last().cloned())
-            .flatten();
-        Ok(ActorPage {
-            actors: page,
-            next_cursor,
-        })
+        Ok(ActorPage::new(page, limit))
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]

@@ -485,13 +485,7 @@ impl JournalStorage for PostgresJournalStorage {
                 })
             })
             .collect::<JournalResult<Vec<_>>>()?;
-        let next_cursor = (limit > 0 && actors.len() == limit)
-            .then(|| actors.last().cloned())
-            .flatten();
-        Ok(ActorPage {
-            actors,
-            next_cursor,
-        })
+        Ok(ActorPage::new(actors, limit))
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]

@@ -280,13 +280,7 @@ pub(crate) fn list_actors_page(
         .query_map(params![cursor, limit_sql], |r| r.get(0))
         .and_then(Iterator::collect)
         .map_err(sql)?;
-    let next_cursor = (limit > 0 && actors.len() == limit)
-        .then(|| actors.last().cloned())
-        .flatten();
-    Ok(ActorPage {
-        actors,
-        next_cursor,
-    })
+    Ok(ActorPage::new(actors, limit))
 }
 
 pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<ActorSummary> {
