@@ -56,7 +56,7 @@ pub type Transfer = (Vec<u8>, u128, u64);
 /// A bank account: deposits, withdrawals (which may fail), and transfers
 /// that call "the bank" (a side effect) and read the time and a random
 /// transfer id through the context.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Account {
     /// Current balance.
     pub balance: i64,
@@ -67,12 +67,14 @@ pub struct Account {
     effect_name: String,
 }
 
-impl PartialEq for OutsideWorld {
-    fn eq(&self, _: &Self) -> bool {
-        true
+/// Two accounts are equal when their state is: balance and transfers (the
+/// outside world they call is not state).
+impl PartialEq for Account {
+    fn eq(&self, other: &Self) -> bool {
+        self.balance == other.balance && self.transfers == other.transfers
     }
 }
-impl Eq for OutsideWorld {}
+impl Eq for Account {}
 
 impl Account {
     /// An empty account whose transfers call `world`.
