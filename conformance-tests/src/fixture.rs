@@ -202,3 +202,14 @@ pub async fn assert_no_checkpoints(storage: &dyn JournalStorage, actor_id: &str)
         assert!(got.is_none(), "checkpoint {seq} of {actor_id:?}: {got:?}");
     }
 }
+
+/// Saves a [`checkpoint`] of `actor_id` at each of `sequences`, panicking
+/// on the first failure.
+pub async fn save_checkpoints(storage: &dyn JournalStorage, actor_id: &str, sequences: &[u64]) {
+    for &seq in sequences {
+        storage
+            .save_checkpoint(&checkpoint(actor_id, seq))
+            .await
+            .unwrap_or_else(|e| panic!("checkpoint of {actor_id:?} at {seq}: {e}"));
+    }
+}

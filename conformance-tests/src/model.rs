@@ -134,6 +134,13 @@ impl<T> Outcome<T> {
     }
 }
 
+/// `highest + 1 + offset`, or 0 below zero (an invalid sequence on purpose).
+fn next_plus(highest: u64, offset: i8) -> u64 {
+    (highest + 1)
+        .checked_add_signed(i64::from(offset))
+        .unwrap_or(0)
+}
+
 /// The id and model state of the run's actor number `actor`.
 fn slot<'m>(
     ids: &'m [String; 3],
@@ -282,9 +289,7 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                 retry,
             } => {
                 let (id, m) = slot(&ids, &mut model, actor);
-                let seq = (m.highest + 1)
-                    .checked_add_signed(i64::from(offset))
-                    .unwrap_or(0);
+                let seq = next_plus(m.highest, offset);
                 let e = match m.entries.get(&seq) {
                     Some(stored) if retry => stored.clone(),
                     _ => {
@@ -303,9 +308,7 @@ async fn check_model(storage: &dyn JournalStorage, ops: &[Op]) -> Result<(), Str
                 retry,
             } => {
                 let (id, m) = slot(&ids, &mut model, actor);
-                let start = (m.highest + 1)
-                    .checked_add_signed(i64::from(offset))
-                    .unwrap_or(0);
+                let start = next_plus(m.highest, offset);
                 let batch: Vec<_> = (start..start + u64::from(len))
                     .map(|seq| match m.entries.get(&seq) {
                         Some(stored) if retry => stored.clone(),

@@ -12,7 +12,7 @@ use journal_core::{JournalEntry, JournalError, JournalStorage};
 use crate::fixture::{
     append_each, assert_conflict, assert_invalid_checkpoint, assert_invalid_entry,
     assert_no_checkpoints, checkpoint, collect_stream, entries, entry, fresh_actor, pattern,
-    rich_entry, seqs,
+    rich_entry, save_checkpoints, seqs,
 };
 
 /// Rule 1: the first append of an actor carries sequence 1.
@@ -565,14 +565,7 @@ pub async fn rule10_checkpoint_sequence_must_be_in_range(storage: Arc<dyn Journa
         .await
         .expect("latest")
         .is_none());
-    storage
-        .save_checkpoint(&checkpoint(&actor, 1))
-        .await
-        .expect("at 1");
-    storage
-        .save_checkpoint(&checkpoint(&actor, 3))
-        .await
-        .expect("at highest");
+    save_checkpoints(&*storage, &actor, &[1, 3]).await;
     assert_invalid_checkpoint(storage.save_checkpoint(&checkpoint("", 1)).await);
 }
 
@@ -792,10 +785,7 @@ pub async fn rule14_truncate_zero_and_repeat_are_noops(storage: Arc<dyn JournalS
 pub async fn rule14_checkpoints_survive_truncation(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r14-checkpoints");
     append_each(&*storage, &entries(&actor, 1, 8)).await;
-    storage
-        .save_checkpoint(&checkpoint(&actor, 5))
-        .await
-        .expect("save");
+    save_checkpoints(&*storage, &actor, &[5]).await;
     storage.truncate_to(&actor, 8).await.expect("truncate");
     assert_eq!(
         storage
@@ -805,10 +795,7 @@ pub async fn rule14_checkpoints_survive_truncation(storage: Arc<dyn JournalStora
             .map(|c| c.sequence),
         Some(5)
     );
-    storage
-        .save_checkpoint(&checkpoint(&actor, 8))
-        .await
-        .expect("save at highest after truncation");
+    save_checkpoints(&*storage, &actor, &[8]).await;
     assert_eq!(
         storage.list_checkpoints(&actor).await.expect("list"),
         vec![5, 8]
@@ -820,14 +807,7 @@ pub async fn rule14_checkpoints_survive_truncation(storage: Arc<dyn JournalStora
 pub async fn rule15_delete_forgets_everything(storage: Arc<dyn JournalStorage>) {
     let actor = fresh_actor("r15-delete");
     append_each(&*storage, &entries(&actor, 1, 4)).await;
-    storage
-        .save_checkpoint(&checkpoint(&actor, 2))
-        .await
-        .expect("save");
-    storage
-        .save_checkpoint(&checkpoint(&actor, 4))
-        .await
-        .expect("save");
+    save_checkpoints(&*storage, &actor, &[2, 4]).await;
     storage.delete_actor(&actor).await.expect("delete");
     assert!(storage
         .replay_from(&actor, 0)
@@ -860,10 +840,7 @@ pub async fn rule15_delete_leaves_other_actors_alone(storage: Arc<dyn JournalSto
     append_each(&*storage, &entries(&gone, 1, 3)).await;
     let kept_entries = entries(&kept, 1, 3);
     append_each(&*storage, &kept_entries).await;
-    storage
-        .save_checkpoint(&checkpoint(&kept, 3))
-        .await
-        .expect("save");
+    save_checkpoints(&*storage, &kept, &[3]).await;
     storage.delete_actor(&gone).await.expect("delete");
     assert_eq!(
         storage.replay_from(&kept, 1).await.expect("replay"),
@@ -1024,10 +1001,7 @@ pub async fn stats_count_actors_entries_checkpoints(storage: Arc<dyn JournalStor
     let b = fresh_actor("stats-b");
     append_each(&*storage, &entries(&a, 1, 5)).await;
     append_each(&*storage, &entries(&b, 1, 2)).await;
-    storage
-        .save_checkpoint(&checkpoint(&a, 3))
-        .await
-        .expect("save");
+    save_checkpoints(&*storage, &a, &[3]).await;
     storage.truncate_to(&a, 2).await.expect("truncate");
     let after = storage.stats().await.expect("stats");
     assert_eq!(after.actors - before.actors, 2);
@@ -1048,14 +1022,7 @@ pub async fn summary_describes_one_actor(storage: Arc<dyn JournalStorage>) {
         journal_core::ActorSummary::default()
     );
     append_each(&*storage, &entries(&actor, 1, 9)).await;
-    storage
-        .save_checkpoint(&checkpoint(&actor, 4))
-        .await
-        .expect("save");
-    storage
-        .save_checkpoint(&checkpoint(&actor, 8))
-        .await
-        .expect("save");
+    save_checkpoints(&*storage, &actor, &[4, 8]).await;
     storage.truncate_to(&actor, 4).await.expect("truncate");
     let summary = storage.actor_summary(&actor).await.expect("summary");
     assert_eq!(
