@@ -552,14 +552,14 @@ impl Facet for DurabilityFacet {
             &message.message_id,
         )
         .await?;
-        let policy = self.checkpoints.policy().clone();
         let active = self.active()?;
         active.next_sequence = sequence + 1;
         active.recent.insert(message.message_id.clone());
-        let due = policy.is_due(
+        let (entries, elapsed) = (
             sequence - active.checkpoint_sequence,
             active.last_checkpoint.elapsed(),
         );
+        let due = self.checkpoints.policy().is_due(entries, elapsed);
         self.observer.update(|s| s.messages += 1);
         if due {
             self.checkpoint(actor).await?;
