@@ -337,7 +337,14 @@ impl JournalStorage for SqliteJournalStorage {
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %checkpoint.actor_id, sequence = checkpoint.sequence))]
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> JournalResult<()> {
         validate::validate_checkpoint(checkpoint)?;
-        let (checkpoint, bytes) = (checkpoint.clone(), checkpoint.encode_to_vec());
+        // The writer needs only where it goes (and the encoded bytes): no
+        // second copy of the state.
+        let bytes = checkpoint.encode_to_vec();
+        let checkpoint = Checkpoint {
+            actor_id: checkpoint.actor_id.clone(),
+            sequence: checkpoint.sequence,
+            ..Checkpoint::default()
+        };
         self.write(move |conn| ops::save_checkpoint(conn, &checkpoint, &bytes))
             .await
     }

@@ -109,8 +109,7 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
         while let Some(mut job) = pending.pop_front() {
             if !alone {
                 if let Err(e) = run_cached(conn, "SAVEPOINT job") {
-                    aborted = Some(Failure::of(&e));
-                    job.complete(Err(Failure::of(&e)));
+                    aborted = Some(fail(job, &e));
                     break;
                 }
             }
@@ -135,8 +134,7 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
                     .and_then(|()| run_cached(conn, "RELEASE job")),
             };
             if let Err(e) = undo {
-                aborted = Some(Failure::of(&e));
-                job.complete(Err(Failure::of(&e)));
+                aborted = Some(fail(job, &e));
                 break;
             }
             done.push(job);
@@ -162,6 +160,13 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
             job.complete(outcome.clone());
         }
     }
+}
+
+/// Fails `job` with SQLite's error `e`, which aborts its group.
+fn fail(job: Box<dyn WriterJob>, e: &rusqlite::Error) -> Failure {
+    let failure = Failure::of(e);
+    job.complete(Err(failure.clone()));
+    failure
 }
 
 /// Runs a statement from the connection's statement cache (no re-parse).
