@@ -1,0 +1,190 @@
+//! Where an actor's data lives: the key layout (see the crate docs).
+//!
+//! Every actor belongs to one of [`BUCKETS`] buckets, chosen by a stable
+//! hash of its id. A bucket's keys all carry the same hash tag, picked so
+//! that bucket `b` lands in cluster slot `16 * b`: the buckets spread evenly
+//! over the 16,384 slots, an actor's keys and its bucket's index share one
+//! slot (so one script can update them together), and no actor id is ever
+//! part of a hash tag, whatever braces it holds.
+
+use std::sync::OnceLock;
+
+use fred::bytes::Bytes;
+
+/// Buckets actors are spread over. Part of the key layout: changing it
+/// moves every actor.
+pub const BUCKETS: u16 = 1024;
+
+const SLOTS: u16 = 16_384;
+
+/// The hash tag of each bucket: the shortest decimal string whose cluster
+/// slot is `16 * bucket`.
+fn tags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        let step = SLOTS / BUCKETS;
+        let mut tags: Vec<Option<String>> = vec![None; usize::from(BUCKETS)];
+        let mut missing = usize::from(BUCKETS);
+        let mut candidate: u64 = 0;
+        while missing > 0 {
+            let text = candidate.to_string();
+            let slot = fred::util::redis_keyslot(text.as_bytes());
+            if slot % step == 0 {
+                let bucket = usize::from(slot / step);
+                if tags[bucket].is_none() {
+                    tags[bucket] = Some(text);
+                    missing -= 1;
+                }
+            }
+            candidate += 1;
+        }
+        tags.into_iter().flatten().collect()
+    })
+}
+
+/// The bucket of an actor: FNV-1a (64 bit) of its id, modulo [`BUCKETS`].
+pub fn bucket_of(actor_id: &str) -> u16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in actor_id.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(BUCKETS)) as u16
+}
+
+/// The cluster slot of a bucket.
+pub fn slot_of_bucket(bucket: u16) -> u16 {
+    bucket * (SLOTS / BUCKETS)
+}
+
+/// Key names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// The keys of one actor, all in one slot.
+#[derive(Debug, Clone)]
+pub struct ActorKeys {
+    /// The actor's highest sequence (a string holding an integer).
+    pub highest: Bytes,
+    /// The actor's entries (a stream, entry id `<sequence>-0`).
+    pub entries: Bytes,
+    /// The sequences of the actor's checkpoints (a sorted set).
+    pub checkpoint_index: Bytes,
+    /// The actor's checkpoints by sequence (a hash).
+    pub checkpoints: Bytes,
+    /// The actor's bucket: its index of actor ids.
+    pub bucket: BucketKeys,
+    /// The cluster slot all of these keys are in.
+    pub slot: u16,
+}
+
+/// The keys of one bucket.
+#[derive(Debug, Clone)]
+pub struct BucketKeys {
+    /// The actor ids of the bucket (a sorted set, all scores 0).
+    pub actors: Bytes,
+    /// The bucket's totals (a hash with fields `a`, `e`, `c`).
+    pub stats: Bytes,
+}
+
+impl Keys {
+    /// Keys under `prefix` (already validated).
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn key(&self, bucket: u16, kind: &str, actor_id: &str) -> Bytes {
+        let tag = &tags()[usize::from(bucket)];
+        let mut key =
+            Vec::with_capacity(self.prefix.len() + tag.len() + kind.len() + actor_id.len() + 4);
+        key.extend_from_slice(self.prefix.as_bytes());
+        key.extend_from_slice(b":{");
+        key.extend_from_slice(tag.as_bytes());
+        key.extend_from_slice(b"}:");
+        key.extend_from_slice(kind.as_bytes());
+        key.extend_from_slice(actor_id.as_bytes());
+        Bytes::from(key)
+    }
+
+    /// The keys of a bucket.
+    pub fn bucket(&self, bucket: u16) -> BucketKeys {
+        BucketKeys {
+            actors: self.key(bucket, "actors", ""),
+            stats: self.key(bucket, "stats", ""),
+        }
+    }
+
+    /// The keys of an actor.
+    pub fn actor(&self, actor_id: &str) -> ActorKeys {
+        let bucket = bucket_of(actor_id);
+        ActorKeys {
+            highest: self.key(bucket, "h:", actor_id),
+            entries: self.key(bucket, "e:", actor_id),
+            checkpoint_index: self.key(bucket, "k:", actor_id),
+            checkpoints: self.key(bucket, "c:", actor_id),
+            bucket: self.bucket(bucket),
+            slot: slot_of_bucket(bucket),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fred::util::redis_keyslot;
+
+    #[test]
+    fn every_bucket_has_a_tag_in_its_own_slot() {
+        let tags = tags();
+        assert_eq!(tags.len(), usize::from(BUCKETS));
+        for (bucket, tag) in tags.iter().enumerate() {
+            assert_eq!(redis_keyslot(tag.as_bytes()), slot_of_bucket(bucket as u16));
+        }
+    }
+
+    #[test]
+    fn all_keys_of_an_actor_share_one_slot_whatever_its_id() {
+        let keys = Keys::new("journal");
+        for id in [
+            "a",
+            "{",
+            "}",
+            "}{x}",
+            "{x}",
+            "{}",
+            "a{b}c",
+            "\u{1F980} {crab}",
+            "with:colons:and%",
+            "'; DROP TABLE x; --",
+        ] {
+            let k = keys.actor(id);
+            for key in [
+                &k.highest,
+                &k.entries,
+                &k.checkpoint_index,
+                &k.checkpoints,
+                &k.bucket.actors,
+                &k.bucket.stats,
+            ] {
+                assert_eq!(redis_keyslot(&key[..]), k.slot, "{id:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn actors_spread_over_the_buckets() {
+        let mut counts = vec![0u32; usize::from(BUCKETS)];
+        for i in 0..102_400 {
+            counts[usize::from(bucket_of(&format!("actor-{i}")))] += 1;
+        }
+        // 100 per bucket on average; a sound hash keeps every bucket near it.
+        assert!(
+            counts.iter().all(|&c| (40..=160).contains(&c)),
+            "{counts:?}"
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! How the storage connects and where its keys live.
+
+use std::time::Duration;
+
+use journal_core::validate::DEFAULT_MAX_ENTRY_BYTES;
+
+/// Options of [`RedisJournalStorage::open`](crate::RedisJournalStorage::open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Prefix of every key (default `journal`): 1 to 64 characters among
+    /// ASCII letters, digits, `_`, `-`, `.` and `:`. Two journals with
+    /// different prefixes share a server without seeing each other.
+    pub key_prefix: String,
+    /// Connections (default 4). Each one pipelines: concurrent calls share
+    /// it without waiting for each other's replies. In a cluster, each
+    /// "connection" is one connection to every primary.
+    pub pool_size: usize,
+    /// How long to wait for a connection to open (default 5 s).
+    pub connect_timeout: Duration,
+    /// How long a call waits for its reply before failing with
+    /// `Unavailable` (default 10 s). A write that timed out may have landed;
+    /// retrying it is safe (contract rule 5).
+    pub command_timeout: Duration,
+    /// After each write, wait until this many replicas have it (`WAIT`).
+    /// `None` (the default): an `Ok` means the primary has it, as durable
+    /// as the server's persistence settings make it (see the crate docs).
+    pub wait_for_replicas: Option<ReplicaWait>,
+    /// Largest encoded entry accepted (default 16 MiB).
+    pub max_entry_bytes: usize,
+}
+
+/// Waiting for replicas after each write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    /// Replicas that must acknowledge the write (at least 1).
+    pub replicas: u32,
+    /// How long to wait for them. When fewer acknowledge in time the call
+    /// fails with `Unavailable`: the write is on the primary, and retrying
+    /// it is safe.
+    pub timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            key_prefix: "journal".into(),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+            wait_for_replicas: None,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+        }
+    }
+}
+
+/// Checks a key prefix: 1 to 64 of `[A-Za-z0-9_.:-]`. No braces (a hash tag
+/// in the prefix would put every actor in one slot) and no glob characters.
+pub(crate) fn valid_prefix(prefix: &str) -> bool {
+    (1..=64).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}

@@ -1,0 +1,163 @@
+//! The Lua scripts: every write is one script, so it is atomic and one
+//! round trip. Keys come in `KEYS`, data in `ARGV`; no actor id or payload is
+//! ever part of a script's text. Sequences travel as decimal strings and are
+//! compared with `tonumber`, exact below 2^53 (a journal that long would
+//! take a million appends a second for 285 years).
+//!
+//! The scripts are loaded once at connect time and called by SHA; a server
+//! that lost its script cache (restart, failover) answers `NOSCRIPT`, and
+//! the call loads them again and retries once.
+
+/// Append one or more entries of one actor.
+///
+/// KEYS: highest, entries, bucket actors, bucket stats.
+/// ARGV: actor id, last sequence, then per entry: sequence, entry id, bytes.
+/// Returns `{0}` when written, `{1}` for an idempotent retry (every entry
+/// stored with the same id), `{2, highest}` for a conflict.
+pub const APPEND: &str = r"
+local hi_text = redis.call('GET', KEYS[1])
+local hi = tonumber(hi_text or '0')
+local first = tonumber(ARGV[3])
+if first == hi + 1 then
+  local n = 0
+  for k = 3, #ARGV, 3 do
+    redis.call('XADD', KEYS[2], ARGV[k] .. '-0', 'i', ARGV[k + 1], 'd', ARGV[k + 2])
+    n = n + 1
+  end
+  redis.call('SET', KEYS[1], ARGV[2])
+  if hi == 0 then
+    redis.call('ZADD', KEYS[3], 0, ARGV[1])
+    redis.call('HINCRBY', KEYS[4], 'a', 1)
+  end
+  redis.call('HINCRBY', KEYS[4], 'e', n)
+  return {0}
+end
+if first <= hi then
+  for k = 3, #ARGV, 3 do
+    local id = ARGV[k] .. '-0'
+    local got = redis.call('XRANGE', KEYS[2], id, id)
+    local stored = got[1]
+    if not stored then return {2, hi_text} end
+    local fields = stored[2]
+    local same = false
+    for f = 1, #fields, 2 do
+      if fields[f] == 'i' and fields[f + 1] == ARGV[k + 1] then same = true end
+    end
+    if not same then return {2, hi_text} end
+  end
+  return {1}
+end
+return {2, hi_text or '0'}
+";
+
+/// Remove entries up to a sequence.
+///
+/// KEYS: highest, entries, bucket stats.
+/// ARGV: the sequence, the first stream id to keep (`<sequence + 1>-0`).
+/// Returns the number of entries removed.
+pub const TRUNCATE: &str = r"
+local hi = redis.call('GET', KEYS[1])
+if not hi then return 0 end
+local removed
+if tonumber(ARGV[1]) >= tonumber(hi) then
+  removed = redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
+else
+  removed = redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
+end
+if removed > 0 then redis.call('HINCRBY', KEYS[3], 'e', -removed) end
+return removed
+";
+
+/// Delete an actor: journal, checkpoints, index entry.
+///
+/// KEYS: highest, entries, checkpoint index, checkpoints, bucket actors,
+/// bucket stats. ARGV: actor id. Returns 1 when the actor existed.
+pub const DELETE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local n = redis.call('XLEN', KEYS[2])
+local c = redis.call('ZCARD', KEYS[3])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HINCRBY', KEYS[6], 'a', -1)
+-- Lua writes -0 as '-0', which HINCRBY refuses: only non-zero counts.
+if n > 0 then redis.call('HINCRBY', KEYS[6], 'e', -n) end
+if c > 0 then redis.call('HINCRBY', KEYS[6], 'c', -c) end
+return 1
+";
+
+/// Save (or replace) a checkpoint at or below the highest sequence.
+///
+/// KEYS: highest, checkpoint index, checkpoints, bucket stats.
+/// ARGV: sequence, bytes. Returns `{1}` when saved, `{0, highest}` when
+/// the sequence is beyond the highest.
+pub const SAVE_CHECKPOINT: &str = r"
+local hi_text = redis.call('GET', KEYS[1]) or '0'
+if tonumber(ARGV[1]) > tonumber(hi_text) then return {0, hi_text} end
+if redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[4], 'c', 1)
+end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+return {1}
+";
+
+/// Delete checkpoints below a sequence.
+///
+/// KEYS: checkpoint index, checkpoints, bucket stats. ARGV: the sequence.
+/// Returns the number removed.
+pub const DELETE_CHECKPOINTS_BEFORE: &str = r"
+local seqs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, s in ipairs(seqs) do redis.call('HDEL', KEYS[2], s) end
+if #seqs > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+  redis.call('HINCRBY', KEYS[3], 'c', -#seqs)
+end
+return #seqs
+";
+
+/// The latest checkpoint, read atomically with its sequence.
+///
+/// KEYS: checkpoint index, checkpoints. Returns `{sequence, bytes}` or an
+/// empty array.
+pub const LATEST_CHECKPOINT: &str = r"
+local s = redis.call('ZRANGE', KEYS[1], -1, -1)
+if #s == 0 then return {} end
+return {s[1], redis.call('HGET', KEYS[2], s[1])}
+";
+
+/// Where an actor stands, read atomically.
+///
+/// KEYS: highest, entries, checkpoint index. Returns `{highest, entries,
+/// checkpoints}`.
+pub const SUMMARY: &str = r"
+return {redis.call('GET', KEYS[1]) or '0', redis.call('XLEN', KEYS[2]), redis.call('ZCARD', KEYS[3])}
+";
+
+/// Every script, in the order of [`Script`].
+pub const ALL: [&str; 7] = [
+    APPEND,
+    TRUNCATE,
+    DELETE,
+    SAVE_CHECKPOINT,
+    DELETE_CHECKPOINTS_BEFORE,
+    LATEST_CHECKPOINT,
+    SUMMARY,
+];
+
+/// Names the scripts of [`ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// [`APPEND`]
+    Append = 0,
+    /// [`TRUNCATE`]
+    Truncate = 1,
+    /// [`DELETE`]
+    Delete = 2,
+    /// [`SAVE_CHECKPOINT`]
+    SaveCheckpoint = 3,
+    /// [`DELETE_CHECKPOINTS_BEFORE`]
+    DeleteCheckpointsBefore = 4,
+    /// [`LATEST_CHECKPOINT`]
+    LatestCheckpoint = 5,
+    /// [`SUMMARY`]
+    Summary = 6,
+}
