@@ -2,10 +2,11 @@
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::run::{cargo, quietly, stream, Finished};
-use crate::services;
+use crate::{redis, services};
 
 /// Test counts of one step.
 #[derive(Default, Clone, Copy)]
@@ -75,9 +76,24 @@ pub fn run(args: &[String]) -> ExitCode {
     // Journal files of earlier runs (tests write under cargo's target tmp dir).
     let _ = std::fs::remove_dir_all("target/tmp");
     steps.push(server_step("postgres server", services::ensure_postgres()));
+    steps.push(server_step("redis server", redis::ensure_redis()));
+    let cluster = start_redis_cluster(&mut steps);
     let prefix = format!("jt_{}_", std::process::id());
     std::env::set_var("JOURNAL_TEST_SCHEMA_PREFIX", &prefix);
+    std::env::set_var("JOURNAL_TEST_KEY_PREFIX", &prefix);
     steps.push(unit_and_integration_tests());
+    drop(cluster);
+    let cleanup = redis::delete_redis_keys(&prefix);
+    steps.push(Step {
+        name: "redis cleanup".into(),
+        success: true,
+        elapsed: Duration::ZERO,
+        counts: None,
+        note: match cleanup {
+            Ok(()) => "deleted this run's keys; cluster stopped".into(),
+            Err(problem) => format!("WARNING: {problem}"),
+        },
+    });
     // Leftover schemas are worth a loud note, not a failed run: every test
     // has already passed or failed on its own.
     let cleanup = services::drop_postgres_schemas(&prefix);
@@ -99,6 +115,32 @@ pub fn run(args: &[String]) -> ExitCode {
     steps.push(Step::from("doc tests", &finished, Some(counts)));
 
     print_summary(&steps)
+}
+
+/// Starts the throwaway Redis Cluster the cluster tests run on, unless
+/// `JOURNAL_REDIS_CLUSTER_URL` names one already.
+fn start_redis_cluster(steps: &mut Vec<Step>) -> Option<redis::RedisCluster> {
+    if std::env::var("JOURNAL_REDIS_CLUSTER_URL").is_ok_and(|u| !u.is_empty()) {
+        steps.push(server_step(
+            "redis cluster",
+            Ok("given by JOURNAL_REDIS_CLUSTER_URL"),
+        ));
+        return None;
+    }
+    let started = Instant::now();
+    let _ = std::fs::create_dir_all("target/tmp");
+    let outcome = redis::start_cluster(Path::new("target/tmp"));
+    let (cluster, result) = match outcome {
+        Ok(cluster) => {
+            std::env::set_var("JOURNAL_REDIS_CLUSTER_URL", &cluster.url);
+            (Some(cluster), Ok("started: 3 primaries, 3 replicas"))
+        }
+        Err(advice) => (None, Err(advice)),
+    };
+    let mut step = server_step("redis cluster", result);
+    step.elapsed = started.elapsed();
+    steps.push(step);
+    cluster
 }
 
 /// A step that checks or prepares a server. Under `CI=true` a missing

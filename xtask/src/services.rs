@@ -14,19 +14,19 @@ pub(crate) fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// `host:port` of a `postgres://` URL.
-fn host_port(url: &str) -> Option<String> {
+/// `host:port` of a URL, with `default_port` when it names none.
+pub(crate) fn host_port(url: &str, default_port: u16) -> Option<String> {
     let rest = url.split("://").nth(1)?;
     let authority = rest.split(['/', '?']).next()?;
     let host = authority.rsplit('@').next()?;
     Some(if host.contains(':') {
         host.to_owned()
     } else {
-        format!("{host}:5432")
+        format!("{host}:{default_port}")
     })
 }
 
-fn reachable(address: &str) -> bool {
+pub(crate) fn reachable(address: &str) -> bool {
     address
         .to_socket_addrs()
         .ok()
@@ -38,7 +38,7 @@ fn reachable(address: &str) -> bool {
 /// not and the machine has one. `Err` says what to do.
 pub(crate) fn ensure_postgres() -> Result<&'static str, String> {
     let url = postgres_url();
-    let Some(address) = host_port(&url) else {
+    let Some(address) = host_port(&url, 5432) else {
         return Err("JOURNAL_POSTGRES_URL is not a postgres:// URL".into());
     };
     if reachable(&address) {
