@@ -1,8 +1,8 @@
 //! `cargo xtask ci`: every check CI makes, in order, then one summary table.
 
 use std::fmt::Write as _;
-use std::process::ExitCode;
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::run::{cargo, quietly, stream, Finished};

@@ -75,7 +75,14 @@ pub(crate) fn delete_redis_keys(prefix: &str) -> Result<(), String> {
         for _, k in ipairs(r[2]) do redis.call('UNLINK', k) end \
         until cursor == '0' return 0";
     let mut cli = Command::new("redis-cli");
-    cli.args(["-u", &redis_url(), "EVAL", SCRIPT, "0", &format!("{prefix}*")]);
+    cli.args([
+        "-u",
+        &redis_url(),
+        "EVAL",
+        SCRIPT,
+        "0",
+        &format!("{prefix}*"),
+    ]);
     if quietly(cli) {
         Ok(())
     } else {
@@ -184,11 +191,11 @@ pub(crate) fn start_cluster(root: &Path) -> Result<RedisCluster, String> {
     }
     let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let mut create = Command::new("redis-cli");
-    create
-        .arg("--cluster")
-        .arg("create")
-        .args(&nodes)
-        .args(["--cluster-replicas", "1", "--cluster-yes"]);
+    create.arg("--cluster").arg("create").args(&nodes).args([
+        "--cluster-replicas",
+        "1",
+        "--cluster-yes",
+    ]);
     if !quietly(create) {
         return Err(missing("`redis-cli --cluster create` failed"));
     }
@@ -196,8 +203,8 @@ pub(crate) fn start_cluster(root: &Path) -> Result<RedisCluster, String> {
     // sync with its primary (the WAIT tests need them).
     let ready = wait_until(Duration::from_secs(60), || {
         ports.iter().all(|p| {
-            let state_ok = cli(*p, &["cluster", "info"])
-                .is_some_and(|info| info.contains("cluster_state:ok"));
+            let state_ok =
+                cli(*p, &["cluster", "info"]).is_some_and(|info| info.contains("cluster_state:ok"));
             let replication = cli(*p, &["info", "replication"]).unwrap_or_default();
             let synced = !replication.contains("role:slave")
                 || replication.contains("master_link_status:up");

@@ -29,7 +29,7 @@ fn tags() -> &'static [String] {
         while missing > 0 {
             let text = candidate.to_string();
             let slot = fred::util::redis_keyslot(text.as_bytes());
-            if slot % step == 0 {
+            if slot.is_multiple_of(step) {
                 let bucket = usize::from(slot / step);
                 if tags[bucket].is_none() {
                     tags[bucket] = Some(text);

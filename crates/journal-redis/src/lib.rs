@@ -84,12 +84,21 @@ impl std::fmt::Debug for RedisJournalStorage {
 /// (`redis-cluster://host:port?node=host:port`), or a comma-separated list
 /// of `redis://host:port` cluster nodes.
 fn parse_url(url: &str) -> JournalResult<Config> {
+    // The URL itself is not repeated: one that does not parse cannot be
+    // redacted reliably.
     let invalid = |e: fred::error::Error| {
-        JournalError::storage(
-            BACKEND,
-            format!("invalid Redis URL {}: {}", redact_url(url), e.details()),
-        )
+        JournalError::storage(BACKEND, format!("invalid Redis URL: {}", e.details()))
     };
+    let tls = url
+        .split(',')
+        .any(|part| part.trim_start().to_ascii_lowercase().starts_with("rediss"));
+    if tls && !cfg!(feature = "tls-rustls") {
+        // Without the feature the driver would connect in plain text.
+        return Err(JournalError::storage(
+            BACKEND,
+            "a rediss:// URL needs journal-redis's `tls-rustls` feature",
+        ));
+    }
     if !url.contains(',') {
         return Config::from_url(url).map_err(invalid);
     }
@@ -188,7 +197,6 @@ impl RedisJournalStorage {
                 shas,
                 limits: Limits {
                     max_entry_bytes: options.max_entry_bytes,
-                    ..Limits::default()
                 },
                 wait: options.wait_for_replicas,
             }),

@@ -5,3 +5,74 @@
 mod common;
 
 journal_conformance::suite!(optional: async { common::cluster_storage(common::test_options()).await });
+
+use std::time::Duration;
+
+use journal_core::{journal_entry::Entry, JournalEntry, JournalStorage};
+use journal_redis::{RedisOptions, ReplicaWait};
+
+#[tokio::test]
+async fn the_storage_talks_to_a_cluster_and_spreads_actors_over_its_primaries() {
+    let Some(storage) = common::cluster_storage(common::test_options()).await else {
+        return;
+    };
+    assert!(storage.is_clustered());
+    for i in 0..64 {
+        let e = JournalEntry::new(
+            format!("spread-{i}"),
+            1,
+            Entry::message_received("m", "T", vec![]),
+        );
+        storage.append_entry(&e).await.expect("append");
+    }
+    let nodes = common::faults::node_clients(&common::cluster_url().expect("cluster")).await;
+    let mut primaries_with_keys = 0;
+    for node in &nodes {
+        use fred::prelude::ClientLike;
+        let info: String = node
+            .info(Some(fred::types::InfoKind::Replication))
+            .await
+            .expect("INFO");
+        if info.contains("role:master") {
+            let size: i64 = fred::interfaces::ServerInterface::dbsize::<i64>(node)
+                .await
+                .expect("DBSIZE");
+            primaries_with_keys += usize::from(size > 0);
+        }
+    }
+    assert_eq!(primaries_with_keys, 3, "64 actors land on every primary");
+}
+
+#[tokio::test]
+async fn waiting_for_one_replica_succeeds_in_the_cluster() {
+    let options = RedisOptions {
+        wait_for_replicas: Some(ReplicaWait {
+            replicas: 1,
+            timeout: Duration::from_secs(5),
+        }),
+        ..common::test_options()
+    };
+    let Some(storage) = common::cluster_storage(options).await else {
+        return;
+    };
+    for actor in ["w-1", "w-2", "w-3", "w-4"] {
+        let e = JournalEntry::new(actor, 1, Entry::message_received("m", "T", vec![1]));
+        storage
+            .append_entry(&e)
+            .await
+            .expect("a replica acknowledges");
+        assert_eq!(
+            storage.replay_from(actor, 1).await.expect("replay"),
+            vec![e]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_cluster_connections_lose_no_entry_and_duplicate_none() {
+    let Some(storage) = common::cluster_storage(common::test_options()).await else {
+        return;
+    };
+    let url = common::cluster_url().expect("cluster");
+    common::faults::connection_loss_loses_nothing(storage, &url).await;
+}

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+
 use journal_core::redact_url;
 use journal_redis::{RedisJournalStorage, RedisOptions};
 

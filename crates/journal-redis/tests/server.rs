@@ -1,0 +1,261 @@
+//! Behaviour beyond the conformance suite, against the real standalone
+//! Redis: lost connections, a lost script cache, replica waits, bad
+//! configuration, bytes damaged on the server, and the key layout.
+
+mod common;
+
+use std::time::Duration;
+
+use fred::interfaces::{KeysInterface, LuaInterface, StreamsInterface};
+use fred::prelude::ClientLike;
+use journal_core::{journal_entry::Entry, JournalEntry, JournalError, JournalStorage};
+use journal_redis::keys::Keys;
+use journal_redis::{RedisJournalStorage, RedisOptions, ReplicaWait};
+
+fn entry(actor: &str, sequence: u64) -> JournalEntry {
+    JournalEntry::new(
+        actor,
+        sequence,
+        Entry::message_received(format!("m{sequence}"), "Tick", b"payload".to_vec()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_lose_no_entry_and_duplicate_none() {
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    common::faults::connection_loss_loses_nothing(storage, &common::url()).await;
+}
+
+#[tokio::test]
+async fn a_lost_script_cache_is_reloaded() {
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    storage.append_entry(&entry("a", 1)).await.expect("append");
+    // As after a server restart or a failover to a fresh replica. Other
+    // tests running now reload too: the same path.
+    let raw = common::raw_client().await;
+    raw.script_flush(false).await.expect("SCRIPT FLUSH");
+    storage
+        .append_entry(&entry("a", 2))
+        .await
+        .expect("append after flush");
+    assert_eq!(storage.replay_from("a", 1).await.expect("replay").len(), 2);
+}
+
+#[tokio::test]
+async fn waiting_for_a_missing_replica_is_unavailable_and_the_retry_stores_one_copy() {
+    let waiting = RedisOptions {
+        wait_for_replicas: Some(ReplicaWait {
+            replicas: 1,
+            timeout: Duration::from_millis(50),
+        }),
+        ..common::test_options()
+    };
+    let prefix = waiting.key_prefix.clone();
+    let Some(storage) = common::storage(waiting).await else {
+        return;
+    };
+    let e = entry("w", 1);
+    for _ in 0..2 {
+        let error = storage
+            .append_entry(&e)
+            .await
+            .expect_err("no replica acknowledges");
+        assert!(
+            matches!(error, JournalError::Unavailable { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("0 of 1 replicas"), "{error}");
+    }
+    let plain = common::storage(RedisOptions {
+        key_prefix: prefix,
+        ..common::test_options()
+    })
+    .await
+    .expect("same server");
+    assert_eq!(plain.replay_from("w", 1).await.expect("replay"), vec![e]);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_and_no_password_is_shown() {
+    let options = RedisOptions {
+        connect_timeout: Duration::from_millis(500),
+        ..RedisOptions::default()
+    };
+    let error = RedisJournalStorage::open("redis://user:s3cret@127.0.0.1:1", options)
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(
+        !format!("{error} {error:?}").contains("s3cret"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_urls_and_options_are_typed_errors_without_the_password() {
+    for url in [
+        "redis://:s3cret@[::1",
+        "not a url s3cret",
+        "mongodb://u:s3cret@host",
+    ] {
+        match RedisJournalStorage::new(url).await {
+            Err(error @ JournalError::Storage { .. }) => {
+                assert!(
+                    !format!("{error} {error:?}").contains("s3cret"),
+                    "{error:?}"
+                );
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+    for prefix in ["", "a{b}", "a*", "with space", &"x".repeat(65)] {
+        let options = RedisOptions {
+            key_prefix: prefix.to_owned(),
+            ..RedisOptions::default()
+        };
+        let error = RedisJournalStorage::open(&common::url(), options)
+            .await
+            .expect_err("bad prefix");
+        assert!(
+            matches!(error, JournalError::Storage { .. }),
+            "{prefix:?}: {error:?}"
+        );
+    }
+    let options = RedisOptions {
+        pool_size: 0,
+        ..RedisOptions::default()
+    };
+    assert!(RedisJournalStorage::open(&common::url(), options)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn debug_output_names_no_url() {
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    let debug = format!("{storage:?}");
+    assert!(
+        debug.contains("key_prefix") && !debug.contains("redis://"),
+        "{debug}"
+    );
+}
+
+#[tokio::test]
+async fn prefixes_keep_journals_apart() {
+    let (Some(one), Some(two)) = (
+        common::storage(common::test_options()).await,
+        common::storage(common::test_options()).await,
+    ) else {
+        return;
+    };
+    one.append_entry(&entry("shared-name", 1))
+        .await
+        .expect("append");
+    assert_eq!(
+        two.highest_sequence("shared-name").await.expect("highest"),
+        0
+    );
+    two.append_entry(&entry("shared-name", 1))
+        .await
+        .expect("own journal");
+    assert_eq!(one.stats().await.expect("stats").entries, 1);
+    assert_eq!(two.stats().await.expect("stats").entries, 1);
+}
+
+#[tokio::test]
+async fn keys_are_laid_out_as_documented() {
+    let options = common::test_options();
+    let keys = Keys::new(&options.key_prefix);
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    let actor = "}{odd} actor";
+    storage
+        .append_batch(&[entry(actor, 1), entry(actor, 2)])
+        .await
+        .expect("append");
+    let k = keys.actor(actor);
+    let raw = common::raw_client().await;
+    let highest: String = raw.get(k.highest.clone()).await.expect("GET");
+    assert_eq!(highest, "2");
+    let ids: Vec<(String, Vec<(String, fred::types::Value)>)> = raw
+        .xrange(k.entries.clone(), "-", "+", None)
+        .await
+        .expect("XRANGE");
+    let ids: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["1-0", "2-0"]);
+    let key_text = String::from_utf8_lossy(&k.entries).into_owned();
+    assert!(key_text.ends_with(":e:}{odd} actor"), "{key_text}");
+    assert_eq!(
+        key_text.matches('{').count(),
+        2,
+        "the tag, then the id: {key_text}"
+    );
+}
+
+#[tokio::test]
+async fn damaged_bytes_on_the_server_are_typed_errors() {
+    let options = common::test_options();
+    let keys = Keys::new(&options.key_prefix);
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    storage.append_entry(&entry("d", 1)).await.expect("append");
+    let k = keys.actor("d");
+    let raw = common::raw_client().await;
+    // An entry whose bytes are not protobuf.
+    let _: String = raw
+        .xadd(
+            k.entries.clone(),
+            false,
+            None,
+            "2-0",
+            vec![("i", "x"), ("d", "\u{ff}not protobuf")],
+        )
+        .await
+        .expect("XADD");
+    raw.set::<(), _, _>(k.highest.clone(), "2", None, None, false)
+        .await
+        .expect("SET");
+    let error = storage.replay_from("d", 1).await.expect_err("corrupt");
+    assert!(
+        matches!(error, JournalError::CorruptEntry { sequence: 2, .. }),
+        "{error:?}"
+    );
+    // A highest sequence that is not a number.
+    raw.set::<(), _, _>(k.highest.clone(), "many", None, None, false)
+        .await
+        .expect("SET");
+    assert!(matches!(
+        storage.highest_sequence("d").await,
+        Err(JournalError::Storage { .. })
+    ));
+    assert!(matches!(
+        storage.append_entry(&entry("d", 3)).await,
+        Err(JournalError::Storage { .. })
+    ));
+    raw.quit().await.expect("quit");
+}
+
+#[tokio::test]
+async fn rediss_urls_use_tls_or_are_refused() {
+    let options = RedisOptions {
+        connect_timeout: Duration::from_millis(500),
+        ..RedisOptions::default()
+    };
+    // The test server speaks plain text: a TLS client cannot get through,
+    // and a client without TLS must not silently connect in plain text.
+    let result = RedisJournalStorage::open("rediss://127.0.0.1:6379", options).await;
+    let error = result.expect_err("no plain-text connection for rediss://");
+    if cfg!(feature = "tls-rustls") {
+        assert!(!error.to_string().contains("feature"), "{error}");
+    } else {
+        assert!(error.to_string().contains("tls-rustls"), "{error}");
+    }
+}
