@@ -89,6 +89,18 @@ fn parse_url(url: &str) -> JournalResult<Config> {
     let invalid = |e: fred::error::Error| {
         JournalError::storage(BACKEND, format!("invalid Redis URL: {}", e.details()))
     };
+    let known = |part: &str| {
+        let scheme = part.trim_start().split("://").next().unwrap_or_default();
+        part.contains("://")
+            && ["redis", "rediss", "redis-cluster", "rediss-cluster"]
+                .contains(&scheme.to_ascii_lowercase().as_str())
+    };
+    if !url.split(',').all(known) {
+        return Err(JournalError::storage(
+            BACKEND,
+            "invalid Redis URL: use redis://, rediss://, redis-cluster:// or a list of redis:// nodes",
+        ));
+    }
     let tls = url
         .split(',')
         .any(|part| part.trim_start().to_ascii_lowercase().starts_with("rediss"));
