@@ -206,3 +206,129 @@ impl Baseline for RawPostgres {
         rows.len()
     }
 }
+
+/// Redis: one fred client calling the journal's own append script
+/// directly (`EVALSHA`, same keys, same arguments), 1,000 entries per call
+/// for the batch figure; replay is one `XRANGE` plus protobuf decoding.
+pub struct RawRedis {
+    client: fred::prelude::Client,
+    keys: journal_redis::keys::Keys,
+    append_sha: String,
+    prefix: String,
+}
+
+impl RawRedis {
+    /// Connects to `url` and loads the append script; keys go under
+    /// `prefix` (deleted by [`RawRedis::delete_keys`]).
+    pub async fn create(url: &str, prefix: &str) -> Result<Self, fred::error::Error> {
+        use fred::prelude::{ClientLike, Config, LuaInterface};
+        let client = fred::prelude::Builder::from_config(Config::from_url(url)?).build()?;
+        client.init().await?;
+        let append_sha: String = client.script_load(journal_redis::scripts::APPEND).await?;
+        Ok(RawRedis {
+            client,
+            keys: journal_redis::keys::Keys::new(prefix),
+            append_sha,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// Round-trip times of `n` plain `SET`s of a 100-byte value.
+    pub async fn set_round_trips(&self, n: usize) -> Vec<std::time::Duration> {
+        use fred::prelude::KeysInterface;
+        let key = format!("{}:set-probe", self.prefix);
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = std::time::Instant::now();
+            let () = self
+                .client
+                .set(key.as_str(), vec![b'x'; 100], None, None, false)
+                .await
+                .expect("raw SET");
+            times.push(started.elapsed());
+        }
+        times
+    }
+
+    /// Deletes every key under the prefix, server-side.
+    pub async fn delete_keys(&self, prefix: &str) -> Result<(), fred::error::Error> {
+        use fred::prelude::LuaInterface;
+        let script = "local cursor = '0' repeat \
+            local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000) \
+            cursor = r[1] \
+            for _, k in ipairs(r[2]) do redis.call('UNLINK', k) end \
+            until cursor == '0' return 0";
+        let _: i64 = self
+            .client
+            .eval(script, Vec::<String>::new(), vec![format!("{prefix}*")])
+            .await?;
+        Ok(())
+    }
+
+    async fn call_append(&self, batch: &[JournalEntry]) {
+        use fred::prelude::LuaInterface;
+        use fred::types::Value;
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return;
+        };
+        let k = self.keys.actor(&first.actor_id);
+        let mut args: Vec<Value> = vec![
+            first.actor_id.clone().into(),
+            last.sequence.to_string().into(),
+        ];
+        for e in batch {
+            args.push(e.sequence.to_string().into());
+            args.push(e.id.clone().into());
+            args.push(Value::Bytes(e.encode_to_vec().into()));
+        }
+        let keys = vec![k.highest, k.entries, k.bucket.actors, k.bucket.stats];
+        let _: Value = self
+            .client
+            .evalsha(self.append_sha.as_str(), keys, args)
+            .await
+            .expect("raw EVALSHA");
+    }
+}
+
+#[async_trait]
+impl Baseline for RawRedis {
+    fn describe(&self) -> String {
+        "fred, the append script called directly".into()
+    }
+    fn batch_shape(&self) -> String {
+        "1,000 entries per script call".into()
+    }
+    async fn append(&self, entry: &JournalEntry) {
+        self.call_append(std::slice::from_ref(entry)).await;
+    }
+    async fn append_many(&self, entries: &[JournalEntry]) {
+        for chunk in entries.chunks(1000) {
+            self.call_append(chunk).await;
+        }
+    }
+    async fn replay(&self, actor_id: &str) -> usize {
+        use fred::prelude::StreamsInterface;
+        use fred::types::Value;
+        let k = self.keys.actor(actor_id);
+        let reply: Value = self
+            .client
+            .xrange(k.entries, "-", "+", None)
+            .await
+            .expect("raw XRANGE");
+        let items = reply.into_array();
+        for item in &items {
+            let Value::Array(parts) = item else {
+                panic!("XRANGE item")
+            };
+            let Some(Value::Array(fields)) = parts.get(1) else {
+                panic!("XRANGE fields")
+            };
+            let bytes = fields
+                .get(3)
+                .and_then(Value::as_bytes)
+                .expect("entry bytes");
+            std::hint::black_box(JournalEntry::decode(bytes).expect("decode"));
+        }
+        items.len()
+    }
+}

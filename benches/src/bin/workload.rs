@@ -5,18 +5,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use journal_benches::baselines::{RawMemory, RawPostgres, RawSqlite};
+use journal_benches::baselines::{RawMemory, RawPostgres, RawRedis, RawSqlite};
 use journal_benches::workloads::{self, Sizes};
 use journal_benches::{alloc::Counting, report, Baseline, Figure};
 use journal_core::JournalStorage;
 use journal_memory::MemoryJournalStorage;
 use journal_postgres::{PostgresJournalStorage, PostgresOptions};
+use journal_redis::{RedisJournalStorage, RedisOptions};
 use journal_sqlite::SqliteJournalStorage;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const BACKENDS: &[&str] = &["memory", "sqlite", "postgres"];
+const BACKENDS: &[&str] = &["memory", "sqlite", "postgres", "redis"];
 
 /// One target: the figure it applies to (by name prefix), the text, and the
 /// check.
@@ -43,6 +44,17 @@ const SQLITE_TARGETS: &[Target] = &[
 const POSTGRES_TARGETS: &[Target] = &[
     ("append latency p50", "<= 1.2x raw", |f| f.ratio() <= 1.2),
     ("appends/s, 256 concurrent", ">= 10x raw 1-row", |f| {
+        f.ratio() >= 10.0
+    }),
+    ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
+    ("peak memory", "< 64 MiB", |f| f.value < 64.0),
+];
+
+const REDIS_TARGETS: &[Target] = &[
+    ("append latency p50", "<= 1.3x raw script", |f| {
+        f.ratio() <= 1.3
+    }),
+    ("appends/s, 256 concurrent", ">= 10x raw 1-client", |f| {
         f.ratio() >= 10.0
     }),
     ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
@@ -198,8 +210,70 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
             raw.drop_schema().await.map_err(|e| e.to_string())?;
             figures
         }
+        "redis" => run_redis(only).await?,
         other => return Err(format!("unknown backend {other:?}")),
     })
+}
+
+/// Redis: the journal, the raw script baseline, and a plain `SET`.
+async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
+    let url =
+        std::env::var("JOURNAL_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let run = format!("jb_{}", journal_core::new_entry_id().to_lowercase());
+    let open = |prefix: String| {
+        let url = url.clone();
+        async move {
+            let options = RedisOptions {
+                key_prefix: prefix,
+                ..RedisOptions::default()
+            };
+            RedisJournalStorage::open(&url, options)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let storage = open(format!("{run}_journal")).await?;
+    let fresh = open(format!("{run}_stream")).await?;
+    let raw = Arc::new(
+        RawRedis::create(&url, &format!("{run}_raw"))
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let mut figures = run_all(
+        Arc::new(storage.clone()),
+        Arc::clone(&raw) as Arc<dyn Baseline>,
+        Arc::new(fresh),
+        Some(1),
+        only,
+        Sizes::SERVER,
+    )
+    .await;
+    if let Some(p50) = figures.iter().find(|f| f.name == "append latency p50") {
+        let mut set = raw.set_round_trips(Sizes::SERVER.latency_appends).await;
+        set.sort_unstable();
+        let mut figure = p50.clone();
+        figure.name = "append p50 against a plain SET".into();
+        figure.baseline = set[set.len() / 2].as_secs_f64() * 1e6;
+        figure.baseline_name = "fred, a plain SET round trip".into();
+        figures.insert(1, figure);
+    }
+    if only.is_none_or(|o| "throughput".starts_with(o)) {
+        // What one server can do at all: the raw script with as
+        // many pipelining callers as the journal has actors.
+        let mut ceiling = workloads::throughput(
+            Arc::new(storage.clone()),
+            Arc::clone(&raw) as Arc<dyn Baseline>,
+            256,
+            256,
+            Sizes::SERVER.throughput_appends,
+        )
+        .await;
+        ceiling.name = "server ceiling: 256 actors against 256 raw callers".into();
+        figures.push(ceiling);
+    }
+    mark(&mut figures, REDIS_TARGETS);
+    raw.delete_keys(&run).await.map_err(|e| e.to_string())?;
+    Ok(figures)
 }
 
 fn usage() -> ExitCode {

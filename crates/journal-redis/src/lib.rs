@@ -6,6 +6,7 @@ mod options;
 pub mod scripts;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::bytes::Bytes;
@@ -20,8 +21,8 @@ use fred::types::{ClusterHash, Key, Value};
 use futures::future::try_join_all;
 use journal_core::validate::{self, Limits};
 use journal_core::{
-    redact_url, ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalError, JournalResult,
-    JournalStats, JournalStorage,
+    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalError, JournalResult, JournalStats,
+    JournalStorage,
 };
 use prost::Message;
 
@@ -80,6 +81,22 @@ impl std::fmt::Debug for RedisJournalStorage {
     }
 }
 
+/// The servers a URL names, as `host:port` only: no user, no password, no
+/// path; `?` for a part that is not a URL. For errors and spans.
+fn servers_of(url: &str) -> String {
+    url.split(',')
+        .map(|part| {
+            part.split_once("://")
+                .map(|(_, rest)| rest)
+                .and_then(|rest| rest.split(['/', '?']).next())
+                .map(|authority| authority.rsplit('@').next().unwrap_or_default())
+                .filter(|host| !host.is_empty())
+                .unwrap_or("?")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Reads `url` as one server (`redis://`, `rediss://`), a cluster
 /// (`redis-cluster://host:port?node=host:port`), or a comma-separated list
 /// of `redis://host:port` cluster nodes.
@@ -104,6 +121,15 @@ fn parse_url(url: &str) -> JournalResult<Config> {
     let tls = url
         .split(',')
         .any(|part| part.trim_start().to_ascii_lowercase().starts_with("rediss"));
+    let plain = url
+        .split(',')
+        .any(|part| !part.trim_start().to_ascii_lowercase().starts_with("rediss"));
+    if tls && plain {
+        return Err(JournalError::storage(
+            BACKEND,
+            "invalid Redis URL: a node list mixes rediss:// and redis://",
+        ));
+    }
     if tls && !cfg!(feature = "tls-rustls") {
         // Without the feature the driver would connect in plain text.
         return Err(JournalError::storage(
@@ -146,7 +172,7 @@ impl RedisJournalStorage {
     ///
     /// A server that cannot be reached is `Unavailable`; a bad URL or bad
     /// options are `Storage` errors. Neither message carries a password.
-    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, url = %redact_url(url)))]
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, servers = %servers_of(url)))]
     pub async fn open(url: &str, options: RedisOptions) -> JournalResult<Self> {
         if !options::valid_prefix(&options.key_prefix) {
             return Err(JournalError::storage(
@@ -188,7 +214,7 @@ impl RedisJournalStorage {
             let _ = pool.quit().await;
             return Err(JournalError::unavailable(
                 BACKEND,
-                format!("cannot connect to {}: {e}", redact_url(url)),
+                format!("cannot connect to {}: {e}", servers_of(url)),
             ));
         }
         let mut shas = Vec::with_capacity(scripts::ALL.len());
@@ -273,14 +299,16 @@ impl RedisJournalStorage {
         let Some(wait) = self.inner.wait else {
             return Ok(());
         };
+        // The wait is part of the call: it never outlasts the command
+        // timeout, whatever the configured replica timeout.
+        let command_timeout = self.inner.pool.perf_config().default_command_timeout;
+        let waited = wait.timeout.min(command_timeout);
         let options = Options {
             cluster_hash: Some(ClusterHash::Custom(slot)),
-            timeout: Some(wait.timeout + self.inner.pool.perf_config().default_command_timeout),
+            timeout: Some(command_timeout.saturating_add(Duration::from_secs(1))),
             ..Options::default()
         };
-        let timeout_ms = i64::try_from(wait.timeout.as_millis())
-            .unwrap_or(i64::MAX)
-            .max(1);
+        let timeout_ms = i64::try_from(waited.as_millis()).unwrap_or(i64::MAX).max(1);
         let acknowledged: i64 = client
             .with_options(&options)
             .wait(i64::from(wait.replicas), timeout_ms)
@@ -292,7 +320,7 @@ impl RedisJournalStorage {
                 format!(
                     "the write is on the primary but only {acknowledged} of {} replicas \
                      acknowledged it within {:?}; retrying it is safe",
-                    wait.replicas, wait.timeout
+                    wait.replicas, waited
                 ),
             ));
         }
@@ -483,7 +511,9 @@ impl JournalStorage for RedisJournalStorage {
         let keys = self.inner.keys.actor(actor_id);
         // Stream ids are `<sequence>-0`; a bare number as the end bound
         // means `<number>-<max>`, so `to` is included.
-        let count = (max != usize::MAX).then(|| u64::try_from(max).unwrap_or(u64::MAX));
+        // The driver refuses COUNTs near i64::MAX; a limit of four billion
+        // entries or more is no limit for one reply.
+        let count = u32::try_from(max).ok().map(u64::from);
         let reply: Value = self
             .client()
             .xrange(keys.entries, format!("{from}-0"), to.to_string(), count)

@@ -34,7 +34,8 @@ pub struct RedisOptions {
 pub struct ReplicaWait {
     /// Replicas that must acknowledge the write (at least 1).
     pub replicas: u32,
-    /// How long to wait for them. When fewer acknowledge in time the call
+    /// How long to wait for them, at most [`RedisOptions::command_timeout`].
+    /// When fewer acknowledge in time the call
     /// fails with `Unavailable`: the write is on the primary, and retrying
     /// it is safe.
     pub timeout: Duration,

@@ -45,6 +45,10 @@ if first <= hi then
     end
     if not same then return {2, hi_text} end
   end
+  -- A retry writes nothing, yet a WAIT after it must cover the first
+  -- attempt's write: one harmless write moves this connection's
+  -- replication offset past it.
+  redis.call('HINCRBY', KEYS[4], 'w', 0)
   return {1}
 end
 return {2, hi_text or '0'}
@@ -57,6 +61,9 @@ return {2, hi_text or '0'}
 /// Returns the number of entries removed.
 pub const TRUNCATE: &str = r"
 local hi = redis.call('GET', KEYS[1])
+-- Calls that change nothing still write once, so a WAIT after them covers
+-- an earlier attempt's write (see APPEND).
+redis.call('HINCRBY', KEYS[3], 'w', 0)
 if not hi then return 0 end
 local removed
 if tonumber(ARGV[1]) >= tonumber(hi) then
@@ -73,6 +80,7 @@ return removed
 /// KEYS: highest, entries, checkpoint index, checkpoints, bucket actors,
 /// bucket stats. ARGV: actor id. Returns 1 when the actor existed.
 pub const DELETE: &str = r"
+redis.call('HINCRBY', KEYS[6], 'w', 0)
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local n = redis.call('XLEN', KEYS[2])
 local c = redis.call('ZCARD', KEYS[3])
@@ -105,6 +113,7 @@ return {1}
 /// KEYS: checkpoint index, checkpoints, bucket stats. ARGV: the sequence.
 /// Returns the number removed.
 pub const DELETE_CHECKPOINTS_BEFORE: &str = r"
+redis.call('HINCRBY', KEYS[3], 'w', 0)
 local seqs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 for _, s in ipairs(seqs) do redis.call('HDEL', KEYS[2], s) end
 if #seqs > 0 then

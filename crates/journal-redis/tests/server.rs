@@ -259,3 +259,123 @@ async fn rediss_urls_use_tls_or_are_refused() {
         assert!(error.to_string().contains("tls-rustls"), "{error}");
     }
 }
+
+#[tokio::test]
+async fn replay_range_takes_any_max() {
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    storage
+        .append_batch(&[entry("m", 1), entry("m", 2)])
+        .await
+        .expect("append");
+    let all = storage.replay_from("m", 1).await.expect("replay");
+    for max in [
+        usize::MAX,
+        usize::MAX - 1,
+        i64::MAX as usize,
+        (i64::MAX as usize) + 1,
+    ] {
+        assert_eq!(
+            storage.replay_range("m", 1, 10, max).await.expect("range"),
+            all
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_password_of_any_listed_node_is_shown() {
+    let options = RedisOptions {
+        connect_timeout: Duration::from_millis(300),
+        ..RedisOptions::default()
+    };
+    let error =
+        RedisJournalStorage::open("redis://127.0.0.1:1,redis://:s3cret@127.0.0.1:2", options)
+            .await
+            .expect_err("nothing listens there");
+    assert!(
+        !format!("{error} {error:?}").contains("s3cret"),
+        "{error:?}"
+    );
+    let mixed = RedisJournalStorage::new("rediss://127.0.0.1:1,redis://127.0.0.1:2").await;
+    assert!(
+        matches!(mixed, Err(JournalError::Storage { .. })),
+        "{mixed:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_replica_timeout_does_not_panic() {
+    let options = RedisOptions {
+        wait_for_replicas: Some(ReplicaWait {
+            replicas: 1,
+            timeout: Duration::MAX,
+        }),
+        command_timeout: Duration::from_millis(200),
+        ..common::test_options()
+    };
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    // No replica ever answers: the command timeout ends the wait.
+    let error = storage
+        .append_entry(&entry("t", 1))
+        .await
+        .expect_err("no replica");
+    assert!(error.is_retryable(), "{error:?}");
+}
+
+#[tokio::test]
+async fn the_seeds_snippet_runs_on_redis() {
+    use journal_core::{
+        CompressionType, DurabilityConfig, DurabilityFacet, JournalBackend, MessageReceived,
+    };
+    // The seed's constructor, with the seed's default key prefix; the
+    // actor is deleted at the end.
+    let storage = match RedisJournalStorage::new(&common::url()).await {
+        Ok(storage) => storage,
+        Err(e) => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{e}");
+            return;
+        }
+    };
+    let actor = format!("seed-{}", journal_core::new_entry_id());
+    let entry = JournalEntry {
+        id: journal_core::new_entry_id(),
+        actor_id: actor.clone(),
+        sequence: 1,
+        timestamp: Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        }),
+        correlation_id: "c-1".into(),
+        entry: Some(journal_core::journal_entry::Entry::MessageReceived(
+            MessageReceived {
+                message_id: "m-1".into(),
+                message_type: "Deposit".into(),
+                payload: b"{\"amount\":5}".to_vec(),
+                ..MessageReceived::default()
+            },
+        )),
+    };
+    storage.append_entry(&entry).await.expect("append");
+    assert_eq!(
+        storage.replay_from(&actor, 1).await.expect("replay"),
+        vec![entry]
+    );
+    assert!(storage
+        .get_latest_checkpoint(&actor)
+        .await
+        .expect("latest")
+        .is_none());
+    let config = DurabilityConfig {
+        backend: JournalBackend::Redis as i32,
+        checkpoint_interval: 100,
+        replay_on_activation: true,
+        cache_side_effects: true,
+        compression: CompressionType::Zstd as i32,
+        ..DurabilityConfig::default()
+    };
+    let _facet = DurabilityFacet::new(storage.clone(), config);
+    storage.delete_actor(&actor).await.expect("delete");
+}
