@@ -268,23 +268,17 @@ impl RawRedis {
     async fn call_append(&self, batch: &[JournalEntry]) {
         use fred::prelude::LuaInterface;
         use fred::types::Value;
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        let Some(first) = batch.first() else {
             return;
         };
-        let k = self.keys.actor(&first.actor_id);
-        let mut args: Vec<Value> = vec![
-            first.actor_id.clone().into(),
-            last.sequence.to_string().into(),
-        ];
-        for e in batch {
-            args.push(e.sequence.to_string().into());
-            args.push(e.id.clone().into());
-            args.push(Value::Bytes(e.encode_to_vec().into()));
-        }
-        let keys = vec![k.highest, k.entries, k.bucket.actors, k.bucket.stats];
+        let keys = journal_redis::scripts::append_keys(&self.keys.actor(&first.actor_id));
         let _: Value = self
             .client
-            .evalsha(self.append_sha.as_str(), keys, args)
+            .evalsha(
+                self.append_sha.as_str(),
+                keys.to_vec(),
+                journal_redis::scripts::append_args(batch),
+            )
             .await
             .expect("raw EVALSHA");
     }
@@ -309,10 +303,9 @@ impl Baseline for RawRedis {
     async fn replay(&self, actor_id: &str) -> usize {
         use fred::prelude::StreamsInterface;
         use fred::types::Value;
-        let k = self.keys.actor(actor_id);
         let reply: Value = self
             .client
-            .xrange(k.entries, "-", "+", None)
+            .xrange(self.keys.actor(actor_id).entries(), "-", "+", None)
             .await
             .expect("raw XRANGE");
         let items = reply.into_array();

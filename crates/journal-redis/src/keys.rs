@@ -63,30 +63,65 @@ pub struct Keys {
     prefix: String,
 }
 
-/// The keys of one actor, all in one slot.
-#[derive(Debug, Clone)]
-pub struct ActorKeys {
+/// The keys of one actor, all in one slot. Each key is built when asked
+/// for, so a call pays only for the keys it uses.
+#[derive(Debug, Clone, Copy)]
+pub struct ActorKeys<'a> {
+    keys: &'a Keys,
+    actor_id: &'a str,
+    bucket: u16,
+}
+
+impl ActorKeys<'_> {
     /// The actor's highest sequence (a string holding an integer).
-    pub highest: Bytes,
+    pub fn highest(&self) -> Bytes {
+        self.keys.key(self.bucket, "h:", self.actor_id)
+    }
+
     /// The actor's entries (a stream, entry id `<sequence>-0`).
-    pub entries: Bytes,
+    pub fn entries(&self) -> Bytes {
+        self.keys.key(self.bucket, "e:", self.actor_id)
+    }
+
     /// The sequences of the actor's checkpoints (a sorted set).
-    pub checkpoint_index: Bytes,
+    pub fn checkpoint_index(&self) -> Bytes {
+        self.keys.key(self.bucket, "k:", self.actor_id)
+    }
+
     /// The actor's checkpoints by sequence (a hash).
-    pub checkpoints: Bytes,
-    /// The actor's bucket: its index of actor ids.
-    pub bucket: BucketKeys,
+    pub fn checkpoints(&self) -> Bytes {
+        self.keys.key(self.bucket, "c:", self.actor_id)
+    }
+
+    /// The actor's bucket.
+    pub fn bucket(&self) -> BucketKeys<'_> {
+        self.keys.bucket(self.bucket)
+    }
+
     /// The cluster slot all of these keys are in.
-    pub slot: u16,
+    pub fn slot(&self) -> u16 {
+        slot_of_bucket(self.bucket)
+    }
 }
 
 /// The keys of one bucket.
-#[derive(Debug, Clone)]
-pub struct BucketKeys {
+#[derive(Debug, Clone, Copy)]
+pub struct BucketKeys<'a> {
+    keys: &'a Keys,
+    bucket: u16,
+}
+
+impl BucketKeys<'_> {
     /// The actor ids of the bucket (a sorted set, all scores 0).
-    pub actors: Bytes,
-    /// The bucket's totals (a hash with fields `a`, `e`, `c`).
-    pub stats: Bytes,
+    pub fn actors(&self) -> Bytes {
+        self.keys.key(self.bucket, "actors", "")
+    }
+
+    /// The bucket's totals (a hash with fields `a`, `e`, `c`, and `w`,
+    /// which only no-op writes touch).
+    pub fn stats(&self) -> Bytes {
+        self.keys.key(self.bucket, "stats", "")
+    }
 }
 
 impl Keys {
@@ -111,23 +146,16 @@ impl Keys {
     }
 
     /// The keys of a bucket.
-    pub fn bucket(&self, bucket: u16) -> BucketKeys {
-        BucketKeys {
-            actors: self.key(bucket, "actors", ""),
-            stats: self.key(bucket, "stats", ""),
-        }
+    pub fn bucket(&self, bucket: u16) -> BucketKeys<'_> {
+        BucketKeys { keys: self, bucket }
     }
 
     /// The keys of an actor.
-    pub fn actor(&self, actor_id: &str) -> ActorKeys {
-        let bucket = bucket_of(actor_id);
+    pub fn actor<'a>(&'a self, actor_id: &'a str) -> ActorKeys<'a> {
         ActorKeys {
-            highest: self.key(bucket, "h:", actor_id),
-            entries: self.key(bucket, "e:", actor_id),
-            checkpoint_index: self.key(bucket, "k:", actor_id),
-            checkpoints: self.key(bucket, "c:", actor_id),
-            bucket: self.bucket(bucket),
-            slot: slot_of_bucket(bucket),
+            keys: self,
+            actor_id,
+            bucket: bucket_of(actor_id),
         }
     }
 }
@@ -163,14 +191,14 @@ mod tests {
         ] {
             let k = keys.actor(id);
             for key in [
-                &k.highest,
-                &k.entries,
-                &k.checkpoint_index,
-                &k.checkpoints,
-                &k.bucket.actors,
-                &k.bucket.stats,
+                k.highest(),
+                k.entries(),
+                k.checkpoint_index(),
+                k.checkpoints(),
+                k.bucket().actors(),
+                k.bucket().stats(),
             ] {
-                assert_eq!(redis_keyslot(&key[..]), k.slot, "{id:?}");
+                assert_eq!(redis_keyslot(&key[..]), k.slot(), "{id:?}");
             }
         }
     }

@@ -106,25 +106,29 @@ fn parse_url(url: &str) -> JournalResult<Config> {
     let invalid = |e: fred::error::Error| {
         JournalError::storage(BACKEND, format!("invalid Redis URL: {}", e.details()))
     };
-    let known = |part: &str| {
-        let scheme = part.trim_start().split("://").next().unwrap_or_default();
-        part.contains("://")
-            && ["redis", "rediss", "redis-cluster", "rediss-cluster"]
-                .contains(&scheme.to_ascii_lowercase().as_str())
-    };
-    if !url.split(',').all(known) {
+    // Each part's scheme, once: every one must be known, and TLS is all or
+    // nothing.
+    let schemes: Vec<Option<String>> = url
+        .split(',')
+        .map(|part| {
+            part.trim_start()
+                .split_once("://")
+                .map(|(scheme, _)| scheme.to_ascii_lowercase())
+        })
+        .collect();
+    let known = ["redis", "rediss", "redis-cluster", "rediss-cluster"];
+    if !schemes
+        .iter()
+        .all(|s| s.as_deref().is_some_and(|s| known.contains(&s)))
+    {
         return Err(JournalError::storage(
             BACKEND,
             "invalid Redis URL: use redis://, rediss://, redis-cluster:// or a list of redis:// nodes",
         ));
     }
-    let tls = url
-        .split(',')
-        .any(|part| part.trim_start().to_ascii_lowercase().starts_with("rediss"));
-    let plain = url
-        .split(',')
-        .any(|part| !part.trim_start().to_ascii_lowercase().starts_with("rediss"));
-    if tls && plain {
+    let is_tls = |s: &Option<String>| s.as_deref().is_some_and(|s| s.starts_with("rediss"));
+    let tls = schemes.iter().any(is_tls);
+    if tls && !schemes.iter().all(is_tls) {
         return Err(JournalError::storage(
             BACKEND,
             "invalid Redis URL: a node list mixes rediss:// and redis://",
@@ -273,21 +277,28 @@ impl RedisJournalStorage {
 
     /// Runs a script by SHA on `client`, loading it again if the server
     /// lost it.
+    ///
+    /// `args` builds the arguments: a second time only for that retry, so
+    /// the usual call copies nothing.
     async fn script(
         &self,
         client: &Client,
         script: Script,
-        keys: Vec<Key>,
-        args: Vec<Value>,
+        keys: &[Bytes],
+        args: impl Fn() -> Vec<Value> + Send + Sync,
     ) -> JournalResult<Value> {
-        let sha = self.inner.shas[script as usize].clone();
+        let sha = &self.inner.shas[script as usize];
+        let key_list = || keys.iter().cloned().map(Key::from).collect::<Vec<_>>();
         match client
-            .evalsha::<Value, _, _, _>(sha.clone(), keys.clone(), args.clone())
+            .evalsha::<Value, _, _, _>(sha.clone(), key_list(), args())
             .await
         {
             Err(e) if is_noscript(&e) => {
                 load_script(&self.inner.pool, scripts::ALL[script as usize]).await?;
-                client.evalsha(sha, keys, args).await.map_err(redis_error)
+                client
+                    .evalsha(sha.clone(), key_list(), args())
+                    .await
+                    .map_err(redis_error)
             }
             result => result.map_err(redis_error),
         }
@@ -329,37 +340,21 @@ impl RedisJournalStorage {
 
     /// Appends a validated, non-empty batch of one actor.
     async fn append_validated(&self, batch: &[JournalEntry]) -> JournalResult<()> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        let Some(first) = batch.first() else {
             return Ok(());
         };
         let keys = self.inner.keys.actor(&first.actor_id);
-        let mut args: Vec<Value> = Vec::with_capacity(2 + 3 * batch.len());
-        args.push(first.actor_id.clone().into());
-        args.push(last.sequence.to_string().into());
-        for entry in batch {
-            args.push(entry.sequence.to_string().into());
-            args.push(entry.id.clone().into());
-            args.push(Value::Bytes(Bytes::from(entry.encode_to_vec())));
-        }
         let client = self.client();
         let reply = self
-            .script(
-                client,
-                Script::Append,
-                vec![
-                    keys.highest.clone().into(),
-                    keys.entries.clone().into(),
-                    keys.bucket.actors.clone().into(),
-                    keys.bucket.stats.clone().into(),
-                ],
-                args,
-            )
+            .script(client, Script::Append, &scripts::append_keys(&keys), || {
+                scripts::append_args(batch)
+            })
             .await?;
         let reply = reply.into_array();
         match reply.first().and_then(Value::as_i64) {
             // Written, or already stored with the same ids (a retry):
             // either way the caller's entries are there.
-            Some(0 | 1) => self.wait_for_replicas(client, keys.slot).await,
+            Some(0 | 1) => self.wait_for_replicas(client, keys.slot()).await,
             Some(2) => {
                 let highest = reply.get(1).and_then(Value::as_u64).unwrap_or(0);
                 Err(validate::sequence_conflict(
@@ -373,7 +368,7 @@ impl RedisJournalStorage {
     }
 
     async fn bucket_totals(&self, bucket: u16) -> JournalResult<JournalStats> {
-        let stats = self.inner.keys.bucket(bucket).stats;
+        let stats = self.inner.keys.bucket(bucket).stats();
         let values: Vec<Value> = self
             .client()
             .hmget(stats, vec!["a", "e", "c"])
@@ -398,7 +393,7 @@ impl RedisJournalStorage {
         after: Option<&str>,
         limit: usize,
     ) -> JournalResult<Vec<String>> {
-        let actors = self.inner.keys.bucket(bucket).actors;
+        let actors = self.inner.keys.bucket(bucket).actors();
         // Bounds are formatted here: an id that starts with `(` or `[` must
         // not be taken for a bound marker.
         let min = after.map_or(
@@ -472,11 +467,6 @@ fn decode_entries(actor_id: &str, reply: Value) -> JournalResult<Vec<JournalEntr
     Ok(entries)
 }
 
-/// Script `KEYS` from key names.
-fn key_list(which: &[&Bytes]) -> Vec<Key> {
-    which.iter().map(|k| Key::from((*k).clone())).collect()
-}
-
 #[async_trait]
 impl JournalStorage for RedisJournalStorage {
     fn backend_name(&self) -> &'static str {
@@ -516,7 +506,7 @@ impl JournalStorage for RedisJournalStorage {
         let count = u32::try_from(max).ok().map(u64::from);
         let reply: Value = self
             .client()
-            .xrange(keys.entries, format!("{from}-0"), to.to_string(), count)
+            .xrange(keys.entries(), format!("{from}-0"), to.to_string(), count)
             .await
             .map_err(redis_error)?;
         decode_entries(actor_id, reply)
@@ -529,7 +519,11 @@ impl JournalStorage for RedisJournalStorage {
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64> {
         let keys = self.inner.keys.actor(actor_id);
-        let value: Value = self.client().get(keys.highest).await.map_err(redis_error)?;
+        let value: Value = self
+            .client()
+            .get(keys.highest())
+            .await
+            .map_err(redis_error)?;
         reply_u64(&value, "highest sequence")
     }
 
@@ -540,14 +534,16 @@ impl JournalStorage for RedisJournalStorage {
         self.script(
             client,
             Script::Truncate,
-            key_list(&[&keys.highest, &keys.entries, &keys.bucket.stats]),
-            vec![
-                to.to_string().into(),
-                format!("{}-0", to.saturating_add(1)).into(),
-            ],
+            &[keys.highest(), keys.entries(), keys.bucket().stats()],
+            || {
+                vec![
+                    to.to_string().into(),
+                    format!("{}-0", to.saturating_add(1)).into(),
+                ]
+            },
         )
         .await?;
-        self.wait_for_replicas(client, keys.slot).await
+        self.wait_for_replicas(client, keys.slot()).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -557,18 +553,18 @@ impl JournalStorage for RedisJournalStorage {
         self.script(
             client,
             Script::Delete,
-            key_list(&[
-                &keys.highest,
-                &keys.entries,
-                &keys.checkpoint_index,
-                &keys.checkpoints,
-                &keys.bucket.actors,
-                &keys.bucket.stats,
-            ]),
-            vec![actor_id.to_owned().into()],
+            &[
+                keys.highest(),
+                keys.entries(),
+                keys.checkpoint_index(),
+                keys.checkpoints(),
+                keys.bucket().actors(),
+                keys.bucket().stats(),
+            ],
+            || vec![actor_id.to_owned().into()],
         )
         .await?;
-        self.wait_for_replicas(client, keys.slot).await
+        self.wait_for_replicas(client, keys.slot()).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %checkpoint.actor_id, sequence = checkpoint.sequence))]
@@ -580,21 +576,23 @@ impl JournalStorage for RedisJournalStorage {
             .script(
                 client,
                 Script::SaveCheckpoint,
-                key_list(&[
-                    &keys.highest,
-                    &keys.checkpoint_index,
-                    &keys.checkpoints,
-                    &keys.bucket.stats,
-                ]),
-                vec![
-                    checkpoint.sequence.to_string().into(),
-                    Value::Bytes(Bytes::from(checkpoint.encode_to_vec())),
+                &[
+                    keys.highest(),
+                    keys.checkpoint_index(),
+                    keys.checkpoints(),
+                    keys.bucket().stats(),
                 ],
+                || {
+                    vec![
+                        checkpoint.sequence.to_string().into(),
+                        Value::Bytes(Bytes::from(checkpoint.encode_to_vec())),
+                    ]
+                },
             )
             .await?
             .into_array();
         match reply.first().and_then(Value::as_i64) {
-            Some(1) => self.wait_for_replicas(client, keys.slot).await,
+            Some(1) => self.wait_for_replicas(client, keys.slot()).await,
             Some(0) => {
                 let highest = reply.get(1).and_then(Value::as_u64).unwrap_or(0);
                 Err(validate::checkpoint_beyond_highest(checkpoint, highest))
@@ -610,8 +608,8 @@ impl JournalStorage for RedisJournalStorage {
             .script(
                 self.client(),
                 Script::LatestCheckpoint,
-                key_list(&[&keys.checkpoint_index, &keys.checkpoints]),
-                Vec::new(),
+                &[keys.checkpoint_index(), keys.checkpoints()],
+                Vec::new,
             )
             .await?
             .into_array();
@@ -634,7 +632,7 @@ impl JournalStorage for RedisJournalStorage {
         let keys = self.inner.keys.actor(actor_id);
         let value: Value = self
             .client()
-            .hget(keys.checkpoints, sequence.to_string())
+            .hget(keys.checkpoints(), sequence.to_string())
             .await
             .map_err(redis_error)?;
         match value {
@@ -653,7 +651,7 @@ impl JournalStorage for RedisJournalStorage {
         let keys = self.inner.keys.actor(actor_id);
         let values: Vec<Value> = self
             .client()
-            .zrange(keys.checkpoint_index, 0, -1, None, false, None, false)
+            .zrange(keys.checkpoint_index(), 0, -1, None, false, None, false)
             .await
             .map_err(redis_error)?;
         values
@@ -670,16 +668,16 @@ impl JournalStorage for RedisJournalStorage {
             .script(
                 client,
                 Script::DeleteCheckpointsBefore,
-                key_list(&[
-                    &keys.checkpoint_index,
-                    &keys.checkpoints,
-                    &keys.bucket.stats,
-                ]),
-                vec![before.to_string().into()],
+                &[
+                    keys.checkpoint_index(),
+                    keys.checkpoints(),
+                    keys.bucket().stats(),
+                ],
+                || vec![before.to_string().into()],
             )
             .await?;
         let removed = reply_u64(&removed, "checkpoints removed")?;
-        self.wait_for_replicas(client, keys.slot).await?;
+        self.wait_for_replicas(client, keys.slot()).await?;
         Ok(removed)
     }
 
@@ -718,8 +716,8 @@ impl JournalStorage for RedisJournalStorage {
             .script(
                 self.client(),
                 Script::Summary,
-                key_list(&[&keys.highest, &keys.entries, &keys.checkpoint_index]),
-                Vec::new(),
+                &[keys.highest(), keys.entries(), keys.checkpoint_index()],
+                Vec::new,
             )
             .await?
             .into_array();

@@ -8,6 +8,13 @@
 //! that lost its script cache (restart, failover) answers `NOSCRIPT`, and
 //! the call loads them again and retries once.
 
+use fred::bytes::Bytes;
+use fred::types::Value;
+use journal_core::JournalEntry;
+use prost::Message;
+
+use crate::keys::ActorKeys;
+
 /// Append one or more entries of one actor.
 ///
 /// KEYS: highest, entries, bucket actors, bucket stats.
@@ -140,6 +147,34 @@ return {s[1], redis.call('HGET', KEYS[2], s[1])}
 pub const SUMMARY: &str = r"
 return {redis.call('GET', KEYS[1]) or '0', redis.call('XLEN', KEYS[2]), redis.call('ZCARD', KEYS[3])}
 ";
+
+/// `KEYS` of [`APPEND`] for an actor.
+pub fn append_keys(keys: &ActorKeys<'_>) -> [Bytes; 4] {
+    let bucket = keys.bucket();
+    [
+        keys.highest(),
+        keys.entries(),
+        bucket.actors(),
+        bucket.stats(),
+    ]
+}
+
+/// `ARGV` of [`APPEND`] for a non-empty batch of one actor: the actor id,
+/// the last sequence, then sequence, id and protobuf bytes per entry.
+pub fn append_args(batch: &[JournalEntry]) -> Vec<Value> {
+    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        return Vec::new();
+    };
+    let mut args: Vec<Value> = Vec::with_capacity(2 + 3 * batch.len());
+    args.push(first.actor_id.clone().into());
+    args.push(last.sequence.to_string().into());
+    for entry in batch {
+        args.push(entry.sequence.to_string().into());
+        args.push(entry.id.clone().into());
+        args.push(Value::Bytes(Bytes::from(entry.encode_to_vec())));
+    }
+    args
+}
 
 /// Every script, in the order of [`Script`].
 pub const ALL: [&str; 7] = [

@@ -182,15 +182,15 @@ async fn keys_are_laid_out_as_documented() {
         .expect("append");
     let k = keys.actor(actor);
     let raw = common::raw_client().await;
-    let highest: String = raw.get(k.highest.clone()).await.expect("GET");
+    let highest: String = raw.get(k.highest()).await.expect("GET");
     assert_eq!(highest, "2");
     let ids: Vec<(String, Vec<(String, fred::types::Value)>)> = raw
-        .xrange(k.entries.clone(), "-", "+", None)
+        .xrange(k.entries(), "-", "+", None)
         .await
         .expect("XRANGE");
     let ids: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["1-0", "2-0"]);
-    let key_text = String::from_utf8_lossy(&k.entries).into_owned();
+    let key_text = String::from_utf8_lossy(&k.entries()).into_owned();
     assert!(key_text.ends_with(":e:}{odd} actor"), "{key_text}");
     assert_eq!(
         key_text.matches('{').count(),
@@ -212,7 +212,7 @@ async fn damaged_bytes_on_the_server_are_typed_errors() {
     // An entry whose bytes are not protobuf.
     let _: String = raw
         .xadd(
-            k.entries.clone(),
+            k.entries(),
             false,
             None,
             "2-0",
@@ -220,7 +220,7 @@ async fn damaged_bytes_on_the_server_are_typed_errors() {
         )
         .await
         .expect("XADD");
-    raw.set::<(), _, _>(k.highest.clone(), "2", None, None, false)
+    raw.set::<(), _, _>(k.highest(), "2", None, None, false)
         .await
         .expect("SET");
     let error = storage.replay_from("d", 1).await.expect_err("corrupt");
@@ -229,7 +229,7 @@ async fn damaged_bytes_on_the_server_are_typed_errors() {
         "{error:?}"
     );
     // A highest sequence that is not a number.
-    raw.set::<(), _, _>(k.highest.clone(), "many", None, None, false)
+    raw.set::<(), _, _>(k.highest(), "many", None, None, false)
         .await
         .expect("SET");
     assert!(matches!(
@@ -380,7 +380,7 @@ async fn the_seeds_snippet_runs_on_redis() {
     storage.delete_actor(&actor).await.expect("delete");
     // The bucket's totals are back to zero: drop the hash if nothing else
     // counts in it, so the run leaves nothing behind.
-    let stats = Keys::new("journal").actor(&actor).bucket.stats;
+    let stats = Keys::new("journal").actor(&actor).bucket().stats();
     let raw = common::raw_client().await;
     let _: i64 = raw
         .eval(
