@@ -691,19 +691,23 @@ impl JournalStorage for RedisJournalStorage {
     ) -> JournalResult<ActorPage> {
         let mut page = Vec::new();
         let mut bucket = cursor.map_or(0, keys::bucket_of);
+        // The cursor bounds its own bucket only: the first bucket of the
+        // first window.
+        let mut after = cursor;
         while limit > 0 && bucket < BUCKETS && page.len() < limit {
             let end = (bucket + BUCKET_WINDOW).min(BUCKETS);
             let need = limit - page.len();
             let first = bucket;
-            let windows = try_join_all((bucket..end).map(|b| {
-                let after = if b == first { cursor } else { None };
-                self.bucket_actors(b, after, need)
-            }))
+            let windows = try_join_all(
+                (bucket..end)
+                    .map(|b| self.bucket_actors(b, if b == first { after } else { None }, need)),
+            )
             .await?;
             for actors in windows {
                 let room = limit - page.len();
                 page.extend(actors.into_iter().take(room));
             }
+            after = None;
             bucket = end;
         }
         Ok(ActorPage::new(page, limit))

@@ -393,3 +393,33 @@ async fn the_seeds_snippet_runs_on_redis() {
         .await
         .expect("EVAL");
 }
+
+#[tokio::test]
+async fn a_page_resumes_correctly_in_a_bucket_beyond_the_first_window() {
+    use journal_redis::keys::bucket_of;
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    // Two actors: the cursor's, early in the bucket order, and one that
+    // sorts before it by id and sits in the first bucket of a later window
+    // of 64, so the page after the cursor must read that bucket without
+    // the cursor's bound.
+    let early = (0..)
+        .map(|n| format!("z{n}"))
+        .find(|id| bucket_of(id) < 100)
+        .expect("an id in an early bucket");
+    let late = (0..)
+        .map(|n| format!("a{n}"))
+        .find(|id| bucket_of(id) == bucket_of(&early) + 64 * 8)
+        .expect("an id in a late bucket");
+    for id in [&early, &late] {
+        storage.append_entry(&entry(id, 1)).await.expect("append");
+    }
+    let first = storage.list_actors_page(None, 1).await.expect("page 1");
+    assert_eq!(first.actors, [early.clone()]);
+    let second = storage
+        .list_actors_page(first.next_cursor.as_deref(), 1)
+        .await
+        .expect("page 2");
+    assert_eq!(second.actors, [late]);
+}
