@@ -404,11 +404,11 @@ async fn a_page_resumes_correctly_in_a_bucket_beyond_the_first_window() {
     // sorts before it by id and sits in the first bucket of a later window
     // of 64, so the page after the cursor must read that bucket without
     // the cursor's bound.
-    let early = (0..)
+    let early = (0..1_000_000)
         .map(|n| format!("z{n}"))
         .find(|id| bucket_of(id) < 100)
         .expect("an id in an early bucket");
-    let late = (0..)
+    let late = (0..1_000_000)
         .map(|n| format!("a{n}"))
         .find(|id| bucket_of(id) == bucket_of(&early) + 64 * 8)
         .expect("an id in a late bucket");
