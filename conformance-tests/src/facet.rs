@@ -747,3 +747,83 @@ pub async fn facet_missing_entries_after_checkpoint_fail_recovery(
         Err(JournalError::RecoveryFailed { .. })
     ));
 }
+
+/// Time travel: `rebuild_at` gives the state the actor had right after
+/// each message, from the nearest earlier checkpoint or from the first
+/// entry alike; a message still in progress at the chosen entry is named
+/// and not applied; nothing is written and no side effect runs.
+pub async fn facet_rebuild_at_is_the_state_then(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-rebuild");
+    let world = OutsideWorld::default();
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(7), &world);
+    let mut states = vec![(0, Account::new(&world))];
+    for m in workload(26) {
+        actor.send(m).await.expect("send");
+        let highest = storage.highest_sequence(&id).await.expect("highest");
+        states.push((highest, actor.behavior().clone()));
+    }
+    let (highest, calls) = (states[states.len() - 1].0, world.calls());
+    assert!(
+        storage.list_checkpoints(&id).await.expect("list").len() >= 2,
+        "the workload takes checkpoints"
+    );
+
+    for pair in states.windows(2) {
+        let ((before, state_before), (after, state_after)) = (&pair[0], &pair[1]);
+        for from_checkpoint in [true, false] {
+            let mut rebuilt = Account::new(&world);
+            let report = journal_core::rebuild_at(
+                Arc::clone(&storage),
+                &config(7),
+                &id,
+                &mut rebuilt,
+                *after,
+                from_checkpoint,
+            )
+            .await
+            .expect("rebuild after a message");
+            assert_eq!(&rebuilt, state_after, "at {after} ({from_checkpoint})");
+            assert!(report.in_flight.is_none(), "{report:?}");
+            assert!(from_checkpoint || report.checkpoint_sequence.is_none());
+            assert!(report.checkpoint_sequence.is_none_or(|c| c <= *after));
+
+            // Its MessageReceived entry: the message is in progress.
+            let mut rebuilt = Account::new(&world);
+            let report = journal_core::rebuild_at(
+                Arc::clone(&storage),
+                &config(7),
+                &id,
+                &mut rebuilt,
+                before + 1,
+                from_checkpoint,
+            )
+            .await
+            .expect("rebuild inside a message");
+            assert_eq!(
+                &rebuilt,
+                state_before,
+                "at {} ({from_checkpoint})",
+                before + 1
+            );
+            assert!(report.in_flight.is_some(), "{report:?}");
+        }
+    }
+    let beyond = journal_core::rebuild_at(
+        Arc::clone(&storage),
+        &config(7),
+        &id,
+        &mut Account::new(&world),
+        highest + 1,
+        true,
+    )
+    .await;
+    assert!(
+        matches!(beyond, Err(JournalError::RecoveryFailed { .. })),
+        "{beyond:?}"
+    );
+    assert_eq!(world.calls(), calls, "no side effect ran again");
+    assert_eq!(
+        storage.highest_sequence(&id).await.expect("highest"),
+        highest
+    );
+}

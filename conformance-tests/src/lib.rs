@@ -125,6 +125,7 @@ macro_rules! __suite_tests {
             facet::facet_replay_disabled_starts_fresh,
             facet::facet_interrupted_message_with_fewer_effects_diverges,
             facet::facet_missing_entries_after_checkpoint_fail_recovery,
+            facet::facet_rebuild_at_is_the_state_then,
             adversarial::ids_round_trip_everywhere,
             adversarial::ids_do_not_collide,
             model::prop_matches_reference_model,

@@ -304,6 +304,17 @@ impl CheckpointManager {
     pub async fn load_latest<T>(
         &self,
         actor_id: &str,
+        accept: impl FnMut(Vec<u8>) -> Result<T, String> + Send,
+    ) -> JournalResult<Option<LoadedCheckpoint<T>>> {
+        self.load_latest_at(actor_id, u64::MAX, accept).await
+    }
+
+    /// As [`CheckpointManager::load_latest`], among the checkpoints with
+    /// `sequence <= at_most` (time travel: the state as it was then).
+    pub async fn load_latest_at<T>(
+        &self,
+        actor_id: &str,
+        at_most: u64,
         mut accept: impl FnMut(Vec<u8>) -> Result<T, String> + Send,
     ) -> JournalResult<Option<LoadedCheckpoint<T>>> {
         let mut skipped = Vec::new();
@@ -313,6 +324,7 @@ impl CheckpointManager {
             .await?
             .into_iter()
             .rev()
+            .skip_while(|&sequence| sequence > at_most)
         {
             let Some(checkpoint) = self.storage.get_checkpoint(actor_id, sequence).await? else {
                 continue; // pruned meanwhile

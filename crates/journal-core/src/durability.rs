@@ -131,6 +131,10 @@ impl RecentIds {
     }
 }
 
+/// A message received and not (yet) processed, with the side effects
+/// recorded for it.
+type PendingMessage = (MessageReceived, VecDeque<SideEffectExecuted>);
+
 /// Per-actor state of an activated facet.
 #[derive(Debug)]
 struct Active {
@@ -215,31 +219,8 @@ impl DurabilityFacet {
     /// message by message, with recorded side effects handed back.
     async fn recover(&mut self, actor: &mut dyn DurableActor) -> JournalResult<ActivationReport> {
         let started = Instant::now();
-        let actor_id = self.actor_id.clone();
-        let highest = self.storage.highest_sequence(&actor_id).await?;
-        let mut report = ActivationReport::default();
-        let mut recent_ids = Vec::new();
-        let mut from = 1;
-        let loaded = self
-            .checkpoints
-            .load_latest(&actor_id, |state| {
-                let snapshot =
-                    FacetSnapshot::decode(state.as_slice()).map_err(|e| e.to_string())?;
-                actor.restore(&snapshot.actor_state)?;
-                Ok(snapshot.recent_message_ids)
-            })
-            .await?;
-        if let Some(loaded) = loaded {
-            report.checkpoint_sequence = Some(loaded.sequence);
-            report.skipped_checkpoints = loaded.skipped;
-            recent_ids = loaded.value;
-            from = loaded.sequence + 1;
-        }
-        let mut recent = RecentIds::new(self.dedup_window, recent_ids);
-
-        let pending = self
-            .replay_after(actor, from, highest, &mut report, &mut recent)
-            .await?;
+        let highest = self.storage.highest_sequence(&self.actor_id).await?;
+        let (mut report, mut recent, pending) = self.rebuild(actor, highest, true).await?;
 
         let mut next_sequence = highest + 1;
         let cache = self.config.cache_side_effects;
@@ -272,22 +253,62 @@ impl DurabilityFacet {
         Ok(report)
     }
 
+    /// The state after entry `to`: the newest usable checkpoint at or
+    /// before it (when `from_checkpoint`), then the messages after it. The
+    /// last message, if its processing had not ended by `to`, is returned
+    /// unapplied.
+    async fn rebuild(
+        &self,
+        actor: &mut dyn DurableActor,
+        to: u64,
+        from_checkpoint: bool,
+    ) -> JournalResult<(ActivationReport, RecentIds, Option<PendingMessage>)> {
+        let mut report = ActivationReport::default();
+        let mut recent_ids = Vec::new();
+        let mut from = 1;
+        if from_checkpoint {
+            let loaded = self
+                .checkpoints
+                .load_latest_at(&self.actor_id, to, |state| {
+                    let snapshot =
+                        FacetSnapshot::decode(state.as_slice()).map_err(|e| e.to_string())?;
+                    actor.restore(&snapshot.actor_state)?;
+                    Ok(snapshot.recent_message_ids)
+                })
+                .await?;
+            if let Some(loaded) = loaded {
+                report.checkpoint_sequence = Some(loaded.sequence);
+                report.skipped_checkpoints = loaded.skipped;
+                recent_ids = loaded.value;
+                from = loaded.sequence + 1;
+            }
+        }
+        let mut recent = RecentIds::new(self.dedup_window, recent_ids);
+        let pending = self
+            .replay_after(actor, from, to, &mut report, &mut recent)
+            .await?;
+        Ok((report, recent, pending))
+    }
+
     /// Replays the complete messages after the checkpoint; returns the last
     /// message if it was interrupted (no `MessageProcessed`).
     async fn replay_after(
         &self,
         actor: &mut dyn DurableActor,
         from: u64,
-        highest: u64,
+        to: u64,
         report: &mut ActivationReport,
         recent: &mut RecentIds,
-    ) -> JournalResult<Option<(MessageReceived, VecDeque<SideEffectExecuted>)>> {
+    ) -> JournalResult<Option<PendingMessage>> {
         let cache = self.config.cache_side_effects;
         let mut expected = from;
-        let mut pending: Option<(MessageReceived, VecDeque<SideEffectExecuted>)> = None;
+        let mut pending: Option<PendingMessage> = None;
         {
             let mut stream = self.storage.replay_stream(&self.actor_id, from);
             while let Some(entry) = stream.try_next().await? {
+                if entry.sequence > to {
+                    break;
+                }
                 if entry.sequence != expected {
                     return Err(JournalError::RecoveryFailed {
                         actor_id: self.actor_id.clone(),
@@ -311,15 +332,8 @@ impl DurabilityFacet {
                         if let Some((previous, effects)) = pending.take() {
                             // Interrupted, with later messages after it: its
                             // recorded effects are all it may have.
-                            self.replay_message(
-                                actor,
-                                &previous,
-                                effects,
-                                true,
-                                highest + 1,
-                                cache,
-                            )
-                            .await?;
+                            self.replay_message(actor, &previous, effects, true, to + 1, cache)
+                                .await?;
                             recent.insert(previous.message_id);
                             report.replayed_messages += 1;
                         }
@@ -333,15 +347,8 @@ impl DurabilityFacet {
                     Some(Entry::MessageProcessed(done)) => {
                         if let Some((message, effects)) = pending.take() {
                             if message.message_id == done.message_id {
-                                self.replay_message(
-                                    actor,
-                                    &message,
-                                    effects,
-                                    true,
-                                    highest + 1,
-                                    cache,
-                                )
-                                .await?;
+                                self.replay_message(actor, &message, effects, true, to + 1, cache)
+                                    .await?;
                                 recent.insert(message.message_id);
                                 report.replayed_messages += 1;
                             } else {
@@ -353,15 +360,15 @@ impl DurabilityFacet {
                 }
             }
         }
-        if expected <= highest {
+        if expected <= to {
             // Entries the state depends on are gone (truncated past the
             // checkpoint recovery starts from, or with no checkpoint at all).
             return Err(JournalError::RecoveryFailed {
                 actor_id: self.actor_id.clone(),
                 reason: match report.checkpoint_sequence {
-                    None => format!("no usable checkpoint, and the journal up to {highest} is truncated"),
+                    None => format!("no usable checkpoint, and the journal up to {to} is truncated"),
                     Some(checkpoint) => format!(
-                        "entries {expected} to {highest}, after the checkpoint at {checkpoint}, are missing"
+                        "entries {expected} to {to}, after the checkpoint at {checkpoint}, are missing"
                     ),
                 },
             });
@@ -443,6 +450,70 @@ impl DurabilityFacet {
         }
         Ok(())
     }
+}
+
+/// An actor's state as it was at one point of its journal, rebuilt by
+/// [`rebuild_at`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rebuilt {
+    /// The entry the state is as of.
+    pub sequence: u64,
+    /// The checkpoint the rebuild started from, if any.
+    pub checkpoint_sequence: Option<u64>,
+    /// Newer checkpoints (at or before `sequence`) passed over, and why.
+    pub skipped_checkpoints: Vec<SkippedCheckpoint>,
+    /// Entries replayed after the checkpoint.
+    pub replayed_entries: u64,
+    /// Messages applied after the checkpoint.
+    pub replayed_messages: u64,
+    /// The message received at or before `sequence` whose processing had
+    /// not ended by then, if any: it is not applied to the state.
+    pub in_flight: Option<MessageReceived>,
+    /// How long the rebuild took.
+    pub elapsed: Duration,
+}
+
+/// Time travel: rebuilds into `actor` the state it had after entry
+/// `sequence` of `actor_id`'s journal, as recovery would (the newest usable
+/// checkpoint at or before `sequence`, then the messages after it, with
+/// their recorded side effects handed back), but read-only: nothing is
+/// journaled and no side effect runs. With `from_checkpoint` false every
+/// entry from the first is replayed, which needs an untruncated journal.
+///
+/// `sequence` 0 leaves `actor` as given; one above the actor's highest
+/// sequence is [`JournalError::RecoveryFailed`].
+pub async fn rebuild_at(
+    storage: impl JournalStorage + 'static,
+    config: &DurabilityConfig,
+    actor_id: &str,
+    actor: &mut dyn DurableActor,
+    sequence: u64,
+    from_checkpoint: bool,
+) -> JournalResult<Rebuilt> {
+    let started = Instant::now();
+    crate::validate::validate_actor_id(actor_id)?;
+    let mut facet = DurabilityFacet::new(storage, config.clone());
+    actor_id.clone_into(&mut facet.actor_id);
+    let highest = facet.storage.highest_sequence(actor_id).await?;
+    if sequence > highest {
+        return Err(JournalError::RecoveryFailed {
+            actor_id: actor_id.to_owned(),
+            reason: format!("sequence {sequence} is beyond the journal's highest, {highest}"),
+        });
+    }
+    if sequence == 0 {
+        return Ok(Rebuilt::default());
+    }
+    let (report, _, pending) = facet.rebuild(actor, sequence, from_checkpoint).await?;
+    Ok(Rebuilt {
+        sequence,
+        checkpoint_sequence: report.checkpoint_sequence,
+        skipped_checkpoints: report.skipped_checkpoints,
+        replayed_entries: report.replayed_entries,
+        replayed_messages: report.replayed_messages,
+        in_flight: pending.map(|(message, _)| message),
+        elapsed: started.elapsed(),
+    })
 }
 
 fn processed_entry(message_id: &str, outcome: &MessageOutcome) -> Entry {

@@ -14,7 +14,7 @@ pub mod validate;
 
 pub use checkpoint::{CheckpointManager, CheckpointPolicy};
 pub use context::ExecutionContext;
-pub use durability::{DurabilityFacet, DurabilityObserver, DurabilityStats};
+pub use durability::{rebuild_at, DurabilityFacet, DurabilityObserver, DurabilityStats, Rebuilt};
 pub use entry::{new_entry_id, now_timestamp};
 pub use error::{BoxError, JournalError, JournalResult};
 pub use facet::{Admission, DurableActor, Facet, HandlerError, HandlerResult, MessageOutcome};
