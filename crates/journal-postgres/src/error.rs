@@ -29,10 +29,48 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> JournalError {
     };
     // A failed TLS handshake (an untrusted certificate) will fail again.
     let tls = e.to_string().contains("TLS");
-    if (retryable || e.is_closed()) && !tls {
+    let unavailable = (retryable || e.is_closed()) && !tls;
+    let e = Detailed::new(e);
+    if unavailable {
         JournalError::unavailable(BACKEND, e)
     } else {
         JournalError::storage(BACKEND, e)
+    }
+}
+
+/// A driver error whose text says what happened: the driver's own says only
+/// "db error" or "error connecting to server", leaving the server's message
+/// or the I/O error to its source.
+#[derive(Debug)]
+struct Detailed {
+    text: String,
+    source: tokio_postgres::Error,
+}
+
+impl Detailed {
+    fn new(source: tokio_postgres::Error) -> Self {
+        let mut text = source.to_string();
+        if let Some(db) = source.as_db_error() {
+            text = format!("{text}: {} {}", db.severity(), db.message());
+            if let Some(detail) = db.detail() {
+                text = format!("{text} ({detail})");
+            }
+        } else if let Some(inner) = std::error::Error::source(&source) {
+            text = format!("{text}: {inner}");
+        }
+        Detailed { text, source }
+    }
+}
+
+impl std::fmt::Display for Detailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Detailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 

@@ -1,0 +1,286 @@
+//! `journal copy`: journals and checkpoints from one backend to another.
+//!
+//! Per actor, entries are appended to the destination in batches from its
+//! highest sequence + 1, so a copy that stopped half-way continues where it
+//! stopped, and a batch is all or nothing. Before continuing, the
+//! destination's last entry must equal the source's at that sequence:
+//! an actor whose journals differ is reported and left alone. Checkpoints
+//! follow the entries. At the end every copied actor is compared entry by
+//! entry and checkpoint by checkpoint.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use indicatif::ProgressBar;
+use journal_core::{JournalError, JournalStorage};
+
+use crate::backend::{self, known_actor, Access, Failure, Journal};
+use crate::inspect::Printer;
+use crate::output::{count, progress};
+use crate::Outcome;
+
+/// `journal copy` options.
+#[derive(Debug, clap::Args)]
+pub struct CopyArgs {
+    /// The journal to copy from.
+    from: String,
+    /// The journal to copy to (created when missing).
+    to: String,
+    /// Only this actor.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Entries per appended batch.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    batch: u64,
+}
+
+/// What copying one actor did.
+#[derive(Debug, Default)]
+struct Copied {
+    entries: u64,
+    checkpoints: u64,
+}
+
+/// `journal copy FROM TO`.
+pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
+    let source = backend::open(&args.from, Access::Read).await?;
+    let destination = backend::open(&args.to, Access::Write).await?;
+    if source.same_store(&destination) {
+        return Err(Failure::new(format!(
+            "{} and {} are the same journal",
+            source.shown, destination.shown
+        )));
+    }
+    let ids: Vec<String> = match &args.actor {
+        Some(actor) => {
+            known_actor(&source, actor).await?;
+            vec![actor.clone()]
+        }
+        None => source.storage.list_actors().try_collect().await?,
+    };
+    let mut total = 0;
+    for id in &ids {
+        let (from, to) = (
+            source.storage.highest_sequence(id).await?,
+            destination.storage.highest_sequence(id).await?,
+        );
+        total += from.saturating_sub(to);
+    }
+    let mut out = Printer::new();
+    out.line(format_args!(
+        "copying {} actors ({} entries to append) from {} to {}",
+        count(ids.len() as u64),
+        count(total),
+        source.shown,
+        destination.shown
+    ))?;
+    out.flush()?;
+    let bar = progress(total, "copying");
+    let batch = usize::try_from(args.batch).unwrap_or(500);
+    let (mut problems, mut done, mut copied) = (Vec::new(), Vec::new(), Copied::default());
+    for id in &ids {
+        match copy_actor(&source, &destination, id, batch, &bar).await? {
+            Ok(actor) => {
+                copied.entries += actor.entries;
+                copied.checkpoints += actor.checkpoints;
+                done.push(id);
+            }
+            Err(problem) => problems.push(format!("{id}: {problem}")),
+        }
+    }
+    bar.finish_and_clear();
+    out.line(format_args!(
+        "copied {} entries and {} checkpoints",
+        count(copied.entries),
+        count(copied.checkpoints)
+    ))?;
+    let verify = progress(done.len() as u64, "verifying");
+    for id in &done {
+        if let Some(difference) = compare(&source.storage, &destination.storage, id).await? {
+            problems.push(format!("{id}: {difference}"));
+        }
+        verify.inc(1);
+    }
+    verify.finish_and_clear();
+    for problem in &problems {
+        out.line(format_args!("PROBLEM {problem}"))?;
+    }
+    let outcome = if problems.is_empty() {
+        out.line(format_args!(
+            "verified: the {} actors' entries and checkpoints are identical in both journals",
+            count(done.len() as u64)
+        ))?;
+        Outcome::Ok
+    } else {
+        out.line(format_args!(
+            "copy FAILED for {} of {} actors",
+            problems.len(),
+            count(ids.len() as u64)
+        ))?;
+        Outcome::Problems
+    };
+    out.flush()?;
+    source.close().await;
+    destination.close().await;
+    Ok(outcome)
+}
+
+/// Copies one actor; `Ok(Err(problem))` when it cannot be.
+async fn copy_actor(
+    source: &Journal,
+    destination: &Journal,
+    id: &str,
+    batch: usize,
+    bar: &ProgressBar,
+) -> Result<Result<Copied, String>, Failure> {
+    let (src, dst) = (&source.storage, &destination.storage);
+    let (src_highest, dst_highest) = (
+        src.highest_sequence(id).await?,
+        dst.highest_sequence(id).await?,
+    );
+    if dst_highest > src_highest {
+        return Ok(Err(format!(
+            "the destination is ahead of the source (highest sequence {dst_highest} against {src_highest}); not touched"
+        )));
+    }
+    if dst_highest > 0 {
+        let theirs = dst.replay_range(id, dst_highest, dst_highest, 1).await?;
+        let ours = read(src, id, dst_highest, dst_highest, 1).await?;
+        let ours = match ours {
+            Ok(entries) => entries,
+            Err(problem) => return Ok(Err(problem)),
+        };
+        if theirs != ours {
+            return Ok(Err(format!(
+                "the destination's entry {dst_highest} differs from the source's: a different journal; not touched"
+            )));
+        }
+    }
+    let mut copied = Copied::default();
+    let mut from = dst_highest + 1;
+    while from <= src_highest {
+        let entries = match read(src, id, from, src_highest, batch).await? {
+            Ok(entries) => entries,
+            Err(problem) => return Ok(Err(problem)),
+        };
+        let Some(first) = entries.first().map(|e| e.sequence) else {
+            return Ok(Err(format!(
+                "the source's entries {from} to {src_highest} are missing"
+            )));
+        };
+        if first != from {
+            return Ok(Err(if from == 1 {
+                format!(
+                    "the source's journal starts at entry {first} (the ones before were truncated behind a checkpoint); \
+                     a journal can only be appended to from entry 1, so it cannot be copied"
+                )
+            } else {
+                format!("the source's entries {from} to {} are missing", first - 1)
+            }));
+        }
+        // Only the contiguous part: a gap in the source stops the copy.
+        let contiguous = entries
+            .iter()
+            .zip(from..)
+            .take_while(|(e, expected)| e.sequence == *expected)
+            .count();
+        dst.append_batch(&entries[..contiguous]).await?;
+        copied.entries += contiguous as u64;
+        bar.inc(contiguous as u64);
+        if contiguous < entries.len() {
+            return Ok(Err(format!(
+                "the source's journal has a gap after entry {}",
+                entries[contiguous - 1].sequence
+            )));
+        }
+        from = entries[contiguous - 1].sequence + 1;
+    }
+    let highest = dst.highest_sequence(id).await?;
+    let theirs = dst.list_checkpoints(id).await?;
+    for sequence in src.list_checkpoints(id).await? {
+        if sequence > highest {
+            continue;
+        }
+        let checkpoint = match src.get_checkpoint(id, sequence).await {
+            Ok(Some(checkpoint)) => checkpoint,
+            Ok(None) => continue,
+            Err(e @ JournalError::CorruptCheckpoint { .. }) => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        if theirs.contains(&sequence)
+            && dst.get_checkpoint(id, sequence).await?.as_ref() == Some(&checkpoint)
+        {
+            continue;
+        }
+        dst.save_checkpoint(&checkpoint).await?;
+        copied.checkpoints += 1;
+    }
+    Ok(Ok(copied))
+}
+
+/// Source entries `from..=to`, at most `max`; a damaged one is a problem of
+/// this actor, not a failure of the command.
+async fn read(
+    storage: &Arc<dyn JournalStorage>,
+    id: &str,
+    from: u64,
+    to: u64,
+    max: usize,
+) -> Result<Result<Vec<journal_core::JournalEntry>, String>, Failure> {
+    match storage.replay_range(id, from, to, max).await {
+        Ok(entries) => Ok(Ok(entries)),
+        Err(e @ JournalError::CorruptEntry { .. }) => Ok(Err(format!("in the source, {e}"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `None` when the actor's journal and checkpoints are the same in both;
+/// otherwise the first difference.
+async fn compare(
+    source: &Arc<dyn JournalStorage>,
+    destination: &Arc<dyn JournalStorage>,
+    id: &str,
+) -> Result<Option<String>, Failure> {
+    let (ours, theirs) = (
+        source.highest_sequence(id).await?,
+        destination.highest_sequence(id).await?,
+    );
+    if ours != theirs {
+        return Ok(Some(format!(
+            "highest sequence {ours} in the source, {theirs} in the destination"
+        )));
+    }
+    let mut a = source.replay_stream(id, 1);
+    let mut b = destination.replay_stream(id, 1);
+    loop {
+        match (a.try_next().await?, b.try_next().await?) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x == y => {}
+            (x, y) => {
+                let at = |e: &Option<journal_core::JournalEntry>| {
+                    e.as_ref()
+                        .map_or_else(|| "the end".to_owned(), |e| format!("entry {}", e.sequence))
+                };
+                return Ok(Some(format!(
+                    "the journals differ: {} in the source, {} in the destination",
+                    at(&x),
+                    at(&y)
+                )));
+            }
+        }
+    }
+    drop((a, b));
+    let theirs = destination.list_checkpoints(id).await?;
+    for sequence in source.list_checkpoints(id).await? {
+        let ours = source.get_checkpoint(id, sequence).await?;
+        if ours.is_some()
+            && (!theirs.contains(&sequence)
+                || destination.get_checkpoint(id, sequence).await? != ours)
+        {
+            return Ok(Some(format!(
+                "checkpoint {sequence} differs or is missing in the destination"
+            )));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,388 @@
+//! `journal actors`, `show`, `stats` and `at`: reading a journal.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use journal_core::journal_entry::Entry;
+use journal_core::{rebuild_at, JournalBackend, JournalStorage};
+use prost::Message;
+use serde_json::{json, Value};
+
+use crate::account::{self, Account};
+use crate::backend::{self, known_actor, Access, Failure, Journal};
+use crate::output::{self, count, progress, size};
+use crate::Outcome;
+
+/// Entries fetched per page when reading.
+const PAGE: usize = 1_000;
+
+/// Lines to stdout; a closed pipe (`journal show ... | head`) ends the
+/// command quietly.
+pub struct Printer(std::io::BufWriter<std::io::Stdout>);
+
+impl Printer {
+    /// A printer on stdout.
+    pub fn new() -> Self {
+        Printer(std::io::BufWriter::new(std::io::stdout()))
+    }
+
+    /// Prints one line.
+    pub fn line(&mut self, line: impl std::fmt::Display) -> Result<(), Failure> {
+        writeln!(self.0, "{line}").map_err(|e| Failure::output(&e))
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> Result<(), Failure> {
+        self.0.flush().map_err(|e| Failure::output(&e))
+    }
+}
+
+/// `journal actors URL`.
+pub async fn actors(url: &str, json: bool) -> Result<Outcome, Failure> {
+    let journal = backend::open(url, Access::Read).await?;
+    let mut out = Printer::new();
+    if !json {
+        out.line(format_args!(
+            "{:<40} {:>12} {:>12} {:>12}",
+            "actor", "entries", "highest", "checkpoints"
+        ))?;
+    }
+    let mut actors = journal.storage.list_actors();
+    let mut number = 0u64;
+    while let Some(actor) = actors.try_next().await? {
+        let summary = journal.storage.actor_summary(&actor).await?;
+        number += 1;
+        if json {
+            out.line(json!({
+                "actor_id": actor,
+                "entries": summary.entries,
+                "highest_sequence": summary.highest_sequence,
+                "checkpoints": summary.checkpoints,
+            }))?;
+        } else {
+            out.line(format_args!(
+                "{:<40} {:>12} {:>12} {:>12}",
+                actor,
+                count(summary.entries),
+                count(summary.highest_sequence),
+                summary.checkpoints
+            ))?;
+        }
+    }
+    drop(actors);
+    if !json {
+        out.line(format_args!("{} actors", count(number)))?;
+    }
+    out.flush()?;
+    journal.close().await;
+    Ok(Outcome::Ok)
+}
+
+/// `journal show` options.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The journal's URL.
+    url: String,
+    /// The actor.
+    actor: String,
+    /// The first sequence shown.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// The last sequence shown.
+    #[arg(long)]
+    to: Option<u64>,
+    /// At most this many entries.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `journal show URL ACTOR`.
+pub async fn show(args: ShowArgs) -> Result<Outcome, Failure> {
+    let journal = backend::open(&args.url, Access::Read).await?;
+    let highest = known_actor(&journal, &args.actor).await?;
+    let to = args.to.unwrap_or(highest).min(highest);
+    let mut left = args.limit.unwrap_or(u64::MAX);
+    let mut out = Printer::new();
+    let mut from = args.from.max(1);
+    while from <= to && left > 0 {
+        let page = usize::try_from(left).unwrap_or(PAGE).min(PAGE);
+        let entries = journal
+            .storage
+            .replay_range(&args.actor, from, to, page)
+            .await?;
+        let Some(last) = entries.last().map(|e| e.sequence) else {
+            break;
+        };
+        for entry in &entries {
+            if args.json {
+                out.line(output::entry_json(entry))?;
+            } else {
+                out.line(output::entry_line(entry))?;
+            }
+        }
+        left -= entries.len() as u64;
+        let Some(next) = last.checked_add(1) else {
+            break;
+        };
+        from = next;
+    }
+    out.flush()?;
+    journal.close().await;
+    Ok(Outcome::Ok)
+}
+
+/// Totals gathered by `journal stats`.
+#[derive(Debug, Default)]
+struct Totals {
+    actors: u64,
+    entries: u64,
+    entry_bytes: u64,
+    largest_entry: u64,
+    kinds: BTreeMap<&'static str, u64>,
+    checkpoints: u64,
+    checkpoint_raw: u64,
+    checkpoint_stored: u64,
+    longest: Option<(String, u64)>,
+}
+
+/// `journal stats URL`: totals as the backend counts them, and sizes from
+/// reading every entry and checkpoint.
+pub async fn stats(url: &str, json: bool) -> Result<Outcome, Failure> {
+    let journal = backend::open(url, Access::Read).await?;
+    let counted = journal.storage.stats().await?;
+    let bar = progress(counted.entries, "reading");
+    let mut totals = Totals::default();
+    let mut actors = journal.storage.list_actors();
+    while let Some(actor) = actors.try_next().await? {
+        totals.actors += 1;
+        let mut entries = 0;
+        let mut stream = journal.storage.replay_stream(&actor, 1);
+        while let Some(entry) = stream.try_next().await? {
+            let bytes = entry.encoded_len() as u64;
+            entries += 1;
+            totals.entry_bytes += bytes;
+            totals.largest_entry = totals.largest_entry.max(bytes);
+            *totals
+                .kinds
+                .entry(entry.entry.as_ref().map_or("none", Entry::kind))
+                .or_default() += 1;
+            bar.inc(1);
+        }
+        drop(stream);
+        totals.entries += entries;
+        if totals.longest.as_ref().is_none_or(|(_, n)| entries > *n) {
+            totals.longest = Some((actor.clone(), entries));
+        }
+        for sequence in journal.storage.list_checkpoints(&actor).await? {
+            if let Some(c) = journal.storage.get_checkpoint(&actor, sequence).await? {
+                totals.checkpoints += 1;
+                totals.checkpoint_raw += c.uncompressed_size;
+                totals.checkpoint_stored += c.state_data.len() as u64;
+            }
+        }
+    }
+    drop(actors);
+    bar.finish_and_clear();
+    let mut out = Printer::new();
+    if json {
+        out.line(json!({
+            "backend": journal.storage.backend_name(),
+            "actors": totals.actors,
+            "entries": totals.entries,
+            "entry_bytes": totals.entry_bytes,
+            "largest_entry_bytes": totals.largest_entry,
+            "entries_by_kind": totals.kinds,
+            "checkpoints": totals.checkpoints,
+            "checkpoint_state_bytes": totals.checkpoint_raw,
+            "checkpoint_stored_bytes": totals.checkpoint_stored,
+            "longest_journal": totals.longest.as_ref().map(|(a, n)| json!({"actor_id": a, "entries": n})),
+            "backend_counts": {
+                "actors": counted.actors,
+                "entries": counted.entries,
+                "checkpoints": counted.checkpoints,
+            },
+        }))?;
+    } else {
+        out.line(format_args!(
+            "{} ({})",
+            journal.shown,
+            journal.storage.backend_name()
+        ))?;
+        out.line(format_args!("actors       {}", count(totals.actors)))?;
+        out.line(format_args!(
+            "entries      {}, {} encoded (average {}, largest {})",
+            count(totals.entries),
+            size(totals.entry_bytes),
+            size(totals.entry_bytes / totals.entries.max(1)),
+            size(totals.largest_entry)
+        ))?;
+        for (kind, n) in &totals.kinds {
+            out.line(format_args!("  {kind:<22} {}", count(*n)))?;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let ratio = totals.checkpoint_raw as f64 / totals.checkpoint_stored.max(1) as f64;
+        out.line(format_args!(
+            "checkpoints  {}, state {} raw, {} stored ({ratio:.1}x)",
+            count(totals.checkpoints),
+            size(totals.checkpoint_raw),
+            size(totals.checkpoint_stored)
+        ))?;
+        if let Some((actor, n)) = &totals.longest {
+            out.line(format_args!("longest      {actor} ({} entries)", count(*n)))?;
+        }
+    }
+    out.flush()?;
+    journal.close().await;
+    Ok(Outcome::Ok)
+}
+
+/// `journal at` options.
+#[derive(Debug, clap::Args)]
+pub struct AtArgs {
+    /// The journal's URL.
+    url: String,
+    /// The actor.
+    actor: String,
+    /// The entry to stand at.
+    seq: u64,
+    /// One JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Show the checkpoint and entries even for a demo account.
+    #[arg(long)]
+    raw: bool,
+}
+
+/// `journal at URL ACTOR SEQ`.
+pub async fn at(args: AtArgs) -> Result<Outcome, Failure> {
+    let journal = backend::open(&args.url, Access::Read).await?;
+    let highest = known_actor(&journal, &args.actor).await?;
+    if args.seq > highest {
+        return Err(Failure::new(format!(
+            "{} has {highest} entries at most (its highest sequence); there is no entry {}",
+            args.actor, args.seq
+        )));
+    }
+    let mut out = Printer::new();
+    if args.actor.starts_with(account::ACTOR_PREFIX) && !args.raw {
+        account_at(&journal, &args, &mut out).await?;
+    } else {
+        entries_at(&journal, &args, &mut out).await?;
+    }
+    out.flush()?;
+    journal.close().await;
+    Ok(Outcome::Ok)
+}
+
+/// A demo account's state rebuilt at `args.seq`.
+async fn account_at(journal: &Journal, args: &AtArgs, out: &mut Printer) -> Result<(), Failure> {
+    let mut state = Account::new(None, None);
+    let config = account::config(JournalBackend::Unspecified);
+    let rebuilt = rebuild_at(
+        Arc::clone(&journal.storage),
+        &config,
+        &args.actor,
+        &mut state,
+        args.seq,
+        true,
+    )
+    .await?;
+    let in_flight = rebuilt.in_flight.as_ref().map(|m| m.message_id.clone());
+    if args.json {
+        out.line(json!({
+            "actor_id": args.actor,
+            "sequence": args.seq,
+            "checkpoint_sequence": rebuilt.checkpoint_sequence,
+            "replayed_entries": rebuilt.replayed_entries,
+            "replayed_messages": rebuilt.replayed_messages,
+            "in_flight": in_flight,
+            "state": {
+                "balance": state.balance,
+                "deposits": state.deposits,
+                "transfers": state.transfers,
+                "declined": state.declined,
+                "paid_out": state.paid_out,
+                "statement": state.statement,
+            },
+        }))?;
+        return Ok(());
+    }
+    let from = rebuilt.checkpoint_sequence.map_or_else(
+        || "the first entry".to_owned(),
+        |c| format!("the checkpoint at {c}"),
+    );
+    out.line(format_args!(
+        "{} after entry {}: rebuilt from {from} and {} entries ({} messages) in {:.1?}",
+        args.actor, args.seq, rebuilt.replayed_entries, rebuilt.replayed_messages, rebuilt.elapsed
+    ))?;
+    out.line(format_args!("  balance    {}", state.balance))?;
+    out.line(format_args!(
+        "  deposits   {}, transfers paid {} ({} in all), declined {}",
+        state.deposits, state.transfers, state.paid_out, state.declined
+    ))?;
+    if let Some(id) = in_flight {
+        out.line(format_args!(
+            "  in flight  {id}: received, not yet completed at this entry (not applied)"
+        ))?;
+    }
+    out.line("  last operations:")?;
+    for line in state.statement.iter().rev().take(8) {
+        out.line(format_args!("    {line}"))?;
+    }
+    Ok(())
+}
+
+/// Any actor at `args.seq`: the nearest checkpoint at or before it and the
+/// entries from there to it.
+async fn entries_at(journal: &Journal, args: &AtArgs, out: &mut Printer) -> Result<(), Failure> {
+    let storage = &journal.storage;
+    let nearest = storage
+        .list_checkpoints(&args.actor)
+        .await?
+        .into_iter()
+        .filter(|&c| c <= args.seq)
+        .max();
+    let checkpoint = match nearest {
+        Some(sequence) => storage.get_checkpoint(&args.actor, sequence).await?,
+        None => None,
+    };
+    let from = checkpoint.as_ref().map_or(1, |c| c.sequence + 1);
+    let mut entries = Vec::new();
+    let mut stream = storage.replay_stream(&args.actor, from);
+    while let Some(entry) = stream.try_next().await? {
+        if entry.sequence > args.seq {
+            break;
+        }
+        entries.push(entry);
+    }
+    drop(stream);
+    if args.json {
+        out.line(json!({
+            "actor_id": args.actor,
+            "sequence": args.seq,
+            "checkpoint": checkpoint.as_ref().map(output::checkpoint_json),
+            "entries": entries.iter().map(output::entry_json).collect::<Vec<Value>>(),
+        }))?;
+        return Ok(());
+    }
+    match &checkpoint {
+        Some(c) => out.line(format_args!(
+            "{}: {}",
+            args.actor,
+            output::checkpoint_line(c)
+        ))?,
+        None => out.line(format_args!(
+            "{}: no checkpoint at or before {}; the entries from the first:",
+            args.actor, args.seq
+        ))?,
+    }
+    for entry in &entries {
+        out.line(output::entry_line(entry))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! `journal verify`: is every journal whole?
+//!
+//! Per actor: the stored sequences are contiguous and end at the highest
+//! sequence; entries truncated away are covered by a usable checkpoint;
+//! every entry and checkpoint decodes and belongs to the actor; every
+//! checkpoint lies in `1..=highest` and its state decompresses to the size
+//! it claims; the backend's counts agree with what is stored. For a whole
+//! store, its totals agree with the sum over actors too.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use indicatif::ProgressBar;
+use journal_core::checkpoint::{CheckpointManager, CheckpointPolicy, DEFAULT_MAX_CHECKPOINT_BYTES};
+use journal_core::{JournalEntry, JournalError, JournalStorage};
+
+use crate::backend::{self, known_actor, Access, Failure};
+use crate::inspect::Printer;
+use crate::output::{count, progress};
+use crate::Outcome;
+
+/// Entries read per page.
+const PAGE: usize = 1_000;
+
+/// What one actor's check counted.
+#[derive(Debug, Default)]
+struct Counted {
+    entries: u64,
+    checkpoints: u64,
+}
+
+/// `journal verify URL [ACTOR]`.
+pub async fn run(url: &str, actor: Option<&str>) -> Result<Outcome, Failure> {
+    let journal = backend::open(url, Access::Read).await?;
+    let storage = &journal.storage;
+    let mut problems = Vec::new();
+    let (mut actors, mut totals) = (0u64, Counted::default());
+    let mut troubled = 0u64;
+    let whole = storage.stats().await?;
+    let bar = progress(whole.entries, "verifying");
+    let ids: Vec<String> = match actor {
+        Some(actor) => {
+            known_actor(&journal, actor).await?;
+            vec![actor.to_owned()]
+        }
+        None => storage.list_actors().try_collect().await?,
+    };
+    for id in &ids {
+        let before = problems.len();
+        let counted = verify_actor(storage, id, &mut problems, &bar).await?;
+        actors += 1;
+        totals.entries += counted.entries;
+        totals.checkpoints += counted.checkpoints;
+        troubled += u64::from(problems.len() > before);
+    }
+    bar.finish_and_clear();
+    if actor.is_none()
+        && (whole.actors, whole.entries, whole.checkpoints)
+            != (actors, totals.entries, totals.checkpoints)
+    {
+        problems.push(format!(
+            "(store): the backend's totals say {} actors, {} entries, {} checkpoints; {actors}, {}, {} are stored",
+            whole.actors, whole.entries, whole.checkpoints, totals.entries, totals.checkpoints
+        ));
+    }
+    let mut out = Printer::new();
+    for problem in &problems {
+        out.line(format_args!("PROBLEM {problem}"))?;
+    }
+    let checked = format!(
+        "{} actors, {} entries, {} checkpoints in {}",
+        count(actors),
+        count(totals.entries),
+        count(totals.checkpoints),
+        journal.shown
+    );
+    let outcome = if problems.is_empty() {
+        out.line(format_args!(
+            "verify ok: {checked}: contiguous, every entry and checkpoint decodable, counts consistent"
+        ))?;
+        Outcome::Ok
+    } else {
+        out.line(format_args!(
+            "verify FAILED: {} problems in {troubled} of {checked}",
+            problems.len()
+        ))?;
+        Outcome::Problems
+    };
+    out.flush()?;
+    journal.close().await;
+    Ok(outcome)
+}
+
+/// Tracks stored sequences as they arrive, ascending.
+#[derive(Debug, Default)]
+struct Sequences {
+    first: Option<u64>,
+    last: u64,
+    stored: u64,
+}
+
+impl Sequences {
+    fn see(&mut self, actor: &str, sequence: u64, problems: &mut Vec<String>) {
+        if self.first.is_none() {
+            self.first = Some(sequence);
+        } else if sequence != self.last + 1 {
+            problems.push(format!(
+                "{actor}: {} (the journal goes from {} to {sequence})",
+                missing(self.last + 1, sequence - 1),
+                self.last
+            ));
+        }
+        self.last = sequence;
+        self.stored += 1;
+    }
+}
+
+/// "entry 7 is missing", "entries 7 to 9 are missing".
+fn missing(from: u64, to: u64) -> String {
+    if from == to {
+        format!("gap: entry {from} is missing")
+    } else {
+        format!("gap: entries {from} to {to} are missing")
+    }
+}
+
+fn check_entry(actor: &str, entry: &JournalEntry, problems: &mut Vec<String>) {
+    if entry.actor_id != actor {
+        problems.push(format!(
+            "{actor}: entry {} belongs to actor {:?}",
+            entry.sequence, entry.actor_id
+        ));
+    }
+    if entry.entry.is_none() {
+        problems.push(format!("{actor}: entry {} has no body", entry.sequence));
+    }
+}
+
+async fn verify_actor(
+    storage: &Arc<dyn JournalStorage>,
+    actor: &str,
+    problems: &mut Vec<String>,
+    bar: &ProgressBar,
+) -> Result<Counted, Failure> {
+    let summary = storage.actor_summary(actor).await?;
+    let highest = summary.highest_sequence;
+    let mut seen = Sequences::default();
+    let mut from = 1;
+    loop {
+        match storage.replay_range(actor, from, u64::MAX, PAGE).await {
+            Ok(entries) => {
+                let Some(last) = entries.last().map(|e| e.sequence) else {
+                    break;
+                };
+                for entry in &entries {
+                    seen.see(actor, entry.sequence, problems);
+                    check_entry(actor, entry, problems);
+                }
+                bar.inc(entries.len() as u64);
+                let Some(next) = last.checked_add(1) else {
+                    break;
+                };
+                from = next;
+            }
+            Err(JournalError::CorruptEntry {
+                sequence, reason, ..
+            }) if sequence >= from => {
+                // The page stopped at the damaged entry: check the ones
+                // before it, name it, and go on after it.
+                if sequence > from {
+                    for entry in storage
+                        .replay_range(actor, from, sequence - 1, usize::MAX)
+                        .await?
+                    {
+                        seen.see(actor, entry.sequence, problems);
+                        check_entry(actor, &entry, problems);
+                        bar.inc(1);
+                    }
+                }
+                seen.see(actor, sequence, problems);
+                problems.push(format!(
+                    "{actor}: entry {sequence} cannot be decoded: {reason}"
+                ));
+                let Some(next) = sequence.checked_add(1) else {
+                    break;
+                };
+                from = next;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let listed = storage.list_checkpoints(actor).await?;
+    let mut usable = 0;
+    for &sequence in &listed {
+        if let Some(at) = check_checkpoint(storage, actor, sequence, highest, problems).await? {
+            usable = usable.max(at);
+        }
+    }
+
+    match seen.first {
+        None if highest > 0 && usable < highest => problems.push(format!(
+            "{actor}: no entry is stored and no usable checkpoint is at the highest sequence {highest}: the actor cannot be recovered"
+        )),
+        Some(first) if first > 1 && usable < first - 1 => problems.push(format!(
+            "{actor}: entries 1 to {} are missing (truncated) and no usable checkpoint covers them: the actor cannot be recovered",
+            first - 1
+        )),
+        _ => {}
+    }
+    if seen.first.is_some() && seen.last < highest {
+        problems.push(format!(
+            "{actor}: {} (the journal ends at {}, its highest sequence is {highest})",
+            missing(seen.last + 1, highest),
+            seen.last
+        ));
+    }
+    if seen.last > highest {
+        problems.push(format!(
+            "{actor}: entry {} is beyond the highest sequence {highest}",
+            seen.last
+        ));
+    }
+    if summary.entries != seen.stored {
+        problems.push(format!(
+            "{actor}: the backend counts {} entries, {} are stored",
+            summary.entries, seen.stored
+        ));
+    }
+    if summary.checkpoints != listed.len() as u64 {
+        problems.push(format!(
+            "{actor}: the backend counts {} checkpoints, {} are listed",
+            summary.checkpoints,
+            listed.len()
+        ));
+    }
+    Ok(Counted {
+        entries: seen.stored,
+        checkpoints: listed.len() as u64,
+    })
+}
+
+/// Checks one checkpoint; returns its sequence when recovery could use it.
+async fn check_checkpoint(
+    storage: &Arc<dyn JournalStorage>,
+    actor: &str,
+    sequence: u64,
+    highest: u64,
+    problems: &mut Vec<String>,
+) -> Result<Option<u64>, Failure> {
+    let checkpoint = match storage.get_checkpoint(actor, sequence).await {
+        Ok(Some(checkpoint)) => checkpoint,
+        Ok(None) => {
+            problems.push(format!(
+                "{actor}: checkpoint {sequence} is listed but cannot be read"
+            ));
+            return Ok(None);
+        }
+        Err(JournalError::CorruptCheckpoint { reason, .. }) => {
+            problems.push(format!(
+                "{actor}: checkpoint {sequence} cannot be decoded: {reason}"
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let before = problems.len();
+    if checkpoint.sequence != sequence || checkpoint.actor_id != actor {
+        problems.push(format!(
+            "{actor}: checkpoint {sequence} says it is actor {:?}'s at {}",
+            checkpoint.actor_id, checkpoint.sequence
+        ));
+    }
+    if sequence == 0 || sequence > highest {
+        problems.push(format!(
+            "{actor}: checkpoint {sequence} is outside 1..={highest}, the actor's entries"
+        ));
+    }
+    // The state's own schema version: only the actor knows how to read the
+    // state, but its compression and size claim are checked here.
+    let policy = CheckpointPolicy {
+        schema_version: checkpoint.state_schema_version,
+        max_state_bytes: DEFAULT_MAX_CHECKPOINT_BYTES,
+        ..CheckpointPolicy::default()
+    };
+    if let Err(e) = CheckpointManager::new(Arc::clone(storage), policy)
+        .decode(checkpoint)
+        .await
+    {
+        problems.push(format!(
+            "{actor}: checkpoint {sequence}'s state cannot be read: {e}"
+        ));
+    }
+    Ok((problems.len() == before).then_some(sequence))
+}
