@@ -82,6 +82,7 @@ pub fn run(args: &[String]) -> ExitCode {
     std::env::set_var("JOURNAL_TEST_SCHEMA_PREFIX", &prefix);
     std::env::set_var("JOURNAL_TEST_KEY_PREFIX", &prefix);
     steps.push(unit_and_integration_tests());
+    steps.push(main_job());
     drop(cluster);
     let cleanup = redis::delete_redis_keys(&prefix);
     steps.push(Step {
@@ -168,6 +169,31 @@ fn server_step(name: &str, outcome: Result<&'static str, String>) -> Step {
         counts: None,
         note,
     }
+}
+
+/// The README's main job with its defaults, `journal demo`, then
+/// `journal verify` on the file it wrote, with the binary the tests built.
+fn main_job() -> Step {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let binary = Path::new(&target).join("debug").join("journal");
+    let db = Path::new(&target).join("tmp").join("main-job.db");
+    let mut demo = std::process::Command::new(&binary);
+    demo.arg("demo").arg("--db").arg(&db);
+    let finished = stream(demo);
+    if !finished.success {
+        return Step::from("main job: journal demo", &finished, None);
+    }
+    let mut verify = std::process::Command::new(&binary);
+    verify.arg("verify").arg(format!("sqlite:{}", db.display()));
+    let verified = stream(verify);
+    let mut step = Step::from("main job: demo + verify", &verified, None);
+    step.elapsed += finished.elapsed;
+    step.note = finished
+        .lines
+        .iter()
+        .find(|l| l.contains("from checkpoints:"))
+        .map_or_else(String::new, |l| l.trim().to_owned());
+    step
 }
 
 /// Every unit and integration test, with nextest where it is installed.

@@ -32,7 +32,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     actors: u64,
     /// Messages per account; the crash comes after 60% of them.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=1_000_000))]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(5..=1_000_000))]
     messages: u64,
 }
 
@@ -155,12 +155,12 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
     journal.close().await;
     if checks.failed.is_empty() {
         println!("all checks passed");
-        println!(
-            "look inside: journal verify {shown} | journal actors {shown} | journal show {shown} {} --limit 20 | journal at {shown} {} {}",
-            account::actor_id(0),
-            account::actor_id(0),
-            crash_from
-        );
+        let account = account::actor_id(0);
+        println!("look inside:");
+        println!("  journal verify {shown}");
+        println!("  journal actors {shown}");
+        println!("  journal show {shown} {account} --limit 20");
+        println!("  journal at {shown} {account} {crash_from}");
         Ok(Outcome::Ok)
     } else {
         for failure in &checks.failed {

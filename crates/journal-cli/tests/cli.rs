@@ -1,0 +1,544 @@
+//! The `journal` binary end to end, on SQLite files and on the real
+//! PostgreSQL and Redis servers (each test in a schema or key prefix of its
+//! own, under the run's prefix that `cargo xtask ci` cleans up). A missing
+//! server skips locally and fails under `CI=true`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use journal_core::journal_entry::Entry;
+use journal_core::{Checkpoint, JournalEntry, JournalStorage};
+use serde_json::Value;
+
+fn journal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_journal"))
+        .args(args)
+        .output()
+        .expect("run the journal binary")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs `journal args` and expects exit status `code`.
+fn expect(code: i32, args: &[&str]) -> String {
+    let output = journal(args);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "journal {args:?}\nstdout:\n{}\nstderr:\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// A fresh file path for a test's journal.
+fn fresh_db(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("journal-cli");
+    std::fs::create_dir_all(&dir).expect("test directory");
+    dir.join(format!(
+        "{name}-{}.db",
+        journal_core::new_entry_id().to_lowercase()
+    ))
+}
+
+fn sqlite_url(db: &std::path::Path) -> String {
+    format!("sqlite:{}", db.display())
+}
+
+/// A demo journal of `actors` accounts with `messages` messages each.
+fn demo_db(name: &str, actors: u32, messages: u32) -> (PathBuf, String) {
+    let db = fresh_db(name);
+    let out = expect(
+        0,
+        &[
+            "demo",
+            "--db",
+            db.to_str().expect("utf-8 path"),
+            "--actors",
+            &actors.to_string(),
+            "--messages",
+            &messages.to_string(),
+        ],
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+    let url = sqlite_url(&db);
+    (db, url)
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+fn skip_or_fail(advice: &str) -> Option<String> {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{advice}");
+    eprintln!("SKIPPED: {advice}");
+    None
+}
+
+/// A PostgreSQL URL with a fresh schema, or `None` (locally) without a
+/// server.
+fn postgres_url() -> Option<String> {
+    let base = std::env::var("JOURNAL_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let prefix = std::env::var("JOURNAL_TEST_SCHEMA_PREFIX").unwrap_or_else(|_| "jt_".into());
+    let schema = format!("{prefix}{}", journal_core::new_entry_id().to_lowercase());
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}schema={schema}");
+    let output = journal(&["actors", &url]);
+    let err = stderr(&output);
+    if err.contains("unavailable") {
+        return skip_or_fail(&format!(
+            "PostgreSQL is not reachable ({err}). Start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or point JOURNAL_POSTGRES_URL at a server."
+        ));
+    }
+    Some(url)
+}
+
+fn redis_url_at(base: &str) -> Option<String> {
+    let prefix = std::env::var("JOURNAL_TEST_KEY_PREFIX").unwrap_or_else(|_| "jt_".into());
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{base}{separator}prefix={prefix}{}",
+        journal_core::new_entry_id().to_lowercase()
+    );
+    let output = journal(&["actors", &url]);
+    let err = stderr(&output);
+    if err.contains("unavailable") {
+        return skip_or_fail(&format!(
+            "Redis is not reachable ({err}). Start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no`, or point JOURNAL_REDIS_URL at a server."
+        ));
+    }
+    assert!(output.status.success(), "{err}");
+    Some(url)
+}
+
+/// A Redis URL with a fresh key prefix, or `None` (locally) without a
+/// server.
+fn redis_url() -> Option<String> {
+    let base =
+        std::env::var("JOURNAL_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    redis_url_at(&base)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn demo_then_verify_passes_and_a_second_demo_starts_over() {
+    let (db, url) = demo_db("demo", 3, 40);
+    let out = expect(0, &["verify", &url]);
+    assert!(out.starts_with("verify ok: 3 actors"), "{out}");
+    let again = expect(
+        0,
+        &[
+            "demo",
+            "--db",
+            db.to_str().expect("path"),
+            "--actors",
+            "3",
+            "--messages",
+            "40",
+        ],
+    );
+    assert!(
+        again.contains("removed the previous demo run (3 accounts)"),
+        "{again}"
+    );
+    assert!(!again.contains("FAILED"), "{again}");
+    assert_eq!(again.matches("check ok").count(), 5, "{again}");
+    expect(0, &["verify", &url]);
+}
+
+#[test]
+fn damaged_journals_fail_verify_and_every_damage_is_named() {
+    let (db, url) = demo_db("damaged", 3, 40);
+    let conn = rusqlite::Connection::open(&db).expect("open the file");
+    let deleted = conn
+        .execute(
+            "DELETE FROM entries WHERE actor_id = 'demo-account-001' AND sequence = 17",
+            [],
+        )
+        .expect("delete a row");
+    assert_eq!(deleted, 1);
+    conn.execute(
+        "UPDATE entries SET entry = x'ffffffff' WHERE actor_id = 'demo-account-002' AND sequence = 30",
+        [],
+    )
+    .expect("damage an entry");
+    drop(conn);
+
+    let output = journal(&["verify", &url]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "PROBLEM demo-account-001: gap: entry 17 is missing (the journal goes from 16 to 18)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("PROBLEM demo-account-002: entry 30 cannot be decoded"),
+        "{out}"
+    );
+    assert!(out.contains("verify FAILED"), "{out}");
+    assert!(!out.contains("demo-account-000"), "an intact actor: {out}");
+    // One actor at a time: the intact one passes, the damaged one fails.
+    expect(0, &["verify", &url, "demo-account-000"]);
+    expect(1, &["verify", &url, "demo-account-001"]);
+}
+
+#[test]
+fn a_damaged_checkpoint_fails_verify() {
+    let (db, url) = demo_db("checkpoint", 1, 60);
+    let conn = rusqlite::Connection::open(&db).expect("open the file");
+    let damaged = conn
+        .execute(
+            "UPDATE checkpoints SET checkpoint = x'0a0100' WHERE sequence = (SELECT MAX(sequence) FROM checkpoints)",
+            [],
+        )
+        .expect("damage a checkpoint");
+    assert_eq!(damaged, 1);
+    drop(conn);
+    let out = expect(1, &["verify", &url]);
+    assert!(
+        out.contains("PROBLEM demo-account-000: checkpoint"),
+        "{out}"
+    );
+}
+
+#[test]
+fn show_prints_entries_as_text_or_json_lines_within_bounds() {
+    let (_db, url) = demo_db("show", 1, 30);
+    let all = json_lines(&expect(0, &["show", &url, "demo-account-000", "--json"]));
+    let highest = all.len() as u64;
+    assert!(highest > 60, "{highest} entries");
+    for (i, entry) in all.iter().enumerate() {
+        assert_eq!(entry["sequence"], i as u64 + 1);
+        assert_eq!(entry["actor_id"], "demo-account-000");
+        assert!(entry["entry_id"].as_str().is_some_and(|id| id.len() == 26));
+    }
+    assert_eq!(all[0]["kind"], "message_received");
+    assert_eq!(all[0]["message_type"], "deposit");
+    let some = json_lines(&expect(
+        0,
+        &[
+            "show",
+            &url,
+            "demo-account-000",
+            "--from",
+            "5",
+            "--to",
+            "9",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        some.iter()
+            .map(|e| e["sequence"].clone())
+            .collect::<Vec<_>>(),
+        (5..=9).map(Value::from).collect::<Vec<_>>()
+    );
+    let text = expect(
+        0,
+        &[
+            "show",
+            &url,
+            "demo-account-000",
+            "--from",
+            "3",
+            "--limit",
+            "4",
+        ],
+    );
+    let sequences: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(sequences, ["3", "4", "5", "6"], "{text}");
+    assert!(text.contains("message_"), "{text}");
+}
+
+#[test]
+fn at_rebuilds_the_balance_each_message_acknowledged() {
+    let (_db, url) = demo_db("at", 2, 90);
+    let entries = json_lines(&expect(0, &["show", &url, "demo-account-001", "--json"]));
+    let mut checked = 0;
+    for (i, entry) in entries.iter().enumerate() {
+        let sequence = entry["sequence"].to_string();
+        if entry["kind"] == "message_processed" && entry["result"] == "success" && i % 7 == 0 {
+            let at: Value = serde_json::from_str(&expect(
+                0,
+                &["at", &url, "demo-account-001", &sequence, "--json"],
+            ))
+            .expect("json");
+            let reply: i64 = entry["response_payload_text"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .expect("the reply is the balance");
+            assert_eq!(at["state"]["balance"], reply, "at {sequence}: {at}");
+            assert_eq!(at["in_flight"], Value::Null);
+            checked += 1;
+        }
+        if entry["kind"] == "message_received" && i % 11 == 0 {
+            let at: Value = serde_json::from_str(&expect(
+                0,
+                &["at", &url, "demo-account-001", &sequence, "--json"],
+            ))
+            .expect("json");
+            assert_eq!(at["in_flight"], entry["message_id"], "at {sequence}");
+        }
+    }
+    assert!(checked >= 5, "{checked} points checked");
+    let text = expect(0, &["at", &url, "demo-account-001", "120"]);
+    assert!(
+        text.contains("after entry 120") && text.contains("balance"),
+        "{text}"
+    );
+}
+
+#[test]
+fn at_on_any_other_actor_shows_the_nearest_checkpoint_and_the_entries_since() {
+    let db = fresh_db("plain");
+    let url = sqlite_url(&db);
+    runtime().block_on(async {
+        let storage = journal_sqlite::SqliteJournalStorage::new(&db)
+            .await
+            .expect("open");
+        for sequence in 1..=10 {
+            let entry = JournalEntry::new(
+                "orders-7",
+                sequence,
+                Entry::message_received(format!("m{sequence}"), "order", b"x".to_vec()),
+            );
+            storage.append_entry(&entry).await.expect("append");
+        }
+        for at in [4, 8] {
+            storage
+                .save_checkpoint(&Checkpoint::new("orders-7", at, b"state".to_vec()))
+                .await
+                .expect("checkpoint");
+        }
+        storage.close().await;
+    });
+    let at: Value =
+        serde_json::from_str(&expect(0, &["at", &url, "orders-7", "7", "--json"])).expect("json");
+    assert_eq!(at["checkpoint"]["sequence"], 4);
+    assert_eq!(
+        at["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| e["sequence"].clone())
+            .collect::<Vec<_>>(),
+        [5, 6, 7].map(Value::from)
+    );
+    let text = expect(0, &["at", &url, "orders-7", "3"]);
+    assert!(text.contains("no checkpoint at or before 3"), "{text}");
+    expect(0, &["verify", &url]);
+}
+
+#[test]
+fn actors_and_stats_agree_with_each_other() {
+    let (_db, url) = demo_db("stats", 3, 30);
+    let actors = json_lines(&expect(0, &["actors", &url, "--json"]));
+    assert_eq!(actors.len(), 3);
+    let entries: u64 = actors
+        .iter()
+        .map(|a| a["entries"].as_u64().expect("n"))
+        .sum();
+    let stats: Value = serde_json::from_str(&expect(0, &["stats", &url, "--json"])).expect("json");
+    assert_eq!(stats["entries"], entries);
+    assert_eq!(stats["backend_counts"]["entries"], entries);
+    assert_eq!(stats["actors"], 3);
+    assert!(stats["checkpoints"].as_u64().expect("n") >= 3, "{stats}");
+    let text = expect(0, &["stats", &url]);
+    assert!(text.contains("message_received"), "{text}");
+}
+
+fn copy_and_compare(url: &str, target: &str) {
+    let out = expect(0, &["copy", url, target, "--batch", "37"]);
+    assert!(out.contains("verified: the 3 actors'"), "{out}");
+    expect(0, &["verify", url]);
+    expect(0, &["verify", target]);
+    for actor in ["demo-account-000", "demo-account-001", "demo-account-002"] {
+        assert_eq!(
+            expect(0, &["show", url, actor, "--json"]),
+            expect(0, &["show", target, actor, "--json"]),
+            "{actor}"
+        );
+    }
+    let again = expect(0, &["copy", url, target]);
+    assert!(again.contains("(0 entries to append)"), "{again}");
+    assert!(
+        again.contains("copied 0 entries and 0 checkpoints"),
+        "{again}"
+    );
+}
+
+#[test]
+fn copy_sqlite_to_postgres_gives_the_same_journals_and_resumes() {
+    let Some(target) = postgres_url() else { return };
+    let (db, url) = demo_db("copy-pg", 3, 40);
+    // A copy cut off part-way: one actor whole, another's first 10 entries.
+    expect(0, &["copy", &url, &target, "--actor", "demo-account-002"]);
+    runtime().block_on(async {
+        let source = journal_sqlite::SqliteJournalStorage::new(&db)
+            .await
+            .expect("open");
+        let part = source
+            .replay_range("demo-account-000", 1, 10, 10)
+            .await
+            .expect("read");
+        let (base, schema) = target.split_once("?schema=").expect("schema");
+        let destination = journal_postgres::PostgresJournalStorage::open(
+            base,
+            journal_postgres::PostgresOptions {
+                schema: schema.to_owned(),
+                pool_size: 1,
+                ..journal_postgres::PostgresOptions::default()
+            },
+        )
+        .await
+        .expect("open the destination");
+        destination.append_batch(&part).await.expect("append");
+        source.close().await;
+    });
+    let out = expect(0, &["copy", &url, &target]);
+    assert!(out.contains("copying 3 actors"), "{out}");
+    copy_and_compare(&url, &target);
+}
+
+#[test]
+fn copy_refuses_to_touch_a_destination_that_differs() {
+    let Some(target) = postgres_url() else { return };
+    let (_db, url) = demo_db("diverge", 3, 20);
+    let other = fresh_db("other");
+    let other_url = sqlite_url(&other);
+    runtime().block_on(async {
+        let storage = journal_sqlite::SqliteJournalStorage::new(&other)
+            .await
+            .expect("open");
+        let entry = JournalEntry::new(
+            "demo-account-001",
+            1,
+            Entry::message_received("elsewhere", "deposit", b"1".to_vec()),
+        );
+        storage.append_entry(&entry).await.expect("append");
+        storage.close().await;
+    });
+    expect(0, &["copy", &other_url, &target]);
+    let out = expect(1, &["copy", &url, &target]);
+    assert!(
+        out.contains(
+            "PROBLEM demo-account-001: the destination's entry 1 differs from the source's"
+        ),
+        "{out}"
+    );
+    // The other two were copied; the different one is as it was.
+    let kept = json_lines(&expect(0, &["show", &target, "demo-account-001", "--json"]));
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["message_id"], "elsewhere");
+    expect(0, &["verify", &target, "demo-account-000"]);
+}
+
+#[test]
+fn copy_sqlite_to_redis_gives_the_same_journals() {
+    let Some(target) = redis_url() else { return };
+    let (_db, url) = demo_db("copy-redis", 3, 30);
+    copy_and_compare(&url, &target);
+}
+
+#[test]
+fn copy_sqlite_to_a_redis_cluster_gives_the_same_journals() {
+    let Some(cluster) = std::env::var("JOURNAL_REDIS_CLUSTER_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        // `cargo xtask ci` starts a cluster and sets the variable.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "JOURNAL_REDIS_CLUSTER_URL is not set: run the tests with `cargo xtask ci`"
+        );
+        return;
+    };
+    let Some(target) = redis_url_at(&cluster) else {
+        return;
+    };
+    let (_db, url) = demo_db("copy-cluster", 3, 30);
+    copy_and_compare(&url, &target);
+}
+
+#[test]
+fn the_demo_runs_on_postgres_and_redis_too() {
+    for url in [postgres_url(), redis_url()].into_iter().flatten() {
+        let out = expect(
+            0,
+            &["demo", "--url", &url, "--actors", "2", "--messages", "30"],
+        );
+        assert!(out.contains("all checks passed"), "{out}");
+        expect(0, &["verify", &url]);
+    }
+}
+
+#[test]
+fn errors_are_one_line_on_stderr_without_a_password() {
+    let (_db, url) = demo_db("errors", 1, 10);
+    let missing = fresh_db("missing");
+    let missing_url = sqlite_url(&missing);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["actors", "mysql://app:s3cret@db/x"],
+            "unknown kind of journal URL",
+        ),
+        (vec!["actors", &missing_url], "no such journal file"),
+        (
+            vec!["actors", "postgres://app:s3cret@127.0.0.1:1/test"],
+            "postgres unavailable",
+        ),
+        (
+            vec!["stats", "redis://:s3cret@127.0.0.1:1"],
+            "redis unavailable",
+        ),
+        (vec!["show", &url, "nobody"], "unknown actor \"nobody\""),
+        (
+            vec!["verify", &url, "--bogus"],
+            "unexpected argument '--bogus'",
+        ),
+        (
+            vec!["at", &url, "demo-account-000", "100000"],
+            "there is no entry 100000",
+        ),
+        (
+            vec!["show", &url, "demo-account-000", "--from", "x"],
+            "invalid value 'x'",
+        ),
+        (vec!["copy", &url, &url], "are the same journal"),
+        (vec!["frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, says) in cases {
+        let output = journal(&args);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("journal: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("s3cret") && !err.contains("panic"), "{err}");
+        assert!(stdout(&output).is_empty(), "{args:?}");
+    }
+    assert!(!missing.exists(), "reading never creates a file");
+}
