@@ -138,6 +138,7 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
     // Phase 4: what checkpoints buy.
     println!("[4/4] recovery from checkpoints against a full replay");
     compare_recovery(&setup, &journal, &actors, &mut checks).await?;
+    drop(actors); // their facets share the journal, which is closed below
 
     let stats = journal.storage.stats().await?;
     let mut file = String::new();

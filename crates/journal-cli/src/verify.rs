@@ -37,14 +37,15 @@ pub async fn run(url: &str, actor: Option<&str>) -> Result<Outcome, Failure> {
     let (mut actors, mut totals) = (0u64, Counted::default());
     let mut troubled = 0u64;
     let whole = storage.stats().await?;
-    let bar = progress(whole.entries, "verifying");
-    let ids: Vec<String> = match actor {
+    let (ids, entries): (Vec<String>, u64) = match actor {
         Some(actor) => {
             known_actor(&journal, actor).await?;
-            vec![actor.to_owned()]
+            let summary = storage.actor_summary(actor).await?;
+            (vec![actor.to_owned()], summary.entries)
         }
-        None => storage.list_actors().try_collect().await?,
+        None => (storage.list_actors().try_collect().await?, whole.entries),
     };
+    let bar = progress(entries, "verifying");
     for id in &ids {
         let before = problems.len();
         let counted = verify_actor(storage, id, &mut problems, &bar).await?;
