@@ -11,38 +11,19 @@ use journal_sqlite::SqliteJournalStorage;
 
 /// Why a command could not run: one line, never a credential.
 #[derive(Debug)]
-pub struct Failure {
-    text: String,
-    closed_output: bool,
-}
+pub struct Failure(String);
 
 impl Failure {
-    /// A failure with this text.
+    /// A failure with this text (control characters escaped).
     pub fn new(text: impl Into<String>) -> Self {
         let text: String = text.into();
-        Failure {
-            text: text.replace(['\n', '\r'], " "),
-            closed_output: false,
-        }
-    }
-
-    /// Writing the output failed; a closed pipe (`| head`) is no failure.
-    pub fn output(e: &std::io::Error) -> Self {
-        Failure {
-            closed_output: e.kind() == std::io::ErrorKind::BrokenPipe,
-            ..Failure::new(format!("cannot write the output: {e}"))
-        }
-    }
-
-    /// Whether the reader of the output went away.
-    pub fn is_closed_output(&self) -> bool {
-        self.closed_output
+        Failure(crate::output::clean(&text).into_owned())
     }
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(&self.0)
     }
 }
 

@@ -15,7 +15,7 @@ use indicatif::ProgressBar;
 use journal_core::{JournalError, JournalStorage};
 
 use crate::backend::{self, known_actor, Access, Failure, Journal};
-use crate::inspect::Printer;
+use crate::output::Printer;
 use crate::output::{count, progress};
 use crate::Outcome;
 
@@ -39,18 +39,14 @@ pub struct CopyArgs {
 struct Copied {
     entries: u64,
     checkpoints: u64,
+    /// The source's highest sequence when the copy started: what is
+    /// compared at the end (a live source may have grown since).
+    upto: u64,
 }
 
 /// `journal copy FROM TO`.
 pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
     let source = backend::open(&args.from, Access::Read).await?;
-    let destination = backend::open(&args.to, Access::Write).await?;
-    if source.same_store(&destination) {
-        return Err(Failure::new(format!(
-            "{} and {} are the same journal",
-            source.shown, destination.shown
-        )));
-    }
     let ids: Vec<String> = match &args.actor {
         Some(actor) => {
             known_actor(&source, actor).await?;
@@ -58,6 +54,13 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
         }
         None => source.storage.list_actors().try_collect().await?,
     };
+    let destination = backend::open(&args.to, Access::Write).await?;
+    if source.same_store(&destination) {
+        return Err(Failure::new(format!(
+            "{} and {} are the same journal",
+            source.shown, destination.shown
+        )));
+    }
     let mut total = 0;
     for id in &ids {
         let (from, to) = (
@@ -83,7 +86,7 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
             Ok(actor) => {
                 copied.entries += actor.entries;
                 copied.checkpoints += actor.checkpoints;
-                done.push(id);
+                done.push((id, actor.upto));
             }
             Err(problem) => problems.push(format!("{id}: {problem}")),
         }
@@ -95,8 +98,8 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
         count(copied.checkpoints)
     ))?;
     let verify = progress(done.len() as u64, "verifying");
-    for id in &done {
-        if let Some(difference) = compare(&source.storage, &destination.storage, id).await? {
+    for &(id, upto) in &done {
+        if let Some(difference) = compare(&source.storage, &destination.storage, id, upto).await? {
             problems.push(format!("{id}: {difference}"));
         }
         verify.inc(1);
@@ -145,18 +148,35 @@ async fn copy_actor(
     }
     if dst_highest > 0 {
         let theirs = dst.replay_range(id, dst_highest, dst_highest, 1).await?;
-        let ours = read(src, id, dst_highest, dst_highest, 1).await?;
-        let ours = match ours {
+        let ours = match read(src, id, dst_highest, dst_highest, 1).await? {
             Ok(entries) => entries,
             Err(problem) => return Ok(Err(problem)),
         };
-        if theirs != ours {
+        if ours.is_empty() {
+            // The source truncated that entry away (behind a checkpoint):
+            // the copy can go on only where the source starts right after.
+            let first = match read(src, id, 1, src_highest, 1).await? {
+                Ok(entries) => entries.first().map(|e| e.sequence),
+                Err(problem) => return Ok(Err(problem)),
+            };
+            if first.is_some_and(|first| first > dst_highest + 1)
+                || (first.is_none() && src_highest > dst_highest)
+            {
+                return Ok(Err(format!(
+                    "the source was truncated past the destination's end (entry {dst_highest}): \
+                     the entries after it are no longer in the source; not touched"
+                )));
+            }
+        } else if theirs != ours {
             return Ok(Err(format!(
                 "the destination's entry {dst_highest} differs from the source's: a different journal; not touched"
             )));
         }
     }
-    let mut copied = Copied::default();
+    let mut copied = Copied {
+        upto: src_highest,
+        ..Copied::default()
+    };
     let mut from = dst_highest + 1;
     while from <= src_highest {
         let entries = match read(src, id, from, src_highest, batch).await? {
@@ -234,44 +254,47 @@ async fn read(
     }
 }
 
-/// `None` when the actor's journal and checkpoints are the same in both;
-/// otherwise the first difference.
+/// `None` when the actor's journal up to `upto`, and its checkpoints up to
+/// there, are the same in the destination; otherwise the first difference.
+/// Entries the source has truncated away are not compared.
 async fn compare(
     source: &Arc<dyn JournalStorage>,
     destination: &Arc<dyn JournalStorage>,
     id: &str,
+    upto: u64,
 ) -> Result<Option<String>, Failure> {
-    let (ours, theirs) = (
-        source.highest_sequence(id).await?,
-        destination.highest_sequence(id).await?,
-    );
-    if ours != theirs {
+    let theirs = destination.highest_sequence(id).await?;
+    if theirs < upto {
         return Ok(Some(format!(
-            "highest sequence {ours} in the source, {theirs} in the destination"
+            "the destination ends at entry {theirs}, the source at {upto}"
         )));
     }
     let mut a = source.replay_stream(id, 1);
-    let mut b = destination.replay_stream(id, 1);
+    let first = a.try_next().await?;
+    let from = first.as_ref().map_or(upto + 1, |e| e.sequence);
+    let mut b = destination.replay_stream(id, from);
+    let mut next = first;
     loop {
-        match (a.try_next().await?, b.try_next().await?) {
-            (None, None) => break,
+        let ours = next.take().filter(|e| e.sequence <= upto);
+        let theirs = match &ours {
+            Some(_) => b.try_next().await?,
+            None => None,
+        };
+        match (ours, theirs) {
+            (None, _) => break,
             (Some(x), Some(y)) if x == y => {}
-            (x, y) => {
-                let at = |e: &Option<journal_core::JournalEntry>| {
-                    e.as_ref()
-                        .map_or_else(|| "the end".to_owned(), |e| format!("entry {}", e.sequence))
-                };
-                return Ok(Some(format!(
-                    "the journals differ: {} in the source, {} in the destination",
-                    at(&x),
-                    at(&y)
-                )));
+            (Some(x), _) => {
+                return Ok(Some(format!("the journals differ at entry {}", x.sequence)));
             }
         }
+        next = a.try_next().await?;
     }
     drop((a, b));
     let theirs = destination.list_checkpoints(id).await?;
     for sequence in source.list_checkpoints(id).await? {
+        if sequence > upto {
+            continue;
+        }
         let ours = source.get_checkpoint(id, sequence).await?;
         if ours.is_some()
             && (!theirs.contains(&sequence)

@@ -16,7 +16,14 @@ use tokio::task::JoinSet;
 
 use crate::account::{self, Account, CrashPlan, PaymentNetwork};
 use crate::backend::{self, Access, Failure, Journal};
-use crate::output::{count, progress, size};
+use crate::output::{count, progress, size, Printer};
+
+/// Prints a line of the demo's report.
+macro_rules! say {
+    ($report:expr, $($arg:tt)*) => {
+        $report.out.line(format_args!($($arg)*))
+    };
+}
 use crate::Outcome;
 
 /// `journal demo` options.
@@ -78,6 +85,11 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
         .url
         .clone()
         .unwrap_or_else(|| format!("sqlite:{}", args.db.display()));
+    if url.to_ascii_lowercase().starts_with("memory:") {
+        return Err(Failure::new(
+            "the demo reopens its journal after the crash, which a memory: journal does not survive: use --db PATH or a postgres:// or redis:// URL",
+        ));
+    }
     let journal = backend::open(&url, Access::Write).await?;
     let backend = match journal.storage.backend_name() {
         "sqlite" => JournalBackend::Sqlite,
@@ -85,6 +97,7 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
         "redis" => JournalBackend::Redis,
         _ => JournalBackend::Memory,
     };
+    let mut report = Report::new();
     let setup = Setup {
         url,
         backend,
@@ -96,48 +109,61 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
         Some(path) => format!("{} (SQLite, WAL, synchronous=FULL)", path.display()),
         None => journal.shown.clone(),
     };
-    println!(
+    say!(
+        report,
         "journal demo: {} accounts x {} messages on {what}",
-        setup.accounts, setup.messages
-    );
+        setup.accounts,
+        setup.messages
+    )?;
     let removed = remove_previous_run(&journal).await?;
     if removed > 0 {
-        println!("  removed the previous demo run ({removed} accounts)");
+        say!(
+            report,
+            "  removed the previous demo run ({removed} accounts)"
+        )?;
     }
-    let mut checks = Checks::default();
 
     // Phase 1: run until every account has crashed inside a transfer.
     let crash_from = (setup.messages * 3 / 5).max(2);
-    println!("[1/4] running: deposits, and transfers that pay through the payment network");
-    let acked = crash_phase(&setup, &journal, crash_from).await?;
+    say!(
+        report,
+        "[1/4] running: deposits, and transfers that pay through the payment network"
+    )?;
+    let acked = crash_phase(&setup, &journal, crash_from, &mut report).await?;
     let acknowledged: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
-    println!(
+    say!(report, 
         "      crash: every account stopped dead inside a transfer, after the payment was made and journaled, before the message completed ({} messages acknowledged)",
         count(acknowledged)
-    );
+    )?;
 
     // Phase 2: reopen the journal, recover, compare with what was acknowledged.
     journal.close().await;
     let journal = backend::open(&setup.url, Access::Write).await?;
-    let (recovered, completed) = recover_phase(&setup, &journal, &acked, &mut checks).await?;
+    let (recovered, completed) = recover_phase(&setup, &journal, &acked, &mut report).await?;
 
     // Phase 3: the senders redeliver what was not acknowledged, then go on.
-    println!("[3/4] the senders redeliver unacknowledged messages and carry on");
+    say!(
+        report,
+        "[3/4] the senders redeliver unacknowledged messages and carry on"
+    )?;
     let (actors, duplicates) = finish_phase(&setup, recovered, &acked).await?;
-    checks.expect(
+    report.expect(
         duplicates == completed,
         format!(
             "{duplicates} redelivered messages were recognised as duplicates, expected {completed}"
         ),
     );
-    checks.report(&format!(
+    report.check(&format!(
         "{duplicates} redelivered messages recognised as already handled, not handled twice"
-    ));
-    check_final(&setup, &actors, &mut checks).await;
+    ))?;
+    check_final(&setup, &actors, &mut report).await?;
 
     // Phase 4: what checkpoints buy.
-    println!("[4/4] recovery from checkpoints against a full replay");
-    compare_recovery(&setup, &journal, &actors, &mut checks).await?;
+    say!(
+        report,
+        "[4/4] recovery from checkpoints against a full replay"
+    )?;
+    compare_recovery(&setup, &journal, &actors, &mut report).await?;
     drop(actors); // their facets share the journal, which is closed below
 
     let stats = journal.storage.stats().await?;
@@ -146,25 +172,27 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
         let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
         file = format!(", file {}", size(bytes));
     }
-    println!(
+    say!(
+        report,
         "journal: {} entries and {} checkpoints for {} actors{file}",
         count(stats.entries),
         count(stats.checkpoints),
         count(stats.actors),
-    );
+    )?;
     let shown = journal.shown.clone();
+    let account = account::actor_id(0);
+    let middle = journal.storage.highest_sequence(&account).await? / 2;
     journal.close().await;
-    if checks.failed.is_empty() {
-        println!("all checks passed");
-        let account = account::actor_id(0);
-        println!("look inside:");
-        println!("  journal verify {shown}");
-        println!("  journal actors {shown}");
-        println!("  journal show {shown} {account} --limit 20");
-        println!("  journal at {shown} {account} {crash_from}");
+    if report.failed.is_empty() {
+        say!(report, "all checks passed")?;
+        say!(report, "look inside:")?;
+        say!(report, "  journal verify {shown}")?;
+        say!(report, "  journal actors {shown}")?;
+        say!(report, "  journal show {shown} {account} --limit 20")?;
+        say!(report, "  journal at {shown} {account} {middle}")?;
         Ok(Outcome::Ok)
     } else {
-        for failure in &checks.failed {
+        for failure in &report.failed {
             eprintln!("FAILED: {failure}");
         }
         Ok(Outcome::Problems)
@@ -178,23 +206,27 @@ async fn recover_phase(
     setup: &Setup,
     journal: &Journal,
     acked: &[AtomicU64],
-    checks: &mut Checks,
+    report: &mut Report,
 ) -> Result<(Vec<Actor<Account>>, u64), Failure> {
-    println!("[2/4] recovering every account from the reopened journal");
+    say!(
+        report,
+        "[2/4] recovering every account from the reopened journal"
+    )?;
     let started = Instant::now();
     let mut recovered = Vec::with_capacity(setup.accounts);
     let (mut replayed, mut completed, mut from_checkpoint) = (0, 0, 0);
     for (index, acked) in acked.iter().enumerate() {
         let (mut actor, observer) = setup.account(journal, index, None);
         actor.activate().await?;
-        let report = observer.stats().activation;
-        replayed += report.replayed_entries;
-        completed += u64::from(report.completed_interrupted_message);
-        from_checkpoint += u64::from(report.checkpoint_sequence.is_some());
-        let done = acked.load(Ordering::Relaxed) + u64::from(report.completed_interrupted_message);
+        let activation = observer.stats().activation;
+        replayed += activation.replayed_entries;
+        completed += u64::from(activation.completed_interrupted_message);
+        from_checkpoint += u64::from(activation.checkpoint_sequence.is_some());
+        let done =
+            acked.load(Ordering::Relaxed) + u64::from(activation.completed_interrupted_message);
         let all = account::messages(index, setup.messages);
         let (want, _) = account::expected(index, &all[..to_index(done)]).await;
-        checks.expect(
+        report.expect(
             actor.behavior() == &want,
             format!(
                 "{}: recovered balance {} after {done} messages, expected {}",
@@ -205,28 +237,32 @@ async fn recover_phase(
         );
         recovered.push(actor);
     }
-    println!(
+    say!(report, 
         "      {} accounts recovered in {:.1?}: {from_checkpoint} from a checkpoint, {} entries replayed, {completed} interrupted transfers completed from the journal (the network was not called again)",
         setup.accounts,
         started.elapsed(),
         count(replayed)
-    );
-    checks.report(
+    )?;
+    report.check(
         "every recovered balance equals what was acknowledged, with the interrupted transfers completed",
-    );
+    )?;
 
     Ok((recovered, completed))
 }
 
 /// After phase 3: every account as in a run without a crash, no payment
 /// made twice, money conserved.
-async fn check_final(setup: &Setup, actors: &[Actor<Account>], checks: &mut Checks) {
+async fn check_final(
+    setup: &Setup,
+    actors: &[Actor<Account>],
+    report: &mut Report,
+) -> Result<(), Failure> {
     let mut expected_calls = BTreeMap::new();
     let (mut deposits, mut balances, mut paid) = (0i64, 0i64, 0i64);
     for (index, actor) in actors.iter().enumerate() {
         let all = account::messages(index, setup.messages);
         let (want, network) = account::expected(index, &all).await;
-        checks.expect(
+        report.expect(
             actor.behavior() == &want,
             format!(
                 "{}: final balance {}, expected {}",
@@ -240,15 +276,15 @@ async fn check_final(setup: &Setup, actors: &[Actor<Account>], checks: &mut Chec
         paid += actor.behavior().paid_out;
         expected_calls.extend(network.calls());
     }
-    checks.report("every final balance equals a run without a crash");
+    report.check("every final balance equals a run without a crash")?;
     let calls = setup.network.calls();
     let twice = calls.values().filter(|c| c.times > 1).count();
     let paid_by_network: i64 = calls.values().filter(|c| c.paid).map(|c| c.amount).sum();
-    checks.expect(
+    report.expect(
         twice == 0,
         format!("{twice} payments were made more than once"),
     );
-    checks.expect(
+    report.expect(
         calls.keys().eq(expected_calls.keys()),
         format!(
             "the network received {} payment requests, a run without a crash makes {}",
@@ -256,28 +292,37 @@ async fn check_final(setup: &Setup, actors: &[Actor<Account>], checks: &mut Chec
             expected_calls.len()
         ),
     );
-    checks.expect(
+    report.expect(
         paid_by_network == paid && balances + paid == deposits,
         format!("money is not conserved: deposits {deposits}, balances {balances}, paid out {paid} (network {paid_by_network})"),
     );
-    checks.report(&format!(
+    report.check(&format!(
         "{} payment requests, none made twice; money conserved: deposits {deposits} = balances {balances} + paid out {paid}",
         count(calls.len() as u64)
-    ));
+    ))?;
+    Ok(())
 }
 
 fn to_index(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-/// Checks passed and failed.
-#[derive(Debug, Default)]
-struct Checks {
+/// The demo's output, and its checks passed and failed.
+struct Report {
+    out: Printer,
     failed: Vec<String>,
     pending: usize,
 }
 
-impl Checks {
+impl Report {
+    fn new() -> Self {
+        Report {
+            out: Printer::eager(),
+            failed: Vec::new(),
+            pending: 0,
+        }
+    }
+
     fn expect(&mut self, ok: bool, failure: String) {
         if !ok {
             self.failed.push(failure);
@@ -287,10 +332,10 @@ impl Checks {
 
     /// Prints `what` as checked, or as failed when an `expect` since the
     /// last report failed.
-    fn report(&mut self, what: &str) {
+    fn check(&mut self, what: &str) -> Result<(), Failure> {
         let verdict = if self.pending == 0 { "ok" } else { "FAILED" };
-        println!("      check {verdict}: {what}");
         self.pending = 0;
+        say!(self, "      check {verdict}: {what}")
     }
 }
 
@@ -316,6 +361,7 @@ async fn crash_phase(
     setup: &Setup,
     journal: &Journal,
     crash_from: u64,
+    report: &mut Report,
 ) -> Result<Arc<Vec<AtomicU64>>, Failure> {
     let acked: Arc<Vec<AtomicU64>> =
         Arc::new((0..setup.accounts).map(|_| AtomicU64::new(0)).collect());
@@ -372,7 +418,10 @@ async fn crash_phase(
         .filter(|o| matches!(o, Some(Stop::Finished)))
         .count();
     if finished > 0 {
-        println!("      {finished} accounts ran out of messages before their crash point");
+        say!(
+            report,
+            "      {finished} accounts ran out of messages before their crash point"
+        )?;
     }
     Ok(acked)
 }
@@ -424,7 +473,7 @@ async fn compare_recovery(
     setup: &Setup,
     journal: &Journal,
     actors: &[Actor<Account>],
-    checks: &mut Checks,
+    report: &mut Report,
 ) -> Result<(), Failure> {
     let config = account::config(setup.backend);
     let mut timing = [(Duration::ZERO, 0u64); 2];
@@ -443,7 +492,7 @@ async fn compare_recovery(
             .await?;
             timing[slot].0 += rebuilt.elapsed;
             timing[slot].1 += rebuilt.replayed_entries;
-            checks.expect(
+            report.expect(
                 &state == actor.behavior(),
                 format!(
                     "{}: rebuilt (from checkpoint: {from_checkpoint}) balance {}, live {}",
@@ -455,13 +504,13 @@ async fn compare_recovery(
         }
     }
     let [(checkpointed, few), (full, all)] = timing;
-    println!(
+    say!(report, 
         "      from checkpoints: {checkpointed:.1?} ({} entries replayed); full replay: {full:.1?} ({} entries): {:.1}x faster",
         count(few),
         count(all),
         full.as_secs_f64() / checkpointed.as_secs_f64().max(1e-9)
-    );
-    checks.report("recovery from checkpoints and a full replay give the live state");
+    )?;
+    report.check("recovery from checkpoints and a full replay give the live state")?;
 
     let (mut raw, mut stored, mut number) = (0u64, 0u64, 0u64);
     for actor in actors {
@@ -475,12 +524,12 @@ async fn compare_recovery(
     }
     #[allow(clippy::cast_precision_loss)]
     let ratio = raw as f64 / (stored.max(1) as f64);
-    println!(
+    say!(report, 
         "      checkpoints: {number} kept (2 per account, one every {} entries), state {} raw, {} stored with zstd level {}: {ratio:.1}x smaller",
         config.checkpoint_interval,
         size(raw),
         size(stored),
         config.compression_level
-    );
+    )?;
     Ok(())
 }

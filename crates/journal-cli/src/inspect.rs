@@ -1,7 +1,6 @@
 //! `journal actors`, `show`, `stats` and `at`: reading a journal.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -12,32 +11,11 @@ use serde_json::{json, Value};
 
 use crate::account::{self, Account};
 use crate::backend::{self, known_actor, Access, Failure, Journal};
-use crate::output::{self, count, progress, size};
+use crate::output::{self, count, progress, size, Printer};
 use crate::Outcome;
 
 /// Entries fetched per page when reading.
 const PAGE: usize = 1_000;
-
-/// Lines to stdout; a closed pipe (`journal show ... | head`) ends the
-/// command quietly.
-pub struct Printer(std::io::BufWriter<std::io::Stdout>);
-
-impl Printer {
-    /// A printer on stdout.
-    pub fn new() -> Self {
-        Printer(std::io::BufWriter::new(std::io::stdout()))
-    }
-
-    /// Prints one line.
-    pub fn line(&mut self, line: impl std::fmt::Display) -> Result<(), Failure> {
-        writeln!(self.0, "{line}").map_err(|e| Failure::output(&e))
-    }
-
-    /// Writes out what is buffered.
-    pub fn flush(&mut self) -> Result<(), Failure> {
-        self.0.flush().map_err(|e| Failure::output(&e))
-    }
-}
 
 /// `journal actors URL`.
 pub async fn actors(url: &str, json: bool) -> Result<Outcome, Failure> {
@@ -52,6 +30,9 @@ pub async fn actors(url: &str, json: bool) -> Result<Outcome, Failure> {
     let mut actors = journal.storage.list_actors();
     let mut number = 0u64;
     while let Some(actor) = actors.try_next().await? {
+        if out.closed() {
+            break;
+        }
         let summary = journal.storage.actor_summary(&actor).await?;
         number += 1;
         if json {
@@ -124,6 +105,9 @@ pub async fn show(args: ShowArgs) -> Result<Outcome, Failure> {
             } else {
                 out.line(output::entry_line(entry))?;
             }
+        }
+        if out.closed() {
+            break;
         }
         left -= entries.len() as u64;
         let Some(next) = last.checked_add(1) else {
@@ -361,6 +345,24 @@ async fn entries_at(journal: &Journal, args: &AtArgs, out: &mut Printer) -> Resu
         entries.push(entry);
     }
     drop(stream);
+    let mut expected = from;
+    for entry in &entries {
+        if entry.sequence != expected {
+            break;
+        }
+        expected += 1;
+    }
+    if expected <= args.seq {
+        return Err(Failure::new(format!(
+            "entries {expected} to {} of {} are not in the journal (truncated or lost), so the way from {} to entry {} cannot be shown",
+            args.seq,
+            args.actor,
+            checkpoint
+                .as_ref()
+                .map_or_else(|| "the start".to_owned(), |c| format!("the checkpoint at {}", c.sequence)),
+            args.seq
+        )));
+    }
     if args.json {
         out.line(json!({
             "actor_id": args.actor,

@@ -96,6 +96,26 @@ async fn run(command: Command) -> Result<Outcome, Failure> {
     }
 }
 
+/// clap's message for a usage error, in one line, without the usage.
+fn usage_error(e: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand
+    ) {
+        return "a command is needed: demo, actors, show, stats, verify, at or copy".into();
+    }
+    let rendered = e.render().to_string();
+    let text = rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    text.strip_prefix("error: ").unwrap_or(&text).to_owned()
+}
+
 fn main() -> ExitCode {
     // Nothing here is meant to panic; should something, say so in one line.
     std::panic::set_hook(Box::new(|info| {
@@ -109,10 +129,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("journal: {first} (see `journal --help`)");
+            eprintln!("journal: {} (see `journal --help`)", usage_error(&e));
             return ExitCode::from(2);
         }
     };
@@ -129,7 +146,6 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Problems) => ExitCode::from(1),
-        Err(failure) if failure.is_closed_output() => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("journal: {failure}");
             ExitCode::from(2)

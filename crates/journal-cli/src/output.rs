@@ -1,12 +1,105 @@
 //! How entries, checkpoints, sizes and progress are shown.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use journal_core::journal_entry::Entry;
 use journal_core::{Checkpoint, CompressionType, JournalEntry, ProcessingResult};
 use serde_json::{json, Map, Value};
+
+/// Lines to stdout. When the reader goes away (`journal verify ... | head`)
+/// the rest is dropped quietly, and the command still ends with its own
+/// outcome.
+pub struct Printer {
+    out: std::io::BufWriter<std::io::Stdout>,
+    eager: bool,
+    closed: bool,
+}
+
+impl Printer {
+    /// A printer writing in blocks: for long listings.
+    pub fn new() -> Self {
+        Printer {
+            out: std::io::BufWriter::new(std::io::stdout()),
+            eager: false,
+            closed: false,
+        }
+    }
+
+    /// A printer writing each line at once: for progress reports.
+    pub fn eager() -> Self {
+        Printer {
+            eager: true,
+            ..Printer::new()
+        }
+    }
+
+    /// Whether the reader went away.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Prints one line, control characters escaped.
+    pub fn line(&mut self, line: impl std::fmt::Display) -> Result<(), crate::backend::Failure> {
+        if self.closed {
+            return Ok(());
+        }
+        // Every line is cleaned: ids and texts from a journal are data.
+        let line = line.to_string();
+        let written = writeln!(self.out, "{}", clean(&line)).and_then(|()| {
+            if self.eager {
+                self.out.flush()
+            } else {
+                Ok(())
+            }
+        });
+        self.settle(written)
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> Result<(), crate::backend::Failure> {
+        if self.closed {
+            return Ok(());
+        }
+        let flushed = self.out.flush();
+        self.settle(flushed)
+    }
+
+    fn settle(&mut self, result: std::io::Result<()>) -> Result<(), crate::backend::Failure> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(crate::backend::Failure::new(format!(
+                "cannot write the output: {e}"
+            ))),
+        }
+    }
+}
+
+/// Text from the journal with control characters escaped, so that an id
+/// holding a newline or a terminal escape cannot forge or garble output.
+pub fn clean(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(text)
+    }
+}
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise, so
 /// piped and logged output stays plain.

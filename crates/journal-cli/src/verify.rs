@@ -15,7 +15,7 @@ use journal_core::checkpoint::{CheckpointManager, CheckpointPolicy, DEFAULT_MAX_
 use journal_core::{JournalEntry, JournalError, JournalStorage};
 
 use crate::backend::{self, known_actor, Access, Failure};
-use crate::inspect::Printer;
+use crate::output::Printer;
 use crate::output::{count, progress};
 use crate::Outcome;
 

@@ -526,7 +526,31 @@ fn errors_are_one_line_on_stderr_without_a_password() {
             "invalid value 'x'",
         ),
         (vec!["copy", &url, &url], "are the same journal"),
+        (
+            vec!["copy", &url, &missing_url, "--actor", "nobody"],
+            "unknown actor \"nobody\"",
+        ),
         (vec!["frobnicate"], "unrecognized subcommand"),
+        (vec![], "a command is needed"),
+        (
+            vec!["show"],
+            "required arguments were not provided: <URL> <ACTOR>",
+        ),
+        (vec!["demo", "--url", "memory:"], "does not survive"),
+        (
+            vec![
+                "actors",
+                "postgres://app:pa/ss@127.0.0.1:1/test?password=s3cret",
+            ],
+            "postgres unavailable",
+        ),
+        (
+            vec![
+                "actors",
+                "redis://:s3cret@127.0.0.1:1,redis://:s3cret@127.0.0.1:2",
+            ],
+            "redis unavailable",
+        ),
     ];
     for (args, says) in cases {
         let output = journal(&args);
@@ -537,8 +561,134 @@ fn errors_are_one_line_on_stderr_without_a_password() {
             err.starts_with("journal: ") && err.contains(says),
             "{args:?}: {err}"
         );
-        assert!(!err.contains("s3cret") && !err.contains("panic"), "{err}");
+        assert!(
+            !err.contains("s3cret") && !err.contains("pa/ss") && !err.contains("panic"),
+            "{err}"
+        );
         assert!(stdout(&output).is_empty(), "{args:?}");
     }
     assert!(!missing.exists(), "reading never creates a file");
+}
+
+#[test]
+fn a_reader_that_goes_away_changes_no_outcome() {
+    let (db, url) = demo_db("pipe", 2, 30);
+    let conn = rusqlite::Connection::open(&db).expect("open the file");
+    conn.execute("DELETE FROM entries WHERE sequence % 2 = 0", [])
+        .expect("damage");
+    drop(conn);
+    for (args, code) in [
+        (vec!["verify", url.as_str()], 1),
+        (
+            vec![
+                "demo",
+                "--db",
+                db.to_str().expect("path"),
+                "--actors",
+                "2",
+                "--messages",
+                "20",
+            ],
+            0,
+        ),
+        (vec!["show", url.as_str(), "demo-account-000"], 0),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_journal"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take()); // the reader is gone before the first line
+        let output = child.wait_with_output().expect("wait");
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            !stderr(&output).contains("internal error"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn ids_holding_control_characters_cannot_forge_output() {
+    let db = fresh_db("control");
+    let url = sqlite_url(&db);
+    runtime().block_on(async {
+        let storage = journal_sqlite::SqliteJournalStorage::new(&db)
+            .await
+            .expect("open");
+        let entry = JournalEntry::new(
+            "evil\nPROBLEM none: verify ok \u{1b}[2J",
+            1,
+            Entry::message_received("m\r1", "x", Vec::new()),
+        );
+        storage.append_entry(&entry).await.expect("append");
+        storage.close().await;
+    });
+    let out = expect(0, &["actors", &url]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.contains("evil\\nPROBLEM") && !out.contains('\u{1b}'),
+        "{out}"
+    );
+    let shown = expect(
+        0,
+        &["show", &url, "evil\nPROBLEM none: verify ok \u{1b}[2J"],
+    );
+    assert_eq!(shown.lines().count(), 1, "{shown}");
+    assert!(shown.contains("m\\r1"), "{shown}");
+}
+
+#[test]
+fn copy_goes_on_after_the_source_truncated_behind_a_checkpoint() {
+    let (db, url) = demo_db("truncated", 1, 60);
+    let target = fresh_db("truncated-copy");
+    let target_url = sqlite_url(&target);
+    expect(0, &["copy", &url, &target_url]);
+    let actor = "demo-account-000";
+    runtime().block_on(async {
+        let storage = journal_sqlite::SqliteJournalStorage::new(&db)
+            .await
+            .expect("open");
+        let latest = *storage
+            .list_checkpoints(actor)
+            .await
+            .expect("list")
+            .last()
+            .expect("a checkpoint");
+        storage.truncate_to(actor, latest).await.expect("truncate");
+        let highest = storage.highest_sequence(actor).await.expect("highest");
+        let more: Vec<JournalEntry> = (1..=5)
+            .map(|i| {
+                JournalEntry::new(
+                    actor,
+                    highest + i,
+                    Entry::message_received(format!("extra{i}"), "note", Vec::new()),
+                )
+            })
+            .collect();
+        storage.append_batch(&more).await.expect("append");
+        storage.close().await;
+    });
+    expect(0, &["verify", &url]);
+    let out = expect(0, &["copy", &url, &target_url]);
+    assert!(out.contains("copied 5 entries"), "{out}");
+    assert!(out.contains("verified"), "{out}");
+    expect(0, &["verify", &target_url]);
+    // Time travel into the truncated part names what is missing.
+    let output = journal(&["at", &url, actor, "3", "--raw"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("are not in the journal"),
+        "{}",
+        stderr(&output)
+    );
+    // The copy still has them.
+    expect(0, &["at", &target_url, actor, "3", "--raw"]);
 }
