@@ -131,7 +131,7 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
     )?;
     let acked = crash_phase(&setup, &journal, crash_from, &mut report).await?;
     let acknowledged: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
-    say!(report, 
+    say!(report,
         "      crash: every account stopped dead inside a transfer, after the payment was made and journaled, before the message completed ({} messages acknowledged)",
         count(acknowledged)
     )?;
@@ -237,7 +237,7 @@ async fn recover_phase(
         );
         recovered.push(actor);
     }
-    say!(report, 
+    say!(report,
         "      {} accounts recovered in {:.1?}: {from_checkpoint} from a checkpoint, {} entries replayed, {completed} interrupted transfers completed from the journal (the network was not called again)",
         setup.accounts,
         started.elapsed(),
@@ -504,7 +504,7 @@ async fn compare_recovery(
         }
     }
     let [(checkpointed, few), (full, all)] = timing;
-    say!(report, 
+    say!(report,
         "      from checkpoints: {checkpointed:.1?} ({} entries replayed); full replay: {full:.1?} ({} entries): {:.1}x faster",
         count(few),
         count(all),
@@ -524,7 +524,7 @@ async fn compare_recovery(
     }
     #[allow(clippy::cast_precision_loss)]
     let ratio = raw as f64 / (stored.max(1) as f64);
-    say!(report, 
+    say!(report,
         "      checkpoints: {number} kept (2 per account, one every {} entries), state {} raw, {} stored with zstd level {}: {ratio:.1}x smaller",
         config.checkpoint_interval,
         size(raw),
