@@ -166,6 +166,11 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
     compare_recovery(&setup, &journal, &actors, &mut report).await?;
     drop(actors); // their facets share the journal, which is closed below
 
+    conclude(journal, report).await
+}
+
+/// What the demo left in the journal, and its verdict.
+async fn conclude(journal: Journal, mut report: Report) -> Result<Outcome, Failure> {
     let stats = journal.storage.stats().await?;
     let mut file = String::new();
     if let Some(path) = journal.sqlite_path() {

@@ -2,7 +2,7 @@
 //! "crashes" part-way, and recovers with the same balance and without
 //! calling the bank again for transfers it already made.
 //!
-//! `cargo run -p journal-memory --example durable_account`
+//! `cargo run -p journal-memory --example durable_account_in_memory`
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
