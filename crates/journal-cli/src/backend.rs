@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use journal_core::{redact_url, JournalError, JournalStorage};
+use journal_core::{redact_url, ActorSummary, JournalError, JournalStorage};
 use journal_memory::MemoryJournalStorage;
 use journal_postgres::{PostgresJournalStorage, PostgresOptions};
 use journal_redis::{RedisJournalStorage, RedisOptions};
@@ -182,14 +182,13 @@ fn parse(url: &str) -> Result<Location, Failure> {
 /// Opens the journal at `url`.
 pub async fn open(url: &str, access: Access) -> Result<Journal, Failure> {
     let shown = redact_url(url);
-    connect(url, access)
+    connect(url, access, shown.clone())
         .await
         .map_err(|e| Failure::new(format!("{shown}: {e}")))
 }
 
-async fn connect(url: &str, access: Access) -> Result<Journal, Failure> {
+async fn connect(url: &str, access: Access, shown: String) -> Result<Journal, Failure> {
     let location = parse(url)?;
-    let shown = redact_url(url);
     let (storage, closer): (Arc<dyn JournalStorage>, Closer) = match &location {
         Location::Memory => (Arc::new(MemoryJournalStorage::new()), Closer::None),
         Location::Sqlite(path) => {
@@ -232,8 +231,9 @@ async fn connect(url: &str, access: Access) -> Result<Journal, Failure> {
     })
 }
 
-/// Fails with "unknown actor" when `actor` has nothing stored.
-pub async fn known_actor(journal: &Journal, actor: &str) -> Result<u64, Failure> {
+/// Where `actor`'s journal stands; "unknown actor" when it has nothing
+/// stored.
+pub async fn known_actor(journal: &Journal, actor: &str) -> Result<ActorSummary, Failure> {
     let summary = journal.storage.actor_summary(actor).await?;
     if summary.highest_sequence == 0 && summary.entries == 0 && summary.checkpoints == 0 {
         return Err(Failure::new(format!(
@@ -241,7 +241,7 @@ pub async fn known_actor(journal: &Journal, actor: &str) -> Result<u64, Failure>
             journal.shown
         )));
     }
-    Ok(summary.highest_sequence)
+    Ok(summary)
 }
 
 #[cfg(test)]

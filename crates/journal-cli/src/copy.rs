@@ -39,9 +39,16 @@ pub struct CopyArgs {
 struct Copied {
     entries: u64,
     checkpoints: u64,
-    /// The source's highest sequence when the copy started: what is
-    /// compared at the end (a live source may have grown since).
-    upto: u64,
+}
+
+/// One actor to copy, as both journals stood when the copy started.
+#[derive(Debug)]
+struct Plan {
+    id: String,
+    /// What is copied, and compared at the end (a live source may have
+    /// grown since).
+    source_highest: u64,
+    destination_highest: u64,
 }
 
 /// `journal copy FROM TO`.
@@ -61,18 +68,22 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
             source.shown, destination.shown
         )));
     }
-    let mut total = 0;
-    for id in &ids {
-        let (from, to) = (
-            source.storage.highest_sequence(id).await?,
-            destination.storage.highest_sequence(id).await?,
-        );
-        total += from.saturating_sub(to);
+    let mut plans = Vec::with_capacity(ids.len());
+    for id in ids {
+        plans.push(Plan {
+            source_highest: source.storage.highest_sequence(&id).await?,
+            destination_highest: destination.storage.highest_sequence(&id).await?,
+            id,
+        });
     }
+    let total: u64 = plans
+        .iter()
+        .map(|p| p.source_highest.saturating_sub(p.destination_highest))
+        .sum();
     let mut out = Printer::new();
     out.line(format_args!(
         "copying {} actors ({} entries to append) from {} to {}",
-        count(ids.len() as u64),
+        count(plans.len() as u64),
         count(total),
         source.shown,
         destination.shown
@@ -81,14 +92,14 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
     let bar = progress(total, "copying");
     let batch = usize::try_from(args.batch).unwrap_or(500);
     let (mut problems, mut done, mut copied) = (Vec::new(), Vec::new(), Copied::default());
-    for id in &ids {
-        match copy_actor(&source, &destination, id, batch, &bar).await? {
+    for plan in &plans {
+        match copy_actor(&source, &destination, plan, batch, &bar).await? {
             Ok(actor) => {
                 copied.entries += actor.entries;
                 copied.checkpoints += actor.checkpoints;
-                done.push((id, actor.upto));
+                done.push(plan);
             }
-            Err(problem) => problems.push(format!("{id}: {problem}")),
+            Err(problem) => problems.push(format!("{}: {problem}", plan.id)),
         }
     }
     bar.finish_and_clear();
@@ -98,7 +109,8 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
         count(copied.checkpoints)
     ))?;
     let verify = progress(done.len() as u64, "verifying");
-    for &(id, upto) in &done {
+    for plan in &done {
+        let (id, upto) = (&plan.id, plan.source_highest);
         if let Some(difference) = compare(&source.storage, &destination.storage, id, upto).await? {
             problems.push(format!("{id}: {difference}"));
         }
@@ -118,7 +130,7 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
         out.line(format_args!(
             "copy FAILED for {} of {} actors",
             problems.len(),
-            count(ids.len() as u64)
+            count(plans.len() as u64)
         ))?;
         Outcome::Problems
     };
@@ -132,14 +144,15 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
 async fn copy_actor(
     source: &Journal,
     destination: &Journal,
-    id: &str,
+    plan: &Plan,
     batch: usize,
     bar: &ProgressBar,
 ) -> Result<Result<Copied, String>, Failure> {
     let (src, dst) = (&source.storage, &destination.storage);
-    let (src_highest, dst_highest) = (
-        src.highest_sequence(id).await?,
-        dst.highest_sequence(id).await?,
+    let (id, src_highest, dst_highest) = (
+        plan.id.as_str(),
+        plan.source_highest,
+        plan.destination_highest,
     );
     if dst_highest > src_highest {
         return Ok(Err(format!(
@@ -173,10 +186,7 @@ async fn copy_actor(
             )));
         }
     }
-    let mut copied = Copied {
-        upto: src_highest,
-        ..Copied::default()
-    };
+    let mut copied = Copied::default();
     let mut from = dst_highest + 1;
     while from <= src_highest {
         let entries = match read(src, id, from, src_highest, batch).await? {

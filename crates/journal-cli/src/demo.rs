@@ -231,15 +231,7 @@ async fn recover_phase(
             acked.load(Ordering::Relaxed) + u64::from(activation.completed_interrupted_message);
         let all = account::messages(index, setup.messages);
         let (want, _) = account::expected(index, &all[..to_index(done)]).await;
-        report.expect(
-            actor.behavior() == &want,
-            format!(
-                "{}: recovered balance {} after {done} messages, expected {}",
-                actor.id(),
-                actor.behavior().balance,
-                want.balance
-            ),
-        );
+        report.expect_account(&actor, &want, &format!("recovered after {done} messages"));
         recovered.push(actor);
     }
     say!(report,
@@ -267,15 +259,7 @@ async fn check_final(
     for (index, actor) in actors.iter().enumerate() {
         let all = account::messages(index, setup.messages);
         let (want, network) = account::expected(index, &all).await;
-        report.expect(
-            actor.behavior() == &want,
-            format!(
-                "{}: final balance {}, expected {}",
-                actor.id(),
-                actor.behavior().balance,
-                want.balance
-            ),
-        );
+        report.expect_account(actor, &want, "at the end");
         deposits += want.balance + want.paid_out;
         balances += actor.behavior().balance;
         paid += actor.behavior().paid_out;
@@ -337,6 +321,19 @@ impl Report {
 
     /// Prints `what` as checked, or as failed when an `expect` since the
     /// last report failed.
+    /// Expects `actor` to hold `want`'s state; `when` says which point.
+    fn expect_account(&mut self, actor: &Actor<Account>, want: &Account, when: &str) {
+        self.expect(
+            actor.behavior() == want,
+            format!(
+                "{}: {when}, balance {} where {} was expected",
+                actor.id(),
+                actor.behavior().balance,
+                want.balance
+            ),
+        );
+    }
+
     fn check(&mut self, what: &str) -> Result<(), Failure> {
         let verdict = if self.pending == 0 { "ok" } else { "FAILED" };
         self.pending = 0;

@@ -85,7 +85,7 @@ pub struct ShowArgs {
 /// `journal show URL ACTOR`.
 pub async fn show(args: ShowArgs) -> Result<Outcome, Failure> {
     let journal = backend::open(&args.url, Access::Read).await?;
-    let highest = known_actor(&journal, &args.actor).await?;
+    let highest = known_actor(&journal, &args.actor).await?.highest_sequence;
     let to = args.to.unwrap_or(highest).min(highest);
     let mut left = args.limit.unwrap_or(u64::MAX);
     let mut out = Printer::new();
@@ -245,7 +245,7 @@ pub struct AtArgs {
 /// `journal at URL ACTOR SEQ`.
 pub async fn at(args: AtArgs) -> Result<Outcome, Failure> {
     let journal = backend::open(&args.url, Access::Read).await?;
-    let highest = known_actor(&journal, &args.actor).await?;
+    let highest = known_actor(&journal, &args.actor).await?.highest_sequence;
     if args.seq > highest {
         return Err(Failure::new(format!(
             "{} has {highest} entries at most (its highest sequence); there is no entry {}",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use indicatif::ProgressBar;
 use journal_core::checkpoint::{CheckpointManager, CheckpointPolicy, DEFAULT_MAX_CHECKPOINT_BYTES};
-use journal_core::{JournalEntry, JournalError, JournalStorage};
+use journal_core::{ActorSummary, JournalEntry, JournalError, JournalStorage};
 
 use crate::backend::{self, known_actor, Access, Failure};
 use crate::output::Printer;
@@ -34,31 +34,36 @@ pub async fn run(url: &str, actor: Option<&str>) -> Result<Outcome, Failure> {
     let journal = backend::open(url, Access::Read).await?;
     let storage = &journal.storage;
     let mut problems = Vec::new();
-    let (mut actors, mut totals) = (0u64, Counted::default());
+    let mut totals = Counted::default();
     let mut troubled = 0u64;
-    let whole = storage.stats().await?;
-    let (ids, entries): (Vec<String>, u64) = match actor {
-        Some(actor) => {
-            known_actor(&journal, actor).await?;
-            let summary = storage.actor_summary(actor).await?;
-            (vec![actor.to_owned()], summary.entries)
-        }
-        None => (storage.list_actors().try_collect().await?, whole.entries),
+    // The store's totals (compared with the sum over actors at the end) or
+    // the one actor's summary.
+    let (ids, whole, bar) = if let Some(actor) = actor {
+        let summary = known_actor(&journal, actor).await?;
+        let bar = progress(summary.entries, "verifying");
+        (vec![(actor.to_owned(), Some(summary))], None, bar)
+    } else {
+        let whole = storage.stats().await?;
+        let ids: Vec<String> = storage.list_actors().try_collect().await?;
+        let ids = ids.into_iter().map(|id| (id, None)).collect();
+        (ids, Some(whole), progress(whole.entries, "verifying"))
     };
-    let bar = progress(entries, "verifying");
-    for id in &ids {
+    for (id, summary) in &ids {
         let before = problems.len();
-        let counted = verify_actor(storage, id, &mut problems, &bar).await?;
-        actors += 1;
+        let summary = match summary {
+            Some(summary) => *summary,
+            None => storage.actor_summary(id).await?,
+        };
+        let counted = verify_actor(storage, id, summary, &mut problems, &bar).await?;
         totals.entries += counted.entries;
         totals.checkpoints += counted.checkpoints;
         troubled += u64::from(problems.len() > before);
     }
     bar.finish_and_clear();
-    if actor.is_none()
-        && (whole.actors, whole.entries, whole.checkpoints)
-            != (actors, totals.entries, totals.checkpoints)
-    {
+    let actors = ids.len() as u64;
+    if let Some(whole) = whole.filter(|w| {
+        (w.actors, w.entries, w.checkpoints) != (actors, totals.entries, totals.checkpoints)
+    }) {
         problems.push(format!(
             "(store): the backend's totals say {} actors, {} entries, {} checkpoints; {actors}, {}, {} are stored",
             whole.actors, whole.entries, whole.checkpoints, totals.entries, totals.checkpoints
@@ -140,10 +145,10 @@ fn check_entry(actor: &str, entry: &JournalEntry, problems: &mut Vec<String>) {
 async fn verify_actor(
     storage: &Arc<dyn JournalStorage>,
     actor: &str,
+    summary: ActorSummary,
     problems: &mut Vec<String>,
     bar: &ProgressBar,
 ) -> Result<Counted, Failure> {
-    let summary = storage.actor_summary(actor).await?;
     let highest = summary.highest_sequence;
     let mut seen = Sequences::default();
     let mut from = 1;

@@ -136,6 +136,33 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Runs one SQL statement on a journal file behind the backend's back (to
+/// damage it); returns the rows changed.
+fn sql(db: &std::path::Path, statement: &str) -> usize {
+    rusqlite::Connection::open(db)
+        .expect("open the file")
+        .execute(statement, [])
+        .unwrap_or_else(|e| panic!("{statement}: {e}"))
+}
+
+/// Appends `entries` (one actor's, contiguous) and saves `checkpoints` in
+/// the SQLite journal at `db`, through the library.
+fn write_journal(db: &std::path::Path, entries: &[JournalEntry], checkpoints: &[Checkpoint]) {
+    runtime().block_on(async {
+        let storage = journal_sqlite::SqliteJournalStorage::new(db)
+            .await
+            .expect("open");
+        storage.append_batch(entries).await.expect("append");
+        for checkpoint in checkpoints {
+            storage
+                .save_checkpoint(checkpoint)
+                .await
+                .expect("checkpoint");
+        }
+        storage.close().await;
+    });
+}
+
 #[test]
 fn demo_then_verify_passes_and_a_second_demo_starts_over() {
     let (db, url) = demo_db("demo", 3, 40);
@@ -165,20 +192,15 @@ fn demo_then_verify_passes_and_a_second_demo_starts_over() {
 #[test]
 fn damaged_journals_fail_verify_and_every_damage_is_named() {
     let (db, url) = demo_db("damaged", 3, 40);
-    let conn = rusqlite::Connection::open(&db).expect("open the file");
-    let deleted = conn
-        .execute(
-            "DELETE FROM entries WHERE actor_id = 'demo-account-001' AND sequence = 17",
-            [],
-        )
-        .expect("delete a row");
+    let deleted = sql(
+        &db,
+        "DELETE FROM entries WHERE actor_id = 'demo-account-001' AND sequence = 17",
+    );
     assert_eq!(deleted, 1);
-    conn.execute(
+    sql(
+        &db,
         "UPDATE entries SET entry = x'ffffffff' WHERE actor_id = 'demo-account-002' AND sequence = 30",
-        [],
-    )
-    .expect("damage an entry");
-    drop(conn);
+    );
 
     let output = journal(&["verify", &url]);
     let out = stdout(&output);
@@ -203,15 +225,11 @@ fn damaged_journals_fail_verify_and_every_damage_is_named() {
 #[test]
 fn a_damaged_checkpoint_fails_verify() {
     let (db, url) = demo_db("checkpoint", 1, 60);
-    let conn = rusqlite::Connection::open(&db).expect("open the file");
-    let damaged = conn
-        .execute(
-            "UPDATE checkpoints SET checkpoint = x'0a0100' WHERE sequence = (SELECT MAX(sequence) FROM checkpoints)",
-            [],
-        )
-        .expect("damage a checkpoint");
+    let damaged = sql(
+        &db,
+        "UPDATE checkpoints SET checkpoint = x'0a0100' WHERE sequence = (SELECT MAX(sequence) FROM checkpoints)",
+    );
     assert_eq!(damaged, 1);
-    drop(conn);
     let out = expect(1, &["verify", &url]);
     assert!(
         out.contains("PROBLEM demo-account-000: checkpoint"),
@@ -313,26 +331,17 @@ fn at_rebuilds_the_balance_each_message_acknowledged() {
 fn at_on_any_other_actor_shows_the_nearest_checkpoint_and_the_entries_since() {
     let db = fresh_db("plain");
     let url = sqlite_url(&db);
-    runtime().block_on(async {
-        let storage = journal_sqlite::SqliteJournalStorage::new(&db)
-            .await
-            .expect("open");
-        for sequence in 1..=10 {
-            let entry = JournalEntry::new(
+    let entries: Vec<JournalEntry> = (1..=10)
+        .map(|sequence| {
+            JournalEntry::new(
                 "orders-7",
                 sequence,
                 Entry::message_received(format!("m{sequence}"), "order", b"x".to_vec()),
-            );
-            storage.append_entry(&entry).await.expect("append");
-        }
-        for at in [4, 8] {
-            storage
-                .save_checkpoint(&Checkpoint::new("orders-7", at, b"state".to_vec()))
-                .await
-                .expect("checkpoint");
-        }
-        storage.close().await;
-    });
+            )
+        })
+        .collect();
+    let checkpoints = [4, 8].map(|at| Checkpoint::new("orders-7", at, b"state".to_vec()));
+    write_journal(&db, &entries, &checkpoints);
     let at: Value =
         serde_json::from_str(&expect(0, &["at", &url, "orders-7", "7", "--json"])).expect("json");
     assert_eq!(at["checkpoint"]["sequence"], 4);
@@ -427,18 +436,12 @@ fn copy_refuses_to_touch_a_destination_that_differs() {
     let (_db, url) = demo_db("diverge", 3, 20);
     let other = fresh_db("other");
     let other_url = sqlite_url(&other);
-    runtime().block_on(async {
-        let storage = journal_sqlite::SqliteJournalStorage::new(&other)
-            .await
-            .expect("open");
-        let entry = JournalEntry::new(
-            "demo-account-001",
-            1,
-            Entry::message_received("elsewhere", "deposit", b"1".to_vec()),
-        );
-        storage.append_entry(&entry).await.expect("append");
-        storage.close().await;
-    });
+    let entry = JournalEntry::new(
+        "demo-account-001",
+        1,
+        Entry::message_received("elsewhere", "deposit", b"1".to_vec()),
+    );
+    write_journal(&other, &[entry], &[]);
     expect(0, &["copy", &other_url, &target]);
     let out = expect(1, &["copy", &url, &target]);
     assert!(
@@ -573,10 +576,7 @@ fn errors_are_one_line_on_stderr_without_a_password() {
 #[test]
 fn a_reader_that_goes_away_changes_no_outcome() {
     let (db, url) = demo_db("pipe", 2, 30);
-    let conn = rusqlite::Connection::open(&db).expect("open the file");
-    conn.execute("DELETE FROM entries WHERE sequence % 2 = 0", [])
-        .expect("damage");
-    drop(conn);
+    sql(&db, "DELETE FROM entries WHERE sequence % 2 = 0");
     for (args, code) in [
         (vec!["verify", url.as_str()], 1),
         (
@@ -619,18 +619,12 @@ fn a_reader_that_goes_away_changes_no_outcome() {
 fn ids_holding_control_characters_cannot_forge_output() {
     let db = fresh_db("control");
     let url = sqlite_url(&db);
-    runtime().block_on(async {
-        let storage = journal_sqlite::SqliteJournalStorage::new(&db)
-            .await
-            .expect("open");
-        let entry = JournalEntry::new(
-            "evil\nPROBLEM none: verify ok \u{1b}[2J",
-            1,
-            Entry::message_received("m\r1", "x", Vec::new()),
-        );
-        storage.append_entry(&entry).await.expect("append");
-        storage.close().await;
-    });
+    let entry = JournalEntry::new(
+        "evil\nPROBLEM none: verify ok \u{1b}[2J",
+        1,
+        Entry::message_received("m\r1", "x", Vec::new()),
+    );
+    write_journal(&db, &[entry], &[]);
     let out = expect(0, &["actors", &url]);
     assert_eq!(out.lines().count(), 3, "{out}");
     assert!(
