@@ -23,14 +23,14 @@ use rusqlite::Connection;
 pub use options::{SqliteOptions, Synchronous};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
-use threads::{job, read_job, send_write, stopped, ReadJob, WriterJob};
+use threads::{append_job, job, read_job, send_write, stopped, ReadJob, Work};
 
 const BACKEND: &str = "sqlite";
 
-/// Rows a streaming replay reads per page: small enough that a page's
-/// buffer (about 64 KiB for typical entries) stays off the allocator's mmap
-/// path, large enough to amortise the hand-off to a reader thread.
-pub const REPLAY_PAGE: usize = 256;
+/// Rows a streaming replay reads per page: each page costs a hand-off to a
+/// reader thread and back, so pages are large (about 200 KiB for 100-byte
+/// payloads); a stream holds at most two, and reuses their buffers.
+pub const REPLAY_PAGE: usize = 1024;
 
 /// How the writer has grouped operations into transactions so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,7 +81,7 @@ pub struct SqliteJournalStorage {
 struct Inner {
     path: PathBuf,
     limits: Limits,
-    writer: Sender<Box<dyn WriterJob>>,
+    writer: Sender<Work>,
     /// `None` for an in-memory journal: the writer serves reads.
     readers: Option<Sender<ReadJob>>,
     /// Resolve when the connection threads have closed their connections.
@@ -112,9 +112,9 @@ impl SqliteJournalStorage {
     pub async fn open(path: impl AsRef<Path>, options: SqliteOptions) -> JournalResult<Self> {
         let path = path.as_ref().to_path_buf();
         let memory = schema::is_memory(&path);
-        let (writer, jobs) = mpsc::channel::<Box<dyn WriterJob>>();
-        let (open_path, open_options, max_group) =
-            (path.clone(), options.clone(), options.max_group);
+        let (writer, jobs) = mpsc::channel::<Work>();
+        let (open_path, open_options, writer_options) =
+            (path.clone(), options.clone(), options.clone());
         let commits = Arc::new(CommitCounters::default());
         let writer_commits = Arc::clone(&commits);
         let mut closed = Vec::new();
@@ -126,7 +126,7 @@ impl SqliteJournalStorage {
                     schema::prepare_writer(&conn, &open_path, &open_options)?;
                     Ok(conn)
                 },
-                move |conn| threads::writer_loop(conn, &jobs, max_group, &writer_commits),
+                move |conn| threads::writer_loop(conn, &jobs, &writer_options, &writer_commits),
             )
             .await?,
         );
@@ -216,6 +216,13 @@ impl SqliteJournalStorage {
         result.await.map_err(stopped)?
     }
 
+    /// Sends a validated append of one actor to the writer.
+    async fn append(&self, actor_id: String, rows: Vec<ops::Row>) -> JournalResult<()> {
+        let (job, result) = append_job(actor_id, rows);
+        send_write(&self.inner.writer, job)?;
+        result.await.map_err(stopped)?
+    }
+
     /// Runs `work` on a reader connection (the writer's, in memory).
     pub(crate) async fn read<T, F>(&self, work: F) -> JournalResult<T>
     where
@@ -269,8 +276,7 @@ impl JournalStorage for SqliteJournalStorage {
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
         validate::validate_entry(entry, &self.inner.limits)?;
-        let (actor_id, rows) = (entry.actor_id.clone(), rows(std::slice::from_ref(entry)));
-        self.write(move |conn| ops::append(conn, &actor_id, &rows))
+        self.append(entry.actor_id.clone(), rows(std::slice::from_ref(entry)))
             .await?;
         Ok(entry.sequence)
     }
@@ -281,9 +287,7 @@ impl JournalStorage for SqliteJournalStorage {
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        let (actor_id, rows) = (first.actor_id.clone(), rows(entries));
-        self.write(move |conn| ops::append(conn, &actor_id, &rows))
-            .await
+        self.append(first.actor_id.clone(), rows(entries)).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]

@@ -26,53 +26,66 @@ fn unseq(v: i64) -> u64 {
 }
 
 pub(crate) fn highest(conn: &Connection, actor_id: &str) -> JournalResult<u64> {
+    stored_highest(conn, actor_id).map_err(sql)
+}
+
+pub(crate) fn stored_highest(conn: &Connection, actor_id: &str) -> rusqlite::Result<u64> {
     let highest: Option<i64> = conn
-        .prepare_cached("SELECT highest FROM actors WHERE actor_id = ?1")
-        .and_then(|mut s| s.query_row([actor_id], |r| r.get(0)).optional())
-        .map_err(sql)?;
+        .prepare_cached("SELECT highest FROM actors WHERE actor_id = ?1")?
+        .query_row([actor_id], |r| r.get(0))
+        .optional()?;
     Ok(highest.map_or(0, unseq))
 }
 
 /// Appends a validated batch of one actor (contract rules 1, 2, 5).
 pub(crate) fn append(conn: &Connection, actor_id: &str, rows: &[Row]) -> JournalResult<()> {
-    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-        return Ok(());
-    };
     let highest = highest(conn, actor_id)?;
+    append_checked(conn, actor_id, rows, highest).map_err(sql)?
+}
+
+/// Appends a validated batch of one actor whose highest sequence is
+/// `highest`. The outer error is SQLite's (the statement failed); the inner
+/// result is the caller's (a sequence conflict writes nothing).
+pub(crate) fn append_checked(
+    conn: &Connection,
+    actor_id: &str,
+    rows: &[Row],
+    highest: u64,
+) -> rusqlite::Result<JournalResult<()>> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(Ok(()));
+    };
     match AppendCheck::of(first.sequence, highest) {
         AppendCheck::Write => {
-            let mut insert = conn
-                .prepare_cached("INSERT INTO entries (actor_id, sequence, entry_id, entry) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(sql)?;
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO recent (actor_id, sequence, entry_id, entry) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for row in rows {
-                insert
-                    .execute(params![actor_id, seq(row.sequence), row.id, row.bytes])
-                    .map_err(sql)?;
+                insert.execute(params![actor_id, seq(row.sequence), row.id, row.bytes])?;
             }
             conn.prepare_cached(
                 "INSERT INTO actors (actor_id, highest) VALUES (?1, ?2)
                  ON CONFLICT (actor_id) DO UPDATE SET highest = excluded.highest",
-            )
-            .and_then(|mut s| s.execute(params![actor_id, seq(last.sequence)]))
-            .map_err(sql)?;
-            Ok(())
+            )?
+            .execute(params![actor_id, seq(last.sequence)])?;
+            Ok(Ok(()))
         }
         AppendCheck::CompareStored => {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT entry_id FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3 ORDER BY sequence",
-                )
-                .map_err(sql)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT sequence, entry_id FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
+                 UNION ALL
+                 SELECT sequence, entry_id FROM recent WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
+                 ORDER BY 1",
+            )?;
             let stored: Vec<String> = stmt
                 .query_map(
                     params![actor_id, seq(first.sequence), seq(last.sequence)],
-                    |r| r.get(0),
+                    |r| r.get(1),
                 )
-                .and_then(Iterator::collect)
-                .map_err(sql)?;
+                .and_then(Iterator::collect)?;
             let same =
                 stored.len() == rows.len() && stored.iter().zip(rows).all(|(s, r)| *s == r.id);
-            if same {
+            Ok(if same {
                 Ok(())
             } else {
                 Err(validate::sequence_conflict(
@@ -80,13 +93,13 @@ pub(crate) fn append(conn: &Connection, actor_id: &str, rows: &[Row]) -> Journal
                     highest,
                     first.sequence,
                 ))
-            }
+            })
         }
-        AppendCheck::Conflict => Err(validate::sequence_conflict(
+        AppendCheck::Conflict => Ok(Err(validate::sequence_conflict(
             actor_id,
             highest,
             first.sequence,
-        )),
+        ))),
     }
 }
 
@@ -150,9 +163,10 @@ pub(crate) fn replay_range(
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
     let mut stmt = conn
         .prepare_cached(
-            "SELECT sequence, entry FROM entries
-             WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
-             ORDER BY sequence LIMIT ?4",
+            "SELECT sequence, entry FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
+             UNION ALL
+             SELECT sequence, entry FROM recent WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
+             ORDER BY 1 LIMIT ?4",
         )
         .map_err(sql)?;
     let mut rows = stmt
@@ -172,15 +186,60 @@ pub(crate) fn replay_range(
 }
 
 pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalResult<()> {
-    conn.prepare_cached("DELETE FROM entries WHERE actor_id = ?1 AND sequence <= ?2")
-        .and_then(|mut s| s.execute(params![actor_id, seq(to)]))
-        .map_err(sql)?;
+    for statement in [
+        "DELETE FROM entries WHERE actor_id = ?1 AND sequence <= ?2",
+        "DELETE FROM recent WHERE actor_id = ?1 AND sequence <= ?2",
+    ] {
+        conn.prepare_cached(statement)
+            .and_then(|mut s| s.execute(params![actor_id, seq(to)]))
+            .map_err(sql)?;
+    }
     Ok(())
+}
+
+/// Rows waiting in `recent` (an estimate: rowids count up from 1 after
+/// each compaction, and a truncation does not lower them).
+pub(crate) fn recent_rows(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT ifnull(max(rowid), 0) FROM recent")?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .map(unseq)
+}
+
+/// Moves every row of `recent` into `entries`, in key order, in one
+/// transaction.
+///
+/// Appends insert into `recent`: its rows lie in insertion order and its
+/// index stays small, so a commit of appends to hundreds of actors writes a
+/// few dozen pages. Inserting straight into `entries` would write one index
+/// page per actor per commit. Here each actor's page is written once per
+/// compaction, for all its rows since the last one. For each actor every
+/// row in `recent` has a higher sequence than every row in `entries`
+/// (appends only go to `highest + 1`, and this moves all rows at once), and
+/// reads see the union of both tables in one statement, so one snapshot.
+pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let moved = conn
+        .prepare_cached(
+            "INSERT INTO entries (actor_id, sequence, entry_id, entry)
+             SELECT actor_id, sequence, entry_id, entry FROM recent ORDER BY actor_id, sequence",
+        )
+        .and_then(|mut s| s.execute([]))
+        .and_then(|_| conn.prepare_cached("DELETE FROM recent")?.execute([]));
+    match moved {
+        Ok(_) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
 }
 
 pub(crate) fn delete_actor(conn: &Connection, actor_id: &str) -> JournalResult<()> {
     for statement in [
         "DELETE FROM entries WHERE actor_id = ?1",
+        "DELETE FROM recent WHERE actor_id = ?1",
         "DELETE FROM checkpoints WHERE actor_id = ?1",
         "DELETE FROM actors WHERE actor_id = ?1",
     ] {
@@ -284,23 +343,28 @@ pub(crate) fn list_actors_page(
 }
 
 pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<ActorSummary> {
-    let count = |table: &str| -> JournalResult<u64> {
+    let count = |statement: &str| -> JournalResult<u64> {
         let n: i64 = conn
-            .prepare_cached(&format!("SELECT count(*) FROM {table} WHERE actor_id = ?1"))
+            .prepare_cached(statement)
             .and_then(|mut s| s.query_row([actor_id], |r| r.get(0)))
             .map_err(sql)?;
         Ok(unseq(n))
     };
     Ok(ActorSummary {
         highest_sequence: highest(conn, actor_id)?,
-        entries: count("entries")?,
-        checkpoints: count("checkpoints")?,
+        // One statement, so one snapshot: a compaction moves rows between
+        // the two tables.
+        entries: count(
+            "SELECT (SELECT count(*) FROM entries WHERE actor_id = ?1)
+                  + (SELECT count(*) FROM recent WHERE actor_id = ?1)",
+        )?,
+        checkpoints: count("SELECT count(*) FROM checkpoints WHERE actor_id = ?1")?,
     })
 }
 
 pub(crate) fn stats(conn: &Connection) -> JournalResult<JournalStats> {
     conn.query_row(
-        "SELECT (SELECT count(*) FROM actors), (SELECT count(*) FROM entries), (SELECT count(*) FROM checkpoints)",
+        "SELECT (SELECT count(*) FROM actors), (SELECT count(*) FROM entries) + (SELECT count(*) FROM recent), (SELECT count(*) FROM checkpoints)",
         [],
         |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
     )

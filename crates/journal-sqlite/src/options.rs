@@ -46,6 +46,16 @@ pub struct SqliteOptions {
     /// Largest database size in pages, if limited (`PRAGMA max_page_count`):
     /// beyond it writes fail as on a full disk.
     pub max_page_count: Option<u32>,
+    /// Appended entries gathered in the write-optimised `recent` table
+    /// before the writer moves them into `entries` in one transaction
+    /// (default: 4,096; see the crate docs, "Schema"). Larger values make
+    /// that move rarer and cheaper per entry, but grow `recent`, whose
+    /// index every commit writes to.
+    pub compact_after: u64,
+    /// Bytes of the file SQLite maps into memory for reading
+    /// (`PRAGMA mmap_size`; default: 256 MiB, 0 turns it off). Reads of
+    /// mapped pages skip a copy through the kernel.
+    pub mmap_size: u64,
 }
 
 impl Default for SqliteOptions {
@@ -58,6 +68,8 @@ impl Default for SqliteOptions {
             readers: 3,
             max_group: 512,
             max_page_count: None,
+            compact_after: 4096,
+            mmap_size: 256 * 1024 * 1024,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::error::db_error;
 use crate::options::SqliteOptions;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// `PRAGMA application_id` of a journal file: "JRNL".
 pub const APPLICATION_ID: i64 = 0x4A52_4E4C;
 
@@ -31,6 +31,16 @@ const MIGRATIONS: &[&str] = &[
          actor_id   TEXT NOT NULL,
          sequence   INTEGER NOT NULL,
          checkpoint BLOB NOT NULL,
+         PRIMARY KEY (actor_id, sequence)
+     );",
+    // Version 2: appends land in `recent`, a small table whose pages are
+    // written together, and the writer moves them into `entries` in bulk
+    // (see `ops::compact`).
+    "CREATE TABLE IF NOT EXISTS recent (
+         actor_id TEXT NOT NULL,
+         sequence INTEGER NOT NULL,
+         entry_id TEXT NOT NULL,
+         entry    BLOB NOT NULL,
          PRIMARY KEY (actor_id, sequence)
      );",
 ];
@@ -98,9 +108,11 @@ pub(crate) fn apply_pragmas(conn: &Connection, options: &SqliteOptions) -> Journ
         "PRAGMA synchronous = {};
          PRAGMA cache_size = -{};
          PRAGMA temp_store = MEMORY;
+         PRAGMA mmap_size = {};
          PRAGMA foreign_keys = OFF;",
         options.synchronous.pragma(),
-        options.cache_size_kib
+        options.cache_size_kib,
+        options.mmap_size
     ))
     .map_err(|e| db_error(&e))
 }

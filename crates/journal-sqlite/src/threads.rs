@@ -3,6 +3,7 @@
 //! replays while commits are in flight. Async callers only ever wait on a
 //! channel, never on SQLite.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -11,6 +12,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::error::{db_error, Failure};
+use crate::ops;
 
 /// Work for the writer: it runs inside a savepoint of the group's
 /// transaction, and learns after `COMMIT` whether it is durable.
@@ -54,7 +56,7 @@ where
 }
 
 /// A boxed job and the receiver of its result.
-pub(crate) fn job<T, F>(work: F) -> (Box<dyn WriterJob>, oneshot::Receiver<JournalResult<T>>)
+pub(crate) fn job<T, F>(work: F) -> (Work, oneshot::Receiver<JournalResult<T>>)
 where
     T: Send + 'static,
     F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
@@ -65,28 +67,239 @@ where
         result: None,
         reply,
     };
-    (Box::new(job), receiver)
+    (Work::Other(Box::new(job)), receiver)
+}
+
+/// An append of one actor's entries. It is kept as data, not as a closure,
+/// so that the writer can check it against its cache of highest sequences
+/// and run it again if its group has to be replayed one job at a time.
+pub(crate) struct AppendJob {
+    actor_id: String,
+    rows: Vec<ops::Row>,
+    result: Option<JournalResult<()>>,
+    reply: oneshot::Sender<JournalResult<()>>,
+}
+
+/// An append job and the receiver of its result.
+pub(crate) fn append_job(
+    actor_id: String,
+    rows: Vec<ops::Row>,
+) -> (Work, oneshot::Receiver<JournalResult<()>>) {
+    let (reply, receiver) = oneshot::channel();
+    let job = AppendJob {
+        actor_id,
+        rows,
+        result: None,
+        reply,
+    };
+    (Work::Append(Box::new(job)), receiver)
+}
+
+impl WriterJob for AppendJob {
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = ops::append(conn, &self.actor_id, &self.rows);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn complete(self: Box<Self>, commit: Result<(), Failure>) {
+        let result = match (commit, self.result) {
+            (_, Some(Err(own))) => Err(own),
+            (Ok(()), Some(Ok(()))) => Ok(()),
+            (Err(failure), _) => Err(failure.to_error()),
+            (Ok(()), None) => Err(Failure::stopped().to_error()),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// What the writer is sent.
+pub(crate) enum Work {
+    /// An append: may take the fast path.
+    Append(Box<AppendJob>),
+    /// Anything else: runs in its own savepoint.
+    Other(Box<dyn WriterJob>),
+}
+
+impl Work {
+    fn into_job(self) -> Box<dyn WriterJob> {
+        match self {
+            Work::Append(job) => job,
+            Work::Other(job) => job,
+        }
+    }
+}
+
+/// The writer's cache of each actor's highest sequence, so that an append
+/// needs no lookup. It is dropped whenever another connection may have
+/// written (`PRAGMA data_version` changed), whenever a transaction fails,
+/// and before any operation other than an append runs.
+#[derive(Default)]
+struct HighestCache {
+    known: HashMap<String, u64>,
+    data_version: Option<i64>,
+}
+
+/// Actors remembered at most; beyond it the cache starts over.
+const CACHED_ACTORS: usize = 100_000;
+
+impl HighestCache {
+    fn clear(&mut self) {
+        self.known.clear();
+        self.data_version = None;
+    }
+
+    /// Forgets everything if another connection committed since the last
+    /// call. Runs inside the write transaction, so nobody else can write
+    /// until it ends.
+    fn revalidate(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let version: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        if self.data_version != Some(version) {
+            self.known.clear();
+            self.data_version = Some(version);
+        }
+        Ok(())
+    }
+
+    fn get(&self, conn: &Connection, actor_id: &str) -> rusqlite::Result<u64> {
+        match self.known.get(actor_id) {
+            Some(&highest) => Ok(highest),
+            None => ops::stored_highest(conn, actor_id),
+        }
+    }
+
+    fn set(&mut self, actor_id: &str, highest: u64) {
+        if let Some(known) = self.known.get_mut(actor_id) {
+            *known = highest;
+            return;
+        }
+        if self.known.len() >= CACHED_ACTORS {
+            self.known.clear();
+        }
+        self.known.insert(actor_id.to_owned(), highest);
+    }
 }
 
 /// The writer's loop: wait for one job, take every job queued behind it (up
-/// to `max_group`), run them in one transaction, each in its own savepoint,
-/// commit once, then answer each caller.
+/// to `max_group`), run them in one transaction, commit once, then answer
+/// each caller. A group of appends only takes the fast path
+/// ([`commit_appends`]); any other group runs each job in its own savepoint
+/// ([`commit_group`]).
 pub(crate) fn writer_loop(
     conn: &Connection,
-    jobs: &Receiver<Box<dyn WriterJob>>,
-    max_group: usize,
+    jobs: &Receiver<Work>,
+    options: &crate::SqliteOptions,
     stats: &crate::CommitCounters,
 ) {
+    let mut cache = HighestCache::default();
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
-        while group.len() < max_group.max(1) {
+        while group.len() < options.max_group.max(1) {
             match jobs.try_recv() {
                 Ok(job) => group.push(job),
                 Err(_) => break,
             }
         }
         stats.record(group.len());
-        commit_group(conn, group);
+        match only_appends(group) {
+            Ok(appends) => {
+                if let Err(appends) = commit_appends(conn, &mut cache, appends) {
+                    cache.clear();
+                    commit_group(conn, appends.into_iter().map(|job| job as _).collect());
+                }
+            }
+            Err(group) => {
+                cache.clear();
+                commit_group(conn, group.into_iter().map(Work::into_job).collect());
+            }
+        }
+        compact_if(conn, options.compact_after);
+    }
+    // Closing: leave every entry in `entries`.
+    compact_if(conn, 1);
+}
+
+/// The group's appends, if it holds nothing else.
+#[allow(clippy::vec_box)] // the boxes go on to `commit_group` as they are
+fn only_appends(group: Vec<Work>) -> Result<Vec<Box<AppendJob>>, Vec<Work>> {
+    if !group.iter().all(|w| matches!(w, Work::Append(_))) {
+        return Err(group);
+    }
+    Ok(group
+        .into_iter()
+        .filter_map(|w| match w {
+            Work::Append(job) => Some(job),
+            Work::Other(_) => None,
+        })
+        .collect())
+}
+
+/// The fast path: a group of appends, checked against the cache of highest
+/// sequences, written without savepoints. A sequence conflict writes
+/// nothing, so it needs no savepoint; if SQLite fails a statement, the
+/// whole transaction is rolled back and the jobs are returned, untouched in
+/// the file, to run again one savepoint each.
+#[allow(clippy::vec_box)] // the boxes go on to `commit_group` as they are
+fn commit_appends(
+    conn: &Connection,
+    cache: &mut HighestCache,
+    mut jobs: Vec<Box<AppendJob>>,
+) -> Result<(), Vec<Box<AppendJob>>> {
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
+        let failure = Failure::of(&e);
+        for job in jobs {
+            job.complete(Err(failure.clone()));
+        }
+        return Ok(());
+    }
+    let written = (|| -> rusqlite::Result<()> {
+        cache.revalidate(conn)?;
+        for job in &mut jobs {
+            let highest = cache.get(conn, &job.actor_id)?;
+            let result = ops::append_checked(conn, &job.actor_id, &job.rows, highest)?;
+            if let (Ok(()), Some(last)) = (&result, job.rows.last()) {
+                cache.set(&job.actor_id, last.sequence.max(highest));
+            }
+            job.result = Some(result);
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        if !conn.is_autocommit() {
+            let _ = run_cached(conn, "ROLLBACK");
+        }
+        return Err(jobs);
+    }
+    let outcome = run_cached(conn, "COMMIT").map_err(|e| {
+        let failure = Failure::of(&e);
+        if !conn.is_autocommit() {
+            let _ = run_cached(conn, "ROLLBACK");
+        }
+        cache.clear();
+        failure
+    });
+    for job in jobs {
+        job.complete(outcome.clone());
+    }
+    Ok(())
+}
+
+/// Moves `recent` into `entries` once it holds `at_least` rows. A failure
+/// (a full disk) loses nothing: the rows stay in `recent`, and the next
+/// group tries again.
+fn compact_if(conn: &Connection, at_least: u64) {
+    let result = ops::recent_rows(conn).and_then(|rows| {
+        if rows >= at_least.max(1) {
+            ops::compact(conn)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = result {
+        tracing::warn!(backend = "sqlite", error = %e, "moving recent entries into the main table failed; they stay where they are");
     }
 }
 
@@ -238,10 +451,7 @@ where
 }
 
 /// Sends `job` to the writer.
-pub(crate) fn send_write(
-    writer: &Sender<Box<dyn WriterJob>>,
-    job: Box<dyn WriterJob>,
-) -> JournalResult<()> {
+pub(crate) fn send_write(writer: &Sender<Work>, job: Work) -> JournalResult<()> {
     writer.send(job).map_err(|_| Failure::stopped().to_error())
 }
 

@@ -220,3 +220,176 @@ async fn reopened_file_keeps_everything() {
         .expect("some");
     assert_eq!((latest.sequence, latest.state_schema_version), (30, 3));
 }
+
+/// Counts the rows of `table` through a connection of its own.
+fn raw_count(path: &std::path::Path, table: &str) -> i64 {
+    let conn = rusqlite::Connection::open(path).expect("sqlite");
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .expect("count")
+}
+
+#[tokio::test]
+async fn version_1_file_is_migrated_and_keeps_its_entries() {
+    use prost::Message;
+    let path = tmp("version-1");
+    let old: Vec<_> = (1..=5).map(|s| entry("veteran", s, 40)).collect();
+    {
+        // A file as journal-sqlite wrote it with schema version 1.
+        let conn = rusqlite::Connection::open(&path).expect("sqlite");
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE actors (actor_id TEXT PRIMARY KEY NOT NULL, highest INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE entries (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL, entry_id TEXT NOT NULL,
+                                   entry BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));
+             CREATE TABLE checkpoints (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL,
+                                       checkpoint BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));
+             INSERT INTO actors VALUES ('veteran', 5);
+             PRAGMA application_id = {};
+             PRAGMA user_version = 1;",
+            journal_sqlite::APPLICATION_ID
+        ))
+        .expect("version 1 schema");
+        for e in &old {
+            conn.execute(
+                "INSERT INTO entries VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![
+                    e.actor_id,
+                    i64::try_from(e.sequence).expect("small"),
+                    e.id,
+                    e.encode_to_vec()
+                ],
+            )
+            .expect("version 1 row");
+        }
+    }
+    let storage = SqliteJournalStorage::new(&path).await.expect("open");
+    assert_eq!(
+        storage.replay_from("veteran", 1).await.expect("replay"),
+        old
+    );
+    assert_eq!(
+        storage.highest_sequence("veteran").await.expect("highest"),
+        5
+    );
+    // A retry of a version-1 entry is still recognised, a new append lands.
+    storage
+        .append_entry(&old[4])
+        .await
+        .expect("idempotent retry");
+    let next = entry("veteran", 6, 40);
+    storage.append_entry(&next).await.expect("append");
+    let all = storage.replay_from("veteran", 1).await.expect("replay");
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[5], next);
+    storage.close().await;
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, journal_sqlite::SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn entries_move_from_recent_into_the_main_table() {
+    let path = tmp("compaction");
+    let options = SqliteOptions {
+        compact_after: 10,
+        ..SqliteOptions::default()
+    };
+    let storage = SqliteJournalStorage::open(&path, options)
+        .await
+        .expect("create");
+    let written: Vec<_> = (1..=25).map(|s| entry("mover", s, 30)).collect();
+    for e in &written[..9] {
+        storage.append_entry(e).await.expect("append");
+    }
+    // Below the threshold everything waits in `recent`.
+    assert_eq!(
+        (raw_count(&path, "recent"), raw_count(&path, "entries")),
+        (9, 0)
+    );
+    storage.append_entry(&written[9]).await.expect("append");
+    // The tenth append reached it: the writer moved all ten before it took
+    // its next job, this no-op write.
+    storage
+        .delete_checkpoints_before("mover", 0)
+        .await
+        .expect("no-op write");
+    assert_eq!(
+        (raw_count(&path, "recent"), raw_count(&path, "entries")),
+        (0, 10)
+    );
+    storage.append_batch(&written[10..]).await.expect("batch");
+    assert_eq!(
+        storage.replay_from("mover", 1).await.expect("replay"),
+        written
+    );
+    assert_eq!(
+        storage
+            .replay_range("mover", 8, 12, 10)
+            .await
+            .expect("range"),
+        written[7..12].to_vec()
+    );
+    assert_eq!(
+        storage
+            .actor_summary("mover")
+            .await
+            .expect("summary")
+            .entries,
+        25
+    );
+    storage.truncate_to("mover", 12).await.expect("truncate");
+    assert_eq!(
+        storage.replay_from("mover", 1).await.expect("replay"),
+        written[12..].to_vec()
+    );
+    // Closing leaves every entry in the main table.
+    storage.close().await;
+    assert_eq!(
+        (raw_count(&path, "recent"), raw_count(&path, "entries")),
+        (0, 13)
+    );
+}
+
+#[tokio::test]
+async fn two_handles_on_one_file_keep_the_sequence_check() {
+    // Two journals opened on one file stand for two processes: each writer
+    // caches highest sequences, and must drop them when the other commits.
+    let path = tmp("two-writers");
+    let eager = SqliteOptions {
+        compact_after: 1,
+        ..SqliteOptions::default()
+    };
+    let a = SqliteJournalStorage::new(&path).await.expect("open a");
+    let b = SqliteJournalStorage::open(&path, eager)
+        .await
+        .expect("open b");
+    for s in 1..=3 {
+        a.append_entry(&entry("shared", s, 20))
+            .await
+            .expect("a appends");
+    }
+    let from_b = JournalEntry::new(
+        "shared",
+        4,
+        Entry::message_received("from-b", "T", vec![1; 20]),
+    );
+    b.append_entry(&from_b).await.expect("b appends 4");
+    // a last saw highest 3; b's entry 4 is already in the main table.
+    match a.append_entry(&entry("shared", 4, 20)).await {
+        Err(JournalError::SequenceConflict { .. }) => {}
+        other => panic!("expected a sequence conflict, got {other:?}"),
+    }
+    a.append_entry(&entry("shared", 5, 20))
+        .await
+        .expect("a appends 5");
+    let stored = b.replay_from("shared", 1).await.expect("replay");
+    let sequences: Vec<u64> = stored.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, vec![1, 2, 3, 4, 5]);
+    assert_eq!(stored[3], from_b);
+    assert_eq!(
+        a.integrity_check().await.expect("check"),
+        Vec::<String>::new()
+    );
+}

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use journal_core::journal_entry::Entry;
 use journal_core::{JournalEntry, JournalStorage};
-use journal_sqlite::SqliteJournalStorage;
+use journal_sqlite::{SqliteJournalStorage, SqliteOptions};
 
 const LIMIT: u64 = 20_000;
 
@@ -36,7 +36,13 @@ fn main() -> ExitCode {
 }
 
 async fn append_forever(path: &str, actor: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let storage = SqliteJournalStorage::new(path).await?;
+    // Entries move from `recent` into `entries` every few appends, so that
+    // kills also land in the middle of those moves.
+    let options = SqliteOptions {
+        compact_after: 8,
+        ..SqliteOptions::default()
+    };
+    let storage = SqliteJournalStorage::open(path, options).await?;
     let mut next = storage.highest_sequence(actor).await? + 1;
     let stdout = std::io::stdout();
     for round in 0..LIMIT {
