@@ -178,7 +178,11 @@ async fn migrations_are_idempotent_and_versioned() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![journal_postgres::SCHEMA_VERSION]);
+    // Each version applied once, however many processes started at once.
+    assert_eq!(
+        versions,
+        (1..=journal_postgres::SCHEMA_VERSION).collect::<Vec<_>>()
+    );
     client
         .execute(
             &format!("INSERT INTO {schema}.journal_schema VALUES (99)"),
@@ -385,4 +389,86 @@ async fn slow_stream_outlives_the_statement_timeout() {
         }
     }
     assert_eq!(seen, 3_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_1_schema_is_upgraded_and_keeps_its_entries() {
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    // A schema as journal-postgres wrote it at version 1.
+    let schema = common::fresh_schema();
+    let client = storage.pool().get().await.expect("client");
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.journal_schema (version INT NOT NULL);
+             INSERT INTO {schema}.journal_schema VALUES (1);
+             {}",
+            journal_postgres::migrate::migrations(&schema)[0]
+        ))
+        .await
+        .expect("version 1 schema");
+    let entry = |actor: &str, s: u64| {
+        JournalEntry::new(
+            actor,
+            s,
+            Entry::message_received(format!("m-{s}"), "T", vec![1; 8]),
+        )
+    };
+    let old = entry("veteran", 1);
+    client
+        .query(
+            &format!("SELECT * FROM {schema}.append($1, $2, $3, $4)"),
+            &[
+                &old.actor_id.as_bytes(),
+                &vec![1_i64],
+                &vec![old.id.as_str()],
+                &vec![prost::Message::encode_to_vec(&old)],
+            ],
+        )
+        .await
+        .expect("version 1 append");
+    let options = PostgresOptions {
+        schema: schema.clone(),
+        ..common::test_options()
+    };
+    let upgraded = PostgresJournalStorage::open(&common::url(), options)
+        .await
+        .expect("open upgrades");
+    // Concurrent single appends of several actors go through the new
+    // grouped function.
+    let appends = ["veteran", "newcomer", "other"].map(|actor| {
+        let (storage, next) = (upgraded.clone(), if actor == "veteran" { 2 } else { 1 });
+        tokio::spawn(async move {
+            for s in next..next + 20 {
+                storage
+                    .append_entry(&entry(actor, s))
+                    .await
+                    .expect("append");
+            }
+        })
+    });
+    for task in appends {
+        task.await.expect("task");
+    }
+    let veteran = upgraded.replay_from("veteran", 1).await.expect("replay");
+    assert_eq!(veteran.len(), 21);
+    assert_eq!(veteran[0], old);
+    assert_eq!(
+        upgraded
+            .highest_sequence("newcomer")
+            .await
+            .expect("highest"),
+        20
+    );
+    let version: i32 = client
+        .query_one(
+            &format!("SELECT max(version) FROM {schema}.journal_schema"),
+            &[],
+        )
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version, journal_postgres::SCHEMA_VERSION);
 }
