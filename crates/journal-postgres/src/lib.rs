@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use journal_core::validate::{self, Limits};
 use journal_core::{
-    redact_url, ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalError, JournalResult,
-    JournalStats, JournalStorage,
+    redact_url, ActorPage, ActorSummary, Checkpoint, EntryStream, JournalEntry, JournalError,
+    JournalResult, JournalStats, JournalStorage,
 };
 use prost::Message;
 use tokio_postgres::types::ToSql;
@@ -32,7 +32,7 @@ const BACKEND: &str = "postgres";
 /// page (keyset on the sequence), each page its own short query: one
 /// long-running query would be cancelled by `statement_timeout` when the
 /// consumer is slow, and would hold a pooled connection throughout.
-pub const REPLAY_PAGE: usize = 1_000;
+pub const REPLAY_PAGE: usize = 5_000;
 
 /// A journal in PostgreSQL tables, shared by any number of processes.
 ///
@@ -376,6 +376,13 @@ impl JournalStorage for PostgresJournalStorage {
         REPLAY_PAGE
     }
 
+    /// Pages of [`REPLAY_PAGE`] entries, each its own short query; the
+    /// next page is fetched and decoded on another task while this one is
+    /// consumed. At most two pages are held.
+    fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
+        prefetching_replay(self.clone(), actor_id.to_owned(), from.max(1))
+    }
+
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64> {
         let rows = self
@@ -519,4 +526,57 @@ impl JournalStorage for PostgresJournalStorage {
             checkpoints: get(2)?,
         })
     }
+}
+
+type Page = tokio::task::JoinHandle<JournalResult<Vec<JournalEntry>>>;
+
+/// Starts fetching the page of `actor_id` from `from` on its own task.
+fn fetch_page(storage: &PostgresJournalStorage, actor_id: &str, from: u64) -> Page {
+    let (storage, actor_id) = (storage.clone(), actor_id.to_owned());
+    tokio::spawn(async move {
+        storage
+            .replay_range(&actor_id, from, u64::MAX, REPLAY_PAGE)
+            .await
+    })
+}
+
+/// A replay stream that asks for the next page as soon as it receives a
+/// full one, before handing out its entries.
+fn prefetching_replay(
+    storage: PostgresJournalStorage,
+    actor_id: String,
+    from: u64,
+) -> EntryStream<'static> {
+    use futures::stream::{self, StreamExt};
+    let first = fetch_page(&storage, &actor_id, from);
+    let state = (storage, actor_id, Some(first), Vec::new().into_iter());
+    stream::unfold(
+        state,
+        |(storage, actor_id, mut next, mut current)| async move {
+            loop {
+                if let Some(entry) = current.next() {
+                    return Some((Ok(entry), (storage, actor_id, next, current)));
+                }
+                let page = match next.take()?.await {
+                    Ok(Ok(page)) => page,
+                    Ok(Err(e)) => return Some((Err(e), (storage, actor_id, None, current))),
+                    Err(e) => {
+                        let e = JournalError::storage(
+                            BACKEND,
+                            format!("a replay page task failed: {e}"),
+                        );
+                        return Some((Err(e), (storage, actor_id, None, current)));
+                    }
+                };
+                if page.len() == REPLAY_PAGE {
+                    next = page
+                        .last()
+                        .and_then(|e| e.sequence.checked_add(1))
+                        .map(|after| fetch_page(&storage, &actor_id, after));
+                }
+                current = page.into_iter();
+            }
+        },
+    )
+    .boxed()
 }
