@@ -121,7 +121,7 @@ $fn$;
         ),
         // Version 2: the common group, where every actor comes once and at its
         // highest + 1, is written with one statement per step instead of three
-        // per item; any other group takes version 1's item-by-item loop.
+        // per item; groups of one or two, and any other group, go item by item.
         format!(
             r"
 CREATE OR REPLACE FUNCTION {s}.append_many(p_actors BYTEA[], p_seqs BIGINT[], p_ids TEXT[], p_entries BYTEA[])
@@ -132,26 +132,33 @@ DECLARE
     v_matched INT;
     v_simple  BOOLEAN;
 BEGIN
-    INSERT INTO {s}.actors (actor_id, highest)
-        SELECT DISTINCT u.a, 0 FROM unnest(p_actors, p_seqs) AS u(a, q) WHERE u.q = 1
-        ORDER BY 1
-        ON CONFLICT (actor_id) DO NOTHING;
-    -- Lock the group's actors in key order (as every group does, so groups
-    -- cannot deadlock), reading the newest committed highest of each.
-    SELECT count(DISTINCT u.a) = coalesce(cardinality(p_actors), 0) INTO v_simple
-        FROM (SELECT a.actor_id, a.highest FROM {s}.actors a
-              WHERE a.actor_id = ANY (p_actors) ORDER BY a.actor_id FOR UPDATE) AS locked
-        JOIN unnest(p_actors, p_seqs) AS u(a, q)
-          ON u.a = locked.actor_id AND u.q = locked.highest + 1;
-    IF v_simple THEN
-        INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry)
-            SELECT u.a, u.q, u.i, u.e FROM unnest(p_actors, p_seqs, p_ids, p_entries) AS u(a, q, i, e);
-        UPDATE {s}.actors a SET highest = u.q
-            FROM unnest(p_actors, p_seqs) AS u(a, q) WHERE a.actor_id = u.a;
-        RETURN QUERY SELECT u.n::INT, 0, u.q - 1 FROM unnest(p_seqs) WITH ORDINALITY AS u(q, n);
-        RETURN;
+    -- A group of one or two costs fewer statements item by item.
+    IF coalesce(cardinality(p_actors), 0) > 2 THEN
+        INSERT INTO {s}.actors (actor_id, highest)
+            SELECT DISTINCT u.a, 0 FROM unnest(p_actors, p_seqs) AS u(a, q) WHERE u.q = 1
+            ORDER BY 1
+            ON CONFLICT (actor_id) DO NOTHING;
+        -- Lock the group's actors in key order (as every group does, so
+        -- groups cannot deadlock), reading the newest committed highest.
+        SELECT count(DISTINCT u.a) = cardinality(p_actors) INTO v_simple
+            FROM (SELECT a.actor_id, a.highest FROM {s}.actors a
+                  WHERE a.actor_id = ANY (p_actors) ORDER BY a.actor_id FOR UPDATE) AS locked
+            JOIN unnest(p_actors, p_seqs) AS u(a, q)
+              ON u.a = locked.actor_id AND u.q = locked.highest + 1;
+        IF v_simple THEN
+            INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry)
+                SELECT u.a, u.q, u.i, u.e FROM unnest(p_actors, p_seqs, p_ids, p_entries) AS u(a, q, i, e);
+            UPDATE {s}.actors a SET highest = u.q
+                FROM unnest(p_actors, p_seqs) AS u(a, q) WHERE a.actor_id = u.a;
+            RETURN QUERY SELECT u.n::INT, 0, u.q - 1 FROM unnest(p_seqs) WITH ORDINALITY AS u(q, n);
+            RETURN;
+        END IF;
     END IF;
     FOR i IN 1 .. coalesce(cardinality(p_actors), 0) LOOP
+        IF p_seqs[i] = 1 THEN
+            INSERT INTO {s}.actors (actor_id, highest) VALUES (p_actors[i], 0)
+                ON CONFLICT (actor_id) DO NOTHING;
+        END IF;
         SELECT a.highest INTO v_highest FROM {s}.actors a WHERE a.actor_id = p_actors[i] FOR UPDATE;
         v_highest := coalesce(v_highest, 0);
         o_index := i;
