@@ -26,7 +26,8 @@ pub use proto::{
 };
 pub use redact::redact_url;
 pub use storage::{
-    ActorPage, ActorStream, ActorSummary, EntryStream, JournalStats, JournalStorage,
+    prefetched_replay, ActorPage, ActorStream, ActorSummary, EntryStream, JournalStats,
+    JournalStorage,
 };
 pub use validate::Limits;
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::error::JournalResult;
+use crate::error::{JournalError, JournalResult};
 use crate::proto::{Checkpoint, JournalEntry};
 
 /// A stream of journal entries, ascending by sequence.
@@ -304,6 +304,78 @@ where
         }
         let entry = state.buffer.pop_front()?;
         Some((Ok(entry), state))
+    })
+    .boxed()
+}
+
+/// A replay stream of [`JournalStorage::replay_range`] pages of `page`
+/// entries, like [`paged_replay`], that asks for the next page on a task of
+/// its own as soon as a full page arrives, so the next query runs while
+/// this page is consumed. At most two pages are held. For storages that are
+/// cheap to clone (a shared pool); must be polled on a tokio runtime.
+pub fn prefetched_replay<S>(
+    storage: S,
+    actor_id: &str,
+    from: u64,
+    page: usize,
+) -> EntryStream<'static>
+where
+    S: JournalStorage + Clone + 'static,
+{
+    type Fetch = tokio::task::JoinHandle<JournalResult<Vec<JournalEntry>>>;
+    struct State<S> {
+        storage: S,
+        actor_id: String,
+        /// The page to fetch first; taken on the first poll, so that
+        /// creating the stream spawns nothing.
+        start: Option<u64>,
+        next: Option<Fetch>,
+        current: std::vec::IntoIter<JournalEntry>,
+    }
+    fn fetch<S: JournalStorage + Clone + 'static>(
+        storage: &S,
+        actor_id: &str,
+        from: u64,
+        page: usize,
+    ) -> Fetch {
+        let (storage, actor_id) = (storage.clone(), actor_id.to_owned());
+        tokio::spawn(async move { storage.replay_range(&actor_id, from, u64::MAX, page).await })
+    }
+    let page = page.max(1);
+    let start = State {
+        storage,
+        actor_id: actor_id.to_owned(),
+        start: Some(from.max(1)),
+        next: None,
+        current: Vec::new().into_iter(),
+    };
+    stream::unfold(start, move |mut state| async move {
+        loop {
+            if let Some(entry) = state.current.next() {
+                return Some((Ok(entry), state));
+            }
+            if let Some(from) = state.start.take() {
+                state.next = Some(fetch(&state.storage, &state.actor_id, from, page));
+            }
+            let entries = match state.next.take()?.await {
+                Ok(Ok(entries)) => entries,
+                Ok(Err(e)) => return Some((Err(e), state)),
+                Err(e) => {
+                    let e = JournalError::storage(
+                        state.storage.backend_name(),
+                        format!("a replay page task failed: {e}"),
+                    );
+                    return Some((Err(e), state));
+                }
+            };
+            if entries.len() == page {
+                state.next = entries
+                    .last()
+                    .and_then(|last| last.sequence.checked_add(1))
+                    .map(|after| fetch(&state.storage, &state.actor_id, after, page));
+            }
+            state.current = entries.into_iter();
+        }
     })
     .boxed()
 }

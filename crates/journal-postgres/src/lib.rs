@@ -380,7 +380,7 @@ impl JournalStorage for PostgresJournalStorage {
     /// next page is fetched and decoded on another task while this one is
     /// consumed. At most two pages are held.
     fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
-        prefetching_replay(self.clone(), actor_id.to_owned(), from.max(1))
+        journal_core::prefetched_replay(self.clone(), actor_id, from, REPLAY_PAGE)
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -526,57 +526,4 @@ impl JournalStorage for PostgresJournalStorage {
             checkpoints: get(2)?,
         })
     }
-}
-
-type Page = tokio::task::JoinHandle<JournalResult<Vec<JournalEntry>>>;
-
-/// Starts fetching the page of `actor_id` from `from` on its own task.
-fn fetch_page(storage: &PostgresJournalStorage, actor_id: &str, from: u64) -> Page {
-    let (storage, actor_id) = (storage.clone(), actor_id.to_owned());
-    tokio::spawn(async move {
-        storage
-            .replay_range(&actor_id, from, u64::MAX, REPLAY_PAGE)
-            .await
-    })
-}
-
-/// A replay stream that asks for the next page as soon as it receives a
-/// full one, before handing out its entries.
-fn prefetching_replay(
-    storage: PostgresJournalStorage,
-    actor_id: String,
-    from: u64,
-) -> EntryStream<'static> {
-    use futures::stream::{self, StreamExt};
-    let first = fetch_page(&storage, &actor_id, from);
-    let state = (storage, actor_id, Some(first), Vec::new().into_iter());
-    stream::unfold(
-        state,
-        |(storage, actor_id, mut next, mut current)| async move {
-            loop {
-                if let Some(entry) = current.next() {
-                    return Some((Ok(entry), (storage, actor_id, next, current)));
-                }
-                let page = match next.take()?.await {
-                    Ok(Ok(page)) => page,
-                    Ok(Err(e)) => return Some((Err(e), (storage, actor_id, None, current))),
-                    Err(e) => {
-                        let e = JournalError::storage(
-                            BACKEND,
-                            format!("a replay page task failed: {e}"),
-                        );
-                        return Some((Err(e), (storage, actor_id, None, current)));
-                    }
-                };
-                if page.len() == REPLAY_PAGE {
-                    next = page
-                        .last()
-                        .and_then(|e| e.sequence.checked_add(1))
-                        .map(|after| fetch_page(&storage, &actor_id, after));
-                }
-                current = page.into_iter();
-            }
-        },
-    )
-    .boxed()
 }

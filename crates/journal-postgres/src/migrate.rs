@@ -92,32 +92,10 @@ DECLARE
     v_highest BIGINT;
     v_matched INT;
 BEGIN
-    FOR i IN 1 .. coalesce(cardinality(p_actors), 0) LOOP
-        IF p_seqs[i] = 1 THEN
-            INSERT INTO {s}.actors (actor_id, highest) VALUES (p_actors[i], 0)
-                ON CONFLICT (actor_id) DO NOTHING;
-        END IF;
-        SELECT a.highest INTO v_highest FROM {s}.actors a WHERE a.actor_id = p_actors[i] FOR UPDATE;
-        v_highest := coalesce(v_highest, 0);
-        o_index := i;
-        o_highest := v_highest;
-        IF p_seqs[i] = v_highest + 1 THEN
-            INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry)
-                VALUES (p_actors[i], p_seqs[i], p_ids[i], p_entries[i]);
-            UPDATE {s}.actors SET highest = p_seqs[i] WHERE actor_id = p_actors[i];
-            o_outcome := 0;
-        ELSIF p_seqs[i] <= v_highest THEN
-            SELECT count(*) INTO v_matched FROM {s}.entries e
-                WHERE e.actor_id = p_actors[i] AND e.sequence = p_seqs[i] AND e.entry_id = p_ids[i];
-            o_outcome := CASE WHEN v_matched = 1 THEN 1 ELSE 2 END;
-        ELSE
-            o_outcome := 2;
-        END IF;
-        RETURN NEXT;
-    END LOOP;
-END
+{items}END
 $fn$;
-"
+",
+            items = item_by_item(s)
         ),
         // Version 2: the common group, where every actor comes once and at its
         // highest + 1, is written with one statement per step instead of three
@@ -154,32 +132,10 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    FOR i IN 1 .. coalesce(cardinality(p_actors), 0) LOOP
-        IF p_seqs[i] = 1 THEN
-            INSERT INTO {s}.actors (actor_id, highest) VALUES (p_actors[i], 0)
-                ON CONFLICT (actor_id) DO NOTHING;
-        END IF;
-        SELECT a.highest INTO v_highest FROM {s}.actors a WHERE a.actor_id = p_actors[i] FOR UPDATE;
-        v_highest := coalesce(v_highest, 0);
-        o_index := i;
-        o_highest := v_highest;
-        IF p_seqs[i] = v_highest + 1 THEN
-            INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry)
-                VALUES (p_actors[i], p_seqs[i], p_ids[i], p_entries[i]);
-            UPDATE {s}.actors SET highest = p_seqs[i] WHERE actor_id = p_actors[i];
-            o_outcome := 0;
-        ELSIF p_seqs[i] <= v_highest THEN
-            SELECT count(*) INTO v_matched FROM {s}.entries e
-                WHERE e.actor_id = p_actors[i] AND e.sequence = p_seqs[i] AND e.entry_id = p_ids[i];
-            o_outcome := CASE WHEN v_matched = 1 THEN 1 ELSE 2 END;
-        ELSE
-            o_outcome := 2;
-        END IF;
-        RETURN NEXT;
-    END LOOP;
-END
+{items}END
 $fn$;
-"
+",
+            items = item_by_item(s)
         ),
     ]
 }
@@ -226,4 +182,35 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> JournalResult<
         .map_err(pg_error)?;
     }
     tx.commit().await.map_err(pg_error)
+}
+
+/// `append_many`'s item-by-item loop, in both versions of the function:
+/// each item's actor row locked, checked and written on its own.
+fn item_by_item(s: &str) -> String {
+    format!(
+        r"    FOR i IN 1 .. coalesce(cardinality(p_actors), 0) LOOP
+        IF p_seqs[i] = 1 THEN
+            INSERT INTO {s}.actors (actor_id, highest) VALUES (p_actors[i], 0)
+                ON CONFLICT (actor_id) DO NOTHING;
+        END IF;
+        SELECT a.highest INTO v_highest FROM {s}.actors a WHERE a.actor_id = p_actors[i] FOR UPDATE;
+        v_highest := coalesce(v_highest, 0);
+        o_index := i;
+        o_highest := v_highest;
+        IF p_seqs[i] = v_highest + 1 THEN
+            INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry)
+                VALUES (p_actors[i], p_seqs[i], p_ids[i], p_entries[i]);
+            UPDATE {s}.actors SET highest = p_seqs[i] WHERE actor_id = p_actors[i];
+            o_outcome := 0;
+        ELSIF p_seqs[i] <= v_highest THEN
+            SELECT count(*) INTO v_matched FROM {s}.entries e
+                WHERE e.actor_id = p_actors[i] AND e.sequence = p_seqs[i] AND e.entry_id = p_ids[i];
+            o_outcome := CASE WHEN v_matched = 1 THEN 1 ELSE 2 END;
+        ELSE
+            o_outcome := 2;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+"
+    )
 }

@@ -21,8 +21,8 @@ use fred::types::{ClusterHash, Key, Value};
 use futures::future::try_join_all;
 use journal_core::validate::{self, Limits};
 use journal_core::{
-    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalError, JournalResult, JournalStats,
-    JournalStorage,
+    ActorPage, ActorSummary, Checkpoint, EntryStream, JournalEntry, JournalError, JournalResult,
+    JournalStats, JournalStorage,
 };
 use prost::Message;
 
@@ -514,6 +514,12 @@ impl JournalStorage for RedisJournalStorage {
 
     fn replay_page_size(&self) -> usize {
         REPLAY_PAGE
+    }
+
+    /// Pages of [`REPLAY_PAGE`] entries, the next one fetched while this
+    /// one is consumed.
+    fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
+        journal_core::prefetched_replay(self.clone(), actor_id, from, REPLAY_PAGE)
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]

@@ -211,14 +211,19 @@ impl SqliteJournalStorage {
         T: Send + 'static,
         F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
     {
-        let (job, result) = job(work);
-        send_write(&self.inner.writer, job)?;
-        result.await.map_err(stopped)?
+        self.submit(job(work)).await
     }
 
     /// Sends a validated append of one actor to the writer.
     async fn append(&self, actor_id: String, rows: Vec<ops::Row>) -> JournalResult<()> {
-        let (job, result) = append_job(actor_id, rows);
+        self.submit(append_job(actor_id, rows)).await
+    }
+
+    /// Sends `job` to the writer and waits for its result.
+    async fn submit<T>(
+        &self,
+        (job, result): (Work, tokio::sync::oneshot::Receiver<JournalResult<T>>),
+    ) -> JournalResult<T> {
         send_write(&self.inner.writer, job)?;
         result.await.map_err(stopped)?
     }

@@ -228,9 +228,7 @@ pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<()> {
     match moved {
         Ok(_) => conn.execute_batch("COMMIT"),
         Err(e) => {
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
+            crate::threads::rollback_open(conn);
             Err(e)
         }
     }

@@ -45,13 +45,17 @@ where
     }
 
     fn complete(self: Box<Self>, commit: Result<(), Failure>) {
-        let result = match (commit, self.result) {
-            (_, Some(Err(own))) => Err(own),
-            (Ok(()), Some(Ok(value))) => Ok(value),
-            (Err(failure), _) => Err(failure.to_error()),
-            (Ok(()), None) => Err(Failure::stopped().to_error()),
-        };
-        let _ = self.reply.send(result);
+        let _ = self.reply.send(outcome(commit, self.result));
+    }
+}
+
+/// What a job's caller learns: the job's own error, else the commit's.
+fn outcome<T>(commit: Result<(), Failure>, own: Option<JournalResult<T>>) -> JournalResult<T> {
+    match (commit, own) {
+        (_, Some(Err(own))) => Err(own),
+        (Ok(()), Some(Ok(value))) => Ok(value),
+        (Err(failure), _) => Err(failure.to_error()),
+        (Ok(()), None) => Err(Failure::stopped().to_error()),
     }
 }
 
@@ -104,13 +108,7 @@ impl WriterJob for AppendJob {
     }
 
     fn complete(self: Box<Self>, commit: Result<(), Failure>) {
-        let result = match (commit, self.result) {
-            (_, Some(Err(own))) => Err(own),
-            (Ok(()), Some(Ok(()))) => Ok(()),
-            (Err(failure), _) => Err(failure.to_error()),
-            (Ok(()), None) => Err(Failure::stopped().to_error()),
-        };
-        let _ = self.reply.send(result);
+        let _ = self.reply.send(outcome(commit, self.result));
     }
 }
 
@@ -195,6 +193,12 @@ pub(crate) fn writer_loop(
     stats: &crate::CommitCounters,
 ) {
     let mut cache = HighestCache::default();
+    // Rows waiting in `recent`: read from the file, then counted up by the
+    // fast path, so that a commit of appends needs no extra query. Other
+    // paths (and other processes) may add or remove rows: after them it is
+    // read again.
+    let recount = |known: u64| ops::recent_rows(conn).unwrap_or(known);
+    let mut recent = recount(0);
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < options.max_group.max(1) {
@@ -205,21 +209,28 @@ pub(crate) fn writer_loop(
         }
         stats.record(group.len());
         match only_appends(group) {
-            Ok(appends) => {
-                if let Err(appends) = commit_appends(conn, &mut cache, appends) {
+            Ok(appends) => match commit_appends(conn, &mut cache, appends) {
+                Ok(written) => recent += written,
+                Err(appends) => {
                     cache.clear();
                     commit_group(conn, appends.into_iter().map(|job| job as _).collect());
+                    recent = recount(recent);
                 }
-            }
+            },
             Err(group) => {
                 cache.clear();
                 commit_group(conn, group.into_iter().map(Work::into_job).collect());
+                recent = recount(recent);
             }
         }
-        compact_if(conn, options.compact_after);
+        if recent >= options.compact_after.max(1) {
+            recent = compact(conn, recent);
+        }
     }
     // Closing: leave every entry in `entries`.
-    compact_if(conn, 1);
+    if recount(recent) > 0 {
+        compact(conn, recent);
+    }
 }
 
 /// The group's appends, if it holds nothing else.
@@ -241,26 +252,31 @@ fn only_appends(group: Vec<Work>) -> Result<Vec<Box<AppendJob>>, Vec<Work>> {
 /// sequences, written without savepoints. A sequence conflict writes
 /// nothing, so it needs no savepoint; if SQLite fails a statement, the
 /// whole transaction is rolled back and the jobs are returned, untouched in
-/// the file, to run again one savepoint each.
+/// the file, to run again one savepoint each. `Ok` carries the number of
+/// rows committed.
 #[allow(clippy::vec_box)] // the boxes go on to `commit_group` as they are
 fn commit_appends(
     conn: &Connection,
     cache: &mut HighestCache,
     mut jobs: Vec<Box<AppendJob>>,
-) -> Result<(), Vec<Box<AppendJob>>> {
+) -> Result<u64, Vec<Box<AppendJob>>> {
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         let failure = Failure::of(&e);
         for job in jobs {
             job.complete(Err(failure.clone()));
         }
-        return Ok(());
+        return Ok(0);
     }
+    let mut written_rows = 0;
     let written = (|| -> rusqlite::Result<()> {
         cache.revalidate(conn)?;
         for job in &mut jobs {
             let highest = cache.get(conn, &job.actor_id)?;
             let result = ops::append_checked(conn, &job.actor_id, &job.rows, highest)?;
             if let (Ok(()), Some(last)) = (&result, job.rows.last()) {
+                if last.sequence > highest {
+                    written_rows += job.rows.len() as u64;
+                }
                 cache.set(&job.actor_id, last.sequence.max(highest));
             }
             job.result = Some(result);
@@ -268,38 +284,31 @@ fn commit_appends(
         Ok(())
     })();
     if written.is_err() {
-        if !conn.is_autocommit() {
-            let _ = run_cached(conn, "ROLLBACK");
-        }
+        rollback_open(conn);
         return Err(jobs);
     }
     let outcome = run_cached(conn, "COMMIT").map_err(|e| {
-        let failure = Failure::of(&e);
-        if !conn.is_autocommit() {
-            let _ = run_cached(conn, "ROLLBACK");
-        }
+        rollback_open(conn);
         cache.clear();
-        failure
+        Failure::of(&e)
     });
+    let committed = if outcome.is_ok() { written_rows } else { 0 };
     for job in jobs {
         job.complete(outcome.clone());
     }
-    Ok(())
+    Ok(committed)
 }
 
-/// Moves `recent` into `entries` once it holds `at_least` rows. A failure
+/// Moves `recent` into `entries`; returns the rows left waiting. A failure
 /// (a full disk) loses nothing: the rows stay in `recent`, and the next
 /// group tries again.
-fn compact_if(conn: &Connection, at_least: u64) {
-    let result = ops::recent_rows(conn).and_then(|rows| {
-        if rows >= at_least.max(1) {
-            ops::compact(conn)
-        } else {
-            Ok(())
+fn compact(conn: &Connection, waiting: u64) -> u64 {
+    match ops::compact(conn) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::warn!(backend = "sqlite", error = %e, "moving recent entries into the main table failed; they stay where they are");
+            waiting
         }
-    });
-    if let Err(e) = result {
-        tracing::warn!(backend = "sqlite", error = %e, "moving recent entries into the main table failed; they stay where they are");
     }
 }
 
@@ -354,19 +363,14 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
         }
         let outcome = match aborted {
             Some(failure) => {
-                if !conn.is_autocommit() {
-                    let _ = run_cached(conn, "ROLLBACK");
-                }
+                rollback_open(conn);
                 Err(failure)
             }
             // The lone job failed and was rolled back: it reports its own error.
             None if rolled_back => Ok(()),
             None => run_cached(conn, "COMMIT").map_err(|e| {
-                let failure = Failure::of(&e);
-                if !conn.is_autocommit() {
-                    let _ = run_cached(conn, "ROLLBACK");
-                }
-                failure
+                rollback_open(conn);
+                Failure::of(&e)
             }),
         };
         for job in done {
@@ -380,6 +384,14 @@ fn fail(job: Box<dyn WriterJob>, e: &rusqlite::Error) -> Failure {
     let failure = Failure::of(e);
     job.complete(Err(failure.clone()));
     failure
+}
+
+/// Rolls back the transaction SQLite still holds open, if any (after some
+/// errors SQLite has already rolled it back itself).
+pub(crate) fn rollback_open(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = run_cached(conn, "ROLLBACK");
+    }
 }
 
 /// Runs a statement from the connection's statement cache (no re-parse).
