@@ -6,6 +6,7 @@ mod options;
 mod schema;
 mod stream;
 mod threads;
+mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
@@ -113,8 +114,8 @@ impl SqliteJournalStorage {
         let path = path.as_ref().to_path_buf();
         let memory = schema::is_memory(&path);
         let (writer, jobs) = mpsc::channel::<Work>();
-        let (open_path, open_options, writer_options) =
-            (path.clone(), options.clone(), options.clone());
+        let (open_path, open_options, writer_path, writer_options) =
+            (path.clone(), options.clone(), path.clone(), options.clone());
         let commits = Arc::new(CommitCounters::default());
         let writer_commits = Arc::clone(&commits);
         let mut closed = Vec::new();
@@ -126,7 +127,15 @@ impl SqliteJournalStorage {
                     schema::prepare_writer(&conn, &open_path, &open_options)?;
                     Ok(conn)
                 },
-                move |conn| threads::writer_loop(conn, &jobs, &writer_options, &writer_commits),
+                move |conn| {
+                    let checkpointer = (!memory)
+                        .then(|| wal::Checkpointer::start(conn, &writer_path, &writer_options))
+                        .flatten();
+                    threads::writer_loop(conn, &jobs, &writer_options, &writer_commits);
+                    if let Some(checkpointer) = checkpointer {
+                        checkpointer.stop(conn);
+                    }
+                },
             )
             .await?,
         );

@@ -25,6 +25,18 @@ fn unseq(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// The key `recent` is indexed by: FNV-1a (32 bits) of the actor id's
+/// UTF-8 bytes, shifted right by one so that SQLite stores it in 4 bytes.
+/// It is part of the file format: changing it needs a schema version.
+/// Different actors may share a key, so every query on `recent` also
+/// compares `actor_id`.
+pub(crate) fn actor_key(actor_id: &str) -> i64 {
+    let hash = actor_id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    i64::from(hash >> 1)
+}
+
 pub(crate) fn highest(conn: &Connection, actor_id: &str) -> JournalResult<u64> {
     stored_highest(conn, actor_id).map_err(sql)
 }
@@ -58,10 +70,11 @@ pub(crate) fn append_checked(
     match AppendCheck::of(first.sequence, highest) {
         AppendCheck::Write => {
             let mut insert = conn.prepare_cached(
-                "INSERT INTO recent (actor_id, sequence, entry_id, entry) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO recent (actor_key, actor_id, sequence, entry_id, entry) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
+            let key = actor_key(actor_id);
             for row in rows {
-                insert.execute(params![actor_id, seq(row.sequence), row.id, row.bytes])?;
+                insert.execute(params![key, actor_id, seq(row.sequence), row.id, row.bytes])?;
             }
             conn.prepare_cached(
                 "INSERT INTO actors (actor_id, highest) VALUES (?1, ?2)
@@ -74,12 +87,17 @@ pub(crate) fn append_checked(
             let mut stmt = conn.prepare_cached(
                 "SELECT sequence, entry_id FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
                  UNION ALL
-                 SELECT sequence, entry_id FROM recent WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
+                 SELECT sequence, entry_id FROM recent WHERE actor_key = ?4 AND actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
                  ORDER BY 1",
             )?;
             let stored: Vec<String> = stmt
                 .query_map(
-                    params![actor_id, seq(first.sequence), seq(last.sequence)],
+                    params![
+                        actor_id,
+                        seq(first.sequence),
+                        seq(last.sequence),
+                        actor_key(actor_id)
+                    ],
                     |r| r.get(1),
                 )
                 .and_then(Iterator::collect)?;
@@ -165,12 +183,18 @@ pub(crate) fn replay_range(
         .prepare_cached(
             "SELECT sequence, entry FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
              UNION ALL
-             SELECT sequence, entry FROM recent WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
+             SELECT sequence, entry FROM recent WHERE actor_key = ?5 AND actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
              ORDER BY 1 LIMIT ?4",
         )
         .map_err(sql)?;
     let mut rows = stmt
-        .query(params![actor_id, seq(from), seq(to), limit])
+        .query(params![
+            actor_id,
+            seq(from),
+            seq(to),
+            limit,
+            actor_key(actor_id)
+        ])
         .map_err(sql)?;
     while let Some(row) = rows.next().map_err(sql)? {
         let sequence: i64 = row.get(0).map_err(sql)?;
@@ -186,23 +210,23 @@ pub(crate) fn replay_range(
 }
 
 pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalResult<()> {
-    for statement in [
-        "DELETE FROM entries WHERE actor_id = ?1 AND sequence <= ?2",
-        "DELETE FROM recent WHERE actor_id = ?1 AND sequence <= ?2",
-    ] {
-        conn.prepare_cached(statement)
-            .and_then(|mut s| s.execute(params![actor_id, seq(to)]))
-            .map_err(sql)?;
-    }
+    conn.prepare_cached("DELETE FROM entries WHERE actor_id = ?1 AND sequence <= ?2")
+        .and_then(|mut s| s.execute(params![actor_id, seq(to)]))
+        .map_err(sql)?;
+    conn.prepare_cached(
+        "DELETE FROM recent WHERE actor_key = ?3 AND actor_id = ?1 AND sequence <= ?2",
+    )
+    .and_then(|mut s| s.execute(params![actor_id, seq(to), actor_key(actor_id)]))
+    .map_err(sql)?;
     Ok(())
 }
 
-/// Rows waiting in `recent` (an estimate: rowids count up from 1 after
-/// each compaction, and a truncation does not lower them).
-pub(crate) fn recent_rows(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.prepare_cached("SELECT ifnull(max(rowid), 0) FROM recent")?
-        .query_row([], |r| r.get::<_, i64>(0))
-        .map(unseq)
+/// Rows and entry bytes waiting in `recent` (the rows are an estimate:
+/// rowids count up from 1 after each compaction, and a truncation does not
+/// lower them).
+pub(crate) fn recent_waiting(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    conn.prepare_cached("SELECT ifnull(max(rowid), 0), ifnull(sum(length(entry)), 0) FROM recent")?
+        .query_row([], |r| Ok((unseq(r.get(0)?), unseq(r.get(1)?))))
 }
 
 /// Moves every row of `recent` into `entries`, in key order, in one
@@ -235,9 +259,11 @@ pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 pub(crate) fn delete_actor(conn: &Connection, actor_id: &str) -> JournalResult<()> {
+    conn.prepare_cached("DELETE FROM recent WHERE actor_key = ?2 AND actor_id = ?1")
+        .and_then(|mut s| s.execute(params![actor_id, actor_key(actor_id)]))
+        .map_err(sql)?;
     for statement in [
         "DELETE FROM entries WHERE actor_id = ?1",
-        "DELETE FROM recent WHERE actor_id = ?1",
         "DELETE FROM checkpoints WHERE actor_id = ?1",
         "DELETE FROM actors WHERE actor_id = ?1",
     ] {
@@ -341,10 +367,10 @@ pub(crate) fn list_actors_page(
 }
 
 pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<ActorSummary> {
-    let count = |statement: &str| -> JournalResult<u64> {
+    let count = |statement: &str, params: &[&dyn rusqlite::ToSql]| -> JournalResult<u64> {
         let n: i64 = conn
             .prepare_cached(statement)
-            .and_then(|mut s| s.query_row([actor_id], |r| r.get(0)))
+            .and_then(|mut s| s.query_row(params, |r| r.get(0)))
             .map_err(sql)?;
         Ok(unseq(n))
     };
@@ -354,9 +380,13 @@ pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<
         // the two tables.
         entries: count(
             "SELECT (SELECT count(*) FROM entries WHERE actor_id = ?1)
-                  + (SELECT count(*) FROM recent WHERE actor_id = ?1)",
+                  + (SELECT count(*) FROM recent WHERE actor_key = ?2 AND actor_id = ?1)",
+            params![actor_id, actor_key(actor_id)],
         )?,
-        checkpoints: count("SELECT count(*) FROM checkpoints WHERE actor_id = ?1")?,
+        checkpoints: count(
+            "SELECT count(*) FROM checkpoints WHERE actor_id = ?1",
+            params![actor_id],
+        )?,
     })
 }
 
@@ -372,4 +402,22 @@ pub(crate) fn stats(conn: &Connection) -> JournalResult<JournalStats> {
         checkpoints: unseq(checkpoints),
     })
     .map_err(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::actor_key;
+
+    #[test]
+    fn actor_key_is_the_documented_hash() {
+        // FNV-1a 32 of the UTF-8 bytes, shifted right by one: files written
+        // with these keys must keep being found.
+        assert_eq!(actor_key(""), 1_083_068_130);
+        assert_eq!(actor_key("a"), 1_913_001_110);
+        assert_eq!(actor_key("order-17"), 1_779_966_551);
+        // Two actors sharing a key (the faults test
+        // `actors_sharing_a_key_stay_apart` relies on it).
+        assert_eq!(actor_key("actor-81485"), actor_key("actor-241730"));
+        assert!((0..=i64::from(i32::MAX)).contains(&actor_key("é🦀")));
+    }
 }

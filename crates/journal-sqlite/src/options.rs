@@ -50,7 +50,8 @@ pub struct SqliteOptions {
     /// before the writer moves them into `entries` in one transaction
     /// (default: 4,096; see the crate docs, "Schema"). Larger values make
     /// that move rarer and cheaper per entry, but grow `recent`, whose
-    /// index every commit writes to.
+    /// index every commit writes to. The move also happens once 4 MiB of
+    /// entries wait, whatever this says.
     pub compact_after: u64,
     /// Bytes of the file SQLite maps into memory for reading
     /// (`PRAGMA mmap_size`; default: 256 MiB, 0 turns it off). Reads of

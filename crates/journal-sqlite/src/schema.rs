@@ -10,7 +10,7 @@ use crate::error::db_error;
 use crate::options::SqliteOptions;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// `PRAGMA application_id` of a journal file: "JRNL".
 pub const APPLICATION_ID: i64 = 0x4A52_4E4C;
 
@@ -43,6 +43,22 @@ const MIGRATIONS: &[&str] = &[
          entry    BLOB NOT NULL,
          PRIMARY KEY (actor_id, sequence)
      );",
+    // Version 3: `recent` is indexed by `actor_key`, a 31-bit hash of the
+    // actor id (`ops::actor_key`), instead of by (actor_id, sequence): its
+    // index entries take about 12 bytes instead of the actor id's length
+    // plus 15, so the index pages a commit scatters its appends over are a
+    // third as many. Rows waiting in the old table move into `entries` first.
+    "INSERT INTO entries (actor_id, sequence, entry_id, entry)
+         SELECT actor_id, sequence, entry_id, entry FROM recent ORDER BY actor_id, sequence;
+     DROP TABLE recent;
+     CREATE TABLE recent (
+         actor_key INTEGER NOT NULL,
+         actor_id  TEXT NOT NULL,
+         sequence  INTEGER NOT NULL,
+         entry_id  TEXT NOT NULL,
+         entry     BLOB NOT NULL
+     );
+     CREATE INDEX recent_by_actor_key ON recent (actor_key);",
 ];
 
 fn invalid(path: &Path, why: &str) -> JournalError {

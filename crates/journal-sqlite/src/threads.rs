@@ -21,6 +21,45 @@ pub(crate) trait WriterJob: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Reports the outcome: the job's own, or the commit's failure.
     fn complete(self: Box<Self>, commit: Result<(), Failure>);
+    /// What the job added to `recent`, once it has run.
+    fn appended(&self) -> Waiting {
+        Waiting::default()
+    }
+}
+
+/// Rows and entry bytes waiting in `recent` to be moved into `entries`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Waiting {
+    rows: u64,
+    bytes: u64,
+}
+
+/// Entry bytes in `recent` at which the writer moves them, whatever
+/// `compact_after` says: large entries gain nothing from waiting there, and
+/// one move stays one bounded transaction.
+pub(crate) const COMPACT_BYTES: u64 = 4 << 20;
+
+impl Waiting {
+    fn of(rows: &[ops::Row]) -> Waiting {
+        Waiting {
+            rows: rows.len() as u64,
+            bytes: rows.iter().map(|r| r.bytes.len() as u64).sum(),
+        }
+    }
+
+    fn add(&mut self, more: Waiting) {
+        self.rows += more.rows;
+        self.bytes += more.bytes;
+    }
+
+    fn due(self, options: &crate::SqliteOptions) -> bool {
+        self.rows >= options.compact_after.max(1) || self.bytes >= COMPACT_BYTES
+    }
+
+    /// Reads the table (after opening, and before closing).
+    fn read(conn: &Connection, known: Waiting) -> Waiting {
+        ops::recent_waiting(conn).map_or(known, |(rows, bytes)| Waiting { rows, bytes })
+    }
 }
 
 struct Job<T, F> {
@@ -110,6 +149,13 @@ impl WriterJob for AppendJob {
     fn complete(self: Box<Self>, commit: Result<(), Failure>) {
         let _ = self.reply.send(outcome(commit, self.result));
     }
+
+    fn appended(&self) -> Waiting {
+        match self.result {
+            Some(Ok(())) => Waiting::of(&self.rows),
+            _ => Waiting::default(),
+        }
+    }
 }
 
 /// What the writer is sent.
@@ -183,9 +229,9 @@ impl HighestCache {
 
 /// The writer's loop: wait for one job, take every job queued behind it (up
 /// to `max_group`), run them in one transaction, commit once, then answer
-/// each caller. A group of appends only takes the fast path
-/// ([`commit_appends`]); any other group runs each job in its own savepoint
-/// ([`commit_group`]).
+/// each caller. A group of appends only
+/// takes the fast path ([`commit_appends`]); any other group runs each job
+/// in its own savepoint ([`commit_group`]).
 pub(crate) fn writer_loop(
     conn: &Connection,
     jobs: &Receiver<Work>,
@@ -193,12 +239,10 @@ pub(crate) fn writer_loop(
     stats: &crate::CommitCounters,
 ) {
     let mut cache = HighestCache::default();
-    // Rows waiting in `recent`: read from the file, then counted up by the
-    // fast path, so that a commit of appends needs no extra query. Other
-    // paths (and other processes) may add or remove rows: after them it is
-    // read again.
-    let recount = |known: u64| ops::recent_rows(conn).unwrap_or(known);
-    let mut recent = recount(0);
+    // What waits in `recent`: read from the file, then counted up by each
+    // commit (an estimate: other processes add their own rows, and
+    // truncations remove some; it only decides when to move them).
+    let mut waiting = Waiting::read(conn, Waiting::default());
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < options.max_group.max(1) {
@@ -210,26 +254,26 @@ pub(crate) fn writer_loop(
         stats.record(group.len());
         match only_appends(group) {
             Ok(appends) => match commit_appends(conn, &mut cache, appends) {
-                Ok(written) => recent += written,
+                Ok(written) => waiting.add(written),
                 Err(appends) => {
                     cache.clear();
-                    commit_group(conn, appends.into_iter().map(|job| job as _).collect());
-                    recent = recount(recent);
+                    let group = appends.into_iter().map(|job| job as _).collect();
+                    waiting.add(commit_group(conn, group));
                 }
             },
             Err(group) => {
                 cache.clear();
-                commit_group(conn, group.into_iter().map(Work::into_job).collect());
-                recent = recount(recent);
+                let group = group.into_iter().map(Work::into_job).collect();
+                waiting.add(commit_group(conn, group));
             }
         }
-        if recent >= options.compact_after.max(1) {
-            recent = compact(conn, recent);
+        if waiting.due(options) {
+            waiting = compact(conn, waiting);
         }
     }
     // Closing: leave every entry in `entries`.
-    if recount(recent) > 0 {
-        compact(conn, recent);
+    if Waiting::read(conn, waiting).rows > 0 {
+        compact(conn, waiting);
     }
 }
 
@@ -259,15 +303,15 @@ fn commit_appends(
     conn: &Connection,
     cache: &mut HighestCache,
     mut jobs: Vec<Box<AppendJob>>,
-) -> Result<u64, Vec<Box<AppendJob>>> {
+) -> Result<Waiting, Vec<Box<AppendJob>>> {
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         let failure = Failure::of(&e);
         for job in jobs {
             job.complete(Err(failure.clone()));
         }
-        return Ok(0);
+        return Ok(Waiting::default());
     }
-    let mut written_rows = 0;
+    let mut written_rows = Waiting::default();
     let written = (|| -> rusqlite::Result<()> {
         cache.revalidate(conn)?;
         for job in &mut jobs {
@@ -275,7 +319,7 @@ fn commit_appends(
             let result = ops::append_checked(conn, &job.actor_id, &job.rows, highest)?;
             if let (Ok(()), Some(last)) = (&result, job.rows.last()) {
                 if last.sequence > highest {
-                    written_rows += job.rows.len() as u64;
+                    written_rows.add(Waiting::of(&job.rows));
                 }
                 cache.set(&job.actor_id, last.sequence.max(highest));
             }
@@ -292,19 +336,23 @@ fn commit_appends(
         cache.clear();
         Failure::of(&e)
     });
-    let committed = if outcome.is_ok() { written_rows } else { 0 };
+    let committed = if outcome.is_ok() {
+        written_rows
+    } else {
+        Waiting::default()
+    };
     for job in jobs {
         job.complete(outcome.clone());
     }
     Ok(committed)
 }
 
-/// Moves `recent` into `entries`; returns the rows left waiting. A failure
+/// Moves `recent` into `entries`; returns what is left waiting. A failure
 /// (a full disk) loses nothing: the rows stay in `recent`, and the next
 /// group tries again.
-fn compact(conn: &Connection, waiting: u64) -> u64 {
+fn compact(conn: &Connection, waiting: Waiting) -> Waiting {
     match ops::compact(conn) {
-        Ok(()) => 0,
+        Ok(()) => Waiting::default(),
         Err(e) => {
             tracing::warn!(backend = "sqlite", error = %e, "moving recent entries into the main table failed; they stay where they are");
             waiting
@@ -312,7 +360,10 @@ fn compact(conn: &Connection, waiting: u64) -> u64 {
     }
 }
 
-fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
+/// Runs each job in its own savepoint; returns what the committed jobs
+/// added to `recent`.
+fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) -> Waiting {
+    let mut added = Waiting::default();
     let mut pending = std::collections::VecDeque::from(group);
     while !pending.is_empty() {
         if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
@@ -320,7 +371,7 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
             for job in pending {
                 job.complete(Err(failure.clone()));
             }
-            return;
+            return added;
         }
         // A job alone in its transaction needs no savepoint: if it fails,
         // the whole transaction is rolled back.
@@ -374,9 +425,13 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) {
             }),
         };
         for job in done {
+            if outcome.is_ok() {
+                added.add(job.appended());
+            }
             job.complete(outcome.clone());
         }
     }
+    added
 }
 
 /// Fails `job` with SQLite's error `e`, which aborts its group.
@@ -437,16 +492,16 @@ pub(crate) async fn spawn_with_connection<O, B>(
 ) -> JournalResult<oneshot::Receiver<()>>
 where
     O: FnOnce() -> JournalResult<Connection> + Send + 'static,
-    B: FnOnce(&Connection) + Send + 'static,
+    B: FnOnce(&mut Connection) + Send + 'static,
 {
     let (ready, opened) = oneshot::channel::<JournalResult<()>>();
     let (closed, on_close) = oneshot::channel::<()>();
     std::thread::Builder::new()
         .name(name)
         .spawn(move || match open() {
-            Ok(conn) => {
+            Ok(mut conn) => {
                 let _ = ready.send(Ok(()));
-                body(&conn);
+                body(&mut conn);
                 // Closing the last connection folds the WAL into the file.
                 drop(conn);
                 let _ = closed.send(());
