@@ -43,11 +43,13 @@ const MIGRATIONS: &[&str] = &[
          entry    BLOB NOT NULL,
          PRIMARY KEY (actor_id, sequence)
      );",
-    // Version 3: `recent` is indexed by `actor_key`, a 31-bit hash of the
-    // actor id (`ops::actor_key`), instead of by (actor_id, sequence): its
-    // index entries take about 12 bytes instead of the actor id's length
-    // plus 15, so the index pages a commit scatters its appends over are a
-    // third as many. Rows waiting in the old table move into `entries` first.
+    // Version 3: `recent` is indexed by (actor_key, sequence), `actor_key`
+    // being a 31-bit hash of the actor id (`ops::actor_key`), instead of by
+    // (actor_id, sequence): its index entries take about 14 bytes instead of
+    // the actor id's length plus 15, so the index pages a commit scatters its
+    // appends over are a third as many. The sequence keeps a replay's rows
+    // from `recent` in order, so a replay merges both tables without
+    // sorting. Rows waiting in the old table move into `entries` first.
     "INSERT INTO entries (actor_id, sequence, entry_id, entry)
          SELECT actor_id, sequence, entry_id, entry FROM recent ORDER BY actor_id, sequence;
      DROP TABLE recent;
@@ -58,7 +60,7 @@ const MIGRATIONS: &[&str] = &[
          entry_id  TEXT NOT NULL,
          entry     BLOB NOT NULL
      );
-     CREATE INDEX recent_by_actor_key ON recent (actor_key);",
+     CREATE INDEX recent_by_actor_key ON recent (actor_key, sequence);",
 ];
 
 fn invalid(path: &Path, why: &str) -> JournalError {
