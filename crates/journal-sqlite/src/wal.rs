@@ -8,15 +8,17 @@
 //! committing (SQLite's `PASSIVE` checkpoints never block the writer).
 //!
 //! SQLite starts the log over only when a write transaction begins after
-//! every frame has been copied, which a checkpointer racing a busy writer may
-//! never see. So once the log is [`INLINE_FRAMES`] long the writer
-//! checkpoints itself, as SQLite would: by then the checkpointer has copied
-//! nearly everything, so this costs the writer little, and the log starts
-//! over.
+//! every frame has been copied, which a checkpointer racing a busy writer
+//! rarely sees. So once the checkpointer has copied the bulk, the writer's
+//! next commit copies the tail (the frames committed meanwhile) itself, and
+//! the log starts over. If the checkpointer falls behind, the writer
+//! checkpoints itself once the log is [`INLINE_FRAMES`] long, as SQLite
+//! would.
 
 use std::ffi::c_int;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use rusqlite::hooks::Wal;
@@ -28,8 +30,16 @@ use crate::schema;
 /// Frames in the log at which the checkpointer is kicked (SQLite's own
 /// autocheckpoint threshold).
 pub(crate) const KICK_FRAMES: c_int = 1000;
-/// Frames in the log at which the writer checkpoints itself.
+/// Frames in the log at which the writer checkpoints itself, whatever the
+/// checkpointer is doing.
 pub(crate) const INLINE_FRAMES: c_int = 4 * KICK_FRAMES;
+
+/// The checkpointer has not been kicked since the log started over.
+const IDLE: u8 = 0;
+/// The checkpointer is copying the log.
+const COPYING: u8 = 1;
+/// The checkpointer has copied what the log held when it was kicked.
+const COPIED: u8 = 2;
 
 /// The checkpointer thread, kicked by the writer's WAL hook.
 pub(crate) struct Checkpointer {
@@ -55,6 +65,8 @@ impl Checkpointer {
             }
         };
         let (kick, kicks) = mpsc::sync_channel::<()>(1);
+        let state = Arc::new(AtomicU8::new(IDLE));
+        let thread_state = Arc::clone(&state);
         let thread = std::thread::Builder::new()
             .name("journal-sqlite-checkpointer".into())
             .spawn(move || {
@@ -63,6 +75,7 @@ impl Checkpointer {
                     {
                         tracing::warn!(backend = "sqlite", error = %e, "checkpoint failed; the next one tries again");
                     }
+                    thread_state.store(COPIED, Ordering::Release);
                 }
             });
         let thread = match thread {
@@ -73,12 +86,22 @@ impl Checkpointer {
             }
         };
         let hooked = writer.wal_hook(Some(move |wal: &mut Wal, frames: c_int| {
-            if frames >= INLINE_FRAMES {
-                // An error here would fail the statement whose commit has
-                // already happened: a failed checkpoint is retried at the
-                // next commit instead.
+            if frames < KICK_FRAMES {
+                return Ok(());
+            }
+            let copied = state.load(Ordering::Acquire) == COPIED;
+            if copied || frames >= INLINE_FRAMES {
+                // The tail (or, if the checkpointer fell behind, all of
+                // it): the log starts over at the next transaction. An
+                // error here would fail the statement whose commit has
+                // already happened, so a failed checkpoint is left to the
+                // next commit.
                 let _ = wal.checkpoint();
-            } else if frames >= KICK_FRAMES {
+                if copied {
+                    state.store(IDLE, Ordering::Release);
+                }
+            } else if state.load(Ordering::Acquire) == IDLE {
+                state.store(COPYING, Ordering::Release);
                 // A kick already waiting covers this one.
                 let _ = kick.try_send(());
             }
