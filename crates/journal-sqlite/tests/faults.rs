@@ -228,40 +228,58 @@ fn raw_count(path: &std::path::Path, table: &str) -> i64 {
         .expect("count")
 }
 
+/// Version 1's tables; version 2 added `recent` keyed like `entries`.
+const VERSION_1_TABLES: &str =
+    "CREATE TABLE actors (actor_id TEXT PRIMARY KEY NOT NULL, highest INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE entries (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL, entry_id TEXT NOT NULL,
+                           entry BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));
+     CREATE TABLE checkpoints (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL,
+                               checkpoint BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));";
+const VERSION_2_TABLE: &str =
+    "CREATE TABLE recent (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL, entry_id TEXT NOT NULL,
+                          entry BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));";
+
+/// Writes, by hand, a file as an earlier journal-sqlite left it: schema
+/// `version` with `tables`, one actor at `highest`, and each row in the
+/// table `place` gives it.
+fn write_old_file(
+    path: &std::path::Path,
+    version: i64,
+    tables: &str,
+    rows: &[JournalEntry],
+    place: impl Fn(&JournalEntry) -> &'static str,
+) {
+    use prost::Message;
+    let conn = rusqlite::Connection::open(path).expect("sqlite");
+    let last = rows.last().expect("rows");
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; {tables}
+         INSERT INTO actors VALUES ('{}', {});
+         PRAGMA application_id = {}; PRAGMA user_version = {version};",
+        last.actor_id,
+        last.sequence,
+        journal_sqlite::APPLICATION_ID
+    ))
+    .expect("old schema");
+    for e in rows {
+        conn.execute(
+            &format!("INSERT INTO {} VALUES (?1, ?2, ?3, ?4)", place(e)),
+            rusqlite::params![
+                e.actor_id,
+                i64::try_from(e.sequence).expect("small"),
+                e.id,
+                e.encode_to_vec()
+            ],
+        )
+        .expect("old row");
+    }
+}
+
 #[tokio::test]
 async fn version_1_file_is_migrated_and_keeps_its_entries() {
-    use prost::Message;
     let path = tmp("version-1");
     let old: Vec<_> = (1..=5).map(|s| entry("veteran", s, 40)).collect();
-    {
-        // A file as journal-sqlite wrote it with schema version 1.
-        let conn = rusqlite::Connection::open(&path).expect("sqlite");
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE actors (actor_id TEXT PRIMARY KEY NOT NULL, highest INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE entries (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL, entry_id TEXT NOT NULL,
-                                   entry BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));
-             CREATE TABLE checkpoints (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL,
-                                       checkpoint BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));
-             INSERT INTO actors VALUES ('veteran', 5);
-             PRAGMA application_id = {};
-             PRAGMA user_version = 1;",
-            journal_sqlite::APPLICATION_ID
-        ))
-        .expect("version 1 schema");
-        for e in &old {
-            conn.execute(
-                "INSERT INTO entries VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![
-                    e.actor_id,
-                    i64::try_from(e.sequence).expect("small"),
-                    e.id,
-                    e.encode_to_vec()
-                ],
-            )
-            .expect("version 1 row");
-        }
-    }
+    write_old_file(&path, 1, VERSION_1_TABLES, &old, |_| "entries");
     let storage = SqliteJournalStorage::new(&path).await.expect("open");
     assert_eq!(
         storage.replay_from("veteran", 1).await.expect("replay"),
@@ -271,62 +289,52 @@ async fn version_1_file_is_migrated_and_keeps_its_entries() {
         storage.highest_sequence("veteran").await.expect("highest"),
         5
     );
-    // A retry of a version-1 entry is still recognised, a new append lands.
-    storage
-        .append_entry(&old[4])
-        .await
-        .expect("idempotent retry");
-    let next = entry("veteran", 6, 40);
+    keeps_appending(storage, &path, &old).await;
+}
+
+/// After a migration: a retry of the newest old entry is still recognised,
+/// a new append lands after it, and the closed file carries this build's
+/// version and passes `PRAGMA integrity_check`.
+async fn keeps_appending(
+    storage: SqliteJournalStorage,
+    path: &std::path::Path,
+    old: &[JournalEntry],
+) {
+    let last = old.last().expect("old entries");
+    storage.append_entry(last).await.expect("idempotent retry");
+    let next = entry(&last.actor_id, last.sequence + 1, 40);
     storage.append_entry(&next).await.expect("append");
-    let all = storage.replay_from("veteran", 1).await.expect("replay");
-    assert_eq!(all.len(), 6);
-    assert_eq!(all[5], next);
+    let all = storage
+        .replay_from(&last.actor_id, 1)
+        .await
+        .expect("replay");
+    assert_eq!(all.len(), old.len() + 1);
+    assert_eq!(all.last(), Some(&next));
     storage.close().await;
-    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    let conn = rusqlite::Connection::open(path).expect("sqlite");
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
     assert_eq!(version, journal_sqlite::SCHEMA_VERSION);
+    assert_eq!(
+        conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+            .expect("integrity"),
+        "ok"
+    );
 }
 
 #[tokio::test]
 async fn version_2_file_is_migrated_and_keeps_its_entries() {
-    use prost::Message;
     let path = tmp("version-2");
     let old: Vec<_> = (1..=6).map(|s| entry("veteran", s, 40)).collect();
-    {
-        // A file as journal-sqlite wrote it with schema version 2: entries
-        // 1-4 moved into `entries`, 5-6 still waiting in `recent`.
-        let conn = rusqlite::Connection::open(&path).expect("sqlite");
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE actors (actor_id TEXT PRIMARY KEY NOT NULL, highest INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE entries (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL, entry_id TEXT NOT NULL,
-                                   entry BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));
-             CREATE TABLE checkpoints (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL,
-                                       checkpoint BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));
-             CREATE TABLE recent (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL, entry_id TEXT NOT NULL,
-                                  entry BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));
-             INSERT INTO actors VALUES ('veteran', 6);
-             PRAGMA application_id = {};
-             PRAGMA user_version = 2;",
-            journal_sqlite::APPLICATION_ID
-        ))
-        .expect("version 2 schema");
-        for e in &old {
-            let table = if e.sequence <= 4 { "entries" } else { "recent" };
-            conn.execute(
-                &format!("INSERT INTO {table} VALUES (?1, ?2, ?3, ?4)"),
-                rusqlite::params![
-                    e.actor_id,
-                    i64::try_from(e.sequence).expect("small"),
-                    e.id,
-                    e.encode_to_vec()
-                ],
-            )
-            .expect("version 2 row");
-        }
-    }
+    // Entries 1-4 were moved into `entries`, 5-6 still wait in `recent`.
+    write_old_file(
+        &path,
+        2,
+        &format!("{VERSION_1_TABLES} {VERSION_2_TABLE}"),
+        &old,
+        |e| if e.sequence <= 4 { "entries" } else { "recent" },
+    );
     let storage = SqliteJournalStorage::new(&path).await.expect("open");
     // The rows that waited in the old `recent` are in `entries` now.
     assert_eq!(
@@ -337,26 +345,11 @@ async fn version_2_file_is_migrated_and_keeps_its_entries() {
         storage.replay_from("veteran", 1).await.expect("replay"),
         old
     );
-    storage
-        .append_entry(&old[5])
-        .await
-        .expect("idempotent retry");
-    let next = entry("veteran", 7, 40);
-    storage.append_entry(&next).await.expect("append");
-    assert_eq!(raw_count(&path, "recent"), 1);
-    let all = storage.replay_from("veteran", 1).await.expect("replay");
-    assert_eq!(all.len(), 7);
-    assert_eq!(all[6], next);
-    storage.close().await;
-    let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .expect("version");
-    assert_eq!(version, journal_sqlite::SCHEMA_VERSION);
+    keeps_appending(storage, &path, &old).await;
+    // Closing moved the new entry from the rebuilt `recent` too.
     assert_eq!(
-        conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
-            .expect("integrity"),
-        "ok"
+        (raw_count(&path, "recent"), raw_count(&path, "entries")),
+        (0, 7)
     );
 }
 
