@@ -768,37 +768,35 @@ pub async fn facet_rebuild_at_is_the_state_then(storage: Arc<dyn JournalStorage>
         "the workload takes checkpoints"
     );
 
+    // The state at `at`, and the report, or the error.
+    let rebuild_then = async |at: u64, from_checkpoint: bool| {
+        let mut rebuilt = Account::new(&world);
+        journal_core::rebuild_at(
+            Arc::clone(&storage),
+            &config(7),
+            &id,
+            &mut rebuilt,
+            at,
+            from_checkpoint,
+        )
+        .await
+        .map(|report| (rebuilt, report))
+    };
     for pair in states.windows(2) {
         let ((before, state_before), (after, state_after)) = (&pair[0], &pair[1]);
         for from_checkpoint in [true, false] {
-            let mut rebuilt = Account::new(&world);
-            let report = journal_core::rebuild_at(
-                Arc::clone(&storage),
-                &config(7),
-                &id,
-                &mut rebuilt,
-                *after,
-                from_checkpoint,
-            )
-            .await
-            .expect("rebuild after a message");
+            let (rebuilt, report) = rebuild_then(*after, from_checkpoint)
+                .await
+                .expect("rebuild after a message");
             assert_eq!(&rebuilt, state_after, "at {after} ({from_checkpoint})");
             assert!(report.in_flight.is_none(), "{report:?}");
             assert!(from_checkpoint || report.checkpoint_sequence.is_none());
             assert!(report.checkpoint_sequence.is_none_or(|c| c <= *after));
 
             // Its MessageReceived entry: the message is in progress.
-            let mut rebuilt = Account::new(&world);
-            let report = journal_core::rebuild_at(
-                Arc::clone(&storage),
-                &config(7),
-                &id,
-                &mut rebuilt,
-                before + 1,
-                from_checkpoint,
-            )
-            .await
-            .expect("rebuild inside a message");
+            let (rebuilt, report) = rebuild_then(before + 1, from_checkpoint)
+                .await
+                .expect("rebuild inside a message");
             assert_eq!(
                 &rebuilt,
                 state_before,
@@ -808,15 +806,7 @@ pub async fn facet_rebuild_at_is_the_state_then(storage: Arc<dyn JournalStorage>
             assert!(report.in_flight.is_some(), "{report:?}");
         }
     }
-    let beyond = journal_core::rebuild_at(
-        Arc::clone(&storage),
-        &config(7),
-        &id,
-        &mut Account::new(&world),
-        highest + 1,
-        true,
-    )
-    .await;
+    let beyond = rebuild_then(highest + 1, true).await;
     assert!(
         matches!(beyond, Err(JournalError::RecoveryFailed { .. })),
         "{beyond:?}"

@@ -229,9 +229,9 @@ impl HighestCache {
 
 /// The writer's loop: wait for one job, take every job queued behind it (up
 /// to `max_group`), run them in one transaction, commit once, then answer
-/// each caller. A group of appends only
-/// takes the fast path ([`commit_appends`]); any other group runs each job
-/// in its own savepoint ([`commit_group`]).
+/// each caller. A group of appends only takes the fast path
+/// ([`commit_appends`]); any other group runs each job in its own savepoint
+/// ([`commit_group`]).
 pub(crate) fn writer_loop(
     conn: &Connection,
     jobs: &Receiver<Work>,
@@ -311,7 +311,7 @@ fn commit_appends(
         }
         return Ok(Waiting::default());
     }
-    let mut written_rows = Waiting::default();
+    let mut added = Waiting::default();
     let written = (|| -> rusqlite::Result<()> {
         cache.revalidate(conn)?;
         for job in &mut jobs {
@@ -319,7 +319,7 @@ fn commit_appends(
             let result = ops::append_checked(conn, &job.actor_id, &job.rows, highest)?;
             if let (Ok(()), Some(last)) = (&result, job.rows.last()) {
                 if last.sequence > highest {
-                    written_rows.add(Waiting::of(&job.rows));
+                    added.add(Waiting::of(&job.rows));
                 }
                 cache.set(&job.actor_id, last.sequence.max(highest));
             }
@@ -337,7 +337,7 @@ fn commit_appends(
         Failure::of(&e)
     });
     let committed = if outcome.is_ok() {
-        written_rows
+        added
     } else {
         Waiting::default()
     };

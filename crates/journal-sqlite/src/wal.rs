@@ -75,7 +75,13 @@ impl Checkpointer {
                     {
                         tracing::warn!(backend = "sqlite", error = %e, "checkpoint failed; the next one tries again");
                     }
-                    thread_state.store(COPIED, Ordering::Release);
+                    // Unless the writer has started the log over meanwhile.
+                    let _ = thread_state.compare_exchange(
+                        COPYING,
+                        COPIED,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
                 }
             });
         let thread = match thread {
@@ -89,18 +95,17 @@ impl Checkpointer {
             if frames < KICK_FRAMES {
                 return Ok(());
             }
-            let copied = state.load(Ordering::Acquire) == COPIED;
-            if copied || frames >= INLINE_FRAMES {
+            let now = state.load(Ordering::Acquire);
+            if now == COPIED || frames >= INLINE_FRAMES {
                 // The tail (or, if the checkpointer fell behind, all of
-                // it): the log starts over at the next transaction. An
-                // error here would fail the statement whose commit has
-                // already happened, so a failed checkpoint is left to the
-                // next commit.
+                // it): the log starts over at the next transaction, and a
+                // copy still running belongs to the old log. An error here
+                // would fail the statement whose commit has already
+                // happened, so a failed checkpoint is left to the next
+                // commit.
                 let _ = wal.checkpoint();
-                if copied {
-                    state.store(IDLE, Ordering::Release);
-                }
-            } else if state.load(Ordering::Acquire) == IDLE {
+                state.store(IDLE, Ordering::Release);
+            } else if now == IDLE {
                 state.store(COPYING, Ordering::Release);
                 // A kick already waiting covers this one.
                 let _ = kick.try_send(());
