@@ -1,16 +1,36 @@
-//! A global allocator that counts live bytes and their peak, for the
-//! streaming-replay memory figure.
+//! A global allocator that can count live bytes and their peak, for the
+//! streaming-replay memory figure. It counts only between [`start`] and
+//! [`stop`]: counting updates two shared counters on every allocation, and
+//! the throughput workloads, whose threads allocate concurrently, must not
+//! pay for it.
 
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+/// Bytes allocated minus bytes freed since [`start`] (negative when memory
+/// allocated before it is freed).
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
 
-/// The system allocator, counting.
+/// The system allocator, counting while asked to.
 pub struct Counting;
+
+fn grew(bytes: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        let bytes = isize::try_from(bytes).unwrap_or(isize::MAX);
+        let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        PEAK.fetch_max(live, Ordering::Relaxed);
+    }
+}
+
+fn shrank(bytes: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE.fetch_sub(isize::try_from(bytes).unwrap_or(isize::MAX), Ordering::Relaxed);
+    }
+}
 
 // SAFETY: every call is forwarded to `System` unchanged; only counters are
 // updated around it.
@@ -19,8 +39,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: forwarded with the caller's layout.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
+            grew(layout.size());
         }
         ptr
     }
@@ -28,7 +47,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from `alloc` with this layout.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        shrank(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -36,28 +55,25 @@ unsafe impl GlobalAlloc for Counting {
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             if new_size >= layout.size() {
-                let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
-                    - layout.size();
-                PEAK.fetch_max(live, Ordering::Relaxed);
+                grew(new_size - layout.size());
             } else {
-                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+                shrank(layout.size() - new_size);
             }
         }
         new
     }
 }
 
-/// Bytes allocated now.
-pub fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
+/// Starts counting, from zero.
+pub fn start() {
+    LIVE.store(0, Ordering::Relaxed);
+    PEAK.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::SeqCst);
 }
 
-/// Starts a new peak measurement at the current live bytes.
-pub fn reset_peak() {
-    PEAK.store(live(), Ordering::Relaxed);
-}
-
-/// The peak since the last [`reset_peak`].
-pub fn peak() -> usize {
-    PEAK.load(Ordering::Relaxed)
+/// Stops counting; returns the most bytes that were live at once, beyond
+/// what was live at [`start`].
+pub fn stop() -> usize {
+    COUNTING.store(false, Ordering::SeqCst);
+    usize::try_from(PEAK.load(Ordering::Relaxed)).unwrap_or(0)
 }

@@ -402,19 +402,17 @@ pub fn checkpoint_size() -> Figure {
 /// the same replay into a list.
 pub async fn stream_memory(storage: &dyn JournalStorage, n: u64) -> Figure {
     let actor = fill(storage, None, "stream", n).await;
-    let before = alloc::live();
-    alloc::reset_peak();
+    alloc::start();
     let count = storage
         .replay_stream(&actor, 1)
         .try_fold(0u64, |n, _| async move { Ok(n + 1) })
         .await
         .expect("stream");
-    let streamed = alloc::peak().saturating_sub(before);
+    let streamed = alloc::stop();
     assert_eq!(count, n);
-    let before = alloc::live();
-    alloc::reset_peak();
+    alloc::start();
     let listed = storage.replay_from(&actor, 1).await.expect("replay").len() as u64;
-    let collected = alloc::peak().saturating_sub(before);
+    let collected = alloc::stop();
     assert_eq!(listed, n);
     storage.delete_actor(&actor).await.expect("delete");
     Figure {
