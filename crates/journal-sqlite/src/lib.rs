@@ -23,6 +23,7 @@ use rusqlite::Connection;
 
 pub use options::{SqliteOptions, Synchronous};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use threads::{EPOCH_ROWS, MAX_EPOCHS};
 
 use threads::{append_job, job, read_job, send_write, stopped, ReadJob, Work};
 
@@ -214,13 +215,24 @@ impl SqliteJournalStorage {
         }
     }
 
-    /// Runs `work` in the writer's next group transaction.
+    /// Runs `work` in the writer's next group transaction. `work` must not
+    /// lower any actor's highest sequence (see [`Self::write_forgetting`]).
     async fn write<T, F>(&self, work: F) -> JournalResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
     {
-        self.submit(job(work)).await
+        self.submit(job(work, false)).await
+    }
+
+    /// [`Self::write`] for work that may lower an actor's highest sequence
+    /// (a deletion): the writer then drops its cache of them.
+    async fn write_forgetting<T, F>(&self, work: F) -> JournalResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
+    {
+        self.submit(job(work, true)).await
     }
 
     /// Sends a validated append of one actor to the writer.
@@ -348,7 +360,7 @@ impl JournalStorage for SqliteJournalStorage {
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
         let actor_id = actor_id.to_owned();
-        self.write(move |conn| ops::delete_actor(conn, &actor_id))
+        self.write_forgetting(move |conn| ops::delete_actor(conn, &actor_id))
             .await
     }
 

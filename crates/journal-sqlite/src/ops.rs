@@ -37,59 +37,127 @@ pub(crate) fn actor_key(actor_id: &str) -> i64 {
     i64::from(hash >> 1)
 }
 
+/// The start of every statement that finds one actor's rows in `recent`:
+/// `epochs` lists each epoch from the oldest in the table to the newest, so
+/// that `FROM epochs CROSS JOIN recent AS r WHERE r.epoch = epochs.epoch AND
+/// r.actor_key = ? AND r.actor_id = ?` seeks the index once per epoch
+/// instead of reading the whole table. Epochs are few (the writer moves
+/// `recent` into `entries` at [`crate::MAX_EPOCHS`]), and the
+/// oldest and newest are found in the index.
+macro_rules! with_epochs {
+    ($($sql:literal)+) => {
+        concat!(
+            "WITH RECURSIVE epochs(epoch) AS (
+                 SELECT min(epoch) FROM recent
+                 UNION ALL
+                 SELECT epoch + 1 FROM epochs WHERE epoch < (SELECT max(epoch) FROM recent)
+             ) ",
+            $($sql),+
+        )
+    };
+}
+
+/// What the file says about an actor's highest sequence.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored {
+    /// The highest sequence ever appended (0 for none).
+    pub(crate) highest: u64,
+    /// Whether the actor has its row in `actors`.
+    pub(crate) listed: bool,
+}
+
+/// An actor's highest sequence: the larger of its row in `actors` (which
+/// is written when the actor first appends, and brought up to date when
+/// its entries move out of `recent` or are truncated) and its last row in
+/// `recent`.
+pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stored> {
+    let (listed, recent): (Option<i64>, Option<i64>) = conn
+        .prepare_cached(with_epochs!(
+            "SELECT (SELECT highest FROM actors WHERE actor_id = ?1),
+                    (SELECT max(r.sequence) FROM epochs CROSS JOIN recent AS r
+                     WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1)"
+        ))?
+        .query_row(params![actor_id, actor_key(actor_id)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok(Stored {
+        highest: unseq(listed.unwrap_or(0).max(recent.unwrap_or(0))),
+        listed: listed.is_some(),
+    })
+}
+
 pub(crate) fn highest(conn: &Connection, actor_id: &str) -> JournalResult<u64> {
-    stored_highest(conn, actor_id).map_err(sql)
+    stored(conn, actor_id).map(|s| s.highest).map_err(sql)
 }
 
-pub(crate) fn stored_highest(conn: &Connection, actor_id: &str) -> rusqlite::Result<u64> {
-    let highest: Option<i64> = conn
-        .prepare_cached("SELECT highest FROM actors WHERE actor_id = ?1")?
-        .query_row([actor_id], |r| r.get(0))
-        .optional()?;
-    Ok(highest.map_or(0, unseq))
-}
-
-/// Appends a validated batch of one actor (contract rules 1, 2, 5).
-pub(crate) fn append(conn: &Connection, actor_id: &str, rows: &[Row]) -> JournalResult<()> {
-    let highest = highest(conn, actor_id)?;
-    append_checked(conn, actor_id, rows, highest).map_err(sql)?
+/// Appends a validated batch of one actor (contract rules 1, 2, 5) to
+/// `recent`, in `epoch`; `Ok(false)` when the rows were already stored (a
+/// retry).
+pub(crate) fn append(
+    conn: &Connection,
+    actor_id: &str,
+    rows: &[Row],
+    epoch: i64,
+) -> JournalResult<bool> {
+    let stored = stored(conn, actor_id).map_err(sql)?;
+    let writes = rows
+        .first()
+        .is_some_and(|first| first.sequence > stored.highest);
+    append_checked(conn, actor_id, rows, stored, epoch)
+        .map_err(sql)?
+        .map(|()| writes)
 }
 
 /// Appends a validated batch of one actor whose highest sequence is
-/// `highest`. The outer error is SQLite's (the statement failed); the inner
-/// result is the caller's (a sequence conflict writes nothing).
+/// `stored.highest`. The outer error is SQLite's (the statement failed);
+/// the inner result is the caller's (a sequence conflict writes nothing).
+/// Only an actor's first append writes its row in `actors`.
 pub(crate) fn append_checked(
     conn: &Connection,
     actor_id: &str,
     rows: &[Row],
-    highest: u64,
+    stored: Stored,
+    epoch: i64,
 ) -> rusqlite::Result<JournalResult<()>> {
+    let highest = stored.highest;
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(Ok(()));
     };
     match AppendCheck::of(first.sequence, highest) {
         AppendCheck::Write => {
             let mut insert = conn.prepare_cached(
-                "INSERT INTO recent (actor_key, actor_id, sequence, entry_id, entry) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO recent (epoch, actor_key, actor_id, sequence, entry_id, entry)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let key = actor_key(actor_id);
             for row in rows {
-                insert.execute(params![key, actor_id, seq(row.sequence), row.id, row.bytes])?;
+                insert.execute(params![
+                    epoch,
+                    key,
+                    actor_id,
+                    seq(row.sequence),
+                    row.id,
+                    row.bytes
+                ])?;
             }
-            conn.prepare_cached(
-                "INSERT INTO actors (actor_id, highest) VALUES (?1, ?2)
-                 ON CONFLICT (actor_id) DO UPDATE SET highest = excluded.highest",
-            )?
-            .execute(params![actor_id, seq(last.sequence)])?;
+            if !stored.listed {
+                conn.prepare_cached(
+                    "INSERT INTO actors (actor_id, highest) VALUES (?1, ?2)
+                     ON CONFLICT (actor_id) DO UPDATE SET highest = max(highest, excluded.highest)",
+                )?
+                .execute(params![actor_id, seq(last.sequence)])?;
+            }
             Ok(Ok(()))
         }
         AppendCheck::CompareStored => {
-            let mut stmt = conn.prepare_cached(
+            let mut stmt = conn.prepare_cached(with_epochs!(
                 "SELECT sequence, entry_id FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
                  UNION ALL
-                 SELECT sequence, entry_id FROM recent WHERE actor_key = ?4 AND actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
-                 ORDER BY 1",
-            )?;
+                 SELECT r.sequence, r.entry_id FROM epochs CROSS JOIN recent AS r
+                 WHERE r.epoch = epochs.epoch AND r.actor_key = ?4 AND r.actor_id = ?1
+                   AND r.sequence BETWEEN ?2 AND ?3
+                 ORDER BY 1"
+            ))?;
             let stored: Vec<String> = stmt
                 .query_map(
                     params![
@@ -164,7 +232,10 @@ impl RawPage {
 }
 
 /// Reads at most `max` rows with `from <= sequence <= to` into `page`
-/// (emptied first, its buffers reused).
+/// (emptied first, its buffers reused). The rows in `entries` come first:
+/// each actor's rows in `recent` follow all of its rows there, so `recent`
+/// is looked at only once `entries` has run out. The caller runs this in
+/// one read transaction, so both see the same snapshot.
 pub(crate) fn replay_range(
     conn: &Connection,
     actor_id: &str,
@@ -178,24 +249,46 @@ pub(crate) fn replay_range(
     if max == 0 || from > to {
         return Ok(page);
     }
-    let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    let mut stmt = conn
+    let limit = |page: &RawPage| i64::try_from(max - page.len()).unwrap_or(i64::MAX);
+    let stored = conn
         .prepare_cached(
             "SELECT sequence, entry FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
-             UNION ALL
-             SELECT sequence, entry FROM recent WHERE actor_key = ?5 AND actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
-             ORDER BY 1 LIMIT ?4",
+             ORDER BY sequence LIMIT ?4",
         )
         .map_err(sql)?;
-    let mut rows = stmt
-        .query(params![
+    read_rows(
+        stored,
+        params![actor_id, seq(from), seq(to), limit(&page)],
+        &mut page,
+    )?;
+    if page.len() < max {
+        let recent = conn
+            .prepare_cached(with_epochs!(
+                "SELECT r.sequence, r.entry FROM epochs CROSS JOIN recent AS r
+                 WHERE r.epoch = epochs.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
+                   AND r.sequence BETWEEN ?2 AND ?3
+                 ORDER BY r.sequence LIMIT ?4"
+            ))
+            .map_err(sql)?;
+        let params = params![
             actor_id,
             seq(from),
             seq(to),
-            limit,
+            limit(&page),
             actor_key(actor_id)
-        ])
-        .map_err(sql)?;
+        ];
+        read_rows(recent, params, &mut page)?;
+    }
+    Ok(page)
+}
+
+/// Appends the `(sequence, entry)` rows of `stmt` to `page`.
+fn read_rows(
+    mut stmt: rusqlite::CachedStatement<'_>,
+    params: &[&dyn rusqlite::ToSql],
+    page: &mut RawPage,
+) -> JournalResult<()> {
+    let mut rows = stmt.query(params).map_err(sql)?;
     while let Some(row) = rows.next().map_err(sql)? {
         let sequence: i64 = row.get(0).map_err(sql)?;
         let bytes = row
@@ -206,40 +299,75 @@ pub(crate) fn replay_range(
         page.buffer.extend_from_slice(bytes);
         page.rows.push((sequence, page.buffer.len()));
     }
-    Ok(page)
-}
-
-pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalResult<()> {
-    conn.prepare_cached("DELETE FROM entries WHERE actor_id = ?1 AND sequence <= ?2")
-        .and_then(|mut s| s.execute(params![actor_id, seq(to)]))
-        .map_err(sql)?;
-    conn.prepare_cached(
-        "DELETE FROM recent WHERE actor_key = ?3 AND actor_id = ?1 AND sequence <= ?2",
-    )
-    .and_then(|mut s| s.execute(params![actor_id, seq(to), actor_key(actor_id)]))
-    .map_err(sql)?;
     Ok(())
 }
 
-/// Rows and entry bytes waiting in `recent` (the rows are an estimate:
-/// rowids count up from 1 after each compaction, and a truncation does not
-/// lower them).
-pub(crate) fn recent_waiting(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
-    conn.prepare_cached("SELECT ifnull(max(rowid), 0), ifnull(sum(length(entry)), 0) FROM recent")?
-        .query_row([], |r| Ok((unseq(r.get(0)?), unseq(r.get(1)?))))
+/// Deletes the actor's rows in `recent` with `sequence <= to`.
+fn delete_recent(conn: &Connection, actor_id: &str, to: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(with_epochs!(
+        "DELETE FROM recent WHERE rowid IN (
+             SELECT r.rowid FROM epochs CROSS JOIN recent AS r
+             WHERE r.epoch = epochs.epoch AND r.actor_key = ?3 AND r.actor_id = ?1
+               AND r.sequence <= ?2)"
+    ))?
+    .execute(params![actor_id, to, actor_key(actor_id)])
+}
+
+/// Deletes entries up to `to`; the actor's highest sequence stays (it is
+/// first brought up to date in `actors`, since the rows in `recent` that
+/// held it may go).
+pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalResult<()> {
+    let highest = highest(conn, actor_id)?;
+    conn.prepare_cached("UPDATE actors SET highest = ?2 WHERE actor_id = ?1 AND highest < ?2")
+        .and_then(|mut s| s.execute(params![actor_id, seq(highest)]))
+        .map_err(sql)?;
+    conn.prepare_cached("DELETE FROM entries WHERE actor_id = ?1 AND sequence <= ?2")
+        .and_then(|mut s| s.execute(params![actor_id, seq(to)]))
+        .map_err(sql)?;
+    delete_recent(conn, actor_id, seq(to)).map_err(sql)?;
+    Ok(())
+}
+
+/// What waits in `recent`, as the writer counts it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InRecent {
+    /// Rows (an estimate: rowids count up from 1 after each move, and a
+    /// truncation does not lower them).
+    pub(crate) rows: u64,
+    /// Entry bytes.
+    pub(crate) bytes: u64,
+    /// The oldest and the newest epoch, if any row waits.
+    pub(crate) epochs: Option<(i64, i64)>,
+}
+
+pub(crate) fn in_recent(conn: &Connection) -> rusqlite::Result<InRecent> {
+    conn.prepare_cached(
+        "SELECT ifnull(max(rowid), 0), ifnull(sum(length(entry)), 0), min(epoch), max(epoch)
+         FROM recent",
+    )?
+    .query_row([], |r| {
+        let oldest: Option<i64> = r.get(2)?;
+        let newest: Option<i64> = r.get(3)?;
+        Ok(InRecent {
+            rows: unseq(r.get(0)?),
+            bytes: unseq(r.get(1)?),
+            epochs: oldest.zip(newest),
+        })
+    })
 }
 
 /// Moves every row of `recent` into `entries`, in key order, in one
-/// transaction.
+/// transaction, and brings each actor's row in `actors` up to date.
 ///
-/// Appends insert into `recent`: its rows lie in insertion order and its
-/// index stays small, so a commit of appends to hundreds of actors writes a
-/// few dozen pages. Inserting straight into `entries` would write one index
-/// page per actor per commit. Here each actor's page is written once per
-/// compaction, for all its rows since the last one. For each actor every
-/// row in `recent` has a higher sequence than every row in `entries`
-/// (appends only go to `highest + 1`, and this moves all rows at once), and
-/// reads see the union of both tables in one statement, so one snapshot.
+/// Appends insert into `recent`, whose rows and index entries both go at
+/// the end of their trees (the index is by epoch first, and each commit's
+/// rows are in the newest epoch), so a commit of appends to hundreds of
+/// actors writes only the pages its rows fill. Inserting straight into
+/// `entries` would write one index page per actor per commit. Here each
+/// actor's pages are written once per move, for all its rows since the last
+/// one. For each actor every row in `recent` has a higher sequence than
+/// every row in `entries` (appends only go to `highest + 1`, and this moves
+/// all rows at once), and reads see both tables in one snapshot.
 pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let moved = conn
@@ -248,6 +376,15 @@ pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<()> {
              SELECT actor_id, sequence, entry_id, entry FROM recent ORDER BY actor_id, sequence",
         )
         .and_then(|mut s| s.execute([]))
+        .and_then(|_| {
+            conn.prepare_cached(
+                "INSERT INTO actors (actor_id, highest)
+                 SELECT actor_id, max(sequence) FROM recent WHERE true GROUP BY actor_id
+                 ON CONFLICT (actor_id) DO UPDATE SET highest = excluded.highest
+                 WHERE excluded.highest > highest",
+            )?
+            .execute([])
+        })
         .and_then(|_| conn.prepare_cached("DELETE FROM recent")?.execute([]));
     match moved {
         Ok(_) => conn.execute_batch("COMMIT"),
@@ -259,9 +396,7 @@ pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 pub(crate) fn delete_actor(conn: &Connection, actor_id: &str) -> JournalResult<()> {
-    conn.prepare_cached("DELETE FROM recent WHERE actor_key = ?2 AND actor_id = ?1")
-        .and_then(|mut s| s.execute(params![actor_id, actor_key(actor_id)]))
-        .map_err(sql)?;
+    delete_recent(conn, actor_id, i64::MAX).map_err(sql)?;
     for statement in [
         "DELETE FROM entries WHERE actor_id = ?1",
         "DELETE FROM checkpoints WHERE actor_id = ?1",
@@ -376,11 +511,12 @@ pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<
     };
     Ok(ActorSummary {
         highest_sequence: highest(conn, actor_id)?,
-        // One statement, so one snapshot: a compaction moves rows between
-        // the two tables.
         entries: count(
-            "SELECT (SELECT count(*) FROM entries WHERE actor_id = ?1)
-                  + (SELECT count(*) FROM recent WHERE actor_key = ?2 AND actor_id = ?1)",
+            with_epochs!(
+                "SELECT (SELECT count(*) FROM entries WHERE actor_id = ?1)
+                      + (SELECT count(*) FROM epochs CROSS JOIN recent AS r
+                         WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1)"
+            ),
             params![actor_id, actor_key(actor_id)],
         )?,
         checkpoints: count(

@@ -48,10 +48,11 @@ pub struct SqliteOptions {
     pub max_page_count: Option<u32>,
     /// Appended entries gathered in the write-optimised `recent` table
     /// before the writer moves them into `entries` in one transaction
-    /// (default: 4,096; see the crate docs, "Schema"). Larger values make
-    /// that move rarer and cheaper per entry, but grow `recent`, whose
-    /// index every commit writes to. The move also happens once 4 MiB of
-    /// entries wait, whatever this says.
+    /// (default: 16,384; see the crate docs, "Schema"). Larger values make
+    /// that move rarer and cheaper per entry, but make lookups in `recent`
+    /// (a replay's last page, a highest sequence) seek more epochs. The
+    /// move also happens once 4 MiB of entries wait, or 256 epochs,
+    /// whatever this says.
     pub compact_after: u64,
     /// Bytes of the file SQLite maps into memory for reading
     /// (`PRAGMA mmap_size`; default: 256 MiB, 0 turns it off). Reads of
@@ -69,7 +70,7 @@ impl Default for SqliteOptions {
             readers: 3,
             max_group: 512,
             max_page_count: None,
-            compact_after: 4096,
+            compact_after: 16_384,
             mmap_size: 256 * 1024 * 1024,
         }
     }

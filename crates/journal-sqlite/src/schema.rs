@@ -10,7 +10,7 @@ use crate::error::db_error;
 use crate::options::SqliteOptions;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// `PRAGMA application_id` of a journal file: "JRNL".
 pub const APPLICATION_ID: i64 = 0x4A52_4E4C;
 
@@ -61,6 +61,28 @@ const MIGRATIONS: &[&str] = &[
          entry     BLOB NOT NULL
      );
      CREATE INDEX recent_by_actor_key ON recent (actor_key, sequence);",
+    // Version 4: `recent` is indexed by (epoch, actor_key, sequence), the
+    // epoch being a number the writer raises every 128 rows or so: a
+    // commit's index entries then go at the end of the index, next to each
+    // other, instead of one index page per actor. A lookup seeks once per
+    // epoch (`ops::with_epochs`). Appends no longer rewrite the actor's row
+    // in `actors` (a scattered page per actor per commit): it is written on
+    // the actor's first append and brought up to date when entries move to
+    // `entries` or are truncated, so the highest sequence is the larger of
+    // the row's and the actor's last row in `recent`. Version 3 kept the
+    // rows exact, so the waiting rows just move first.
+    "INSERT INTO entries (actor_id, sequence, entry_id, entry)
+         SELECT actor_id, sequence, entry_id, entry FROM recent ORDER BY actor_id, sequence;
+     DROP TABLE recent;
+     CREATE TABLE recent (
+         epoch     INTEGER NOT NULL,
+         actor_key INTEGER NOT NULL,
+         actor_id  TEXT NOT NULL,
+         sequence  INTEGER NOT NULL,
+         entry_id  TEXT NOT NULL,
+         entry     BLOB NOT NULL
+     );
+     CREATE INDEX recent_by_epoch ON recent (epoch, actor_key, sequence);",
 ];
 
 fn invalid(path: &Path, why: &str) -> JournalError {

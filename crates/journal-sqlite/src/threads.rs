@@ -18,12 +18,19 @@ use crate::ops;
 /// transaction, and learns after `COMMIT` whether it is durable.
 pub(crate) trait WriterJob: Send {
     /// Runs the job; `false` when it failed (its savepoint is rolled back).
-    fn run(&mut self, conn: &Connection) -> bool;
+    /// Rows it adds to `recent` go in `epoch`.
+    fn run(&mut self, conn: &Connection, epoch: i64) -> bool;
     /// Reports the outcome: the job's own, or the commit's failure.
     fn complete(self: Box<Self>, commit: Result<(), Failure>);
-    /// What the job added to `recent`, once it has run.
-    fn appended(&self) -> Waiting {
-        Waiting::default()
+    /// What the job added to `recent`, once it has run: the actor, its new
+    /// highest sequence, and the rows.
+    fn appended(&self) -> Option<(&str, u64, Waiting)> {
+        None
+    }
+    /// Whether the job may lower an actor's highest sequence (a deletion),
+    /// so that the writer's cache of them must be dropped.
+    fn forgets(&self) -> bool {
+        false
     }
 }
 
@@ -32,6 +39,88 @@ pub(crate) trait WriterJob: Send {
 pub(crate) struct Waiting {
     rows: u64,
     bytes: u64,
+}
+
+/// Rows an epoch of `recent` takes before the next commit starts a new one.
+/// Under load every commit starts one (a group is larger), so a commit's
+/// index entries go after all others; a lone writer's commits share one, and
+/// its index entries still fall in the last page or two of the index.
+pub const EPOCH_ROWS: u64 = 128;
+
+/// Epochs at which the writer moves `recent` into `entries`, whatever
+/// `compact_after` says: a lookup in `recent` seeks the index once per
+/// epoch.
+pub const MAX_EPOCHS: u64 = 256;
+
+/// What the writer knows of `recent`: what waits there, and the epoch its
+/// next rows go in.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    waiting: Waiting,
+    /// The epoch of the next commit's rows, and the rows it holds so far.
+    epoch: i64,
+    epoch_rows: u64,
+    /// Epochs from the oldest waiting row's to `epoch`.
+    epochs: u64,
+}
+
+impl Recent {
+    /// Reads the table (after opening, after another process wrote, and
+    /// before closing); `known` if that fails.
+    fn read(conn: &Connection, known: Recent) -> Recent {
+        let Ok(found) = ops::in_recent(conn) else {
+            return known;
+        };
+        // The next rows start a new epoch (the newest one's rows are not
+        // counted), after the waiting ones.
+        let (epoch, epochs) = match found.epochs {
+            Some((oldest, newest)) => (
+                newest.saturating_add(1),
+                u64::try_from(newest.saturating_sub(oldest))
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(2),
+            ),
+            None => (known.epoch, 1),
+        };
+        Recent {
+            waiting: Waiting {
+                rows: found.rows,
+                bytes: found.bytes,
+            },
+            epoch,
+            epoch_rows: 0,
+            epochs,
+        }
+    }
+
+    /// The epoch of the next commit's rows: a new one if the last is full.
+    fn next_epoch(&mut self) -> i64 {
+        if self.epoch_rows >= EPOCH_ROWS {
+            self.epoch = self.epoch.saturating_add(1);
+            self.epoch_rows = 0;
+            self.epochs += 1;
+        }
+        self.epoch
+    }
+
+    fn add(&mut self, added: Waiting) {
+        self.waiting.add(added);
+        self.epoch_rows += added.rows;
+    }
+
+    fn due(&self, options: &crate::SqliteOptions) -> bool {
+        self.waiting.due(options) || self.epochs >= MAX_EPOCHS
+    }
+
+    /// After a move: nothing waits, and the epoch goes on.
+    fn emptied(self) -> Recent {
+        Recent {
+            waiting: Waiting::default(),
+            epoch: self.epoch.saturating_add(1),
+            epoch_rows: 0,
+            epochs: 1,
+        }
+    }
 }
 
 /// Entry bytes in `recent` at which the writer moves them, whatever
@@ -55,17 +144,13 @@ impl Waiting {
     fn due(self, options: &crate::SqliteOptions) -> bool {
         self.rows >= options.compact_after.max(1) || self.bytes >= COMPACT_BYTES
     }
-
-    /// Reads the table (after opening, and before closing).
-    fn read(conn: &Connection, known: Waiting) -> Waiting {
-        ops::recent_waiting(conn).map_or(known, |(rows, bytes)| Waiting { rows, bytes })
-    }
 }
 
 struct Job<T, F> {
     work: Option<F>,
     result: Option<JournalResult<T>>,
     reply: oneshot::Sender<JournalResult<T>>,
+    forgets: bool,
 }
 
 impl<T, F> WriterJob for Job<T, F>
@@ -73,7 +158,7 @@ where
     T: Send,
     F: FnOnce(&Connection) -> JournalResult<T> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, conn: &Connection, _epoch: i64) -> bool {
         let result = match self.work.take() {
             Some(work) => work(conn),
             None => Err(JournalError::storage("sqlite", "a writer job ran twice")),
@@ -85,6 +170,10 @@ where
 
     fn complete(self: Box<Self>, commit: Result<(), Failure>) {
         let _ = self.reply.send(outcome(commit, self.result));
+    }
+
+    fn forgets(&self) -> bool {
+        self.forgets
     }
 }
 
@@ -98,8 +187,9 @@ fn outcome<T>(commit: Result<(), Failure>, own: Option<JournalResult<T>>) -> Jou
     }
 }
 
-/// A boxed job and the receiver of its result.
-pub(crate) fn job<T, F>(work: F) -> (Work, oneshot::Receiver<JournalResult<T>>)
+/// A boxed job and the receiver of its result. `forgets`: the job may
+/// lower an actor's highest sequence (see [`WriterJob::forgets`]).
+pub(crate) fn job<T, F>(work: F, forgets: bool) -> (Work, oneshot::Receiver<JournalResult<T>>)
 where
     T: Send + 'static,
     F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
@@ -109,6 +199,7 @@ where
         work: Some(work),
         result: None,
         reply,
+        forgets,
     };
     (Work::Other(Box::new(job)), receiver)
 }
@@ -119,6 +210,8 @@ where
 pub(crate) struct AppendJob {
     actor_id: String,
     rows: Vec<ops::Row>,
+    /// Whether `run` wrote the rows (a retry of stored ones writes nothing).
+    wrote: bool,
     result: Option<JournalResult<()>>,
     reply: oneshot::Sender<JournalResult<()>>,
 }
@@ -132,6 +225,7 @@ pub(crate) fn append_job(
     let job = AppendJob {
         actor_id,
         rows,
+        wrote: false,
         result: None,
         reply,
     };
@@ -139,10 +233,11 @@ pub(crate) fn append_job(
 }
 
 impl WriterJob for AppendJob {
-    fn run(&mut self, conn: &Connection) -> bool {
-        let result = ops::append(conn, &self.actor_id, &self.rows);
+    fn run(&mut self, conn: &Connection, epoch: i64) -> bool {
+        let result = ops::append(conn, &self.actor_id, &self.rows, epoch);
+        self.wrote = matches!(result, Ok(true));
         let ok = result.is_ok();
-        self.result = Some(result);
+        self.result = Some(result.map(drop));
         ok
     }
 
@@ -150,10 +245,10 @@ impl WriterJob for AppendJob {
         let _ = self.reply.send(outcome(commit, self.result));
     }
 
-    fn appended(&self) -> Waiting {
-        match self.result {
-            Some(Ok(())) => Waiting::of(&self.rows),
-            _ => Waiting::default(),
+    fn appended(&self) -> Option<(&str, u64, Waiting)> {
+        match (self.wrote, self.rows.last()) {
+            (true, Some(last)) => Some((&self.actor_id, last.sequence, Waiting::of(&self.rows))),
+            _ => None,
         }
     }
 }
@@ -176,13 +271,17 @@ impl Work {
 }
 
 /// The writer's cache of each actor's highest sequence, so that an append
-/// needs no lookup. It is dropped whenever another connection may have
-/// written (`PRAGMA data_version` changed), whenever a transaction fails,
-/// and before any operation other than an append runs.
+/// needs no lookup (a lookup seeks `recent` once per epoch). It is dropped
+/// whenever another connection may have written (`PRAGMA data_version`
+/// changed), whenever a transaction fails, and after an operation that may
+/// lower a highest sequence (a deletion). An actor it knows has its row in
+/// `actors`.
 #[derive(Default)]
 struct HighestCache {
     known: HashMap<String, u64>,
     data_version: Option<i64>,
+    /// Another connection wrote since the writer last read `recent`.
+    others_wrote: bool,
 }
 
 /// Actors remembered at most; beyond it the cache starts over.
@@ -202,16 +301,20 @@ impl HighestCache {
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
         if self.data_version != Some(version) {
+            self.others_wrote |= self.data_version.is_some();
             self.known.clear();
             self.data_version = Some(version);
         }
         Ok(())
     }
 
-    fn get(&self, conn: &Connection, actor_id: &str) -> rusqlite::Result<u64> {
+    fn get(&self, conn: &Connection, actor_id: &str) -> rusqlite::Result<ops::Stored> {
         match self.known.get(actor_id) {
-            Some(&highest) => Ok(highest),
-            None => ops::stored_highest(conn, actor_id),
+            Some(&highest) => Ok(ops::Stored {
+                highest,
+                listed: true,
+            }),
+            None => ops::stored(conn, actor_id),
         }
     }
 
@@ -240,9 +343,15 @@ pub(crate) fn writer_loop(
 ) {
     let mut cache = HighestCache::default();
     // What waits in `recent`: read from the file, then counted up by each
-    // commit (an estimate: other processes add their own rows, and
-    // truncations remove some; it only decides when to move them).
-    let mut waiting = Waiting::read(conn, Waiting::default());
+    // commit (an estimate: truncations remove rows; it only decides when to
+    // move them), and read again when another process has written.
+    let start = Recent {
+        waiting: Waiting::default(),
+        epoch: 1,
+        epoch_rows: 0,
+        epochs: 1,
+    };
+    let mut recent = Recent::read(conn, start);
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < options.max_group.max(1) {
@@ -252,28 +361,31 @@ pub(crate) fn writer_loop(
             }
         }
         stats.record(group.len());
+        let epoch = recent.next_epoch();
         match only_appends(group) {
-            Ok(appends) => match commit_appends(conn, &mut cache, appends) {
-                Ok(written) => waiting.add(written),
+            Ok(appends) => match commit_appends(conn, &mut cache, appends, epoch) {
+                Ok(written) => recent.add(written),
                 Err(appends) => {
                     cache.clear();
                     let group = appends.into_iter().map(|job| job as _).collect();
-                    waiting.add(commit_group(conn, group));
+                    recent.add(commit_group(conn, &mut cache, group, epoch));
                 }
             },
             Err(group) => {
-                cache.clear();
                 let group = group.into_iter().map(Work::into_job).collect();
-                waiting.add(commit_group(conn, group));
+                recent.add(commit_group(conn, &mut cache, group, epoch));
             }
         }
-        if waiting.due(options) {
-            waiting = compact(conn, waiting);
+        if std::mem::take(&mut cache.others_wrote) {
+            recent = Recent::read(conn, recent);
+        }
+        if recent.due(options) {
+            recent = compact(conn, recent);
         }
     }
     // Closing: leave every entry in `entries`.
-    if Waiting::read(conn, waiting).rows > 0 {
-        compact(conn, waiting);
+    if Recent::read(conn, recent).waiting.rows > 0 {
+        compact(conn, recent);
     }
 }
 
@@ -303,6 +415,7 @@ fn commit_appends(
     conn: &Connection,
     cache: &mut HighestCache,
     mut jobs: Vec<Box<AppendJob>>,
+    epoch: i64,
 ) -> Result<Waiting, Vec<Box<AppendJob>>> {
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         let failure = Failure::of(&e);
@@ -315,8 +428,9 @@ fn commit_appends(
     let written = (|| -> rusqlite::Result<()> {
         cache.revalidate(conn)?;
         for job in &mut jobs {
-            let highest = cache.get(conn, &job.actor_id)?;
-            let result = ops::append_checked(conn, &job.actor_id, &job.rows, highest)?;
+            let stored = cache.get(conn, &job.actor_id)?;
+            let highest = stored.highest;
+            let result = ops::append_checked(conn, &job.actor_id, &job.rows, stored, epoch)?;
             if let (Ok(()), Some(last)) = (&result, job.rows.last()) {
                 if last.sequence > highest {
                     added.add(Waiting::of(&job.rows));
@@ -350,19 +464,24 @@ fn commit_appends(
 /// Moves `recent` into `entries`; returns what is left waiting. A failure
 /// (a full disk) loses nothing: the rows stay in `recent`, and the next
 /// group tries again.
-fn compact(conn: &Connection, waiting: Waiting) -> Waiting {
+fn compact(conn: &Connection, recent: Recent) -> Recent {
     match ops::compact(conn) {
-        Ok(()) => Waiting::default(),
+        Ok(()) => recent.emptied(),
         Err(e) => {
             tracing::warn!(backend = "sqlite", error = %e, "moving recent entries into the main table failed; they stay where they are");
-            waiting
+            recent
         }
     }
 }
 
 /// Runs each job in its own savepoint; returns what the committed jobs
-/// added to `recent`.
-fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) -> Waiting {
+/// added to `recent`, and tells `cache` of their new highest sequences.
+fn commit_group(
+    conn: &Connection,
+    cache: &mut HighestCache,
+    group: Vec<Box<dyn WriterJob>>,
+    epoch: i64,
+) -> Waiting {
     let mut added = Waiting::default();
     let mut pending = std::collections::VecDeque::from(group);
     while !pending.is_empty() {
@@ -386,7 +505,7 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) -> Waiting {
                     break;
                 }
             }
-            let ok = job.run(conn);
+            let ok = job.run(conn, epoch);
             if conn.is_autocommit() {
                 // SQLite rolled the whole transaction back (a full disk, an
                 // I/O error): nothing of this group so far is stored. This job
@@ -424,9 +543,20 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriterJob>>) -> Waiting {
                 Failure::of(&e)
             }),
         };
+        // A deletion may come after an append of the same actor: the
+        // cache learns nothing from such a group.
+        let forget = outcome.is_err() || done.iter().any(|job| job.forgets());
+        if forget {
+            cache.clear();
+        }
         for job in done {
             if outcome.is_ok() {
-                added.add(job.appended());
+                if let Some((actor_id, last, rows)) = job.appended() {
+                    added.add(rows);
+                    if !forget {
+                        cache.set(actor_id, last);
+                    }
+                }
             }
             job.complete(outcome.clone());
         }
@@ -457,12 +587,23 @@ fn run_cached(conn: &Connection, statement: &str) -> rusqlite::Result<()> {
 /// A read: runs on a reader thread with its connection.
 pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
-/// Reader threads sharing one queue of read jobs.
+/// Reader threads sharing one queue of read jobs. Each job runs in a read
+/// transaction of its own, so that its statements see one snapshot (an
+/// entry moves from `recent` to `entries` in one commit).
 pub(crate) fn reader_loop(conn: &Connection, jobs: &Arc<Mutex<Receiver<ReadJob>>>) {
     loop {
         let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
         match next {
-            Ok(job) => job(conn),
+            Ok(job) => {
+                // If `BEGIN` fails, the job's own statements report it.
+                let _ = run_cached(conn, "BEGIN");
+                job(conn);
+                if !conn.is_autocommit() {
+                    let _ = run_cached(conn, "COMMIT");
+                    // A snapshot must not outlive its job.
+                    rollback_open(conn);
+                }
+            }
             Err(_) => return,
         }
     }

@@ -238,6 +238,13 @@ const VERSION_1_TABLES: &str =
 const VERSION_2_TABLE: &str =
     "CREATE TABLE recent (actor_id TEXT NOT NULL, sequence INTEGER NOT NULL, entry_id TEXT NOT NULL,
                           entry BLOB NOT NULL, PRIMARY KEY (actor_id, sequence));";
+/// Version 3's `recent`, indexed by a hash of the actor id; the rows of
+/// "veteran" carry its hash (FNV-1a 32 of the id's bytes, shifted right by
+/// one).
+const VERSION_3_TABLE: &str =
+    "CREATE TABLE recent (actor_key INTEGER NOT NULL DEFAULT 1470740490, actor_id TEXT NOT NULL,
+                          sequence INTEGER NOT NULL, entry_id TEXT NOT NULL, entry BLOB NOT NULL);
+     CREATE INDEX recent_by_actor_key ON recent (actor_key, sequence);";
 
 /// Writes, by hand, a file as an earlier journal-sqlite left it: schema
 /// `version` with `tables`, one actor at `highest`, and each row in the
@@ -263,7 +270,10 @@ fn write_old_file(
     .expect("old schema");
     for e in rows {
         conn.execute(
-            &format!("INSERT INTO {} VALUES (?1, ?2, ?3, ?4)", place(e)),
+            &format!(
+                "INSERT INTO {} (actor_id, sequence, entry_id, entry) VALUES (?1, ?2, ?3, ?4)",
+                place(e)
+            ),
             rusqlite::params![
                 e.actor_id,
                 i64::try_from(e.sequence).expect("small"),
@@ -323,15 +333,16 @@ async fn keeps_appending(
     );
 }
 
-#[tokio::test]
-async fn version_2_file_is_migrated_and_keeps_its_entries() {
-    let path = tmp("version-2");
+/// Opens a hand-built old file whose entries 1-4 were moved into
+/// `entries` and 5-6 still wait in `recent`, and checks that it reads and
+/// appends as before.
+async fn migrates_waiting_rows(version: i64, recent_table: &str) {
+    let path = tmp(&format!("version-{version}"));
     let old: Vec<_> = (1..=6).map(|s| entry("veteran", s, 40)).collect();
-    // Entries 1-4 were moved into `entries`, 5-6 still wait in `recent`.
     write_old_file(
         &path,
-        2,
-        &format!("{VERSION_1_TABLES} {VERSION_2_TABLE}"),
+        version,
+        &format!("{VERSION_1_TABLES} {recent_table}"),
         &old,
         |e| if e.sequence <= 4 { "entries" } else { "recent" },
     );
@@ -345,12 +356,26 @@ async fn version_2_file_is_migrated_and_keeps_its_entries() {
         storage.replay_from("veteran", 1).await.expect("replay"),
         old
     );
+    assert_eq!(
+        storage.highest_sequence("veteran").await.expect("highest"),
+        6
+    );
     keeps_appending(storage, &path, &old).await;
     // Closing moved the new entry from the rebuilt `recent` too.
     assert_eq!(
         (raw_count(&path, "recent"), raw_count(&path, "entries")),
         (0, 7)
     );
+}
+
+#[tokio::test]
+async fn version_2_file_is_migrated_and_keeps_its_entries() {
+    migrates_waiting_rows(2, VERSION_2_TABLE).await;
+}
+
+#[tokio::test]
+async fn version_3_file_is_migrated_and_keeps_its_entries() {
+    migrates_waiting_rows(3, VERSION_3_TABLE).await;
 }
 
 #[tokio::test]
@@ -489,5 +514,125 @@ async fn two_handles_on_one_file_keep_the_sequence_check() {
     assert_eq!(
         a.integrity_check().await.expect("check"),
         Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
+    use journal_sqlite::{Synchronous, EPOCH_ROWS, MAX_EPOCHS};
+    // Neither the row count nor the 4 MiB bound is reached here: only the
+    // number of epochs moves the rows.
+    let path = tmp("epochs");
+    let options = SqliteOptions {
+        compact_after: u64::MAX,
+        synchronous: Synchronous::Normal,
+        ..SqliteOptions::default()
+    };
+    let storage = SqliteJournalStorage::open(&path, options)
+        .await
+        .expect("create");
+    let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
+    // Each round fills an epoch with a batch of "a" and starts the next
+    // with one entry of "b": both actors have rows in every epoch.
+    let round = |storage: SqliteJournalStorage, n: u64| async move {
+        let batch: Vec<_> = (1..=EPOCH_ROWS)
+            .map(|i| entry("a", (n - 1) * EPOCH_ROWS + i, 1))
+            .collect();
+        storage.append_batch(&batch).await.expect("batch of a");
+        let single = entry("b", n, 1);
+        storage.append_entry(&single).await.expect("entry of b");
+        // A no-op write: the writer has moved the rows, if it was due to,
+        // before it takes this.
+        storage
+            .delete_checkpoints_before("a", 0)
+            .await
+            .expect("no-op write");
+        (batch, single)
+    };
+    // The fresh file starts with one epoch; each round adds one.
+    let rounds = MAX_EPOCHS - 2;
+    for n in 1..=rounds {
+        let (batch, single) = round(storage.clone(), n).await;
+        of_a.extend(batch);
+        of_b.push(single);
+    }
+    assert_eq!(raw_count(&path, "entries"), 0, "nothing moved yet");
+    assert_eq!(storage.replay_from("a", 1).await.expect("replay a"), of_a);
+    assert_eq!(storage.replay_from("b", 1).await.expect("replay b"), of_b);
+    assert_eq!(
+        storage.highest_sequence("b").await.expect("highest b"),
+        rounds
+    );
+    assert_eq!(
+        storage.replay_range("b", 100, 200, 3).await.expect("range"),
+        of_b[99..102].to_vec()
+    );
+    // Truncation keeps the highest sequence, whose row is gone.
+    storage.truncate_to("b", rounds).await.expect("truncate b");
+    let summary = storage.actor_summary("b").await.expect("summary");
+    assert_eq!((summary.entries, summary.highest_sequence), (0, rounds));
+    match storage.append_entry(&entry("b", rounds, 2)).await {
+        Err(JournalError::SequenceConflict { .. }) => {}
+        other => panic!("expected a sequence conflict, got {other:?}"),
+    }
+    // One more epoch reaches the bound: everything moves, and reads the same.
+    let (batch, single) = round(storage.clone(), rounds + 1).await;
+    of_a.extend(batch);
+    assert_eq!(raw_count(&path, "recent"), 0, "everything moved");
+    assert_eq!(storage.replay_from("a", 1).await.expect("replay a"), of_a);
+    assert_eq!(
+        storage.replay_from("b", 1).await.expect("replay b"),
+        vec![single]
+    );
+    assert_eq!(
+        storage.highest_sequence("b").await.expect("highest b"),
+        rounds + 1
+    );
+}
+
+#[tokio::test]
+async fn replays_see_one_snapshot_while_entries_move() {
+    // A replay reads `entries`, then `recent`: a move between the two
+    // statements would hide the moved rows, unless both read one snapshot.
+    let path = tmp("snapshot");
+    let options = SqliteOptions {
+        compact_after: 3,
+        ..SqliteOptions::default()
+    };
+    let storage = SqliteJournalStorage::open(&path, options)
+        .await
+        .expect("create");
+    let writer = {
+        let storage = storage.clone();
+        tokio::spawn(async move {
+            for s in 1..=150 {
+                storage
+                    .append_entry(&entry("moving", s, 10))
+                    .await
+                    .expect("append");
+            }
+        })
+    };
+    let mut replays = 0;
+    while !writer.is_finished() {
+        let seen: Vec<u64> = storage
+            .replay_from("moving", 1)
+            .await
+            .expect("replay")
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        let expected: Vec<u64> = (1..=seen.len() as u64).collect();
+        assert_eq!(seen, expected, "a gap after {replays} replays");
+        replays += 1;
+    }
+    writer.await.expect("writer");
+    assert_eq!(
+        storage
+            .replay_from("moving", 1)
+            .await
+            .expect("replay")
+            .len(),
+        150
     );
 }
