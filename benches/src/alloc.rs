@@ -28,7 +28,10 @@ fn grew(bytes: usize) {
 
 fn shrank(bytes: usize) {
     if COUNTING.load(Ordering::Relaxed) {
-        LIVE.fetch_sub(isize::try_from(bytes).unwrap_or(isize::MAX), Ordering::Relaxed);
+        LIVE.fetch_sub(
+            isize::try_from(bytes).unwrap_or(isize::MAX),
+            Ordering::Relaxed,
+        );
     }
 }
 
