@@ -106,7 +106,7 @@ async fn run_all(
         }
     }
     if want("batch") {
-        figures.push(workloads::batch_rate(&*storage, &*baseline, 10_000, sizes.batch).await);
+        figures.push(workloads::batch_rate(&*storage, &*baseline, 100_000, sizes.batch).await);
     }
     if want("replay") {
         figures.push(workloads::replay_rate(&*storage, &*baseline, sizes.replay_entries).await);

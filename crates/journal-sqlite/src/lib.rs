@@ -126,6 +126,7 @@ impl SqliteJournalStorage {
                 move || {
                     let conn = schema::connect(&open_path, &open_options, false)?;
                     schema::prepare_writer(&conn, &open_path, &open_options)?;
+                    ops::warm(&conn)?;
                     Ok(conn)
                 },
                 move |conn| {
@@ -154,6 +155,7 @@ impl SqliteJournalStorage {
                         move || {
                             let conn = schema::connect(&path, &options, true)?;
                             schema::apply_pragmas(&conn, &options)?;
+                            ops::warm(&conn)?;
                             Ok(conn)
                         },
                         move |conn| threads::reader_loop(conn, &jobs),
