@@ -72,7 +72,9 @@ pub(crate) struct Stored {
 /// `recent`.
 pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stored> {
     // The epochs from the newest down, stopping at the first that holds a
-    // row of the actor: an actor that appends lately is found at once.
+    // row of the actor (epochs never go down from one commit to the next,
+    // so it holds the actor's last row): an actor that appends lately is
+    // found at once.
     let (listed, recent): (Option<i64>, Option<i64>) = conn
         .prepare_cached(
             "WITH RECURSIVE epochs(epoch) AS (
@@ -257,7 +259,10 @@ impl RawPage {
 /// In `recent`, an actor's rows lie in sequence order by rowid too (a new
 /// row's rowid is above every row's in the table, and an actor's rows are
 /// inserted in sequence order), so its rows are found through the index
-/// and read by rowid, in order: nothing but rowids is sorted.
+/// and read by rowid, in order: nothing but rowids is sorted. Epochs never
+/// go down from one commit to the next, so the epochs to look in run from
+/// the newest down to the first that holds a row of the actor at or before
+/// `from`: a replay of the last entries (a recovery) looks in one or two.
 pub(crate) fn replay_range(
     conn: &Connection,
     actor_id: &str,
@@ -285,13 +290,23 @@ pub(crate) fn replay_range(
     )?;
     if page.len() < max {
         let recent = conn
-            .prepare_cached(with_epochs!(
-                "SELECT sequence, entry FROM recent WHERE rowid IN (
-                     SELECT r.rowid FROM epochs CROSS JOIN recent AS r
-                     WHERE r.epoch = epochs.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
+            .prepare_cached(
+                "WITH RECURSIVE down(epoch) AS (
+                     SELECT max(epoch) FROM recent
+                     UNION ALL
+                     SELECT epoch - 1 FROM down
+                     WHERE epoch > (SELECT min(epoch) FROM recent)
+                       AND NOT EXISTS (
+                           SELECT 1 FROM recent AS r
+                           WHERE r.epoch = down.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
+                             AND r.sequence <= ?2)
+                 )
+                 SELECT sequence, entry FROM recent WHERE rowid IN (
+                     SELECT r.rowid FROM down CROSS JOIN recent AS r
+                     WHERE r.epoch = down.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
                        AND r.sequence BETWEEN ?2 AND ?3)
-                 ORDER BY rowid LIMIT ?4"
-            ))
+                 ORDER BY rowid LIMIT ?4",
+            )
             .map_err(sql)?;
         let params = params![
             actor_id,
@@ -349,6 +364,12 @@ pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalRes
         .map_err(sql)?;
     delete_recent(conn, actor_id, seq(to)).map_err(sql)?;
     Ok(())
+}
+
+/// The newest epoch in `recent`, if any row waits.
+pub(crate) fn newest_epoch(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT max(epoch) FROM recent")?
+        .query_row([], |r| r.get(0))
 }
 
 /// What waits in `recent`, as the writer counts it.

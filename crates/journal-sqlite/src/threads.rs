@@ -294,18 +294,22 @@ impl HighestCache {
     }
 
     /// Forgets everything if another connection committed since the last
-    /// call. Runs inside the write transaction, so nobody else can write
+    /// call, and returns the epoch this transaction's rows go in: `epoch`,
+    /// or the newest in the table if another connection wrote a newer one
+    /// (epochs never go down from one commit to the next, which lookups rely
+    /// on). Runs inside the write transaction, so nobody else can write
     /// until it ends.
-    fn revalidate(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+    fn revalidate(&mut self, conn: &Connection, epoch: i64) -> rusqlite::Result<i64> {
         let version: i64 = conn
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
-        if self.data_version != Some(version) {
-            self.others_wrote |= self.data_version.is_some();
-            self.known.clear();
-            self.data_version = Some(version);
+        if self.data_version == Some(version) {
+            return Ok(epoch);
         }
-        Ok(())
+        self.others_wrote |= self.data_version.is_some();
+        self.known.clear();
+        self.data_version = Some(version);
+        Ok(ops::newest_epoch(conn)?.map_or(epoch, |newest| newest.max(epoch)))
     }
 
     fn get(&self, conn: &Connection, actor_id: &str) -> rusqlite::Result<ops::Stored> {
@@ -426,7 +430,7 @@ fn commit_appends(
     }
     let mut added = Waiting::default();
     let written = (|| -> rusqlite::Result<()> {
-        cache.revalidate(conn)?;
+        let epoch = cache.revalidate(conn, epoch)?;
         for job in &mut jobs {
             let stored = cache.get(conn, &job.actor_id)?;
             let highest = stored.highest;
@@ -492,6 +496,11 @@ fn commit_group(
             }
             return added;
         }
+        let epoch = cache.revalidate(conn, epoch).unwrap_or_else(|_| {
+            // The jobs' own statements will fail the same way.
+            cache.clear();
+            epoch
+        });
         // A job alone in its transaction needs no savepoint: if it fails,
         // the whole transaction is rolled back.
         let alone = pending.len() == 1;

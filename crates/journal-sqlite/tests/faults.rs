@@ -636,3 +636,41 @@ async fn replays_see_one_snapshot_while_entries_move() {
         150
     );
 }
+
+#[tokio::test]
+async fn a_second_process_appends_after_the_newest_epoch() {
+    // Two journals on one file stand for two processes. `b` opened when
+    // the file was empty; `a` then filled three epochs. `b`'s append must
+    // land in an epoch no older than `a`'s newest, or lookups that walk the
+    // epochs from the newest down would miss it.
+    use journal_sqlite::EPOCH_ROWS;
+    let path = tmp("two-writers-epochs");
+    let a = SqliteJournalStorage::new(&path).await.expect("open a");
+    let b = SqliteJournalStorage::new(&path).await.expect("open b");
+    let mut written = Vec::new();
+    for n in 0..3 {
+        let batch: Vec<_> = (1..=EPOCH_ROWS)
+            .map(|i| entry("x", n * EPOCH_ROWS + i, 8))
+            .collect();
+        a.append_batch(&batch).await.expect("a appends");
+        written.extend(batch);
+    }
+    let next = 3 * EPOCH_ROWS + 1;
+    let from_b = JournalEntry::new(
+        "x",
+        next,
+        Entry::message_received("from-b", "T", vec![2; 8]),
+    );
+    b.append_entry(&from_b).await.expect("b appends");
+    written.push(from_b);
+    assert_eq!(a.highest_sequence("x").await.expect("highest"), next);
+    match a.append_entry(&entry("x", next, 8)).await {
+        Err(JournalError::SequenceConflict { .. }) => {}
+        other => panic!("expected a sequence conflict, got {other:?}"),
+    }
+    assert_eq!(a.replay_from("x", 1).await.expect("replay"), written);
+    assert_eq!(
+        a.replay_range("x", next, next, 5).await.expect("tail"),
+        written[written.len() - 1..].to_vec()
+    );
+}
