@@ -226,6 +226,25 @@ impl RawPage {
         self.rows.len()
     }
 
+    /// Whether the rows from `index` on have rising sequences, each above
+    /// the row before `index`.
+    fn ascending_from(&self, index: usize) -> bool {
+        let start = index.saturating_sub(1);
+        self.rows
+            .get(start..)
+            .is_none_or(|rows| rows.windows(2).all(|w| w[0].0 < w[1].0))
+    }
+
+    /// Drops the rows from `index` on.
+    fn truncate(&mut self, index: usize) {
+        if let Some(&(_, end)) = index.checked_sub(1).and_then(|i| self.rows.get(i)) {
+            self.buffer.truncate(end);
+        } else {
+            self.buffer.clear();
+        }
+        self.rows.truncate(index);
+    }
+
     /// Sequence of the last row.
     pub(crate) fn last_sequence(&self) -> Option<u64> {
         self.rows.last().map(|&(s, _)| unseq(s))
@@ -256,13 +275,7 @@ impl RawPage {
 /// is looked at only once `entries` has run out. The caller runs this in
 /// one read transaction, so both see the same snapshot.
 ///
-/// In `recent`, an actor's rows lie in sequence order by rowid too (a new
-/// row's rowid is above every row's in the table, and an actor's rows are
-/// inserted in sequence order), so its rows are found through the index
-/// and read by rowid, in order: nothing but rowids is sorted. Epochs never
-/// go down from one commit to the next, so the epochs to look in run from
-/// the newest down to the first that holds a row of the actor at or before
-/// `from`: a replay of the last entries (a recovery) looks in one or two.
+/// In `recent`, see [`RECENT_IN_EPOCH_ORDER`].
 pub(crate) fn replay_range(
     conn: &Connection,
     actor_id: &str,
@@ -289,25 +302,6 @@ pub(crate) fn replay_range(
         &mut page,
     )?;
     if page.len() < max {
-        let recent = conn
-            .prepare_cached(
-                "WITH RECURSIVE down(epoch) AS (
-                     SELECT max(epoch) FROM recent
-                     UNION ALL
-                     SELECT epoch - 1 FROM down
-                     WHERE epoch > (SELECT min(epoch) FROM recent)
-                       AND NOT EXISTS (
-                           SELECT 1 FROM recent AS r
-                           WHERE r.epoch = down.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
-                             AND r.sequence <= ?2)
-                 )
-                 SELECT sequence, entry FROM recent WHERE rowid IN (
-                     SELECT r.rowid FROM down CROSS JOIN recent AS r
-                     WHERE r.epoch = down.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
-                       AND r.sequence BETWEEN ?2 AND ?3)
-                 ORDER BY rowid LIMIT ?4",
-            )
-            .map_err(sql)?;
         let params = params![
             actor_id,
             seq(from),
@@ -315,10 +309,56 @@ pub(crate) fn replay_range(
             limit(&page),
             actor_key(actor_id)
         ];
-        read_rows(recent, params, &mut page)?;
+        let before = page.len();
+        let walk = conn.prepare_cached(RECENT_IN_EPOCH_ORDER).map_err(sql)?;
+        read_rows(walk, params, &mut page)?;
+        if !page.ascending_from(before) {
+            // Never seen: SQLite returned the walk's rows out of loop
+            // order. Read them again, sorted.
+            page.truncate(before);
+            let sorted = conn.prepare_cached(RECENT_SORTED).map_err(sql)?;
+            read_rows(sorted, params, &mut page)?;
+        }
     }
     Ok(page)
 }
+
+/// An actor's rows in `recent` with `?2 <= sequence <= ?3`, at most `?4`,
+/// in sequence order without a sort. Epochs never go down from one commit to
+/// the next, so an actor's rows in an older epoch all come before those in
+/// a newer one. `down` walks from the newest epoch to the first holding a
+/// row of the actor at or before `?2` (a recovery's tail: one or two), `up`
+/// walks back from there, and for each epoch the index yields the rows in
+/// sequence order; `LIMIT` ends the walk once the page is full. Without an
+/// `ORDER BY`, the order is the nested loop's, which the caller checks.
+const RECENT_IN_EPOCH_ORDER: &str = "WITH RECURSIVE
+     down(epoch) AS (
+         SELECT max(epoch) FROM recent
+         UNION ALL
+         SELECT epoch - 1 FROM down
+         WHERE epoch > (SELECT min(epoch) FROM recent)
+           AND NOT EXISTS (
+               SELECT 1 FROM recent AS r
+               WHERE r.epoch = down.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
+                 AND r.sequence <= ?2)
+     ),
+     up(epoch) AS (
+         SELECT min(epoch) FROM down
+         UNION ALL
+         SELECT epoch + 1 FROM up WHERE epoch < (SELECT max(epoch) FROM recent)
+     )
+ SELECT r.sequence, r.entry FROM up CROSS JOIN recent AS r
+ WHERE r.epoch = up.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
+   AND r.sequence BETWEEN ?2 AND ?3
+ LIMIT ?4";
+
+/// [`RECENT_IN_EPOCH_ORDER`]'s rows, sorted by SQLite.
+const RECENT_SORTED: &str = with_epochs!(
+    "SELECT r.sequence, r.entry FROM epochs CROSS JOIN recent AS r
+     WHERE r.epoch = epochs.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
+       AND r.sequence BETWEEN ?2 AND ?3
+     ORDER BY r.sequence LIMIT ?4"
+);
 
 /// Appends the `(sequence, entry)` rows of `stmt` to `page`.
 fn read_rows(
@@ -586,7 +626,26 @@ pub(crate) fn stats(conn: &Connection) -> JournalResult<JournalStats> {
 
 #[cfg(test)]
 mod tests {
-    use super::actor_key;
+    use super::{actor_key, RawPage};
+
+    #[test]
+    fn a_page_checks_and_drops_its_last_rows() {
+        let mut page = RawPage::default();
+        for (sequence, bytes) in [(4, &b"ab"[..]), (5, b"c"), (9, b"def"), (7, b"g")] {
+            page.buffer.extend_from_slice(bytes);
+            page.rows.push((sequence, page.buffer.len()));
+        }
+        // 9 then 7: a page read from index 0, 1 or 3 on is out of order;
+        // from index 4 on it has no new rows.
+        assert!(!page.ascending_from(0) && !page.ascending_from(1) && !page.ascending_from(3));
+        assert!(page.ascending_from(4));
+        page.truncate(3);
+        assert!(page.ascending_from(0));
+        assert_eq!((page.len(), page.buffer.as_slice()), (3, &b"abcdef"[..]));
+        page.truncate(0);
+        assert_eq!((page.len(), page.buffer.len()), (0, 0));
+        assert!(page.ascending_from(0));
+    }
 
     #[test]
     fn actor_key_is_the_documented_hash() {
