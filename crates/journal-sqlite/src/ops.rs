@@ -412,6 +412,17 @@ pub(crate) fn newest_epoch(conn: &Connection) -> rusqlite::Result<Option<i64>> {
         .query_row([], |r| r.get(0))
 }
 
+/// The oldest and the newest epoch in `recent`, if any row waits (each
+/// read from one end of the index).
+pub(crate) fn epoch_bounds(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+    conn.prepare_cached("SELECT (SELECT min(epoch) FROM recent), (SELECT max(epoch) FROM recent)")?
+        .query_row([], |r| {
+            let oldest: Option<i64> = r.get(0)?;
+            let newest: Option<i64> = r.get(1)?;
+            Ok(oldest.zip(newest))
+        })
+}
+
 /// What waits in `recent`, as the writer counts it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct InRecent {

@@ -93,6 +93,19 @@ impl Recent {
         }
     }
 
+    /// After another connection committed: the next rows go in a new epoch
+    /// after its newest, and the epochs waiting are counted again (two
+    /// lookups in the index; the rows and bytes stay estimates).
+    fn after_others(&mut self, conn: &Connection) {
+        if let Ok(Some((oldest, newest))) = ops::epoch_bounds(conn) {
+            self.epoch = self.epoch.max(newest.saturating_add(1));
+            self.epoch_rows = 0;
+            self.epochs = u64::try_from(self.epoch.saturating_sub(oldest))
+                .unwrap_or(u64::MAX)
+                .saturating_add(1);
+        }
+    }
+
     /// The epoch of the next commit's rows: a new one if the last is full.
     fn next_epoch(&mut self) -> i64 {
         if self.epoch_rows >= EPOCH_ROWS {
@@ -280,7 +293,8 @@ impl Work {
 struct HighestCache {
     known: HashMap<String, u64>,
     data_version: Option<i64>,
-    /// Another connection wrote since the writer last read `recent`.
+    /// Another connection wrote since the writer last counted epochs, or
+    /// holds a newer epoch than the writer's.
     others_wrote: bool,
 }
 
@@ -306,10 +320,13 @@ impl HighestCache {
         if self.data_version == Some(version) {
             return Ok(epoch);
         }
-        self.others_wrote |= self.data_version.is_some();
         self.known.clear();
-        self.data_version = Some(version);
-        Ok(ops::newest_epoch(conn)?.map_or(epoch, |newest| newest.max(epoch)))
+        let known_version = self.data_version.replace(version);
+        let newest = ops::newest_epoch(conn)?.map_or(epoch, |newest| newest.max(epoch));
+        // The writer's own count of epochs must catch up too, after this
+        // group (or the next commit would go back to its old epoch).
+        self.others_wrote |= known_version.is_some() || newest != epoch;
+        Ok(newest)
     }
 
     fn get(&self, conn: &Connection, actor_id: &str) -> rusqlite::Result<ops::Stored> {
@@ -381,7 +398,7 @@ pub(crate) fn writer_loop(
             }
         }
         if std::mem::take(&mut cache.others_wrote) {
-            recent = Recent::read(conn, recent);
+            recent.after_others(conn);
         }
         if recent.due(options) {
             recent = compact(conn, recent);

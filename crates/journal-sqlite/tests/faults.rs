@@ -663,6 +663,12 @@ async fn a_second_process_appends_after_the_newest_epoch() {
     );
     b.append_entry(&from_b).await.expect("b appends");
     written.push(from_b);
+    // `b`'s next commit sees no new commit of `a`: it must still not go
+    // back to its old epoch.
+    let next = next + 1;
+    let again = JournalEntry::new("x", next, Entry::message_received("again", "T", vec![3; 8]));
+    b.append_entry(&again).await.expect("b appends again");
+    written.push(again);
     assert_eq!(a.highest_sequence("x").await.expect("highest"), next);
     match a.append_entry(&entry("x", next, 8)).await {
         Err(JournalError::SequenceConflict { .. }) => {}
