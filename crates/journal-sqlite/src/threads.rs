@@ -65,8 +65,8 @@ struct Recent {
 }
 
 impl Recent {
-    /// Reads the table (after opening, after another process wrote, and
-    /// before closing); `known` if that fails.
+    /// Reads the table (after opening, and before closing); `known` if that
+    /// fails.
     fn read(conn: &Connection, known: Recent) -> Recent {
         let Ok(found) = ops::in_recent(conn) else {
             return known;
@@ -364,8 +364,9 @@ pub(crate) fn writer_loop(
 ) {
     let mut cache = HighestCache::default();
     // What waits in `recent`: read from the file, then counted up by each
-    // commit (an estimate: truncations remove rows; it only decides when to
-    // move them), and read again when another process has written.
+    // commit (an estimate: truncations remove rows, other processes add
+    // some; it only decides when to move them). The epochs are read again
+    // when another process has written.
     let start = Recent {
         waiting: Waiting::default(),
         epoch: 1,
