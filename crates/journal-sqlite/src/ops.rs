@@ -25,10 +25,10 @@ fn unseq(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// The key `recent` is indexed by: FNV-1a (32 bits) of the actor id's
+/// The key `recent_entries` is indexed by: FNV-1a (32 bits) of the actor id's
 /// UTF-8 bytes, shifted right by one so that SQLite stores it in 4 bytes.
 /// It is part of the file format: changing it needs a schema version.
-/// Different actors may share a key, so every query on `recent` also
+/// Different actors may share a key, so every query on `recent_entries` also
 /// compares `actor_id`.
 pub(crate) fn actor_key(actor_id: &str) -> i64 {
     let hash = actor_id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
@@ -37,20 +37,20 @@ pub(crate) fn actor_key(actor_id: &str) -> i64 {
     i64::from(hash >> 1)
 }
 
-/// The start of every statement that finds one actor's rows in `recent`:
+/// The start of every statement that finds one actor's rows in `recent_entries`:
 /// `epochs` lists each epoch from the oldest in the table to the newest, so
-/// that `FROM epochs CROSS JOIN recent AS r WHERE r.epoch = epochs.epoch AND
+/// that `FROM epochs CROSS JOIN recent_entries AS r WHERE r.epoch = epochs.epoch AND
 /// r.actor_key = ? AND r.actor_id = ?` seeks the index once per epoch
 /// instead of reading the whole table. Epochs are few (the writer moves
-/// `recent` into `entries` at [`crate::MAX_EPOCHS`]), and the
+/// `recent_entries` into `entries` at [`crate::MAX_EPOCHS`]), and the
 /// oldest and newest are found in the index.
 macro_rules! with_epochs {
     ($($sql:literal)+) => {
         concat!(
             "WITH RECURSIVE epochs(epoch) AS (
-                 SELECT min(epoch) FROM recent
+                 SELECT min(epoch) FROM recent_entries
                  UNION ALL
-                 SELECT epoch + 1 FROM epochs WHERE epoch < (SELECT max(epoch) FROM recent)
+                 SELECT epoch + 1 FROM epochs WHERE epoch < (SELECT max(epoch) FROM recent_entries)
              ) ",
             $($sql),+
         )
@@ -68,8 +68,8 @@ pub(crate) struct Stored {
 
 /// An actor's highest sequence: the larger of its row in `actors` (which
 /// is written when the actor first appends, and brought up to date when
-/// its entries move out of `recent` or are truncated) and its last row in
-/// `recent`.
+/// its entries move out of `recent_entries` or are truncated) and its last row in
+/// `recent_entries`.
 pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stored> {
     // The epochs from the newest down, stopping at the first that holds a
     // row of the actor (epochs never go down from one commit to the next,
@@ -78,12 +78,12 @@ pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stor
     let (listed, recent): (Option<i64>, Option<i64>) = conn
         .prepare_cached(
             "WITH RECURSIVE epochs(epoch) AS (
-                 SELECT max(epoch) FROM recent
+                 SELECT max(epoch) FROM recent_entries
                  UNION ALL
-                 SELECT epoch - 1 FROM epochs WHERE epoch > (SELECT min(epoch) FROM recent)
+                 SELECT epoch - 1 FROM epochs WHERE epoch > (SELECT min(epoch) FROM recent_entries)
              )
              SELECT (SELECT highest FROM actors WHERE actor_id = ?1),
-                    (SELECT (SELECT r.sequence FROM recent AS r
+                    (SELECT (SELECT r.sequence FROM recent_entries AS r
                              WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1
                              ORDER BY r.sequence DESC LIMIT 1) AS last
                      FROM epochs WHERE last IS NOT NULL LIMIT 1)",
@@ -98,7 +98,7 @@ pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stor
 }
 
 /// Prepares (and caches) the statements a connection runs most, by running
-/// them once for no actor: the lookups in `recent` take SQLite a few hundred
+/// them once for no actor: the lookups in `recent_entries` take SQLite a few hundred
 /// microseconds to compile, which the first recovery would otherwise pay.
 pub(crate) fn warm(conn: &Connection) -> JournalResult<()> {
     stored(conn, "").map_err(sql)?;
@@ -110,7 +110,7 @@ pub(crate) fn highest(conn: &Connection, actor_id: &str) -> JournalResult<u64> {
 }
 
 /// Appends a validated batch of one actor (contract rules 1, 2, 5) to
-/// `recent`, in `epoch`; `Ok(false)` when the rows were already stored (a
+/// `recent_entries`, in `epoch`; `Ok(false)` when the rows were already stored (a
 /// retry).
 pub(crate) fn append(
     conn: &Connection,
@@ -145,7 +145,7 @@ pub(crate) fn append_checked(
     match AppendCheck::of(first.sequence, highest) {
         AppendCheck::Write => {
             let mut insert = conn.prepare_cached(
-                "INSERT INTO recent (epoch, actor_key, actor_id, sequence, entry_id, entry)
+                "INSERT INTO recent_entries (epoch, actor_key, actor_id, sequence, entry_id, entry)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let key = actor_key(actor_id);
@@ -172,7 +172,7 @@ pub(crate) fn append_checked(
             let mut stmt = conn.prepare_cached(with_epochs!(
                 "SELECT sequence, entry_id FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
                  UNION ALL
-                 SELECT r.sequence, r.entry_id FROM epochs CROSS JOIN recent AS r
+                 SELECT r.sequence, r.entry_id FROM epochs CROSS JOIN recent_entries AS r
                  WHERE r.epoch = epochs.epoch AND r.actor_key = ?4 AND r.actor_id = ?1
                    AND r.sequence BETWEEN ?2 AND ?3
                  ORDER BY 1"
@@ -271,11 +271,11 @@ impl RawPage {
 
 /// Reads at most `max` rows with `from <= sequence <= to` into `page`
 /// (emptied first, its buffers reused). The rows in `entries` come first:
-/// each actor's rows in `recent` follow all of its rows there, so `recent`
+/// each actor's rows in `recent_entries` follow all of its rows there, so `recent_entries`
 /// is looked at only once `entries` has run out. The caller runs this in
 /// one read transaction, so both see the same snapshot.
 ///
-/// In `recent`, see [`RECENT_IN_EPOCH_ORDER`].
+/// In `recent_entries`, see [`RECENT_IN_EPOCH_ORDER`].
 pub(crate) fn replay_range(
     conn: &Connection,
     actor_id: &str,
@@ -323,7 +323,7 @@ pub(crate) fn replay_range(
     Ok(page)
 }
 
-/// An actor's rows in `recent` with `?2 <= sequence <= ?3`, at most `?4`,
+/// An actor's rows in `recent_entries` with `?2 <= sequence <= ?3`, at most `?4`,
 /// in sequence order without a sort. Epochs never go down from one commit to
 /// the next, so an actor's rows in an older epoch all come before those in
 /// a newer one. `down` walks from the newest epoch to the first holding a
@@ -333,28 +333,28 @@ pub(crate) fn replay_range(
 /// `ORDER BY`, the order is the nested loop's, which the caller checks.
 const RECENT_IN_EPOCH_ORDER: &str = "WITH RECURSIVE
      down(epoch) AS (
-         SELECT max(epoch) FROM recent
+         SELECT max(epoch) FROM recent_entries
          UNION ALL
          SELECT epoch - 1 FROM down
-         WHERE epoch > (SELECT min(epoch) FROM recent)
+         WHERE epoch > (SELECT min(epoch) FROM recent_entries)
            AND NOT EXISTS (
-               SELECT 1 FROM recent AS r
+               SELECT 1 FROM recent_entries AS r
                WHERE r.epoch = down.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
                  AND r.sequence <= ?2)
      ),
      up(epoch) AS (
          SELECT min(epoch) FROM down
          UNION ALL
-         SELECT epoch + 1 FROM up WHERE epoch < (SELECT max(epoch) FROM recent)
+         SELECT epoch + 1 FROM up WHERE epoch < (SELECT max(epoch) FROM recent_entries)
      )
- SELECT r.sequence, r.entry FROM up CROSS JOIN recent AS r
+ SELECT r.sequence, r.entry FROM up CROSS JOIN recent_entries AS r
  WHERE r.epoch = up.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
    AND r.sequence BETWEEN ?2 AND ?3
  LIMIT ?4";
 
 /// [`RECENT_IN_EPOCH_ORDER`]'s rows, sorted by SQLite.
 const RECENT_SORTED: &str = with_epochs!(
-    "SELECT r.sequence, r.entry FROM epochs CROSS JOIN recent AS r
+    "SELECT r.sequence, r.entry FROM epochs CROSS JOIN recent_entries AS r
      WHERE r.epoch = epochs.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
        AND r.sequence BETWEEN ?2 AND ?3
      ORDER BY r.sequence LIMIT ?4"
@@ -380,11 +380,11 @@ fn read_rows(
     Ok(())
 }
 
-/// Deletes the actor's rows in `recent` with `sequence <= to`.
+/// Deletes the actor's rows in `recent_entries` with `sequence <= to`.
 fn delete_recent(conn: &Connection, actor_id: &str, to: i64) -> rusqlite::Result<usize> {
     conn.prepare_cached(with_epochs!(
-        "DELETE FROM recent WHERE rowid IN (
-             SELECT r.rowid FROM epochs CROSS JOIN recent AS r
+        "DELETE FROM recent_entries WHERE rowid IN (
+             SELECT r.rowid FROM epochs CROSS JOIN recent_entries AS r
              WHERE r.epoch = epochs.epoch AND r.actor_key = ?3 AND r.actor_id = ?1
                AND r.sequence <= ?2)"
     ))?
@@ -392,7 +392,7 @@ fn delete_recent(conn: &Connection, actor_id: &str, to: i64) -> rusqlite::Result
 }
 
 /// Deletes entries up to `to`; the actor's highest sequence stays (it is
-/// first brought up to date in `actors`, since the rows in `recent` that
+/// first brought up to date in `actors`, since the rows in `recent_entries` that
 /// held it may go).
 pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalResult<()> {
     let highest = highest(conn, actor_id)?;
@@ -406,24 +406,26 @@ pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalRes
     Ok(())
 }
 
-/// The newest epoch in `recent`, if any row waits.
+/// The newest epoch in `recent_entries`, if any row waits.
 pub(crate) fn newest_epoch(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT max(epoch) FROM recent")?
+    conn.prepare_cached("SELECT max(epoch) FROM recent_entries")?
         .query_row([], |r| r.get(0))
 }
 
-/// The oldest and the newest epoch in `recent`, if any row waits (each
+/// The oldest and the newest epoch in `recent_entries`, if any row waits (each
 /// read from one end of the index).
 pub(crate) fn epoch_bounds(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
-    conn.prepare_cached("SELECT (SELECT min(epoch) FROM recent), (SELECT max(epoch) FROM recent)")?
-        .query_row([], |r| {
-            let oldest: Option<i64> = r.get(0)?;
-            let newest: Option<i64> = r.get(1)?;
-            Ok(oldest.zip(newest))
-        })
+    conn.prepare_cached(
+        "SELECT (SELECT min(epoch) FROM recent_entries), (SELECT max(epoch) FROM recent_entries)",
+    )?
+    .query_row([], |r| {
+        let oldest: Option<i64> = r.get(0)?;
+        let newest: Option<i64> = r.get(1)?;
+        Ok(oldest.zip(newest))
+    })
 }
 
-/// What waits in `recent`, as the writer counts it.
+/// What waits in `recent_entries`, as the writer counts it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct InRecent {
     /// Rows (an estimate: rowids count up from 1 after each move, and a
@@ -438,7 +440,7 @@ pub(crate) struct InRecent {
 pub(crate) fn in_recent(conn: &Connection) -> rusqlite::Result<InRecent> {
     conn.prepare_cached(
         "SELECT ifnull(max(rowid), 0), ifnull(sum(length(entry)), 0), min(epoch), max(epoch)
-         FROM recent",
+         FROM recent_entries",
     )?
     .query_row([], |r| {
         let oldest: Option<i64> = r.get(2)?;
@@ -451,16 +453,16 @@ pub(crate) fn in_recent(conn: &Connection) -> rusqlite::Result<InRecent> {
     })
 }
 
-/// Moves every row of `recent` into `entries`, in key order, in one
+/// Moves every row of `recent_entries` into `entries`, in key order, in one
 /// transaction, and brings each actor's row in `actors` up to date.
 ///
-/// Appends insert into `recent`, whose rows and index entries both go at
+/// Appends insert into `recent_entries`, whose rows and index entries both go at
 /// the end of their trees (the index is by epoch first, and each commit's
 /// rows are in the newest epoch), so a commit of appends to hundreds of
 /// actors writes only the pages its rows fill. Inserting straight into
 /// `entries` would write one index page per actor per commit. Here each
 /// actor's pages are written once per move, for all its rows since the last
-/// one. For each actor every row in `recent` has a higher sequence than
+/// one. For each actor every row in `recent_entries` has a higher sequence than
 /// every row in `entries` (appends only go to `highest + 1`, and this moves
 /// all rows at once), and reads see both tables in one snapshot.
 pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<()> {
@@ -468,19 +470,19 @@ pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<()> {
     let moved = conn
         .prepare_cached(
             "INSERT INTO entries (actor_id, sequence, entry_id, entry)
-             SELECT actor_id, sequence, entry_id, entry FROM recent ORDER BY actor_id, sequence",
+             SELECT actor_id, sequence, entry_id, entry FROM recent_entries ORDER BY actor_id, sequence",
         )
         .and_then(|mut s| s.execute([]))
         .and_then(|_| {
             conn.prepare_cached(
                 "INSERT INTO actors (actor_id, highest)
-                 SELECT actor_id, max(sequence) FROM recent WHERE true GROUP BY actor_id
+                 SELECT actor_id, max(sequence) FROM recent_entries WHERE true GROUP BY actor_id
                  ON CONFLICT (actor_id) DO UPDATE SET highest = excluded.highest
                  WHERE excluded.highest > highest",
             )?
             .execute([])
         })
-        .and_then(|_| conn.prepare_cached("DELETE FROM recent")?.execute([]));
+        .and_then(|_| conn.prepare_cached("DELETE FROM recent_entries")?.execute([]));
     match moved {
         Ok(_) => conn.execute_batch("COMMIT"),
         Err(e) => {
@@ -609,7 +611,7 @@ pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<
         entries: count(
             with_epochs!(
                 "SELECT (SELECT count(*) FROM entries WHERE actor_id = ?1)
-                      + (SELECT count(*) FROM epochs CROSS JOIN recent AS r
+                      + (SELECT count(*) FROM epochs CROSS JOIN recent_entries AS r
                          WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1)"
             ),
             params![actor_id, actor_key(actor_id)],
@@ -623,7 +625,7 @@ pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<
 
 pub(crate) fn stats(conn: &Connection) -> JournalResult<JournalStats> {
     conn.query_row(
-        "SELECT (SELECT count(*) FROM actors), (SELECT count(*) FROM entries) + (SELECT count(*) FROM recent), (SELECT count(*) FROM checkpoints)",
+        "SELECT (SELECT count(*) FROM actors), (SELECT count(*) FROM entries) + (SELECT count(*) FROM recent_entries), (SELECT count(*) FROM checkpoints)",
         [],
         |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
     )

@@ -46,10 +46,10 @@ pub struct SqliteOptions {
     /// Largest database size in pages, if limited (`PRAGMA max_page_count`):
     /// beyond it writes fail as on a full disk.
     pub max_page_count: Option<u32>,
-    /// Appended entries gathered in the write-optimised `recent` table
+    /// Appended entries gathered in the write-optimised `recent_entries` table
     /// before the writer moves them into `entries` in one transaction
     /// (default: 16,384; see the crate docs, "Schema"). Larger values make
-    /// that move rarer and cheaper per entry, but make lookups in `recent`
+    /// that move rarer and cheaper per entry, but make lookups in `recent_entries`
     /// (a replay's last page, a highest sequence) seek more epochs. The
     /// move also happens once 4 MiB of entries wait, or 256 epochs,
     /// whatever this says.

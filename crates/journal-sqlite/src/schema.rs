@@ -61,7 +61,9 @@ const MIGRATIONS: &[&str] = &[
          entry     BLOB NOT NULL
      );
      CREATE INDEX recent_by_actor_key ON recent (actor_key, sequence);",
-    // Version 4: `recent` is indexed by (epoch, actor_key, sequence), the
+    // Version 4: `recent`, renamed `recent_entries` (so that a version 3
+    // build still running on the file fails instead of moving rows without
+    // updating the actors' rows), is indexed by (epoch, actor_key, sequence), the
     // epoch being a number the writer raises every 128 rows or so: a
     // commit's index entries then go at the end of the index, next to each
     // other, instead of one index page per actor. A lookup seeks once per
@@ -69,12 +71,12 @@ const MIGRATIONS: &[&str] = &[
     // in `actors` (a scattered page per actor per commit): it is written on
     // the actor's first append and brought up to date when entries move to
     // `entries` or are truncated, so the highest sequence is the larger of
-    // the row's and the actor's last row in `recent`. Version 3 kept the
-    // rows exact, so the waiting rows just move first.
+    // the row's and the actor's last row in `recent_entries`. Version 3
+    // kept the rows exact, so the waiting rows just move first.
     "INSERT INTO entries (actor_id, sequence, entry_id, entry)
          SELECT actor_id, sequence, entry_id, entry FROM recent ORDER BY actor_id, sequence;
      DROP TABLE recent;
-     CREATE TABLE recent (
+     CREATE TABLE recent_entries (
          epoch     INTEGER NOT NULL,
          actor_key INTEGER NOT NULL,
          actor_id  TEXT NOT NULL,
@@ -82,7 +84,7 @@ const MIGRATIONS: &[&str] = &[
          entry_id  TEXT NOT NULL,
          entry     BLOB NOT NULL
      );
-     CREATE INDEX recent_by_epoch ON recent (epoch, actor_key, sequence);",
+     CREATE INDEX recent_by_epoch ON recent_entries (epoch, actor_key, sequence);",
 ];
 
 fn invalid(path: &Path, why: &str) -> JournalError {

@@ -18,11 +18,11 @@ use crate::ops;
 /// transaction, and learns after `COMMIT` whether it is durable.
 pub(crate) trait WriterJob: Send {
     /// Runs the job; `false` when it failed (its savepoint is rolled back).
-    /// Rows it adds to `recent` go in `epoch`.
+    /// Rows it adds to `recent_entries` go in `epoch`.
     fn run(&mut self, conn: &Connection, epoch: i64) -> bool;
     /// Reports the outcome: the job's own, or the commit's failure.
     fn complete(self: Box<Self>, commit: Result<(), Failure>);
-    /// What the job added to `recent`, once it has run: the actor, its new
+    /// What the job added to `recent_entries`, once it has run: the actor, its new
     /// highest sequence, and the rows.
     fn appended(&self) -> Option<(&str, u64, Waiting)> {
         None
@@ -34,25 +34,25 @@ pub(crate) trait WriterJob: Send {
     }
 }
 
-/// Rows and entry bytes waiting in `recent` to be moved into `entries`.
+/// Rows and entry bytes waiting in `recent_entries` to be moved into `entries`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Waiting {
     rows: u64,
     bytes: u64,
 }
 
-/// Rows an epoch of `recent` takes before the next commit starts a new one.
+/// Rows an epoch of `recent_entries` takes before the next commit starts a new one.
 /// Under load every commit starts one (a group is larger), so a commit's
 /// index entries go after all others; a lone writer's commits share one, and
 /// its index entries still fall in the last page or two of the index.
 pub const EPOCH_ROWS: u64 = 128;
 
-/// Epochs at which the writer moves `recent` into `entries`, whatever
-/// `compact_after` says: a lookup in `recent` seeks the index once per
+/// Epochs at which the writer moves `recent_entries` into `entries`, whatever
+/// `compact_after` says: a lookup in `recent_entries` seeks the index once per
 /// epoch.
 pub const MAX_EPOCHS: u64 = 256;
 
-/// What the writer knows of `recent`: what waits there, and the epoch its
+/// What the writer knows of `recent_entries`: what waits there, and the epoch its
 /// next rows go in.
 #[derive(Debug, Clone, Copy)]
 struct Recent {
@@ -96,13 +96,19 @@ impl Recent {
     /// After another connection committed: the next rows go in a new epoch
     /// after its newest, and the epochs waiting are counted again (two
     /// lookups in the index; the rows and bytes stay estimates).
-    fn after_others(&mut self, conn: &Connection) {
-        if let Ok(Some((oldest, newest))) = ops::epoch_bounds(conn) {
-            self.epoch = self.epoch.max(newest.saturating_add(1));
-            self.epoch_rows = 0;
-            self.epochs = u64::try_from(self.epoch.saturating_sub(oldest))
-                .unwrap_or(u64::MAX)
-                .saturating_add(1);
+    /// `false` if the table could not be read.
+    fn after_others(&mut self, conn: &Connection) -> bool {
+        match ops::epoch_bounds(conn) {
+            Ok(Some((oldest, newest))) => {
+                self.epoch = self.epoch.max(newest.saturating_add(1));
+                self.epoch_rows = 0;
+                self.epochs = u64::try_from(self.epoch.saturating_sub(oldest))
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1);
+                true
+            }
+            Ok(None) => true,
+            Err(_) => false,
         }
     }
 
@@ -136,7 +142,7 @@ impl Recent {
     }
 }
 
-/// Entry bytes in `recent` at which the writer moves them, whatever
+/// Entry bytes in `recent_entries` at which the writer moves them, whatever
 /// `compact_after` says: large entries gain nothing from waiting there, and
 /// one move stays one bounded transaction.
 pub(crate) const COMPACT_BYTES: u64 = 4 << 20;
@@ -284,7 +290,7 @@ impl Work {
 }
 
 /// The writer's cache of each actor's highest sequence, so that an append
-/// needs no lookup (a lookup seeks `recent` once per epoch). It is dropped
+/// needs no lookup (a lookup seeks `recent_entries` once per epoch). It is dropped
 /// whenever another connection may have written (`PRAGMA data_version`
 /// changed), whenever a transaction fails, and after an operation that may
 /// lower a highest sequence (a deletion). An actor it knows has its row in
@@ -363,7 +369,7 @@ pub(crate) fn writer_loop(
     stats: &crate::CommitCounters,
 ) {
     let mut cache = HighestCache::default();
-    // What waits in `recent`: read from the file, then counted up by each
+    // What waits in `recent_entries`: read from the file, then counted up by each
     // commit (an estimate: truncations remove rows, other processes add
     // some; it only decides when to move them). The epochs are read again
     // when another process has written.
@@ -398,8 +404,9 @@ pub(crate) fn writer_loop(
                 recent.add(commit_group(conn, &mut cache, group, epoch));
             }
         }
-        if std::mem::take(&mut cache.others_wrote) {
-            recent.after_others(conn);
+        if std::mem::take(&mut cache.others_wrote) && !recent.after_others(conn) {
+            // The next commit reads the newest epoch again.
+            cache.clear();
         }
         if recent.due(options) {
             recent = compact(conn, recent);
@@ -483,8 +490,8 @@ fn commit_appends(
     Ok(committed)
 }
 
-/// Moves `recent` into `entries`; returns what is left waiting. A failure
-/// (a full disk) loses nothing: the rows stay in `recent`, and the next
+/// Moves `recent_entries` into `entries`; returns what is left waiting. A failure
+/// (a full disk) loses nothing: the rows stay in `recent_entries`, and the next
 /// group tries again.
 fn compact(conn: &Connection, recent: Recent) -> Recent {
     match ops::compact(conn) {
@@ -497,7 +504,7 @@ fn compact(conn: &Connection, recent: Recent) -> Recent {
 }
 
 /// Runs each job in its own savepoint; returns what the committed jobs
-/// added to `recent`, and tells `cache` of their new highest sequences.
+/// added to `recent_entries`, and tells `cache` of their new highest sequences.
 fn commit_group(
     conn: &Connection,
     cache: &mut HighestCache,
@@ -514,11 +521,20 @@ fn commit_group(
             }
             return added;
         }
-        let epoch = cache.revalidate(conn, epoch).unwrap_or_else(|_| {
-            // The jobs' own statements will fail the same way.
-            cache.clear();
-            epoch
-        });
+        let epoch = match cache.revalidate(conn, epoch) {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                // Without the newest epoch, rows could go in an older one:
+                // nothing is written.
+                cache.clear();
+                rollback_open(conn);
+                let failure = Failure::of(&e);
+                for job in pending {
+                    job.complete(Err(failure.clone()));
+                }
+                return added;
+            }
+        };
         // A job alone in its transaction needs no savepoint: if it fails,
         // the whole transaction is rolled back.
         let alone = pending.len() == 1;
@@ -616,7 +632,7 @@ pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// Reader threads sharing one queue of read jobs. Each job runs in a read
 /// transaction of its own, so that its statements see one snapshot (an
-/// entry moves from `recent` to `entries` in one commit).
+/// entry moves from `recent_entries` to `entries` in one commit).
 pub(crate) fn reader_loop(conn: &Connection, jobs: &Arc<Mutex<Receiver<ReadJob>>>) {
     loop {
         let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();

@@ -347,10 +347,26 @@ async fn migrates_waiting_rows(version: i64, recent_table: &str) {
         |e| if e.sequence <= 4 { "entries" } else { "recent" },
     );
     let storage = SqliteJournalStorage::new(&path).await.expect("open");
-    // The rows that waited in the old `recent` are in `entries` now.
+    // The rows that waited in the old `recent` are in `entries` now, and
+    // the old table is gone: a build of that version still running on the
+    // file fails instead of writing to the new one.
     assert_eq!(
-        (raw_count(&path, "recent"), raw_count(&path, "entries")),
+        (
+            raw_count(&path, "recent_entries"),
+            raw_count(&path, "entries")
+        ),
         (0, 6)
+    );
+    assert_eq!(
+        rusqlite::Connection::open(&path)
+            .expect("sqlite")
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'recent'",
+                [],
+                |r| r.get::<_, i64>(0)
+            )
+            .expect("schema"),
+        0
     );
     assert_eq!(
         storage.replay_from("veteran", 1).await.expect("replay"),
@@ -363,7 +379,10 @@ async fn migrates_waiting_rows(version: i64, recent_table: &str) {
     keeps_appending(storage, &path, &old).await;
     // Closing moved the new entry from the rebuilt `recent` too.
     assert_eq!(
-        (raw_count(&path, "recent"), raw_count(&path, "entries")),
+        (
+            raw_count(&path, "recent_entries"),
+            raw_count(&path, "entries")
+        ),
         (0, 7)
     );
 }
@@ -409,7 +428,7 @@ async fn actors_sharing_a_key_stay_apart() {
         storage.replay_from(a, 1).await.expect("replay a"),
         of_a[3..].to_vec()
     );
-    assert_eq!(raw_count(&path, "recent"), 3);
+    assert_eq!(raw_count(&path, "recent_entries"), 3);
 }
 
 #[tokio::test]
@@ -428,7 +447,10 @@ async fn entries_move_from_recent_into_the_main_table() {
     }
     // Below the threshold everything waits in `recent`.
     assert_eq!(
-        (raw_count(&path, "recent"), raw_count(&path, "entries")),
+        (
+            raw_count(&path, "recent_entries"),
+            raw_count(&path, "entries")
+        ),
         (9, 0)
     );
     storage.append_entry(&written[9]).await.expect("append");
@@ -439,7 +461,10 @@ async fn entries_move_from_recent_into_the_main_table() {
         .await
         .expect("no-op write");
     assert_eq!(
-        (raw_count(&path, "recent"), raw_count(&path, "entries")),
+        (
+            raw_count(&path, "recent_entries"),
+            raw_count(&path, "entries")
+        ),
         (0, 10)
     );
     storage.append_batch(&written[10..]).await.expect("batch");
@@ -470,7 +495,10 @@ async fn entries_move_from_recent_into_the_main_table() {
     // Closing leaves every entry in the main table.
     storage.close().await;
     assert_eq!(
-        (raw_count(&path, "recent"), raw_count(&path, "entries")),
+        (
+            raw_count(&path, "recent_entries"),
+            raw_count(&path, "entries")
+        ),
         (0, 13)
     );
 }
@@ -578,7 +606,7 @@ async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
     // One more epoch reaches the bound: everything moves, and reads the same.
     let (batch, single) = round(storage.clone(), rounds + 1).await;
     of_a.extend(batch);
-    assert_eq!(raw_count(&path, "recent"), 0, "everything moved");
+    assert_eq!(raw_count(&path, "recent_entries"), 0, "everything moved");
     assert_eq!(storage.replay_from("a", 1).await.expect("replay a"), of_a);
     assert_eq!(
         storage.replay_from("b", 1).await.expect("replay b"),
