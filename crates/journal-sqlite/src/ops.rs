@@ -110,8 +110,7 @@ pub(crate) fn highest(conn: &Connection, actor_id: &str) -> JournalResult<u64> {
 }
 
 /// Appends a validated batch of one actor (contract rules 1, 2, 5) to
-/// `recent_entries`, in `epoch`; `Ok(false)` when the rows were already stored (a
-/// retry).
+/// `recent_entries`, in `epoch`: see [`append_checked`].
 pub(crate) fn append(
     conn: &Connection,
     actor_id: &str,
@@ -119,28 +118,24 @@ pub(crate) fn append(
     epoch: i64,
 ) -> JournalResult<bool> {
     let stored = stored(conn, actor_id).map_err(sql)?;
-    let writes = rows
-        .first()
-        .is_some_and(|first| first.sequence > stored.highest);
-    append_checked(conn, actor_id, rows, stored, epoch)
-        .map_err(sql)?
-        .map(|()| writes)
+    append_checked(conn, actor_id, rows, stored, epoch).map_err(sql)?
 }
 
 /// Appends a validated batch of one actor whose highest sequence is
 /// `stored.highest`. The outer error is SQLite's (the statement failed);
-/// the inner result is the caller's (a sequence conflict writes nothing).
-/// Only an actor's first append writes its row in `actors`.
+/// the inner result is the caller's: `true` when the rows were written,
+/// `false` when they were already stored (a retry); a sequence conflict
+/// writes nothing. Only an actor's first append writes its row in `actors`.
 pub(crate) fn append_checked(
     conn: &Connection,
     actor_id: &str,
     rows: &[Row],
     stored: Stored,
     epoch: i64,
-) -> rusqlite::Result<JournalResult<()>> {
+) -> rusqlite::Result<JournalResult<bool>> {
     let highest = stored.highest;
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-        return Ok(Ok(()));
+        return Ok(Ok(false));
     };
     match AppendCheck::of(first.sequence, highest) {
         AppendCheck::Write => {
@@ -166,7 +161,7 @@ pub(crate) fn append_checked(
                 )?
                 .execute(params![actor_id, seq(last.sequence)])?;
             }
-            Ok(Ok(()))
+            Ok(Ok(true))
         }
         AppendCheck::CompareStored => {
             let mut stmt = conn.prepare_cached(with_epochs!(
@@ -191,7 +186,7 @@ pub(crate) fn append_checked(
             let same =
                 stored.len() == rows.len() && stored.iter().zip(rows).all(|(s, r)| *s == r.id);
             Ok(if same {
-                Ok(())
+                Ok(false)
             } else {
                 Err(validate::sequence_conflict(
                     actor_id,

@@ -251,13 +251,21 @@ pub(crate) fn append_job(
     (Work::Append(Box::new(job)), receiver)
 }
 
-impl WriterJob for AppendJob {
-    fn run(&mut self, conn: &Connection, epoch: i64) -> bool {
-        let result = ops::append(conn, &self.actor_id, &self.rows, epoch);
+impl AppendJob {
+    /// Keeps the outcome of [`ops::append_checked`] (or [`ops::append`]);
+    /// `false` when the append failed.
+    fn record(&mut self, result: JournalResult<bool>) -> bool {
         self.wrote = matches!(result, Ok(true));
         let ok = result.is_ok();
         self.result = Some(result.map(drop));
         ok
+    }
+}
+
+impl WriterJob for AppendJob {
+    fn run(&mut self, conn: &Connection, epoch: i64) -> bool {
+        let result = ops::append(conn, &self.actor_id, &self.rows, epoch);
+        self.record(result)
     }
 
     fn complete(self: Box<Self>, commit: Result<(), Failure>) {
@@ -437,8 +445,8 @@ fn only_appends(group: Vec<Work>) -> Result<Vec<Box<AppendJob>>, Vec<Work>> {
 /// sequences, written without savepoints. A sequence conflict writes
 /// nothing, so it needs no savepoint; if SQLite fails a statement, the
 /// whole transaction is rolled back and the jobs are returned, untouched in
-/// the file, to run again one savepoint each. `Ok` carries the number of
-/// rows committed.
+/// the file, to run again one savepoint each. `Ok` carries what the
+/// committed appends added to `recent_entries`.
 #[allow(clippy::vec_box)] // the boxes go on to `commit_group` as they are
 fn commit_appends(
     conn: &Connection,
@@ -453,20 +461,15 @@ fn commit_appends(
         }
         return Ok(Waiting::default());
     }
-    let mut added = Waiting::default();
     let written = (|| -> rusqlite::Result<()> {
         let epoch = cache.revalidate(conn, epoch)?;
         for job in &mut jobs {
             let stored = cache.get(conn, &job.actor_id)?;
-            let highest = stored.highest;
             let result = ops::append_checked(conn, &job.actor_id, &job.rows, stored, epoch)?;
-            if let (Ok(()), Some(last)) = (&result, job.rows.last()) {
-                if last.sequence > highest {
-                    added.add(Waiting::of(&job.rows));
-                }
-                cache.set(&job.actor_id, last.sequence.max(highest));
+            job.record(result);
+            if let Some((actor_id, last, _)) = job.appended() {
+                cache.set(actor_id, last);
             }
-            job.result = Some(result);
         }
         Ok(())
     })();
@@ -479,12 +482,11 @@ fn commit_appends(
         cache.clear();
         Failure::of(&e)
     });
-    let committed = if outcome.is_ok() {
-        added
-    } else {
-        Waiting::default()
-    };
+    let mut committed = Waiting::default();
     for job in jobs {
+        if let (Ok(()), Some((_, _, rows))) = (&outcome, job.appended()) {
+            committed.add(rows);
+        }
         job.complete(outcome.clone());
     }
     Ok(committed)

@@ -21,6 +21,22 @@ fn entry(actor: &str, seq: u64, size: usize) -> JournalEntry {
     )
 }
 
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, JournalError>) {
+    match result {
+        Err(JournalError::SequenceConflict { .. }) => {}
+        other => panic!("expected a sequence conflict, got {other:?}"),
+    }
+}
+
+/// A journal in a new file, with `options`.
+async fn open_new(tag: &str, options: SqliteOptions) -> (PathBuf, SqliteJournalStorage) {
+    let path = tmp(tag);
+    let storage = SqliteJournalStorage::open(&path, options)
+        .await
+        .expect("create");
+    (path, storage)
+}
+
 fn assert_storage_error<T: std::fmt::Debug>(result: Result<T, JournalError>, needle: &str) {
     match result {
         Err(e @ JournalError::Storage { .. }) => {
@@ -154,14 +170,11 @@ async fn unwritable_locations_are_typed_errors() {
 
 #[tokio::test]
 async fn full_disk_fails_cleanly_and_keeps_what_was_stored() {
-    let path = tmp("full");
     let options = SqliteOptions {
         max_page_count: Some(64),
         ..SqliteOptions::default()
     };
-    let storage = SqliteJournalStorage::open(&path, options)
-        .await
-        .expect("open");
+    let (_, storage) = open_new("full", options).await;
     let mut acked = Vec::new();
     let error = loop {
         let e = entry("a", acked.len() as u64 + 1, 6000);
@@ -415,10 +428,7 @@ async fn actors_sharing_a_key_stay_apart() {
     assert_eq!(storage.replay_from(b, 1).await.expect("replay b"), of_b);
     // A retry of b's entry is not mistaken for a's, nor a's for b's.
     storage.append_entry(&of_b[3]).await.expect("retry b");
-    match storage.append_entry(&entry(b, 4, 99)).await {
-        Err(JournalError::SequenceConflict { .. }) => {}
-        other => panic!("expected a sequence conflict, got {other:?}"),
-    }
+    assert_conflict(storage.append_entry(&entry(b, 4, 99)).await);
     assert_eq!(storage.actor_summary(a).await.expect("a").entries, 6);
     assert_eq!(storage.actor_summary(b).await.expect("b").entries, 4);
     storage.truncate_to(a, 3).await.expect("truncate a");
@@ -433,14 +443,11 @@ async fn actors_sharing_a_key_stay_apart() {
 
 #[tokio::test]
 async fn entries_move_from_recent_into_the_main_table() {
-    let path = tmp("compaction");
     let options = SqliteOptions {
         compact_after: 10,
         ..SqliteOptions::default()
     };
-    let storage = SqliteJournalStorage::open(&path, options)
-        .await
-        .expect("create");
+    let (path, storage) = open_new("compaction", options).await;
     let written: Vec<_> = (1..=25).map(|s| entry("mover", s, 30)).collect();
     for e in &written[..9] {
         storage.append_entry(e).await.expect("append");
@@ -528,10 +535,7 @@ async fn two_handles_on_one_file_keep_the_sequence_check() {
     );
     b.append_entry(&from_b).await.expect("b appends 4");
     // a last saw highest 3; b's entry 4 is already in the main table.
-    match a.append_entry(&entry("shared", 4, 20)).await {
-        Err(JournalError::SequenceConflict { .. }) => {}
-        other => panic!("expected a sequence conflict, got {other:?}"),
-    }
+    assert_conflict(a.append_entry(&entry("shared", 4, 20)).await);
     a.append_entry(&entry("shared", 5, 20))
         .await
         .expect("a appends 5");
@@ -550,15 +554,12 @@ async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
     use journal_sqlite::{Synchronous, EPOCH_ROWS, MAX_EPOCHS};
     // Neither the row count nor the 4 MiB bound is reached here: only the
     // number of epochs moves the rows.
-    let path = tmp("epochs");
     let options = SqliteOptions {
         compact_after: u64::MAX,
         synchronous: Synchronous::Normal,
         ..SqliteOptions::default()
     };
-    let storage = SqliteJournalStorage::open(&path, options)
-        .await
-        .expect("create");
+    let (path, storage) = open_new("epochs", options).await;
     let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
     // Each round fills an epoch with a batch of "a" and starts the next
     // with one entry of "b": both actors have rows in every epoch.
@@ -599,10 +600,7 @@ async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
     storage.truncate_to("b", rounds).await.expect("truncate b");
     let summary = storage.actor_summary("b").await.expect("summary");
     assert_eq!((summary.entries, summary.highest_sequence), (0, rounds));
-    match storage.append_entry(&entry("b", rounds, 2)).await {
-        Err(JournalError::SequenceConflict { .. }) => {}
-        other => panic!("expected a sequence conflict, got {other:?}"),
-    }
+    assert_conflict(storage.append_entry(&entry("b", rounds, 2)).await);
     // One more epoch reaches the bound: everything moves, and reads the same.
     let (batch, single) = round(storage.clone(), rounds + 1).await;
     of_a.extend(batch);
@@ -622,14 +620,11 @@ async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
 async fn replays_see_one_snapshot_while_entries_move() {
     // A replay reads `entries`, then `recent`: a move between the two
     // statements would hide the moved rows, unless both read one snapshot.
-    let path = tmp("snapshot");
     let options = SqliteOptions {
         compact_after: 3,
         ..SqliteOptions::default()
     };
-    let storage = SqliteJournalStorage::open(&path, options)
-        .await
-        .expect("create");
+    let (_, storage) = open_new("snapshot", options).await;
     let writer = {
         let storage = storage.clone();
         tokio::spawn(async move {
@@ -698,10 +693,7 @@ async fn a_second_process_appends_after_the_newest_epoch() {
     b.append_entry(&again).await.expect("b appends again");
     written.push(again);
     assert_eq!(a.highest_sequence("x").await.expect("highest"), next);
-    match a.append_entry(&entry("x", next, 8)).await {
-        Err(JournalError::SequenceConflict { .. }) => {}
-        other => panic!("expected a sequence conflict, got {other:?}"),
-    }
+    assert_conflict(a.append_entry(&entry("x", next, 8)).await);
     assert_eq!(a.replay_from("x", 1).await.expect("replay"), written);
     assert_eq!(
         a.replay_range("x", next, next, 5).await.expect("tail"),
