@@ -14,6 +14,17 @@ pub const SCHEMA_VERSION: i64 = 4;
 /// `PRAGMA application_id` of a journal file: "JRNL".
 pub const APPLICATION_ID: i64 = 0x4A52_4E4C;
 
+/// The start of a migration that rebuilds `recent`: the rows waiting there
+/// move into `entries`, and the table goes.
+macro_rules! retire_recent {
+    () => {
+        "INSERT INTO entries (actor_id, sequence, entry_id, entry)
+             SELECT actor_id, sequence, entry_id, entry FROM recent ORDER BY actor_id, sequence;
+         DROP TABLE recent;
+         "
+    };
+}
+
 const MIGRATIONS: &[&str] = &[
     // Version 1.
     "CREATE TABLE IF NOT EXISTS actors (
@@ -50,21 +61,21 @@ const MIGRATIONS: &[&str] = &[
     // appends over are a third as many. The sequence keeps a replay's rows
     // from `recent` in order, so a replay merges both tables without
     // sorting. Rows waiting in the old table move into `entries` first.
-    "INSERT INTO entries (actor_id, sequence, entry_id, entry)
-         SELECT actor_id, sequence, entry_id, entry FROM recent ORDER BY actor_id, sequence;
-     DROP TABLE recent;
-     CREATE TABLE recent (
+    concat!(
+        retire_recent!(),
+        "CREATE TABLE recent (
          actor_key INTEGER NOT NULL,
          actor_id  TEXT NOT NULL,
          sequence  INTEGER NOT NULL,
          entry_id  TEXT NOT NULL,
          entry     BLOB NOT NULL
      );
-     CREATE INDEX recent_by_actor_key ON recent (actor_key, sequence);",
+     CREATE INDEX recent_by_actor_key ON recent (actor_key, sequence);"
+    ),
     // Version 4: `recent`, renamed `recent_entries` (so that a version 3
     // build still running on the file fails instead of moving rows without
-    // updating the actors' rows), is indexed by (epoch, actor_key, sequence), the
-    // epoch being a number the writer raises every 128 rows or so: a
+    // updating the actors' rows), is indexed by (epoch, actor_key,
+    // sequence), the epoch being a number the writer raises every 128 rows: a
     // commit's index entries then go at the end of the index, next to each
     // other, instead of one index page per actor. A lookup seeks once per
     // epoch (`ops::with_epochs`). Appends no longer rewrite the actor's row
@@ -73,10 +84,9 @@ const MIGRATIONS: &[&str] = &[
     // `entries` or are truncated, so the highest sequence is the larger of
     // the row's and the actor's last row in `recent_entries`. Version 3
     // kept the rows exact, so the waiting rows just move first.
-    "INSERT INTO entries (actor_id, sequence, entry_id, entry)
-         SELECT actor_id, sequence, entry_id, entry FROM recent ORDER BY actor_id, sequence;
-     DROP TABLE recent;
-     CREATE TABLE recent_entries (
+    concat!(
+        retire_recent!(),
+        "CREATE TABLE recent_entries (
          epoch     INTEGER NOT NULL,
          actor_key INTEGER NOT NULL,
          actor_id  TEXT NOT NULL,
@@ -84,7 +94,8 @@ const MIGRATIONS: &[&str] = &[
          entry_id  TEXT NOT NULL,
          entry     BLOB NOT NULL
      );
-     CREATE INDEX recent_by_epoch ON recent_entries (epoch, actor_key, sequence);",
+     CREATE INDEX recent_by_epoch ON recent_entries (epoch, actor_key, sequence);"
+    ),
 ];
 
 fn invalid(path: &Path, why: &str) -> JournalError {
