@@ -37,13 +37,13 @@ pub(crate) fn actor_key(actor_id: &str) -> i64 {
     i64::from(hash >> 1)
 }
 
-/// The start of every statement that finds one actor's rows in `recent_entries`:
-/// `epochs` lists each epoch from the oldest in the table to the newest, so
-/// that `FROM epochs CROSS JOIN recent_entries AS r WHERE r.epoch = epochs.epoch AND
-/// r.actor_key = ? AND r.actor_id = ?` seeks the index once per epoch
-/// instead of reading the whole table. Epochs are few (the writer moves
-/// `recent_entries` into `entries` at [`crate::MAX_EPOCHS`]), and the
-/// oldest and newest are found in the index.
+/// The start of every statement that finds one actor's rows in
+/// `recent_entries`: `epochs` lists each epoch from the oldest in the table to
+/// the newest, so that `FROM epochs CROSS JOIN recent_entries AS r WHERE
+/// r.epoch = epochs.epoch AND r.actor_key = ? AND r.actor_id = ?` seeks the
+/// index once per epoch instead of reading the whole table. Epochs are few (the
+/// writer moves `recent_entries` into `entries` at [`crate::MAX_EPOCHS`]), and
+/// the oldest and newest are found in the index.
 macro_rules! with_epochs {
     ($($sql:literal)+) => {
         concat!(
@@ -66,9 +66,9 @@ pub(crate) struct Stored {
     pub(crate) listed: bool,
 }
 
-/// An actor's highest sequence: the larger of its row in `actors` (which
-/// is written when the actor first appends, and brought up to date when
-/// its entries move out of `recent_entries` or are truncated) and its last row in
+/// An actor's highest sequence: the larger of its row in `actors` (which is
+/// written when the actor first appends, and brought up to date when its
+/// entries move out of `recent_entries` or are truncated) and its last row in
 /// `recent_entries`.
 pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stored> {
     // The epochs from the newest down, stopping at the first that holds a
@@ -97,8 +97,8 @@ pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stor
     })
 }
 
-/// Prepares (and caches) the statements a connection runs most, by running
-/// them once for no actor: the lookups in `recent_entries` take SQLite a few hundred
+/// Prepares (and caches) the statements a connection runs most, by running them
+/// once for no actor: the lookups in `recent_entries` take SQLite a few hundred
 /// microseconds to compile, which the first recovery would otherwise pay.
 pub(crate) fn warm(conn: &Connection) -> JournalResult<()> {
     stored(conn, "").map_err(sql)?;
@@ -318,14 +318,14 @@ pub(crate) fn replay_range(
     Ok(page)
 }
 
-/// An actor's rows in `recent_entries` with `?2 <= sequence <= ?3`, at most `?4`,
-/// in sequence order without a sort. Epochs never go down from one commit to
-/// the next, so an actor's rows in an older epoch all come before those in
-/// a newer one. `down` walks from the newest epoch to the first holding a
-/// row of the actor at or before `?2` (a recovery's tail: one or two), `up`
-/// walks back from there, and for each epoch the index yields the rows in
-/// sequence order; `LIMIT` ends the walk once the page is full. Without an
-/// `ORDER BY`, the order is the nested loop's, which the caller checks.
+/// An actor's rows in `recent_entries` with `?2 <= sequence <= ?3`, at most
+/// `?4`, in sequence order without a sort. Epochs never go down from one commit
+/// to the next, so an actor's rows in an older epoch all come before those in a
+/// newer one. `down` walks from the newest epoch to the first holding a row of
+/// the actor at or before `?2` (a recovery's tail: one or two), `up` walks back
+/// from there, and for each epoch the index yields the rows in sequence order;
+/// `LIMIT` ends the walk once the page is full. Without an `ORDER BY`, the
+/// order is the nested loop's, which the caller checks.
 const RECENT_IN_EPOCH_ORDER: &str = "WITH RECURSIVE
      down(epoch) AS (
          SELECT max(epoch) FROM recent_entries
@@ -386,9 +386,9 @@ fn delete_recent(conn: &Connection, actor_id: &str, to: i64) -> rusqlite::Result
     .execute(params![actor_id, to, actor_key(actor_id)])
 }
 
-/// Deletes entries up to `to`; the actor's highest sequence stays (it is
-/// first brought up to date in `actors`, since the rows in `recent_entries` that
-/// held it may go).
+/// Deletes entries up to `to`; the actor's highest sequence stays (it is first
+/// brought up to date in `actors`, since the rows in `recent_entries` that held
+/// it may go).
 pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalResult<()> {
     let highest = highest(conn, actor_id)?;
     conn.prepare_cached("UPDATE actors SET highest = ?2 WHERE actor_id = ?1 AND highest < ?2")

@@ -22,8 +22,8 @@ pub(crate) trait WriterJob: Send {
     fn run(&mut self, conn: &Connection, epoch: i64) -> bool;
     /// Reports the outcome: the job's own, or the commit's failure.
     fn complete(self: Box<Self>, commit: Result<(), Failure>);
-    /// What the job added to `recent_entries`, once it has run: the actor, its new
-    /// highest sequence, and the rows.
+    /// What the job added to `recent_entries`, once it has run: the actor, its
+    /// new highest sequence, and the rows.
     fn appended(&self) -> Option<(&str, u64, Waiting)> {
         None
     }
@@ -41,8 +41,8 @@ pub(crate) struct Waiting {
     bytes: u64,
 }
 
-/// Rows an epoch of `recent_entries` takes before the next commit starts a new one.
-/// Under load every commit starts one (a group is larger), so a commit's
+/// Rows an epoch of `recent_entries` takes before the next commit starts a new
+/// one. Under load every commit starts one (a group is larger), so a commit's
 /// index entries go after all others; a lone writer's commits share one, and
 /// its index entries still fall in the last page or two of the index.
 pub const EPOCH_ROWS: u64 = 128;
@@ -52,8 +52,8 @@ pub const EPOCH_ROWS: u64 = 128;
 /// epoch.
 pub const MAX_EPOCHS: u64 = 256;
 
-/// What the writer knows of `recent_entries`: what waits there, and the epoch its
-/// next rows go in.
+/// What the writer knows of `recent_entries`: what waits there, and the epoch
+/// its next rows go in.
 #[derive(Debug, Clone, Copy)]
 struct Recent {
     waiting: Waiting,
@@ -297,8 +297,8 @@ impl Work {
     }
 }
 
-/// The writer's cache of each actor's highest sequence, so that an append
-/// needs no lookup (a lookup seeks `recent_entries` once per epoch). It is dropped
+/// The writer's cache of each actor's highest sequence, so that an append needs
+/// no lookup (a lookup seeks `recent_entries` once per epoch). It is dropped
 /// whenever another connection may have written (`PRAGMA data_version`
 /// changed), whenever a transaction fails, and after an operation that may
 /// lower a highest sequence (a deletion). An actor it knows has its row in
@@ -492,9 +492,9 @@ fn commit_appends(
     Ok(committed)
 }
 
-/// Moves `recent_entries` into `entries`; returns what is left waiting. A failure
-/// (a full disk) loses nothing: the rows stay in `recent_entries`, and the next
-/// group tries again.
+/// Moves `recent_entries` into `entries`; returns what is left waiting. A
+/// failure (a full disk) loses nothing: the rows stay in `recent_entries`, and
+/// the next group tries again.
 fn compact(conn: &Connection, recent: Recent) -> Recent {
     match ops::compact(conn) {
         Ok(()) => recent.emptied(),
