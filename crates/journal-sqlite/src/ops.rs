@@ -420,32 +420,14 @@ pub(crate) fn epoch_bounds(conn: &Connection) -> rusqlite::Result<Option<(i64, i
     })
 }
 
-/// What waits in `recent_entries`, as the writer counts it.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct InRecent {
-    /// Rows (an estimate: rowids count up from 1 after each move, and a
-    /// truncation does not lower them).
-    pub(crate) rows: u64,
-    /// Entry bytes.
-    pub(crate) bytes: u64,
-    /// The oldest and the newest epoch, if any row waits.
-    pub(crate) epochs: Option<(i64, i64)>,
-}
-
-pub(crate) fn in_recent(conn: &Connection) -> rusqlite::Result<InRecent> {
+/// Rows and entry bytes waiting in `recent_entries` (the rows are an
+/// estimate: rowids count up from 1 after each move, and a truncation does
+/// not lower them).
+pub(crate) fn recent_waiting(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
     conn.prepare_cached(
-        "SELECT ifnull(max(rowid), 0), ifnull(sum(length(entry)), 0), min(epoch), max(epoch)
-         FROM recent_entries",
+        "SELECT ifnull(max(rowid), 0), ifnull(sum(length(entry)), 0) FROM recent_entries",
     )?
-    .query_row([], |r| {
-        let oldest: Option<i64> = r.get(2)?;
-        let newest: Option<i64> = r.get(3)?;
-        Ok(InRecent {
-            rows: unseq(r.get(0)?),
-            bytes: unseq(r.get(1)?),
-            epochs: oldest.zip(newest),
-        })
-    })
+    .query_row([], |r| Ok((unseq(r.get(0)?), unseq(r.get(1)?))))
 }
 
 /// Moves every row of `recent_entries` into `entries`, in key order, in one

@@ -65,39 +65,22 @@ struct Recent {
 }
 
 impl Recent {
-    /// Reads the table (after opening, and before closing); `known` if that
-    /// fails.
+    /// Reads the table (after opening, and before closing); what cannot be
+    /// read stays as `known` says.
     fn read(conn: &Connection, known: Recent) -> Recent {
-        let Ok(found) = ops::in_recent(conn) else {
-            return known;
-        };
-        // The next rows start a new epoch (the newest one's rows are not
-        // counted), after the waiting ones.
-        let (epoch, epochs) = match found.epochs {
-            Some((oldest, newest)) => (
-                newest.saturating_add(1),
-                u64::try_from(newest.saturating_sub(oldest))
-                    .unwrap_or(u64::MAX)
-                    .saturating_add(2),
-            ),
-            None => (known.epoch, 1),
-        };
-        Recent {
-            waiting: Waiting {
-                rows: found.rows,
-                bytes: found.bytes,
-            },
-            epoch,
-            epoch_rows: 0,
-            epochs,
+        let mut recent = known;
+        if let Ok((rows, bytes)) = ops::recent_waiting(conn) {
+            recent.waiting = Waiting { rows, bytes };
         }
+        recent.sync_epochs(conn);
+        recent
     }
 
-    /// After another connection committed: the next rows go in a new epoch
-    /// after its newest, and the epochs waiting are counted again (two
-    /// lookups in the index; the rows and bytes stay estimates).
+    /// Catches up with the table (on opening, and after another connection
+    /// committed): the next rows go in a new epoch after the newest, and the
+    /// epochs waiting are counted again, from two lookups in the index.
     /// `false` if the table could not be read.
-    fn after_others(&mut self, conn: &Connection) -> bool {
+    fn sync_epochs(&mut self, conn: &Connection) -> bool {
         match ops::epoch_bounds(conn) {
             Ok(Some((oldest, newest))) => {
                 self.epoch = self.epoch.max(newest.saturating_add(1));
@@ -412,7 +395,7 @@ pub(crate) fn writer_loop(
                 recent.add(commit_group(conn, &mut cache, group, epoch));
             }
         }
-        if std::mem::take(&mut cache.others_wrote) && !recent.after_others(conn) {
+        if std::mem::take(&mut cache.others_wrote) && !recent.sync_epochs(conn) {
             // The next commit reads the newest epoch again.
             cache.clear();
         }
