@@ -194,12 +194,12 @@ fn damaged_journals_fail_verify_and_every_damage_is_named() {
     let (db, url) = demo_db("damaged", 3, 40);
     let deleted = sql(
         &db,
-        "DELETE FROM entries WHERE actor_id = 'demo-account-001' AND sequence = 17",
+        "DELETE FROM entry_log WHERE actor_id = 'demo-account-001' AND sequence = 17",
     );
     assert_eq!(deleted, 1);
     sql(
         &db,
-        "UPDATE entries SET entry = x'ffffffff' WHERE actor_id = 'demo-account-002' AND sequence = 30",
+        "UPDATE entry_log SET entry = x'ffffffff' WHERE actor_id = 'demo-account-002' AND sequence = 30",
     );
 
     let output = journal(&["verify", &url]);
@@ -576,7 +576,7 @@ fn errors_are_one_line_on_stderr_without_a_password() {
 #[test]
 fn a_reader_that_goes_away_changes_no_outcome() {
     let (db, url) = demo_db("pipe", 2, 30);
-    sql(&db, "DELETE FROM entries WHERE sequence % 2 = 0");
+    sql(&db, "DELETE FROM entry_log WHERE sequence % 2 = 0");
     for (args, code) in [
         (vec!["verify", url.as_str()], 1),
         (

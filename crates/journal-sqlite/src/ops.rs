@@ -25,11 +25,11 @@ fn unseq(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// The key `recent_entries` is indexed by: FNV-1a (32 bits) of the actor id's
-/// UTF-8 bytes, shifted right by one so that SQLite stores it in 4 bytes.
-/// It is part of the file format: changing it needs a schema version.
-/// Different actors may share a key, so every query on `recent_entries` also
-/// compares `actor_id`.
+/// The key `entry_log` and `entry_index` are indexed by: FNV-1a (32 bits) of
+/// the actor id's UTF-8 bytes, shifted right by one so that SQLite stores it
+/// in 4 bytes. It is part of the file format: changing it needs a schema
+/// version. Different actors may share a key, so every query also compares
+/// the log row's `actor_id`.
 pub(crate) fn actor_key(actor_id: &str) -> i64 {
     let hash = actor_id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
@@ -37,21 +37,65 @@ pub(crate) fn actor_key(actor_id: &str) -> i64 {
     i64::from(hash >> 1)
 }
 
-/// The start of every statement that finds one actor's rows in
-/// `recent_entries`: `epochs` lists each epoch from the oldest in the table to
-/// the newest, so that `FROM epochs CROSS JOIN recent_entries AS r WHERE
-/// r.epoch = epochs.epoch AND r.actor_key = ? AND r.actor_id = ?` seeks the
-/// index once per epoch instead of reading the whole table. Epochs are few (the
-/// writer moves `recent_entries` into `entries` at [`crate::MAX_EPOCHS`]), and
-/// the oldest and newest are found in the index.
+/// The last epoch whose rows are in `entry_index`; the rows of later epochs
+/// wait, found only through the log's epoch index.
+macro_rules! indexed_epoch {
+    () => {
+        "(SELECT indexed_epoch FROM log_state)"
+    };
+}
+
+/// The oldest epoch with waiting rows (`NULL` if none waits), read from the
+/// epoch index.
+macro_rules! oldest_waiting {
+    () => {
+        concat!(
+            "(SELECT min(epoch) FROM entry_log WHERE epoch > ",
+            indexed_epoch!(),
+            ")"
+        )
+    };
+}
+
+/// The newest epoch with waiting rows (`NULL` if none waits).
+macro_rules! newest_waiting {
+    () => {
+        concat!(
+            "(SELECT max(epoch) FROM entry_log WHERE epoch > ",
+            indexed_epoch!(),
+            ")"
+        )
+    };
+}
+
+/// The start of every statement that finds one actor's waiting rows:
+/// `epochs` lists each epoch from the oldest waiting to the newest, so that
+/// `FROM epochs CROSS JOIN entry_log AS r WHERE r.epoch = epochs.epoch AND
+/// r.actor_key = ? AND r.actor_id = ?` seeks the epoch index once per epoch
+/// instead of reading every waiting row. Waiting epochs are few (the writer
+/// indexes them at [`crate::MAX_EPOCHS`]), and both ends are found in the
+/// index.
 macro_rules! with_epochs {
-    ($($sql:literal)+) => {
+    ($($sql:expr),+) => {
         concat!(
             "WITH RECURSIVE epochs(epoch) AS (
-                 SELECT min(epoch) FROM recent_entries
+                 SELECT ", oldest_waiting!(), "
                  UNION ALL
-                 SELECT epoch + 1 FROM epochs WHERE epoch < (SELECT max(epoch) FROM recent_entries)
+                 SELECT epoch + 1 FROM epochs WHERE epoch < ", newest_waiting!(), "
              ) ",
+            $($sql),+
+        )
+    };
+}
+
+/// An actor's indexed rows, `e` in `entry_index` joined to `l` in
+/// `entry_log`, given `?1` (the actor id) and `$key` (the placeholder of
+/// its key).
+macro_rules! indexed_rows {
+    ($key:literal, $($sql:expr),+) => {
+        concat!(
+            "FROM entry_index AS e CROSS JOIN entry_log AS l
+             WHERE e.actor_key = ", $key, " AND l.rowid = e.position AND l.actor_id = ?1 ",
             $($sql),+
         )
     };
@@ -68,26 +112,29 @@ pub(crate) struct Stored {
 
 /// An actor's highest sequence: the larger of its row in `actors` (which is
 /// written when the actor first appends, and brought up to date when its
-/// entries move out of `recent_entries` or are truncated) and its last row in
-/// `recent_entries`.
+/// rows are indexed or truncated) and its last waiting row.
 pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stored> {
     // The epochs from the newest down, stopping at the first that holds a
     // row of the actor (epochs never go down from one commit to the next,
     // so it holds the actor's last row): an actor that appends lately is
     // found at once.
     let (listed, recent): (Option<i64>, Option<i64>) = conn
-        .prepare_cached(
+        .prepare_cached(concat!(
             "WITH RECURSIVE epochs(epoch) AS (
-                 SELECT max(epoch) FROM recent_entries
+                 SELECT ",
+            newest_waiting!(),
+            "
                  UNION ALL
-                 SELECT epoch - 1 FROM epochs WHERE epoch > (SELECT min(epoch) FROM recent_entries)
+                 SELECT epoch - 1 FROM epochs WHERE epoch > ",
+            oldest_waiting!(),
+            "
              )
              SELECT (SELECT highest FROM actors WHERE actor_id = ?1),
-                    (SELECT (SELECT r.sequence FROM recent_entries AS r
+                    (SELECT (SELECT r.sequence FROM entry_log AS r
                              WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1
                              ORDER BY r.sequence DESC LIMIT 1) AS last
-                     FROM epochs WHERE last IS NOT NULL LIMIT 1)",
-        )?
+                     FROM epochs WHERE last IS NOT NULL LIMIT 1)"
+        ))?
         .query_row(params![actor_id, actor_key(actor_id)], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
@@ -98,7 +145,7 @@ pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stor
 }
 
 /// Prepares (and caches) the statements a connection runs most, by running them
-/// once for no actor: the lookups in `recent_entries` take SQLite a few hundred
+/// once for no actor: the lookups of waiting rows take SQLite a few hundred
 /// microseconds to compile, which the first recovery would otherwise pay.
 pub(crate) fn warm(conn: &Connection) -> JournalResult<()> {
     stored(conn, "").map_err(sql)?;
@@ -110,7 +157,7 @@ pub(crate) fn highest(conn: &Connection, actor_id: &str) -> JournalResult<u64> {
 }
 
 /// Appends a validated batch of one actor (contract rules 1, 2, 5) to
-/// `recent_entries`, in `epoch`: see [`append_checked`].
+/// `entry_log`, in `epoch`: see [`append_checked`].
 pub(crate) fn append(
     conn: &Connection,
     actor_id: &str,
@@ -140,7 +187,7 @@ pub(crate) fn append_checked(
     match AppendCheck::of(first.sequence, highest) {
         AppendCheck::Write => {
             let mut insert = conn.prepare_cached(
-                "INSERT INTO recent_entries (epoch, actor_key, actor_id, sequence, entry_id, entry)
+                "INSERT INTO entry_log (epoch, actor_key, actor_id, sequence, entry_id, entry)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let key = actor_key(actor_id);
@@ -165,9 +212,10 @@ pub(crate) fn append_checked(
         }
         AppendCheck::CompareStored => {
             let mut stmt = conn.prepare_cached(with_epochs!(
-                "SELECT sequence, entry_id FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
-                 UNION ALL
-                 SELECT r.sequence, r.entry_id FROM epochs CROSS JOIN recent_entries AS r
+                "SELECT e.sequence, l.entry_id ",
+                indexed_rows!("?4", "AND e.sequence BETWEEN ?2 AND ?3"),
+                " UNION ALL
+                 SELECT r.sequence, r.entry_id FROM epochs CROSS JOIN entry_log AS r
                  WHERE r.epoch = epochs.epoch AND r.actor_key = ?4 AND r.actor_id = ?1
                    AND r.sequence BETWEEN ?2 AND ?3
                  ORDER BY 1"
@@ -265,12 +313,12 @@ impl RawPage {
 }
 
 /// Reads at most `max` rows with `from <= sequence <= to` into `page`
-/// (emptied first, its buffers reused). The rows in `entries` come first:
-/// each actor's rows in `recent_entries` follow all of its rows there, so `recent_entries`
-/// is looked at only once `entries` has run out. The caller runs this in
-/// one read transaction, so both see the same snapshot.
+/// (emptied first, its buffers reused). The indexed rows come first: each
+/// actor's waiting rows follow all of its indexed ones, so the waiting rows
+/// are looked at only once the indexed ones have run out. The caller runs
+/// this in one read transaction, so both see the same snapshot.
 ///
-/// In `recent_entries`, see [`RECENT_IN_EPOCH_ORDER`].
+/// For the waiting rows, see [`RECENT_IN_EPOCH_ORDER`].
 pub(crate) fn replay_range(
     conn: &Connection,
     actor_id: &str,
@@ -285,25 +333,23 @@ pub(crate) fn replay_range(
         return Ok(page);
     }
     let limit = |page: &RawPage| i64::try_from(max - page.len()).unwrap_or(i64::MAX);
-    let stored = conn
-        .prepare_cached(
-            "SELECT sequence, entry FROM entries WHERE actor_id = ?1 AND sequence BETWEEN ?2 AND ?3
-             ORDER BY sequence LIMIT ?4",
-        )
+    let key = actor_key(actor_id);
+    let indexed = conn
+        .prepare_cached(concat!(
+            "SELECT e.sequence, l.entry ",
+            indexed_rows!(
+                "?5",
+                "AND e.sequence BETWEEN ?2 AND ?3 ORDER BY e.sequence LIMIT ?4"
+            )
+        ))
         .map_err(sql)?;
     read_rows(
-        stored,
-        params![actor_id, seq(from), seq(to), limit(&page)],
+        indexed,
+        params![actor_id, seq(from), seq(to), limit(&page), key],
         &mut page,
     )?;
     if page.len() < max {
-        let params = params![
-            actor_id,
-            seq(from),
-            seq(to),
-            limit(&page),
-            actor_key(actor_id)
-        ];
+        let params = params![actor_id, seq(from), seq(to), limit(&page), key];
         let before = page.len();
         let walk = conn.prepare_cached(RECENT_IN_EPOCH_ORDER).map_err(sql)?;
         read_rows(walk, params, &mut page)?;
@@ -318,38 +364,46 @@ pub(crate) fn replay_range(
     Ok(page)
 }
 
-/// An actor's rows in `recent_entries` with `?2 <= sequence <= ?3`, at most
-/// `?4`, in sequence order without a sort. Epochs never go down from one commit
+/// An actor's waiting rows with `?2 <= sequence <= ?3`, at most `?4`, in
+/// sequence order without a sort. Epochs never go down from one commit
 /// to the next, so an actor's rows in an older epoch all come before those in a
 /// newer one. `down` walks from the newest epoch to the first holding a row of
 /// the actor at or before `?2` (a recovery's tail: one or two), `up` walks back
 /// from there, and for each epoch the index yields the rows in sequence order;
 /// `LIMIT` ends the walk once the page is full. Without an `ORDER BY`, the
 /// order is the nested loop's, which the caller checks.
-const RECENT_IN_EPOCH_ORDER: &str = "WITH RECURSIVE
+const RECENT_IN_EPOCH_ORDER: &str = concat!(
+    "WITH RECURSIVE
      down(epoch) AS (
-         SELECT max(epoch) FROM recent_entries
+         SELECT ",
+    newest_waiting!(),
+    "
          UNION ALL
          SELECT epoch - 1 FROM down
-         WHERE epoch > (SELECT min(epoch) FROM recent_entries)
+         WHERE epoch > ",
+    oldest_waiting!(),
+    "
            AND NOT EXISTS (
-               SELECT 1 FROM recent_entries AS r
+               SELECT 1 FROM entry_log AS r
                WHERE r.epoch = down.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
                  AND r.sequence <= ?2)
      ),
      up(epoch) AS (
          SELECT min(epoch) FROM down
          UNION ALL
-         SELECT epoch + 1 FROM up WHERE epoch < (SELECT max(epoch) FROM recent_entries)
+         SELECT epoch + 1 FROM up WHERE epoch < ",
+    newest_waiting!(),
+    "
      )
- SELECT r.sequence, r.entry FROM up CROSS JOIN recent_entries AS r
+ SELECT r.sequence, r.entry FROM up CROSS JOIN entry_log AS r
  WHERE r.epoch = up.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
    AND r.sequence BETWEEN ?2 AND ?3
- LIMIT ?4";
+ LIMIT ?4"
+);
 
 /// [`RECENT_IN_EPOCH_ORDER`]'s rows, sorted by SQLite.
 const RECENT_SORTED: &str = with_epochs!(
-    "SELECT r.sequence, r.entry FROM epochs CROSS JOIN recent_entries AS r
+    "SELECT r.sequence, r.entry FROM epochs CROSS JOIN entry_log AS r
      WHERE r.epoch = epochs.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
        AND r.sequence BETWEEN ?2 AND ?3
      ORDER BY r.sequence LIMIT ?4"
@@ -375,93 +429,118 @@ fn read_rows(
     Ok(())
 }
 
-/// Deletes the actor's rows in `recent_entries` with `sequence <= to`.
-fn delete_recent(conn: &Connection, actor_id: &str, to: i64) -> rusqlite::Result<usize> {
-    conn.prepare_cached(with_epochs!(
-        "DELETE FROM recent_entries WHERE rowid IN (
-             SELECT r.rowid FROM epochs CROSS JOIN recent_entries AS r
-             WHERE r.epoch = epochs.epoch AND r.actor_key = ?3 AND r.actor_id = ?1
-               AND r.sequence <= ?2)"
-    ))?
-    .execute(params![actor_id, to, actor_key(actor_id)])
+/// Deletes the actor's rows with `sequence <= to`: the indexed ones (log
+/// rows first, then the index rows left pointing nowhere, which spares
+/// another actor sharing the key), then the waiting ones.
+fn delete_rows(conn: &Connection, actor_id: &str, to: i64) -> rusqlite::Result<()> {
+    let params = params![actor_id, to, actor_key(actor_id)];
+    for statement in [
+        "DELETE FROM entry_log WHERE rowid IN (
+             SELECT e.position FROM entry_index AS e WHERE e.actor_key = ?3 AND e.sequence <= ?2)
+           AND actor_id = ?1",
+        "DELETE FROM entry_index WHERE actor_key = ?3 AND sequence <= ?2
+           AND NOT EXISTS (SELECT 1 FROM entry_log WHERE rowid = entry_index.position)",
+        with_epochs!(
+            "DELETE FROM entry_log WHERE rowid IN (
+                 SELECT r.rowid FROM epochs CROSS JOIN entry_log AS r
+                 WHERE r.epoch = epochs.epoch AND r.actor_key = ?3 AND r.actor_id = ?1
+                   AND r.sequence <= ?2)"
+        ),
+    ] {
+        conn.prepare_cached(statement)?.execute(params)?;
+    }
+    Ok(())
 }
 
 /// Deletes entries up to `to`; the actor's highest sequence stays (it is first
-/// brought up to date in `actors`, since the rows in `recent_entries` that held
-/// it may go).
+/// brought up to date in `actors`, since the waiting rows that held it may
+/// go).
 pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalResult<()> {
     let highest = highest(conn, actor_id)?;
     conn.prepare_cached("UPDATE actors SET highest = ?2 WHERE actor_id = ?1 AND highest < ?2")
         .and_then(|mut s| s.execute(params![actor_id, seq(highest)]))
         .map_err(sql)?;
-    conn.prepare_cached("DELETE FROM entries WHERE actor_id = ?1 AND sequence <= ?2")
-        .and_then(|mut s| s.execute(params![actor_id, seq(to)]))
-        .map_err(sql)?;
-    delete_recent(conn, actor_id, seq(to)).map_err(sql)?;
-    Ok(())
+    delete_rows(conn, actor_id, seq(to)).map_err(sql)
 }
 
-/// The newest epoch in `recent_entries`, if any row waits.
-pub(crate) fn newest_epoch(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT max(epoch) FROM recent_entries")?
-        .query_row([], |r| r.get(0))
+/// The oldest epoch the next rows may go in: the newest in the log, unless it
+/// is indexed already, then the one after the last indexed.
+pub(crate) fn newest_epoch(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached(concat!(
+        "SELECT max(ifnull((SELECT max(epoch) FROM entry_log), 0), ",
+        indexed_epoch!(),
+        " + 1)"
+    ))?
+    .query_row([], |r| r.get(0))
 }
 
-/// The oldest and the newest epoch in `recent_entries`, if any row waits (each
-/// read from one end of the index).
-pub(crate) fn epoch_bounds(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
-    conn.prepare_cached(
-        "SELECT (SELECT min(epoch) FROM recent_entries), (SELECT max(epoch) FROM recent_entries)",
-    )?
-    .query_row([], |r| {
-        let oldest: Option<i64> = r.get(0)?;
-        let newest: Option<i64> = r.get(1)?;
-        Ok(oldest.zip(newest))
-    })
+/// The oldest waiting epoch (`None` if no row waits), and the newest epoch
+/// in the log or indexed, whichever is later (each read from one end of
+/// the epoch index).
+pub(crate) fn epoch_bounds(conn: &Connection) -> rusqlite::Result<(Option<i64>, i64)> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        oldest_waiting!(),
+        ", max(ifnull((SELECT max(epoch) FROM entry_log), 0), ",
+        indexed_epoch!(),
+        ")"
+    ))?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
-/// Rows and entry bytes waiting in `recent_entries` (the rows are an
-/// estimate: rowids count up from 1 after each move, and a truncation does
-/// not lower them).
+/// Rows and entry bytes waiting to be indexed (read on opening and closing:
+/// it reads every waiting row's header).
 pub(crate) fn recent_waiting(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
-    conn.prepare_cached(
-        "SELECT ifnull(max(rowid), 0), ifnull(sum(length(entry)), 0) FROM recent_entries",
-    )?
+    conn.prepare_cached(concat!(
+        "SELECT count(*), ifnull(sum(length(entry)), 0) FROM entry_log WHERE epoch > ",
+        indexed_epoch!()
+    ))?
     .query_row([], |r| Ok((unseq(r.get(0)?), unseq(r.get(1)?))))
 }
 
-/// Moves every row of `recent_entries` into `entries`, in key order, in one
-/// transaction, and brings each actor's row in `actors` up to date.
+/// Indexes every waiting row, in one transaction: adds the rows' keys to
+/// `entry_index`, brings each actor's row in `actors` up to date, and marks
+/// their epochs indexed. Returns the last indexed epoch; later rows must go
+/// in a later one.
 ///
-/// Appends insert into `recent_entries`, whose rows and index entries both go at
-/// the end of their trees (the index is by epoch first, and each commit's
-/// rows are in the newest epoch), so a commit of appends to hundreds of
-/// actors writes only the pages its rows fill. Inserting straight into
-/// `entries` would write one index page per actor per commit. Here each
-/// actor's pages are written once per move, for all its rows since the last
-/// one. For each actor every row in `recent_entries` has a higher sequence than
-/// every row in `entries` (appends only go to `highest + 1`, and this moves
-/// all rows at once), and reads see both tables in one snapshot.
-pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<()> {
+/// An entry is written once, into `entry_log`, whose rows and epoch index
+/// both grow at their ends (the epoch index is by epoch first, and each
+/// commit's rows are in the newest epoch), so a commit of appends to
+/// hundreds of actors writes only the pages its rows fill. Keying each
+/// entry by actor at once would write one index page per actor per commit.
+/// Here each actor's index pages are written once per indexing, for all its
+/// rows since the last, and only their keys move (14 bytes or so, not the
+/// entry). For each actor every waiting row has a higher sequence than
+/// every indexed one (appends only go to `highest + 1`, and this indexes
+/// all waiting rows at once), and reads see both in one snapshot.
+pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<i64> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let moved = conn
-        .prepare_cached(
-            "INSERT INTO entries (actor_id, sequence, entry_id, entry)
-             SELECT actor_id, sequence, entry_id, entry FROM recent_entries ORDER BY actor_id, sequence",
-        )
-        .and_then(|mut s| s.execute([]))
-        .and_then(|_| {
-            conn.prepare_cached(
+    let indexed = (|| {
+        for statement in [
+            concat!(
+                "INSERT INTO entry_index (actor_key, sequence, position)
+                 SELECT actor_key, sequence, rowid FROM entry_log WHERE epoch > ",
+                indexed_epoch!(),
+                " ORDER BY actor_key, sequence"
+            ),
+            concat!(
                 "INSERT INTO actors (actor_id, highest)
-                 SELECT actor_id, max(sequence) FROM recent_entries WHERE true GROUP BY actor_id
+                 SELECT actor_id, max(sequence) FROM entry_log WHERE epoch > ",
+                indexed_epoch!(),
+                " GROUP BY actor_id
                  ON CONFLICT (actor_id) DO UPDATE SET highest = excluded.highest
-                 WHERE excluded.highest > highest",
-            )?
-            .execute([])
-        })
-        .and_then(|_| conn.prepare_cached("DELETE FROM recent_entries")?.execute([]));
-    match moved {
-        Ok(_) => conn.execute_batch("COMMIT"),
+                 WHERE excluded.highest > highest"
+            ),
+            "UPDATE log_state
+             SET indexed_epoch = max(indexed_epoch, ifnull((SELECT max(epoch) FROM entry_log), 0))",
+        ] {
+            conn.prepare_cached(statement)?.execute([])?;
+        }
+        conn.prepare_cached("SELECT indexed_epoch FROM log_state")?
+            .query_row([], |r| r.get(0))
+    })();
+    match indexed {
+        Ok(epoch) => conn.execute_batch("COMMIT").map(|()| epoch),
         Err(e) => {
             crate::threads::rollback_open(conn);
             Err(e)
@@ -470,9 +549,8 @@ pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 pub(crate) fn delete_actor(conn: &Connection, actor_id: &str) -> JournalResult<()> {
-    delete_recent(conn, actor_id, i64::MAX).map_err(sql)?;
+    delete_rows(conn, actor_id, i64::MAX).map_err(sql)?;
     for statement in [
-        "DELETE FROM entries WHERE actor_id = ?1",
         "DELETE FROM checkpoints WHERE actor_id = ?1",
         "DELETE FROM actors WHERE actor_id = ?1",
     ] {
@@ -587,8 +665,9 @@ pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<
         highest_sequence: highest(conn, actor_id)?,
         entries: count(
             with_epochs!(
-                "SELECT (SELECT count(*) FROM entries WHERE actor_id = ?1)
-                      + (SELECT count(*) FROM epochs CROSS JOIN recent_entries AS r
+                "SELECT (SELECT count(*) ",
+                indexed_rows!("?2", ")"),
+                " + (SELECT count(*) FROM epochs CROSS JOIN entry_log AS r
                          WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1)"
             ),
             params![actor_id, actor_key(actor_id)],
@@ -602,7 +681,7 @@ pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<
 
 pub(crate) fn stats(conn: &Connection) -> JournalResult<JournalStats> {
     conn.query_row(
-        "SELECT (SELECT count(*) FROM actors), (SELECT count(*) FROM entries) + (SELECT count(*) FROM recent_entries), (SELECT count(*) FROM checkpoints)",
+        "SELECT (SELECT count(*) FROM actors), (SELECT count(*) FROM entry_log), (SELECT count(*) FROM checkpoints)",
         [],
         |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
     )

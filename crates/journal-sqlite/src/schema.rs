@@ -4,13 +4,13 @@
 use std::path::Path;
 
 use journal_core::{JournalError, JournalResult};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags};
 
 use crate::error::db_error;
 use crate::options::SqliteOptions;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// `PRAGMA application_id` of a journal file: "JRNL".
 pub const APPLICATION_ID: i64 = 0x4A52_4E4C;
 
@@ -25,9 +25,16 @@ macro_rules! retire_recent {
     };
 }
 
-const MIGRATIONS: &[&str] = &[
+/// One step of the schema: SQL, or code where SQL alone cannot do it.
+enum Migration {
+    Sql(&'static str),
+    Code(fn(&Connection) -> rusqlite::Result<()>),
+}
+
+const MIGRATIONS: &[Migration] = &[
     // Version 1.
-    "CREATE TABLE IF NOT EXISTS actors (
+    Migration::Sql(
+        "CREATE TABLE IF NOT EXISTS actors (
          actor_id TEXT PRIMARY KEY NOT NULL,
          highest  INTEGER NOT NULL
      ) WITHOUT ROWID;
@@ -44,16 +51,19 @@ const MIGRATIONS: &[&str] = &[
          checkpoint BLOB NOT NULL,
          PRIMARY KEY (actor_id, sequence)
      );",
+    ),
     // Version 2: appends land in `recent`, a small table whose pages are
     // written together, and the writer moves them into `entries` in bulk
     // (see `ops::compact`).
-    "CREATE TABLE IF NOT EXISTS recent (
+    Migration::Sql(
+        "CREATE TABLE IF NOT EXISTS recent (
          actor_id TEXT NOT NULL,
          sequence INTEGER NOT NULL,
          entry_id TEXT NOT NULL,
          entry    BLOB NOT NULL,
          PRIMARY KEY (actor_id, sequence)
      );",
+    ),
     // Version 3: `recent` is indexed by (actor_key, sequence), `actor_key`
     // being a 31-bit hash of the actor id (`ops::actor_key`), instead of by
     // (actor_id, sequence): its index entries take about 14 bytes instead of
@@ -61,7 +71,7 @@ const MIGRATIONS: &[&str] = &[
     // appends over are a third as many. The sequence keeps a replay's rows
     // from `recent` in order, so a replay merges both tables without
     // sorting. Rows waiting in the old table move into `entries` first.
-    concat!(
+    Migration::Sql(concat!(
         retire_recent!(),
         "CREATE TABLE recent (
          actor_key INTEGER NOT NULL,
@@ -71,7 +81,7 @@ const MIGRATIONS: &[&str] = &[
          entry     BLOB NOT NULL
      );
      CREATE INDEX recent_by_actor_key ON recent (actor_key, sequence);"
-    ),
+    )),
     // Version 4: `recent`, renamed `recent_entries` (so that a version 3
     // build still running on the file fails instead of moving rows without
     // updating the actors' rows), is indexed by (epoch, actor_key,
@@ -84,7 +94,7 @@ const MIGRATIONS: &[&str] = &[
     // `entries` or are truncated, so the highest sequence is the larger of
     // the row's and the actor's last row in `recent_entries`. Version 3
     // kept the rows exact, so the waiting rows just move first.
-    concat!(
+    Migration::Sql(concat!(
         retire_recent!(),
         "CREATE TABLE recent_entries (
          epoch     INTEGER NOT NULL,
@@ -95,8 +105,65 @@ const MIGRATIONS: &[&str] = &[
          entry     BLOB NOT NULL
      );
      CREATE INDEX recent_by_epoch ON recent_entries (epoch, actor_key, sequence);"
-    ),
+    )),
+    // Version 5: an entry is written once. Every entry is a row of
+    // `entry_log`, which keeps version 4's epochs and epoch index; instead
+    // of moving the waiting rows, the writer adds their keys to
+    // `entry_index` (actor key, sequence, log rowid) and marks their epochs
+    // indexed in `log_state`, which moves a few bytes per entry instead of
+    // the entry. `entries` and `recent_entries` go (so that a version 4
+    // build still running on the file fails instead of writing where this
+    // one does not look).
+    Migration::Code(into_log),
 ];
+
+/// Migration 5: see [`MIGRATIONS`]. The rows of `entries` go into epoch 0,
+/// indexed; those waiting in `recent_entries` keep their epochs and wait.
+fn into_log(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE entry_log (
+             epoch     INTEGER NOT NULL,
+             actor_key INTEGER NOT NULL,
+             actor_id  TEXT NOT NULL,
+             sequence  INTEGER NOT NULL,
+             entry_id  TEXT NOT NULL,
+             entry     BLOB NOT NULL
+         );
+         CREATE TABLE entry_index (
+             actor_key INTEGER NOT NULL,
+             sequence  INTEGER NOT NULL,
+             position  INTEGER NOT NULL,
+             PRIMARY KEY (actor_key, sequence, position)
+         ) WITHOUT ROWID;
+         CREATE TABLE log_state (
+             id            INTEGER PRIMARY KEY CHECK (id = 1),
+             indexed_epoch INTEGER NOT NULL
+         );
+         INSERT INTO log_state (id, indexed_epoch) VALUES (1, 0);",
+    )?;
+    // The key is computed here, not in SQL: one statement per actor.
+    let mut actors = conn.prepare("SELECT DISTINCT actor_id FROM entries")?;
+    let mut copy = conn.prepare(
+        "INSERT INTO entry_log (epoch, actor_key, actor_id, sequence, entry_id, entry)
+         SELECT 0, ?2, actor_id, sequence, entry_id, entry FROM entries
+         WHERE actor_id = ?1 ORDER BY sequence",
+    )?;
+    let mut rows = actors.query([])?;
+    while let Some(row) = rows.next()? {
+        let actor_id: String = row.get(0)?;
+        copy.execute(params![actor_id, crate::ops::actor_key(&actor_id)])?;
+    }
+    conn.execute_batch(
+        "INSERT INTO entry_index (actor_key, sequence, position)
+             SELECT actor_key, sequence, rowid FROM entry_log ORDER BY actor_key, sequence;
+         INSERT INTO entry_log (epoch, actor_key, actor_id, sequence, entry_id, entry)
+             SELECT epoch, actor_key, actor_id, sequence, entry_id, entry FROM recent_entries
+             ORDER BY rowid;
+         DROP TABLE entries;
+         DROP TABLE recent_entries;
+         CREATE INDEX entry_log_by_epoch ON entry_log (epoch, actor_key, sequence);",
+    )
+}
 
 fn invalid(path: &Path, why: &str) -> JournalError {
     JournalError::storage("sqlite", format!("{}: {why}", path.display()))
@@ -202,7 +269,11 @@ fn migrate(conn: &Connection, path: &Path) -> JournalResult<()> {
         check_identity(conn, path, version)?;
         let start = usize::try_from(version).unwrap_or(0);
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(start) {
-            conn.execute_batch(migration).map_err(|e| db_error(&e))?;
+            match migration {
+                Migration::Sql(sql) => conn.execute_batch(sql),
+                Migration::Code(code) => code(conn),
+            }
+            .map_err(|e| db_error(&e))?;
             conn.execute_batch(&format!(
                 "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
                 i + 1

@@ -82,15 +82,16 @@ impl Recent {
     /// `false` if the table could not be read.
     fn sync_epochs(&mut self, conn: &Connection) -> bool {
         match ops::epoch_bounds(conn) {
-            Ok(Some((oldest, newest))) => {
+            Ok((oldest, newest)) => {
                 self.epoch = self.epoch.max(newest.saturating_add(1));
                 self.epoch_rows = 0;
-                self.epochs = u64::try_from(self.epoch.saturating_sub(oldest))
-                    .unwrap_or(u64::MAX)
-                    .saturating_add(1);
+                self.epochs = oldest.map_or(1, |oldest| {
+                    u64::try_from(self.epoch.saturating_sub(oldest))
+                        .unwrap_or(u64::MAX)
+                        .saturating_add(1)
+                });
                 true
             }
-            Ok(None) => true,
             Err(_) => false,
         }
     }
@@ -114,11 +115,12 @@ impl Recent {
         self.waiting.due(options) || self.epochs >= MAX_EPOCHS
     }
 
-    /// After a move: nothing waits, and the epoch goes on.
-    fn emptied(self) -> Recent {
+    /// After indexing up to epoch `indexed`: nothing waits, and the next
+    /// rows go in a later epoch.
+    fn emptied(self, indexed: i64) -> Recent {
         Recent {
             waiting: Waiting::default(),
-            epoch: self.epoch.saturating_add(1),
+            epoch: self.epoch.max(indexed).saturating_add(1),
             epoch_rows: 0,
             epochs: 1,
         }
@@ -319,7 +321,7 @@ impl HighestCache {
         }
         self.known.clear();
         let known_version = self.data_version.replace(version);
-        let newest = ops::newest_epoch(conn)?.map_or(epoch, |newest| newest.max(epoch));
+        let newest = ops::newest_epoch(conn)?.max(epoch);
         // The writer's own count of epochs must catch up too, after this
         // group (or the next commit would go back to its old epoch).
         self.others_wrote |= known_version.is_some() || newest != epoch;
@@ -475,14 +477,14 @@ fn commit_appends(
     Ok(committed)
 }
 
-/// Moves `recent_entries` into `entries`; returns what is left waiting. A
-/// failure (a full disk) loses nothing: the rows stay in `recent_entries`, and
-/// the next group tries again.
+/// Indexes the waiting rows; returns what is left waiting. A failure (a full
+/// disk) loses nothing: the rows stay waiting, and the next group tries
+/// again.
 fn compact(conn: &Connection, recent: Recent) -> Recent {
     match ops::compact(conn) {
-        Ok(()) => recent.emptied(),
+        Ok(indexed) => recent.emptied(indexed),
         Err(e) => {
-            tracing::warn!(backend = "sqlite", error = %e, "moving recent entries into the main table failed; they stay where they are");
+            tracing::warn!(backend = "sqlite", error = %e, "indexing the waiting entries failed; they stay waiting");
             recent
         }
     }

@@ -234,11 +234,17 @@ async fn reopened_file_keeps_everything() {
     assert_eq!((latest.sequence, latest.state_schema_version), (30, 3));
 }
 
-/// Counts the rows of `table` through a connection of its own.
-fn raw_count(path: &std::path::Path, table: &str) -> i64 {
+/// Counts, through a connection of its own, the log's rows still waiting
+/// to be indexed, and the rows of the index.
+fn placement(path: &std::path::Path) -> (i64, i64) {
     let conn = rusqlite::Connection::open(path).expect("sqlite");
-    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        .expect("count")
+    conn.query_row(
+        "SELECT (SELECT count(*) FROM entry_log WHERE epoch > (SELECT indexed_epoch FROM log_state)),
+                (SELECT count(*) FROM entry_index)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .expect("count")
 }
 
 /// Version 1's tables; version 2 added `recent` keyed like `entries`.
@@ -258,6 +264,13 @@ const VERSION_3_TABLE: &str =
     "CREATE TABLE recent (actor_key INTEGER NOT NULL DEFAULT 1470740490, actor_id TEXT NOT NULL,
                           sequence INTEGER NOT NULL, entry_id TEXT NOT NULL, entry BLOB NOT NULL);
      CREATE INDEX recent_by_actor_key ON recent (actor_key, sequence);";
+/// Version 4's `recent_entries`, indexed by epoch; the rows of "veteran"
+/// carry its key, in epoch 3.
+const VERSION_4_TABLE: &str =
+    "CREATE TABLE recent_entries (epoch INTEGER NOT NULL DEFAULT 3,
+                                  actor_key INTEGER NOT NULL DEFAULT 1470740490, actor_id TEXT NOT NULL,
+                                  sequence INTEGER NOT NULL, entry_id TEXT NOT NULL, entry BLOB NOT NULL);
+     CREATE INDEX recent_by_epoch ON recent_entries (epoch, actor_key, sequence);";
 
 /// Writes, by hand, a file as an earlier journal-sqlite left it: schema
 /// `version` with `tables`, one actor at `highest`, and each row in the
@@ -347,34 +360,43 @@ async fn keeps_appending(
 }
 
 /// Opens a hand-built old file whose entries 1-4 were moved into
-/// `entries` and 5-6 still wait in `recent`, and checks that it reads and
-/// appends as before.
-async fn migrates_waiting_rows(version: i64, recent_table: &str) {
+/// `entries` and 5-6 still wait in `recent` (`recent_entries` from version
+/// 4 on), and checks that it reads and appends as before. `waiting`: how
+/// many of them still wait to be indexed once migrated.
+async fn migrates_waiting_rows(version: i64, recent_table: &str, waiting: i64) {
     let path = tmp(&format!("version-{version}"));
     let old: Vec<_> = (1..=6).map(|s| entry("veteran", s, 40)).collect();
+    let recent = if version >= 4 {
+        "recent_entries"
+    } else {
+        "recent"
+    };
     write_old_file(
         &path,
         version,
         &format!("{VERSION_1_TABLES} {recent_table}"),
         &old,
-        |e| if e.sequence <= 4 { "entries" } else { "recent" },
+        |e| if e.sequence <= 4 { "entries" } else { recent },
     );
+    if version >= 4 {
+        // Version 4 brought an actor's row up to date only when its rows
+        // moved: the highest sequence was in `recent_entries`.
+        rusqlite::Connection::open(&path)
+            .expect("sqlite")
+            .execute("UPDATE actors SET highest = 4", [])
+            .expect("old highest");
+    }
     let storage = SqliteJournalStorage::new(&path).await.expect("open");
-    // The rows that waited in the old `recent` are in `entries` now, and
-    // the old table is gone: a build of that version still running on the
-    // file fails instead of writing to the new one.
-    assert_eq!(
-        (
-            raw_count(&path, "recent_entries"),
-            raw_count(&path, "entries")
-        ),
-        (0, 6)
-    );
+    // Every row is in the log now, and the old tables are gone: a build of
+    // that version still running on the file fails instead of writing
+    // where this one does not look.
+    assert_eq!(placement(&path), (waiting, 6 - waiting));
     assert_eq!(
         rusqlite::Connection::open(&path)
             .expect("sqlite")
             .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'recent'",
+                "SELECT count(*) FROM sqlite_master
+                 WHERE name IN ('recent', 'recent_entries', 'entries')",
                 [],
                 |r| r.get::<_, i64>(0)
             )
@@ -390,24 +412,23 @@ async fn migrates_waiting_rows(version: i64, recent_table: &str) {
         6
     );
     keeps_appending(storage, &path, &old).await;
-    // Closing moved the new entry from the rebuilt `recent` too.
-    assert_eq!(
-        (
-            raw_count(&path, "recent_entries"),
-            raw_count(&path, "entries")
-        ),
-        (0, 7)
-    );
+    // Closing indexed the new entry too.
+    assert_eq!(placement(&path), (0, 7));
 }
 
 #[tokio::test]
 async fn version_2_file_is_migrated_and_keeps_its_entries() {
-    migrates_waiting_rows(2, VERSION_2_TABLE).await;
+    migrates_waiting_rows(2, VERSION_2_TABLE, 0).await;
 }
 
 #[tokio::test]
 async fn version_3_file_is_migrated_and_keeps_its_entries() {
-    migrates_waiting_rows(3, VERSION_3_TABLE).await;
+    migrates_waiting_rows(3, VERSION_3_TABLE, 0).await;
+}
+
+#[tokio::test]
+async fn version_4_file_is_migrated_and_keeps_its_entries() {
+    migrates_waiting_rows(4, VERSION_4_TABLE, 2).await;
 }
 
 #[tokio::test]
@@ -438,7 +459,7 @@ async fn actors_sharing_a_key_stay_apart() {
         storage.replay_from(a, 1).await.expect("replay a"),
         of_a[3..].to_vec()
     );
-    assert_eq!(raw_count(&path, "recent_entries"), 3);
+    assert_eq!(placement(&path), (3, 0));
 }
 
 #[tokio::test]
@@ -453,13 +474,7 @@ async fn entries_move_from_recent_into_the_main_table() {
         storage.append_entry(e).await.expect("append");
     }
     // Below the threshold everything waits in `recent`.
-    assert_eq!(
-        (
-            raw_count(&path, "recent_entries"),
-            raw_count(&path, "entries")
-        ),
-        (9, 0)
-    );
+    assert_eq!(placement(&path), (9, 0));
     storage.append_entry(&written[9]).await.expect("append");
     // The tenth append reached it: the writer moved all ten before it took
     // its next job, this no-op write.
@@ -467,13 +482,7 @@ async fn entries_move_from_recent_into_the_main_table() {
         .delete_checkpoints_before("mover", 0)
         .await
         .expect("no-op write");
-    assert_eq!(
-        (
-            raw_count(&path, "recent_entries"),
-            raw_count(&path, "entries")
-        ),
-        (0, 10)
-    );
+    assert_eq!(placement(&path), (0, 10));
     storage.append_batch(&written[10..]).await.expect("batch");
     assert_eq!(
         storage.replay_from("mover", 1).await.expect("replay"),
@@ -501,13 +510,7 @@ async fn entries_move_from_recent_into_the_main_table() {
     );
     // Closing leaves every entry in the main table.
     storage.close().await;
-    assert_eq!(
-        (
-            raw_count(&path, "recent_entries"),
-            raw_count(&path, "entries")
-        ),
-        (0, 13)
-    );
+    assert_eq!(placement(&path), (0, 13));
 }
 
 #[tokio::test]
@@ -585,7 +588,7 @@ async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
         of_a.extend(batch);
         of_b.push(single);
     }
-    assert_eq!(raw_count(&path, "entries"), 0, "nothing moved yet");
+    assert_eq!(placement(&path).1, 0, "nothing indexed yet");
     assert_eq!(storage.replay_from("a", 1).await.expect("replay a"), of_a);
     assert_eq!(storage.replay_from("b", 1).await.expect("replay b"), of_b);
     assert_eq!(
@@ -604,7 +607,7 @@ async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
     // One more epoch reaches the bound: everything moves, and reads the same.
     let (batch, single) = round(storage.clone(), rounds + 1).await;
     of_a.extend(batch);
-    assert_eq!(raw_count(&path, "recent_entries"), 0, "everything moved");
+    assert_eq!(placement(&path).0, 0, "everything indexed");
     assert_eq!(storage.replay_from("a", 1).await.expect("replay a"), of_a);
     assert_eq!(
         storage.replay_from("b", 1).await.expect("replay b"),
