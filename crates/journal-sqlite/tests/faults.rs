@@ -703,3 +703,40 @@ async fn a_second_process_appends_after_the_newest_epoch() {
         written[written.len() - 1..].to_vec()
     );
 }
+
+#[tokio::test]
+async fn a_second_process_appends_after_the_indexed_epochs() {
+    // `b` opened when the file was empty; `a` indexes after every append,
+    // so the epochs `b` knows of are all indexed by the time it appends.
+    // Rows in an indexed epoch would be in neither the index nor the
+    // waiting epochs: `b`'s must go in a later one.
+    let (path, a) = open_new(
+        "two-writers-indexed",
+        SqliteOptions {
+            compact_after: 1,
+            ..SqliteOptions::default()
+        },
+    )
+    .await;
+    let b = SqliteJournalStorage::new(&path).await.expect("open b");
+    let mut written: Vec<_> = (1..=3).map(|s| entry("x", s, 8)).collect();
+    for e in &written {
+        a.append_entry(e).await.expect("a appends");
+    }
+    // `a` has indexed all three before it takes this no-op write.
+    a.delete_checkpoints_before("x", 0).await.expect("no-op");
+    assert_eq!(placement(&path), (0, 3));
+    for (writer, s) in [(&b, 4), (&a, 5), (&b, 6)] {
+        let e = entry("x", s, 8);
+        writer.append_entry(&e).await.expect("append");
+        written.push(e);
+    }
+    for reader in [&a, &b] {
+        assert_eq!(reader.replay_from("x", 1).await.expect("replay"), written);
+        assert_eq!(reader.highest_sequence("x").await.expect("highest"), 6);
+    }
+    assert_conflict(a.append_entry(&entry("x", 6, 9)).await);
+    b.close().await;
+    a.close().await;
+    assert_eq!(placement(&path), (0, 6));
+}
