@@ -47,12 +47,13 @@ pub struct SqliteOptions {
     /// Largest database size in pages, if limited (`PRAGMA max_page_count`):
     /// beyond it writes fail as on a full disk.
     pub max_page_count: Option<u32>,
-    /// Appended entries gathered in the write-optimised `recent_entries` table
-    /// before the writer moves them into `entries` in one transaction (default:
-    /// 16,384; see the crate docs, "Schema"). Larger values make that move
-    /// rarer and cheaper per entry, but make lookups in `recent_entries` (a
-    /// replay's last page, a highest sequence) seek more epochs. The move also
-    /// happens once 4 MiB of entries wait, or 256 epochs, whatever this says.
+    /// Appended entries left waiting (found through the epoch index only)
+    /// before the writer indexes them by actor in one transaction (default:
+    /// 16,384; see the crate docs, "Schema"). Larger values make indexing
+    /// rarer and cheaper per entry, but make lookups of waiting entries (a
+    /// replay's last page, a highest sequence) seek more epochs. Indexing
+    /// also happens once 4 MiB of entries wait, or 256 epochs, whatever this
+    /// says.
     pub compact_after: u64,
     /// Bytes of the file SQLite maps into memory for reading
     /// (`PRAGMA mmap_size`; default: 256 MiB, 0 turns it off). Reads of

@@ -18,11 +18,11 @@ use crate::ops;
 /// transaction, and learns after `COMMIT` whether it is durable.
 pub(crate) trait WriterJob: Send {
     /// Runs the job; `false` when it failed (its savepoint is rolled back).
-    /// Rows it adds to `recent_entries` go in `epoch`.
+    /// Rows it adds to `entry_log` go in `epoch`.
     fn run(&mut self, conn: &Connection, epoch: i64) -> bool;
     /// Reports the outcome: the job's own, or the commit's failure.
     fn complete(self: Box<Self>, commit: Result<(), Failure>);
-    /// What the job added to `recent_entries`, once it has run: the actor, its
+    /// What the job added to `entry_log`, once it has run: the actor, its
     /// new highest sequence, and the rows.
     fn appended(&self) -> Option<(&str, u64, Waiting)> {
         None
@@ -34,25 +34,25 @@ pub(crate) trait WriterJob: Send {
     }
 }
 
-/// Rows and entry bytes waiting in `recent_entries` to be moved into `entries`.
+/// Rows and entry bytes waiting in `entry_log` to be indexed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Waiting {
     rows: u64,
     bytes: u64,
 }
 
-/// Rows an epoch of `recent_entries` takes before the next commit starts a new
+/// Rows an epoch of `entry_log` takes before the next commit starts a new
 /// one. Under load every commit starts one (a group is larger), so a commit's
 /// index entries go after all others; a lone writer's commits share one, and
 /// its index entries still fall in the last page or two of the index.
 pub const EPOCH_ROWS: u64 = 128;
 
-/// Epochs at which the writer moves `recent_entries` into `entries`, whatever
-/// `compact_after` says: a lookup in `recent_entries` seeks the index once per
+/// Waiting epochs at which the writer indexes them, whatever `compact_after`
+/// says: a lookup of waiting rows seeks the epoch index once per
 /// epoch.
 pub const MAX_EPOCHS: u64 = 256;
 
-/// What the writer knows of `recent_entries`: what waits there, and the epoch
+/// What the writer knows of `entry_log`: what waits there, and the epoch
 /// its next rows go in.
 #[derive(Debug, Clone, Copy)]
 struct Recent {
@@ -127,9 +127,9 @@ impl Recent {
     }
 }
 
-/// Entry bytes in `recent_entries` at which the writer moves them, whatever
-/// `compact_after` says: large entries gain nothing from waiting there, and
-/// one move stays one bounded transaction.
+/// Waiting entry bytes at which the writer indexes them, whatever
+/// `compact_after` says: large entries gain nothing from waiting, which makes
+/// their lookups seek more epochs.
 pub(crate) const COMPACT_BYTES: u64 = 4 << 20;
 
 impl Waiting {
@@ -283,7 +283,7 @@ impl Work {
 }
 
 /// The writer's cache of each actor's highest sequence, so that an append needs
-/// no lookup (a lookup seeks `recent_entries` once per epoch). It is dropped
+/// no lookup (a lookup seeks the epoch index once per epoch). It is dropped
 /// whenever another connection may have written (`PRAGMA data_version`
 /// changed), whenever a transaction fails, and after an operation that may
 /// lower a highest sequence (a deletion). An actor it knows has its row in
@@ -362,9 +362,9 @@ pub(crate) fn writer_loop(
     stats: &crate::CommitCounters,
 ) {
     let mut cache = HighestCache::default();
-    // What waits in `recent_entries`: read from the file, then counted up by each
+    // What waits in `entry_log`: read from the file, then counted up by each
     // commit (an estimate: truncations remove rows, other processes add
-    // some; it only decides when to move them). The epochs are read again
+    // some; it only decides when to index them). The epochs are read again
     // when another process has written.
     let start = Recent {
         waiting: Waiting::default(),
@@ -405,7 +405,7 @@ pub(crate) fn writer_loop(
             recent = compact(conn, recent);
         }
     }
-    // Closing: leave every entry in `entries`.
+    // Closing: leave every entry indexed.
     if Recent::read(conn, recent).waiting.rows > 0 {
         compact(conn, recent);
     }
@@ -431,7 +431,7 @@ fn only_appends(group: Vec<Work>) -> Result<Vec<Box<AppendJob>>, Vec<Work>> {
 /// nothing, so it needs no savepoint; if SQLite fails a statement, the
 /// whole transaction is rolled back and the jobs are returned, untouched in
 /// the file, to run again one savepoint each. `Ok` carries what the
-/// committed appends added to `recent_entries`.
+/// committed appends added to `entry_log`.
 #[allow(clippy::vec_box)] // the boxes go on to `commit_group` as they are
 fn commit_appends(
     conn: &Connection,
@@ -491,7 +491,7 @@ fn compact(conn: &Connection, recent: Recent) -> Recent {
 }
 
 /// Runs each job in its own savepoint; returns what the committed jobs
-/// added to `recent_entries`, and tells `cache` of their new highest sequences.
+/// added to `entry_log`, and tells `cache` of their new highest sequences.
 fn commit_group(
     conn: &Connection,
     cache: &mut HighestCache,
@@ -619,7 +619,7 @@ pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// Reader threads sharing one queue of read jobs. Each job runs in a read
 /// transaction of its own, so that its statements see one snapshot (an
-/// entry moves from `recent_entries` to `entries` in one commit).
+/// indexing turns waiting entries into indexed ones in one commit).
 pub(crate) fn reader_loop(conn: &Connection, jobs: &Arc<Mutex<Receiver<ReadJob>>>) {
     loop {
         let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();

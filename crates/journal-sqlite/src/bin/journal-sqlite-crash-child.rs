@@ -36,8 +36,8 @@ fn main() -> ExitCode {
 }
 
 async fn append_forever(path: &str, actor: &str) -> Result<(), Box<dyn std::error::Error>> {
-    // Entries move from `recent` into `entries` every few appends, so that
-    // kills also land in the middle of those moves.
+    // Entries are indexed every few appends, so that kills also land in
+    // the middle of an indexing.
     let options = SqliteOptions {
         compact_after: 8,
         ..SqliteOptions::default()
