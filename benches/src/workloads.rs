@@ -31,6 +31,9 @@ pub struct Sizes {
     pub stream_entries: u64,
     /// Entries per `append_batch` in the batch figure.
     pub batch: u64,
+    /// Actors appending in turn for the interleaved replay, and entries
+    /// each.
+    pub interleaved: (usize, u64),
 }
 
 impl Sizes {
@@ -43,6 +46,7 @@ impl Sizes {
         recovery_entries: 20_000,
         stream_entries: 200_000,
         batch: 1_000,
+        interleaved: (64, 500),
     };
 
     /// The sizes the targets are stated for.
@@ -53,6 +57,7 @@ impl Sizes {
         recovery_entries: 100_000,
         stream_entries: 1_000_000,
         batch: 100,
+        interleaved: (256, 1_000),
     };
 }
 
@@ -199,21 +204,7 @@ pub async fn fill(
 pub async fn replay_rate(storage: &dyn JournalStorage, baseline: &dyn Baseline, n: u64) -> Figure {
     let actor = fill(storage, None, "replay", n).await;
     let raw_actor = fill(storage, Some(baseline), "replay-raw", n).await;
-    let (mut ours, mut raw) = (0.0f64, 0.0f64);
-    for _ in 0..5 {
-        let started = Instant::now();
-        let count = storage
-            .replay_stream(&actor, 1)
-            .try_fold(0u64, |n, _| async move { Ok(n + 1) })
-            .await
-            .expect("replay");
-        ours = ours.max(count as f64 / started.elapsed().as_secs_f64());
-        assert_eq!(count, n);
-        let started = Instant::now();
-        let raw_count = baseline.replay(&raw_actor).await;
-        raw = raw.max(raw_count as f64 / started.elapsed().as_secs_f64());
-        assert_eq!(raw_count as u64, n);
-    }
+    let (ours, raw) = best_replays(storage, baseline, &actor, &raw_actor, n).await;
     Figure {
         name: format!("replay of {n} entries (best of 5)"),
         value: ours,
@@ -224,6 +215,79 @@ pub async fn replay_rate(storage: &dyn JournalStorage, baseline: &dyn Baseline, 
         target: String::new(),
         met: None,
     }
+}
+
+/// Entries replayed per second from one of `actors` actors that appended
+/// in turn, `n` entries each, so that its entries lie among everyone's: the
+/// best of five runs, alternating with the baseline's, whose rows were
+/// written in the same round-robin order.
+pub async fn replay_interleaved(
+    storage: Arc<dyn JournalStorage>,
+    baseline: &dyn Baseline,
+    actors: usize,
+    n: u64,
+) -> Figure {
+    let names: Vec<String> = (0..actors).map(|_| unique("turns")).collect();
+    // Each actor appends one entry at a time, all at once: group commits
+    // interleave them.
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|actor| {
+            let (storage, actor) = (Arc::clone(&storage), actor.clone());
+            tokio::spawn(async move {
+                for seq in 1..=n {
+                    let e = bench_entry(&actor, seq);
+                    storage.append_entry(&e).await.expect("append");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let raw_names: Vec<String> = (0..actors).map(|_| unique("turns-raw")).collect();
+    let raw_rows: Vec<_> = (1..=n)
+        .flat_map(|seq| raw_names.iter().map(move |a| bench_entry(a, seq)))
+        .collect();
+    baseline.append_many(&raw_rows).await;
+    let (ours, raw) = best_replays(&*storage, baseline, &names[0], &raw_names[0], n).await;
+    Figure {
+        name: format!("replay, one of {actors} actors appending in turn ({n} entries, best of 5)"),
+        value: ours,
+        unit: "entries/s",
+        baseline: raw,
+        baseline_name: format!("{}, same order, read and decode", baseline.describe()),
+        better: Better::Higher,
+        target: String::new(),
+        met: None,
+    }
+}
+
+/// The best replay rates of five runs of `actor` and `raw_actor` (`n`
+/// entries each), alternating.
+async fn best_replays(
+    storage: &dyn JournalStorage,
+    baseline: &dyn Baseline,
+    actor: &str,
+    raw_actor: &str,
+    n: u64,
+) -> (f64, f64) {
+    let (mut ours, mut raw) = (0.0f64, 0.0f64);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let count = storage
+            .replay_stream(actor, 1)
+            .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+            .await
+            .expect("replay");
+        ours = ours.max(count as f64 / started.elapsed().as_secs_f64());
+        assert_eq!(count, n);
+        let started = Instant::now();
+        let raw_count = baseline.replay(raw_actor).await;
+        raw = raw.max(raw_count as f64 / started.elapsed().as_secs_f64());
+        assert_eq!(raw_count as u64, n);
+    }
+    (ours, raw)
 }
 
 /// The bench's actor: a ledger of accounts kept as JSON-like records, the

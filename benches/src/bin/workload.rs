@@ -111,6 +111,11 @@ async fn run_all(
     if want("replay") {
         figures.push(workloads::replay_rate(&*storage, &*baseline, sizes.replay_entries).await);
     }
+    if want("interleaved") {
+        let (actors, n) = sizes.interleaved;
+        figures
+            .push(workloads::replay_interleaved(Arc::clone(&storage), &*baseline, actors, n).await);
+    }
     if want("recovery") {
         figures.push(workloads::recovery(Arc::clone(&storage), sizes.recovery_entries).await);
     }
@@ -278,7 +283,7 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|recovery|checkpoint|stream]",
+        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|stream]",
         BACKENDS.join("|")
     );
     ExitCode::from(2)
