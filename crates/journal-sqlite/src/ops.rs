@@ -95,7 +95,8 @@ macro_rules! indexed_rows {
     ($key:literal, $($sql:expr),+) => {
         concat!(
             "FROM entry_index AS e CROSS JOIN entry_log AS l
-             WHERE e.actor_key = ", $key, " AND l.rowid = e.position AND l.actor_id = ?1 ",
+             WHERE e.actor_key = ", $key, " AND l.position = e.position AND l.actor_id = ?1
+               AND l.sequence = e.sequence ",
             $($sql),+
         )
     };
@@ -435,14 +436,14 @@ fn read_rows(
 fn delete_rows(conn: &Connection, actor_id: &str, to: i64) -> rusqlite::Result<()> {
     let params = params![actor_id, to, actor_key(actor_id)];
     for statement in [
-        "DELETE FROM entry_log WHERE rowid IN (
+        "DELETE FROM entry_log WHERE position IN (
              SELECT e.position FROM entry_index AS e WHERE e.actor_key = ?3 AND e.sequence <= ?2)
            AND actor_id = ?1",
         "DELETE FROM entry_index WHERE actor_key = ?3 AND sequence <= ?2
-           AND NOT EXISTS (SELECT 1 FROM entry_log WHERE rowid = entry_index.position)",
+           AND NOT EXISTS (SELECT 1 FROM entry_log WHERE position = entry_index.position)",
         with_epochs!(
-            "DELETE FROM entry_log WHERE rowid IN (
-                 SELECT r.rowid FROM epochs CROSS JOIN entry_log AS r
+            "DELETE FROM entry_log WHERE position IN (
+                 SELECT r.position FROM epochs CROSS JOIN entry_log AS r
                  WHERE r.epoch = epochs.epoch AND r.actor_key = ?3 AND r.actor_id = ?1
                    AND r.sequence <= ?2)"
         ),
@@ -519,7 +520,7 @@ pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<i64> {
         for statement in [
             concat!(
                 "INSERT INTO entry_index (actor_key, sequence, position)
-                 SELECT actor_key, sequence, rowid FROM entry_log WHERE epoch > ",
+                 SELECT actor_key, sequence, position FROM entry_log WHERE epoch > ",
                 indexed_epoch!(),
                 " ORDER BY actor_key, sequence"
             ),
@@ -540,7 +541,12 @@ pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<i64> {
             .query_row([], |r| r.get(0))
     })();
     match indexed {
-        Ok(epoch) => conn.execute_batch("COMMIT").map(|()| epoch),
+        Ok(epoch) => conn
+            .execute_batch("COMMIT")
+            .map(|()| epoch)
+            .inspect_err(|_| {
+                crate::threads::rollback_open(conn);
+            }),
         Err(e) => {
             crate::threads::rollback_open(conn);
             Err(e)

@@ -54,7 +54,7 @@ const MIGRATIONS: &[Migration] = &[
     ),
     // Version 2: appends land in `recent`, a small table whose pages are
     // written together, and the writer moves them into `entries` in bulk
-    // (see `ops::compact`).
+    // (until version 5).
     Migration::Sql(
         "CREATE TABLE IF NOT EXISTS recent (
          actor_id TEXT NOT NULL,
@@ -109,7 +109,7 @@ const MIGRATIONS: &[Migration] = &[
     // Version 5: an entry is written once. Every entry is a row of
     // `entry_log`, which keeps version 4's epochs and epoch index; instead
     // of moving the waiting rows, the writer adds their keys to
-    // `entry_index` (actor key, sequence, log rowid) and marks their epochs
+    // `entry_index` (actor key, sequence, log position) and marks their epochs
     // indexed in `log_state`, which moves a few bytes per entry instead of
     // the entry. `entries` and `recent_entries` go (so that a version 4
     // build still running on the file fails instead of writing where this
@@ -122,6 +122,7 @@ const MIGRATIONS: &[Migration] = &[
 fn into_log(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE entry_log (
+             position  INTEGER PRIMARY KEY,
              epoch     INTEGER NOT NULL,
              actor_key INTEGER NOT NULL,
              actor_id  TEXT NOT NULL,
@@ -155,7 +156,7 @@ fn into_log(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch(
         "INSERT INTO entry_index (actor_key, sequence, position)
-             SELECT actor_key, sequence, rowid FROM entry_log ORDER BY actor_key, sequence;
+             SELECT actor_key, sequence, position FROM entry_log ORDER BY actor_key, sequence;
          INSERT INTO entry_log (epoch, actor_key, actor_id, sequence, entry_id, entry)
              SELECT epoch, actor_key, actor_id, sequence, entry_id, entry FROM recent_entries
              ORDER BY rowid;

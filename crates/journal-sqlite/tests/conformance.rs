@@ -12,9 +12,9 @@ fn fresh_file() -> PathBuf {
     dir.join(format!("{}.db", journal_core::new_entry_id()))
 }
 
-/// On a file, entries move from `recent` into `entries` after every few
-/// appends, so that the suite's reads on the reader connections meet both
-/// tables and the moves between them.
+/// On a file, entries are indexed after every few appends, so that the
+/// suite's reads on the reader connections meet both indexed and waiting
+/// entries, and the indexings between them.
 mod file {
     journal_conformance::suite!(async { journal_sqlite_storage(super::fresh_file()).await });
 
@@ -30,7 +30,7 @@ mod file {
 }
 
 /// In memory, with the default options: the suite's journals are small, so
-/// their entries stay in `recent`.
+/// their entries stay waiting.
 mod in_memory {
     journal_conformance::suite!(async {
         super::SqliteJournalStorage::new(":memory:")

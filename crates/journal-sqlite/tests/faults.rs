@@ -433,7 +433,7 @@ async fn version_4_file_is_migrated_and_keeps_its_entries() {
 
 #[tokio::test]
 async fn actors_sharing_a_key_stay_apart() {
-    // `recent` is indexed by a hash of the actor id; these two ids share
+    // Entries are indexed by a hash of the actor id; these two ids share
     // one (checked in the crate's unit tests).
     let (a, b) = ("actor-81485", "actor-241730");
     let path = tmp("shared-key");
@@ -463,7 +463,7 @@ async fn actors_sharing_a_key_stay_apart() {
 }
 
 #[tokio::test]
-async fn entries_move_from_recent_into_the_main_table() {
+async fn waiting_entries_are_indexed_at_the_threshold() {
     let options = SqliteOptions {
         compact_after: 10,
         ..SqliteOptions::default()
@@ -473,10 +473,10 @@ async fn entries_move_from_recent_into_the_main_table() {
     for e in &written[..9] {
         storage.append_entry(e).await.expect("append");
     }
-    // Below the threshold everything waits in `recent`.
+    // Below the threshold everything waits.
     assert_eq!(placement(&path), (9, 0));
     storage.append_entry(&written[9]).await.expect("append");
-    // The tenth append reached it: the writer moved all ten before it took
+    // The tenth append reached it: the writer indexed all ten before it took
     // its next job, this no-op write.
     storage
         .delete_checkpoints_before("mover", 0)
@@ -508,7 +508,7 @@ async fn entries_move_from_recent_into_the_main_table() {
         storage.replay_from("mover", 1).await.expect("replay"),
         written[12..].to_vec()
     );
-    // Closing leaves every entry in the main table.
+    // Closing leaves every entry indexed.
     storage.close().await;
     assert_eq!(placement(&path), (0, 13));
 }
@@ -537,7 +537,7 @@ async fn two_handles_on_one_file_keep_the_sequence_check() {
         Entry::message_received("from-b", "T", vec![1; 20]),
     );
     b.append_entry(&from_b).await.expect("b appends 4");
-    // a last saw highest 3; b's entry 4 is already in the main table.
+    // a last saw highest 3; b's entry 4 is already indexed.
     assert_conflict(a.append_entry(&entry("shared", 4, 20)).await);
     a.append_entry(&entry("shared", 5, 20))
         .await
@@ -553,10 +553,10 @@ async fn two_handles_on_one_file_keep_the_sequence_check() {
 }
 
 #[tokio::test]
-async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
+async fn lookups_span_epochs_and_enough_epochs_index_the_rows() {
     use journal_sqlite::{Synchronous, EPOCH_ROWS, MAX_EPOCHS};
     // Neither the row count nor the 4 MiB bound is reached here: only the
-    // number of epochs moves the rows.
+    // number of epochs gets the rows indexed.
     let options = SqliteOptions {
         compact_after: u64::MAX,
         synchronous: Synchronous::Normal,
@@ -573,7 +573,7 @@ async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
         storage.append_batch(&batch).await.expect("batch of a");
         let single = entry("b", n, 1);
         storage.append_entry(&single).await.expect("entry of b");
-        // A no-op write: the writer has moved the rows, if it was due to,
+        // A no-op write: the writer has indexed the rows, if it was due to,
         // before it takes this.
         storage
             .delete_checkpoints_before("a", 0)
@@ -604,7 +604,7 @@ async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
     let summary = storage.actor_summary("b").await.expect("summary");
     assert_eq!((summary.entries, summary.highest_sequence), (0, rounds));
     assert_conflict(storage.append_entry(&entry("b", rounds, 2)).await);
-    // One more epoch reaches the bound: everything moves, and reads the same.
+    // One more epoch reaches the bound: everything is indexed, and reads the same.
     let (batch, single) = round(storage.clone(), rounds + 1).await;
     of_a.extend(batch);
     assert_eq!(placement(&path).0, 0, "everything indexed");
@@ -620,9 +620,10 @@ async fn lookups_span_epochs_and_enough_epochs_move_the_rows() {
 }
 
 #[tokio::test]
-async fn replays_see_one_snapshot_while_entries_move() {
-    // A replay reads `entries`, then `recent`: a move between the two
-    // statements would hide the moved rows, unless both read one snapshot.
+async fn replays_see_one_snapshot_while_entries_are_indexed() {
+    // A replay reads the indexed entries, then the waiting ones: an indexing
+    // between the two statements would hide the rows it indexed, unless
+    // both read one snapshot.
     let options = SqliteOptions {
         compact_after: 3,
         ..SqliteOptions::default()

@@ -36,9 +36,9 @@ async fn the_log_stays_bounded_while_appends_run() {
     let written = batches * per_batch * size as u64;
     // The checkpointer is kicked at 1,000 frames (of 4 KiB plus a 24-byte
     // header); the writer checkpoints itself at 4,000 if the log has not
-    // started over by then. One transaction may pass that: a move of
-    // `recent` into `entries` carries at most 4 MiB of entries (about 1,100
-    // frames with the index pages).
+    // started over by then. One transaction may pass that: a group commit
+    // (at most 512 operations), or an indexing, which writes only keys
+    // (about 14 bytes per waiting entry, 4 MiB of entries at most).
     let bound = 5_500 * (4096 + 24);
     assert!(
         largest <= bound,
