@@ -200,13 +200,13 @@ pub async fn fill(
 }
 
 /// Entries replayed per second (streaming) from a journal of `n` entries:
-/// the best of five runs, alternating with the baseline's.
+/// the best of [`REPLAY_RUNS`] runs, alternating with the baseline's.
 pub async fn replay_rate(storage: &dyn JournalStorage, baseline: &dyn Baseline, n: u64) -> Figure {
     let actor = fill(storage, None, "replay", n).await;
     let raw_actor = fill(storage, Some(baseline), "replay-raw", n).await;
     let (ours, raw) = best_replays(storage, baseline, &actor, &raw_actor, n).await;
     Figure {
-        name: format!("replay of {n} entries (best of 5)"),
+        name: format!("replay of {n} entries (best of {REPLAY_RUNS})"),
         value: ours,
         unit: "entries/s",
         baseline: raw,
@@ -219,7 +219,7 @@ pub async fn replay_rate(storage: &dyn JournalStorage, baseline: &dyn Baseline, 
 
 /// Entries replayed per second from one of `actors` actors that appended
 /// in turn, `n` entries each, so that its entries lie among everyone's: the
-/// best of five runs, alternating with the baseline's, whose rows were
+/// best of [`REPLAY_RUNS`] runs, alternating with the baseline's, whose rows were
 /// written in the same round-robin order.
 pub async fn replay_interleaved(
     storage: Arc<dyn JournalStorage>,
@@ -252,7 +252,9 @@ pub async fn replay_interleaved(
     baseline.append_many(&raw_rows).await;
     let (ours, raw) = best_replays(&*storage, baseline, &names[0], &raw_names[0], n).await;
     Figure {
-        name: format!("replay, one of {actors} actors appending in turn ({n} entries, best of 5)"),
+        name: format!(
+            "replay, one of {actors} actors appending in turn ({n} entries, best of {REPLAY_RUNS})"
+        ),
         value: ours,
         unit: "entries/s",
         baseline: raw,
@@ -263,8 +265,13 @@ pub async fn replay_interleaved(
     }
 }
 
-/// The best replay rates of five runs of `actor` and `raw_actor` (`n`
-/// entries each), alternating.
+/// Runs of each replay figure: the machine's background work (the
+/// journal's WAL checkpointer, the raw file's own checkpoints after its
+/// fill) slows some runs, and the best of many is the steadiest figure.
+const REPLAY_RUNS: usize = 9;
+
+/// The best replay rates of [`REPLAY_RUNS`] runs of `actor` and `raw_actor`
+/// (`n` entries each), alternating.
 async fn best_replays(
     storage: &dyn JournalStorage,
     baseline: &dyn Baseline,
@@ -273,7 +280,7 @@ async fn best_replays(
     n: u64,
 ) -> (f64, f64) {
     let (mut ours, mut raw) = (0.0f64, 0.0f64);
-    for _ in 0..5 {
+    for _ in 0..REPLAY_RUNS {
         let started = Instant::now();
         let count = storage
             .replay_stream(actor, 1)
