@@ -268,7 +268,7 @@ pub async fn replay_interleaved(
 /// Runs of each replay figure: the machine's background work (the
 /// journal's WAL checkpointer, the raw file's own checkpoints after its
 /// fill) slows some runs, and the best of many is the steadiest figure.
-const REPLAY_RUNS: usize = 9;
+pub const REPLAY_RUNS: usize = 9;
 
 /// The best replay rates of [`REPLAY_RUNS`] runs of `actor` and `raw_actor`
 /// (`n` entries each), alternating.
