@@ -95,8 +95,7 @@ macro_rules! indexed_rows {
     ($key:literal, $($sql:expr),+) => {
         concat!(
             "FROM entry_index AS e CROSS JOIN entry_log AS l
-             WHERE e.actor_key = ", $key, " AND l.position = e.position AND l.actor_id = ?1
-               AND l.sequence = e.sequence ",
+             WHERE e.actor_key = ", $key, " AND l.position = e.position AND l.actor_id = ?1 ",
             $($sql),+
         )
     };
