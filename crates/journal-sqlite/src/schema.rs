@@ -113,7 +113,8 @@ const MIGRATIONS: &[Migration] = &[
     // indexed in `log_state`, which moves a few bytes per entry instead of
     // the entry. `entries` and `recent_entries` go (so that a version 4
     // build still running on the file fails instead of writing where this
-    // one does not look).
+    // one does not look). `actors` gains each actor's key, indexed, so that a
+    // read knows whether another actor shares it.
     Migration::Code(into_log),
 ];
 
@@ -140,8 +141,23 @@ fn into_log(conn: &Connection) -> rusqlite::Result<()> {
              id            INTEGER PRIMARY KEY CHECK (id = 1),
              indexed_epoch INTEGER NOT NULL
          );
-         INSERT INTO log_state (id, indexed_epoch) VALUES (1, 0);",
+         INSERT INTO log_state (id, indexed_epoch) VALUES (1, 0);
+         ALTER TABLE actors ADD COLUMN actor_key INTEGER NOT NULL DEFAULT -1;",
     )?;
+    // A page of actors at a time: `actors` is not changed under an open
+    // statement that reads it.
+    let mut keyed = conn.prepare("UPDATE actors SET actor_key = ?2 WHERE actor_id = ?1")?;
+    let mut after: Option<String> = None;
+    loop {
+        let page = crate::ops::actor_ids_after(conn, after.as_deref(), 1000)?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for actor_id in &page {
+            keyed.execute(params![actor_id, crate::ops::actor_key(actor_id)])?;
+        }
+    }
     // The key is computed here, not in SQL: one statement per actor.
     let mut actors = conn.prepare("SELECT DISTINCT actor_id FROM entries")?;
     let mut copy = conn.prepare(
@@ -162,7 +178,8 @@ fn into_log(conn: &Connection) -> rusqlite::Result<()> {
              ORDER BY rowid;
          DROP TABLE entries;
          DROP TABLE recent_entries;
-         CREATE INDEX entry_log_by_epoch ON entry_log (epoch, actor_key, sequence);",
+         CREATE INDEX entry_log_by_epoch ON entry_log (epoch, actor_key, sequence);
+         CREATE INDEX actors_by_key ON actors (actor_key);",
     )
 }
 

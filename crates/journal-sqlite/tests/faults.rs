@@ -741,3 +741,33 @@ async fn a_second_process_appends_after_the_indexed_epochs() {
     a.close().await;
     assert_eq!(placement(&path), (0, 6));
 }
+
+#[tokio::test]
+async fn migrated_actors_sharing_a_key_stay_apart() {
+    // Before version 5, `actors` held no keys: the migration works them
+    // out, or a read of one of these two (which share a key) would take the
+    // other's entries for its own.
+    let (a, b) = ("actor-81485", "actor-241730");
+    let path = tmp("version-4-shared-key");
+    let of_a: Vec<_> = (1..=3).map(|s| entry(a, s, 10)).collect();
+    let of_b: Vec<_> = (1..=2).map(|s| entry(b, s, 20)).collect();
+    let rows: Vec<_> = of_a.iter().chain(&of_b).cloned().collect();
+    write_old_file(
+        &path,
+        4,
+        &format!("{VERSION_1_TABLES} {VERSION_4_TABLE}"),
+        &rows,
+        |_| "entries",
+    );
+    rusqlite::Connection::open(&path)
+        .expect("sqlite")
+        .execute("INSERT INTO actors VALUES (?1, 3)", [a])
+        .expect("a's row");
+    let storage = SqliteJournalStorage::new(&path).await.expect("open");
+    assert_eq!(storage.replay_from(a, 1).await.expect("replay a"), of_a);
+    assert_eq!(storage.replay_from(b, 1).await.expect("replay b"), of_b);
+    assert_eq!(
+        storage.replay_range(a, 2, 3, 10).await.expect("range a"),
+        of_a[1..].to_vec()
+    );
+}
