@@ -296,8 +296,12 @@ impl Baseline for RawRedis {
         self.call_append(std::slice::from_ref(entry)).await;
     }
     async fn append_many(&self, entries: &[JournalEntry]) {
-        for chunk in entries.chunks(1000) {
-            self.call_append(chunk).await;
+        // The script appends to one actor: one call per run of an actor's
+        // entries (every entry, when actors take turns).
+        for run in entries.chunk_by(|a, b| a.actor_id == b.actor_id) {
+            for chunk in run.chunks(1000) {
+                self.call_append(chunk).await;
+            }
         }
     }
     async fn replay(&self, actor_id: &str) -> usize {

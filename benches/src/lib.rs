@@ -26,8 +26,9 @@ pub trait Baseline: Send + Sync {
     fn batch_shape(&self) -> String {
         "one row per commit".into()
     }
-    /// Stores entries as fast as the driver allows (setup of read
-    /// workloads, and the batch figure): by default one by one.
+    /// Stores entries, in order, as fast as the driver allows (setup of
+    /// read workloads, and the batch figure); they may be of several actors,
+    /// taking turns. By default one by one.
     async fn append_many(&self, entries: &[JournalEntry]) {
         for e in entries {
             self.append(e).await;
