@@ -257,13 +257,30 @@ impl SqliteJournalStorage {
         T: Send + 'static,
         F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
     {
-        match &self.inner.readers {
-            Some(readers) => {
-                let (job, result) = read_job(work);
-                readers.send(job).map_err(stopped)?;
+        self.read_now(work).await
+    }
+
+    /// Hands `work` to a reader connection at once, not when the returned
+    /// future is first polled (a replay stream asks for its next page
+    /// before it consumes the one it has); the future yields the result.
+    pub(crate) fn read_now<T, F>(&self, work: F) -> threads::Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> JournalResult<T> + Send + 'static,
+    {
+        if let Some(readers) = &self.inner.readers {
+            let (job, result) = read_job(work);
+            let sent = readers.send(job).map_err(stopped);
+            Box::pin(async move {
+                sent?;
                 result.await.map_err(stopped)?
-            }
-            None => self.write(work).await,
+            })
+        } else {
+            // In memory the writer's connection serves reads: the job is
+            // sent now by a task of its own.
+            let storage = self.clone();
+            let done = tokio::spawn(async move { storage.write(work).await });
+            Box::pin(async move { done.await.map_err(stopped)? })
         }
     }
 

@@ -1,13 +1,11 @@
 //! Streaming replay with one page prefetched.
 
 use futures::stream::{self, StreamExt};
-use journal_core::{EntryStream, JournalResult};
-use tokio::sync::oneshot;
+use journal_core::EntryStream;
 
 use crate::ops::{self, RawPage};
+use crate::threads::Pending;
 use crate::SqliteJournalStorage;
-
-type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = JournalResult<RawPage>> + Send>>;
 
 struct State {
     storage: SqliteJournalStorage,
@@ -17,7 +15,7 @@ struct State {
     current: RawPage,
     index: usize,
     /// The next page, already requested; `None` once the journal ended.
-    next: Option<Pending>,
+    next: Option<Pending<RawPage>>,
     /// A consumed page whose buffers the next request reuses.
     spare: RawPage,
 }
@@ -31,22 +29,11 @@ fn fetch(
     from: u64,
     page_size: usize,
     recycled: RawPage,
-) -> Pending {
-    let (storage, actor_id) = (storage.clone(), actor_id.to_owned());
+) -> Pending<RawPage> {
+    let actor_id = actor_id.to_owned();
     // Started now, on a reader thread; awaited later.
-    let (tx, rx) = oneshot::channel();
-    let request = async move {
-        let page = storage
-            .read(move |conn| {
-                ops::replay_range(conn, &actor_id, from, u64::MAX, page_size, recycled)
-            })
-            .await;
-        let _ = tx.send(page);
-    };
-    tokio::spawn(request);
-    Box::pin(async move {
-        rx.await
-            .unwrap_or_else(|_| Err(crate::threads::stopped(())))
+    storage.read_now(move |conn| {
+        ops::replay_range(conn, &actor_id, from, u64::MAX, page_size, recycled)
     })
 }
 

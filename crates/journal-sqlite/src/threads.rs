@@ -614,6 +614,10 @@ fn run_cached(conn: &Connection, statement: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(statement)?.execute([]).map(drop)
 }
 
+/// The result of a job already handed to a connection's thread.
+pub(crate) type Pending<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = JournalResult<T>> + Send>>;
+
 /// A read: runs on a reader thread with its connection.
 pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
