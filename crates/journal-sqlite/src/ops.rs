@@ -334,16 +334,8 @@ pub(crate) fn replay_range(
     }
     let limit = |page: &RawPage| i64::try_from(max - page.len()).unwrap_or(i64::MAX);
     let key = actor_key(actor_id);
-    // Only when another actor shares the key must each row's actor id be
-    // compared (a tenth of a replay's work when it is not).
-    let shared: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM actors WHERE actor_key = ?2 AND actor_id <> ?1)",
-        )
-        .and_then(|mut s| s.query_row(params![actor_id, key], |r| r.get(0)))
-        .map_err(sql)?;
     let indexed = conn
-        .prepare_cached(if shared {
+        .prepare_cached(if key_shared(conn, actor_id, key).map_err(sql)? {
             concat!(
                 "SELECT e.sequence, l.entry ",
                 indexed_rows!(
@@ -686,6 +678,16 @@ pub(crate) fn actor_ids_after(
         .collect()
 }
 
+/// Whether an actor other than `actor_id` has `key`: only then must a read
+/// of indexed entries compare each log row's actor id (a tenth of a
+/// replay's work), since every actor with entries has its row in `actors`.
+fn key_shared(conn: &Connection, actor_id: &str, key: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM actors WHERE actor_key = ?2 AND actor_id <> ?1)",
+    )?
+    .query_row(params![actor_id, key], |r| r.get(0))
+}
+
 pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<ActorSummary> {
     let count = |statement: &str, params: &[&dyn rusqlite::ToSql]| -> JournalResult<u64> {
         let n: i64 = conn
@@ -694,17 +696,26 @@ pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<
             .map_err(sql)?;
         Ok(unseq(n))
     };
+    let key = actor_key(actor_id);
+    // The indexed entries are counted in the index alone unless another
+    // actor shares the key.
+    let entries = if key_shared(conn, actor_id, key).map_err(sql)? {
+        with_epochs!(
+            "SELECT (SELECT count(*) ",
+            indexed_rows!("?2", ")"),
+            " + (SELECT count(*) FROM epochs CROSS JOIN entry_log AS r
+                     WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1)"
+        )
+    } else {
+        with_epochs!(
+            "SELECT (SELECT count(*) FROM entry_index WHERE actor_key = ?2)
+                  + (SELECT count(*) FROM epochs CROSS JOIN entry_log AS r
+                     WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1)"
+        )
+    };
     Ok(ActorSummary {
         highest_sequence: highest(conn, actor_id)?,
-        entries: count(
-            with_epochs!(
-                "SELECT (SELECT count(*) ",
-                indexed_rows!("?2", ")"),
-                " + (SELECT count(*) FROM epochs CROSS JOIN entry_log AS r
-                         WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1)"
-            ),
-            params![actor_id, actor_key(actor_id)],
-        )?,
+        entries: count(entries, params![actor_id, key])?,
         checkpoints: count(
             "SELECT count(*) FROM checkpoints WHERE actor_id = ?1",
             params![actor_id],
