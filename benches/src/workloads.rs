@@ -140,26 +140,23 @@ pub async fn throughput(
         let actors = if raw { baseline_actors } else { actors };
         let per_actor = (total / actors).max(1) as u64;
         let (storage, baseline) = (Arc::clone(&storage), Arc::clone(&baseline));
+        let names: Vec<String> = (0..actors).map(|_| unique("tput")).collect();
         async move {
             let started = Instant::now();
-            let tasks: Vec<_> = (0..actors)
-                .map(|_| {
-                    let (storage, baseline) = (Arc::clone(&storage), Arc::clone(&baseline));
-                    tokio::spawn(async move {
-                        let actor = unique("tput");
-                        for seq in 1..=per_actor {
-                            let e = bench_entry(&actor, seq);
-                            if raw {
-                                baseline.append(&e).await;
-                            } else {
-                                storage.append_entry(&e).await.expect("append");
-                            }
-                        }
-                    })
+            if raw {
+                append_at_once(&names, per_actor, move |e| {
+                    let baseline = Arc::clone(&baseline);
+                    async move { baseline.append(&e).await }
                 })
-                .collect();
-            for t in tasks {
-                t.await.expect("task");
+                .await;
+            } else {
+                append_at_once(&names, per_actor, move |e| {
+                    let storage = Arc::clone(&storage);
+                    async move {
+                        storage.append_entry(&e).await.expect("append");
+                    }
+                })
+                .await;
             }
             (per_actor * actors as u64) as f64 / started.elapsed().as_secs_f64()
         }
@@ -175,6 +172,29 @@ pub async fn throughput(
         better: Better::Higher,
         target: String::new(),
         met: None,
+    }
+}
+
+/// Each of `actors` appends its entries 1 to `n` through `append`, one at a
+/// time, all actors at once (a task each); returns when all are done.
+async fn append_at_once<F, Fut>(actors: &[String], n: u64, append: F)
+where
+    F: Fn(JournalEntry) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let tasks: Vec<_> = actors
+        .iter()
+        .map(|actor| {
+            let (append, actor) = (append.clone(), actor.clone());
+            tokio::spawn(async move {
+                for seq in 1..=n {
+                    append(bench_entry(&actor, seq)).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
     }
 }
 
@@ -228,23 +248,15 @@ pub async fn replay_interleaved(
     n: u64,
 ) -> Figure {
     let names: Vec<String> = (0..actors).map(|_| unique("turns")).collect();
-    // Each actor appends one entry at a time, all at once: group commits
-    // interleave them.
-    let tasks: Vec<_> = names
-        .iter()
-        .map(|actor| {
-            let (storage, actor) = (Arc::clone(&storage), actor.clone());
-            tokio::spawn(async move {
-                for seq in 1..=n {
-                    let e = bench_entry(&actor, seq);
-                    storage.append_entry(&e).await.expect("append");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("task");
-    }
+    // Group commits interleave the actors' entries.
+    let writer = Arc::clone(&storage);
+    append_at_once(&names, n, move |e| {
+        let storage = Arc::clone(&writer);
+        async move {
+            storage.append_entry(&e).await.expect("append");
+        }
+    })
+    .await;
     let raw_names: Vec<String> = (0..actors).map(|_| unique("turns-raw")).collect();
     let raw_rows: Vec<_> = (1..=n)
         .flat_map(|seq| raw_names.iter().map(move |a| bench_entry(a, seq)))

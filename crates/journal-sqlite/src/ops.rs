@@ -88,14 +88,35 @@ macro_rules! with_epochs {
     };
 }
 
-/// An actor's indexed rows, `e` in `entry_index` joined to `l` in
-/// `entry_log`, given `?1` (the actor id) and `$key` (the placeholder of
-/// its key).
-macro_rules! indexed_rows {
+/// The indexed rows of a key, `e` in `entry_index` joined to `l` in
+/// `entry_log`, given `$key` (the placeholder of the key): every actor's
+/// with that key.
+macro_rules! indexed_rows_of_key {
     ($key:literal, $($sql:expr),+) => {
         concat!(
             "FROM entry_index AS e CROSS JOIN entry_log AS l
-             WHERE e.actor_key = ", $key, " AND l.position = e.position AND l.actor_id = ?1 ",
+             WHERE e.actor_key = ", $key, " AND l.position = e.position ",
+            $($sql),+
+        )
+    };
+}
+
+/// An actor's indexed rows: `indexed_rows_of_key` whose log row is `?1`'s
+/// (the actor id).
+macro_rules! indexed_rows {
+    ($key:literal, $($sql:expr),+) => {
+        indexed_rows_of_key!($key, "AND l.actor_id = ?1 ", $($sql),+)
+    };
+}
+
+/// An actor's waiting rows, `r` in `entry_log`, given `?1` (the actor id)
+/// and `$key` (the placeholder of its key), in a statement that starts
+/// `with_epochs`.
+macro_rules! waiting_rows {
+    ($key:literal, $($sql:expr),+) => {
+        concat!(
+            "FROM epochs CROSS JOIN entry_log AS r
+             WHERE r.epoch = epochs.epoch AND r.actor_key = ", $key, " AND r.actor_id = ?1 ",
             $($sql),+
         )
     };
@@ -214,11 +235,8 @@ pub(crate) fn append_checked(
             let mut stmt = conn.prepare_cached(with_epochs!(
                 "SELECT e.sequence, l.entry_id ",
                 indexed_rows!("?4", "AND e.sequence BETWEEN ?2 AND ?3"),
-                " UNION ALL
-                 SELECT r.sequence, r.entry_id FROM epochs CROSS JOIN entry_log AS r
-                 WHERE r.epoch = epochs.epoch AND r.actor_key = ?4 AND r.actor_id = ?1
-                   AND r.sequence BETWEEN ?2 AND ?3
-                 ORDER BY 1"
+                " UNION ALL SELECT r.sequence, r.entry_id ",
+                waiting_rows!("?4", "AND r.sequence BETWEEN ?2 AND ?3 ORDER BY 1")
             ))?;
             let stored: Vec<String> = stmt
                 .query_map(
@@ -344,10 +362,13 @@ pub(crate) fn replay_range(
                 )
             )
         } else {
-            "SELECT e.sequence, l.entry FROM entry_index AS e CROSS JOIN entry_log AS l
-             WHERE e.actor_key = ?5 AND l.position = e.position
-               AND e.sequence BETWEEN ?2 AND ?3
-             ORDER BY e.sequence LIMIT ?4"
+            concat!(
+                "SELECT e.sequence, l.entry ",
+                indexed_rows_of_key!(
+                    "?5",
+                    "AND e.sequence BETWEEN ?2 AND ?3 ORDER BY e.sequence LIMIT ?4"
+                )
+            )
         })
         .map_err(sql)?;
     read_rows(
@@ -410,10 +431,11 @@ const RECENT_IN_EPOCH_ORDER: &str = concat!(
 
 /// [`RECENT_IN_EPOCH_ORDER`]'s rows, sorted by SQLite.
 const RECENT_SORTED: &str = with_epochs!(
-    "SELECT r.sequence, r.entry FROM epochs CROSS JOIN entry_log AS r
-     WHERE r.epoch = epochs.epoch AND r.actor_key = ?5 AND r.actor_id = ?1
-       AND r.sequence BETWEEN ?2 AND ?3
-     ORDER BY r.sequence LIMIT ?4"
+    "SELECT r.sequence, r.entry ",
+    waiting_rows!(
+        "?5",
+        "AND r.sequence BETWEEN ?2 AND ?3 ORDER BY r.sequence LIMIT ?4"
+    )
 );
 
 /// Appends the `(sequence, entry)` rows of `stmt` to `page`.
@@ -448,10 +470,8 @@ fn delete_rows(conn: &Connection, actor_id: &str, to: i64) -> rusqlite::Result<(
         "DELETE FROM entry_index WHERE actor_key = ?3 AND sequence <= ?2
            AND NOT EXISTS (SELECT 1 FROM entry_log WHERE position = entry_index.position)",
         with_epochs!(
-            "DELETE FROM entry_log WHERE position IN (
-                 SELECT r.position FROM epochs CROSS JOIN entry_log AS r
-                 WHERE r.epoch = epochs.epoch AND r.actor_key = ?3 AND r.actor_id = ?1
-                   AND r.sequence <= ?2)"
+            "DELETE FROM entry_log WHERE position IN (SELECT r.position ",
+            waiting_rows!("?3", "AND r.sequence <= ?2)")
         ),
     ] {
         conn.prepare_cached(statement)?.execute(params)?;
@@ -470,21 +490,28 @@ pub(crate) fn truncate(conn: &Connection, actor_id: &str, to: u64) -> JournalRes
     delete_rows(conn, actor_id, seq(to)).map_err(sql)
 }
 
-/// The oldest epoch the next rows may go in: the newest in the log, unless it
-/// is indexed already, then the one after the last indexed.
-pub(crate) fn newest_epoch(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached(concat!(
-        "SELECT max(ifnull((SELECT max(epoch) FROM entry_log), 0), ",
-        indexed_epoch!(),
-        " + 1)"
-    ))?
-    .query_row([], |r| r.get(0))
+/// Where the epochs stand, from the two ends of the epoch index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EpochBounds {
+    /// The oldest epoch holding a waiting row (`None` if no row waits).
+    pub(crate) oldest_waiting: Option<i64>,
+    /// The newest epoch in the log or indexed, whichever is later.
+    pub(crate) newest: i64,
 }
 
-/// The oldest waiting epoch (`None` if no row waits), and the newest epoch
-/// in the log or indexed, whichever is later (each read from one end of
-/// the epoch index).
-pub(crate) fn epoch_bounds(conn: &Connection) -> rusqlite::Result<(Option<i64>, i64)> {
+impl EpochBounds {
+    /// The oldest epoch the next rows may go in: the newest, while its rows
+    /// wait; once it is indexed, the one after it.
+    pub(crate) fn open(self) -> i64 {
+        if self.oldest_waiting.is_some() {
+            self.newest
+        } else {
+            self.newest.saturating_add(1)
+        }
+    }
+}
+
+pub(crate) fn epoch_bounds(conn: &Connection) -> rusqlite::Result<EpochBounds> {
     conn.prepare_cached(concat!(
         "SELECT ",
         oldest_waiting!(),
@@ -492,7 +519,12 @@ pub(crate) fn epoch_bounds(conn: &Connection) -> rusqlite::Result<(Option<i64>, 
         indexed_epoch!(),
         ")"
     ))?
-    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+    .query_row([], |r| {
+        Ok(EpochBounds {
+            oldest_waiting: r.get(0)?,
+            newest: r.get(1)?,
+        })
+    })
 }
 
 /// Rows and entry bytes waiting to be indexed (read on opening and closing:
@@ -546,18 +578,11 @@ pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<i64> {
         conn.prepare_cached("SELECT indexed_epoch FROM log_state")?
             .query_row([], |r| r.get(0))
     })();
-    match indexed {
-        Ok(epoch) => conn
-            .execute_batch("COMMIT")
-            .map(|()| epoch)
-            .inspect_err(|_| {
-                crate::threads::rollback_open(conn);
-            }),
-        Err(e) => {
-            crate::threads::rollback_open(conn);
-            Err(e)
-        }
+    let committed = indexed.and_then(|epoch| conn.execute_batch("COMMIT").map(|()| epoch));
+    if committed.is_err() {
+        crate::threads::rollback_open(conn);
     }
+    committed
 }
 
 pub(crate) fn delete_actor(conn: &Connection, actor_id: &str) -> JournalResult<()> {
@@ -703,14 +728,14 @@ pub(crate) fn actor_summary(conn: &Connection, actor_id: &str) -> JournalResult<
         with_epochs!(
             "SELECT (SELECT count(*) ",
             indexed_rows!("?2", ")"),
-            " + (SELECT count(*) FROM epochs CROSS JOIN entry_log AS r
-                     WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1)"
+            " + (SELECT count(*) ",
+            waiting_rows!("?2", ")")
         )
     } else {
         with_epochs!(
-            "SELECT (SELECT count(*) FROM entry_index WHERE actor_key = ?2)
-                  + (SELECT count(*) FROM epochs CROSS JOIN entry_log AS r
-                     WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1)"
+            "SELECT (SELECT count(*) FROM entry_index WHERE actor_key = ?2)",
+            " + (SELECT count(*) ",
+            waiting_rows!("?2", ")")
         )
     };
     Ok(ActorSummary {

@@ -142,10 +142,19 @@ fn into_log(conn: &Connection) -> rusqlite::Result<()> {
              indexed_epoch INTEGER NOT NULL
          );
          INSERT INTO log_state (id, indexed_epoch) VALUES (1, 0);
-         ALTER TABLE actors ADD COLUMN actor_key INTEGER NOT NULL DEFAULT -1;",
+         ALTER TABLE actors ADD COLUMN actor_key INTEGER NOT NULL DEFAULT -1;
+         INSERT INTO actors (actor_id, highest)
+             SELECT actor_id, max(sequence) FROM (
+                 SELECT actor_id, sequence FROM entries
+                 UNION ALL SELECT actor_id, sequence FROM recent_entries)
+             GROUP BY actor_id
+             ON CONFLICT (actor_id) DO NOTHING;",
     )?;
-    // A page of actors at a time: `actors` is not changed under an open
-    // statement that reads it.
+    // Every actor with entries has its row now (reads rely on it to know
+    // whether a key is shared; earlier versions wrote it on an actor's
+    // first append). Its key is computed here, not in SQL, a page of actors
+    // at a time: `actors` is not changed under an open statement that reads
+    // it.
     let mut keyed = conn.prepare("UPDATE actors SET actor_key = ?2 WHERE actor_id = ?1")?;
     let mut after: Option<String> = None;
     loop {
@@ -158,20 +167,12 @@ fn into_log(conn: &Connection) -> rusqlite::Result<()> {
             keyed.execute(params![actor_id, crate::ops::actor_key(actor_id)])?;
         }
     }
-    // The key is computed here, not in SQL: one statement per actor.
-    let mut actors = conn.prepare("SELECT DISTINCT actor_id FROM entries")?;
-    let mut copy = conn.prepare(
-        "INSERT INTO entry_log (epoch, actor_key, actor_id, sequence, entry_id, entry)
-         SELECT 0, ?2, actor_id, sequence, entry_id, entry FROM entries
-         WHERE actor_id = ?1 ORDER BY sequence",
-    )?;
-    let mut rows = actors.query([])?;
-    while let Some(row) = rows.next()? {
-        let actor_id: String = row.get(0)?;
-        copy.execute(params![actor_id, crate::ops::actor_key(&actor_id)])?;
-    }
     conn.execute_batch(
-        "INSERT INTO entry_index (actor_key, sequence, position)
+        "INSERT INTO entry_log (epoch, actor_key, actor_id, sequence, entry_id, entry)
+             SELECT 0, a.actor_key, e.actor_id, e.sequence, e.entry_id, e.entry
+             FROM entries AS e JOIN actors AS a ON a.actor_id = e.actor_id
+             ORDER BY e.actor_id, e.sequence;
+         INSERT INTO entry_index (actor_key, sequence, position)
              SELECT actor_key, sequence, position FROM entry_log ORDER BY actor_key, sequence;
          INSERT INTO entry_log (epoch, actor_key, actor_id, sequence, entry_id, entry)
              SELECT epoch, actor_key, actor_id, sequence, entry_id, entry FROM recent_entries

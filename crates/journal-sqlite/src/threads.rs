@@ -60,13 +60,13 @@ struct Recent {
     /// The epoch of the next commit's rows, and the rows it holds so far.
     epoch: i64,
     epoch_rows: u64,
-    /// Epochs from the oldest waiting row's to `epoch`.
-    epochs: u64,
+    /// The oldest epoch holding a waiting row (`epoch` when none waits).
+    oldest: i64,
 }
 
 impl Recent {
-    /// Reads the table (after opening, and before closing); what cannot be
-    /// read stays as `known` says.
+    /// Reads the table (after opening); what cannot be read stays as
+    /// `known` says.
     fn read(conn: &Connection, known: Recent) -> Recent {
         let mut recent = known;
         if let Ok((rows, bytes)) = ops::recent_waiting(conn) {
@@ -78,18 +78,14 @@ impl Recent {
 
     /// Catches up with the table (on opening, and after another connection
     /// committed): the next rows go in a new epoch after the newest, and the
-    /// epochs waiting are counted again, from two lookups in the index.
+    /// oldest waiting epoch is read again, from two lookups in the index.
     /// `false` if the table could not be read.
     fn sync_epochs(&mut self, conn: &Connection) -> bool {
         match ops::epoch_bounds(conn) {
-            Ok((oldest, newest)) => {
-                self.epoch = self.epoch.max(newest.saturating_add(1));
+            Ok(bounds) => {
+                self.epoch = self.epoch.max(bounds.newest.saturating_add(1));
                 self.epoch_rows = 0;
-                self.epochs = oldest.map_or(1, |oldest| {
-                    u64::try_from(self.epoch.saturating_sub(oldest))
-                        .unwrap_or(u64::MAX)
-                        .saturating_add(1)
-                });
+                self.oldest = bounds.oldest_waiting.unwrap_or(self.epoch);
                 true
             }
             Err(_) => false,
@@ -101,7 +97,6 @@ impl Recent {
         if self.epoch_rows >= EPOCH_ROWS {
             self.epoch = self.epoch.saturating_add(1);
             self.epoch_rows = 0;
-            self.epochs += 1;
         }
         self.epoch
     }
@@ -112,17 +107,19 @@ impl Recent {
     }
 
     fn due(&self, options: &crate::SqliteOptions) -> bool {
-        self.waiting.due(options) || self.epochs >= MAX_EPOCHS
+        let epochs = self.epoch.saturating_sub(self.oldest).saturating_add(1);
+        self.waiting.due(options) || u64::try_from(epochs).unwrap_or(u64::MAX) >= MAX_EPOCHS
     }
 
     /// After indexing up to epoch `indexed`: nothing waits, and the next
     /// rows go in a later epoch.
     fn emptied(self, indexed: i64) -> Recent {
+        let epoch = self.epoch.max(indexed).saturating_add(1);
         Recent {
             waiting: Waiting::default(),
-            epoch: self.epoch.max(indexed).saturating_add(1),
+            epoch,
             epoch_rows: 0,
-            epochs: 1,
+            oldest: epoch,
         }
     }
 }
@@ -321,7 +318,7 @@ impl HighestCache {
         }
         self.known.clear();
         let known_version = self.data_version.replace(version);
-        let newest = ops::newest_epoch(conn)?.max(epoch);
+        let newest = ops::epoch_bounds(conn)?.open().max(epoch);
         // The writer's own count of epochs must catch up too, after this
         // group (or the next commit would go back to its old epoch).
         self.others_wrote |= known_version.is_some() || newest != epoch;
@@ -370,7 +367,7 @@ pub(crate) fn writer_loop(
         waiting: Waiting::default(),
         epoch: 1,
         epoch_rows: 0,
-        epochs: 1,
+        oldest: 1,
     };
     let mut recent = Recent::read(conn, start);
     while let Ok(first) = jobs.recv() {
@@ -405,8 +402,8 @@ pub(crate) fn writer_loop(
             recent = compact(conn, recent);
         }
     }
-    // Closing: leave every entry indexed.
-    if Recent::read(conn, recent).waiting.rows > 0 {
+    // Closing: leave every entry indexed, other processes' too.
+    if ops::epoch_bounds(conn).map_or(true, |bounds| bounds.oldest_waiting.is_some()) {
         compact(conn, recent);
     }
 }
@@ -501,20 +498,17 @@ fn commit_group(
     let mut added = Waiting::default();
     let mut pending = std::collections::VecDeque::from(group);
     while !pending.is_empty() {
-        if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
-            let failure = Failure::of(&e);
-            for job in pending {
-                job.complete(Err(failure.clone()));
-            }
-            return added;
-        }
-        let epoch = match cache.revalidate(conn, epoch) {
-            Ok(epoch) => epoch,
-            Err(e) => {
-                // Without the newest epoch, rows could go in an older one:
-                // nothing is written.
+        let begun = run_cached(conn, "BEGIN IMMEDIATE").and_then(|()| {
+            // Without the newest epoch, rows could go in an older one:
+            // nothing is written.
+            cache.revalidate(conn, epoch).inspect_err(|_| {
                 cache.clear();
                 rollback_open(conn);
+            })
+        });
+        let epoch = match begun {
+            Ok(epoch) => epoch,
+            Err(e) => {
                 let failure = Failure::of(&e);
                 for job in pending {
                     job.complete(Err(failure.clone()));

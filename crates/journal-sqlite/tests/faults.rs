@@ -28,6 +28,14 @@ fn assert_conflict<T: std::fmt::Debug>(result: Result<T, JournalError>) {
     }
 }
 
+/// Default options, but indexing once `rows` entries wait.
+fn indexing_after(rows: u64) -> SqliteOptions {
+    SqliteOptions {
+        compact_after: rows,
+        ..SqliteOptions::default()
+    }
+}
+
 /// A journal in a new file, with `options`.
 async fn open_new(tag: &str, options: SqliteOptions) -> (PathBuf, SqliteJournalStorage) {
     let path = tmp(tag);
@@ -464,11 +472,7 @@ async fn actors_sharing_a_key_stay_apart() {
 
 #[tokio::test]
 async fn waiting_entries_are_indexed_at_the_threshold() {
-    let options = SqliteOptions {
-        compact_after: 10,
-        ..SqliteOptions::default()
-    };
-    let (path, storage) = open_new("compaction", options).await;
+    let (path, storage) = open_new("compaction", indexing_after(10)).await;
     let written: Vec<_> = (1..=25).map(|s| entry("mover", s, 30)).collect();
     for e in &written[..9] {
         storage.append_entry(e).await.expect("append");
@@ -518,10 +522,7 @@ async fn two_handles_on_one_file_keep_the_sequence_check() {
     // Two journals opened on one file stand for two processes: each writer
     // caches highest sequences, and must drop them when the other commits.
     let path = tmp("two-writers");
-    let eager = SqliteOptions {
-        compact_after: 1,
-        ..SqliteOptions::default()
-    };
+    let eager = indexing_after(1);
     let a = SqliteJournalStorage::new(&path).await.expect("open a");
     let b = SqliteJournalStorage::open(&path, eager)
         .await
@@ -624,11 +625,7 @@ async fn replays_see_one_snapshot_while_entries_are_indexed() {
     // A replay reads the indexed entries, then the waiting ones: an indexing
     // between the two statements would hide the rows it indexed, unless
     // both read one snapshot.
-    let options = SqliteOptions {
-        compact_after: 3,
-        ..SqliteOptions::default()
-    };
-    let (_, storage) = open_new("snapshot", options).await;
+    let (_, storage) = open_new("snapshot", indexing_after(3)).await;
     let writer = {
         let storage = storage.clone();
         tokio::spawn(async move {
@@ -711,14 +708,7 @@ async fn a_second_process_appends_after_the_indexed_epochs() {
     // so the epochs `b` knows of are all indexed by the time it appends.
     // Rows in an indexed epoch would be in neither the index nor the
     // waiting epochs: `b`'s must go in a later one.
-    let (path, a) = open_new(
-        "two-writers-indexed",
-        SqliteOptions {
-            compact_after: 1,
-            ..SqliteOptions::default()
-        },
-    )
-    .await;
+    let (path, a) = open_new("two-writers-indexed", indexing_after(1)).await;
     let b = SqliteJournalStorage::new(&path).await.expect("open b");
     let mut written: Vec<_> = (1..=3).map(|s| entry("x", s, 8)).collect();
     for e in &written {
@@ -746,7 +736,8 @@ async fn a_second_process_appends_after_the_indexed_epochs() {
 async fn migrated_actors_sharing_a_key_stay_apart() {
     // Before version 5, `actors` held no keys: the migration works them
     // out, or a read of one of these two (which share a key) would take the
-    // other's entries for its own.
+    // other's entries for its own. `a` has no row in `actors` here (as in a
+    // file an earlier version left damaged): the migration writes it.
     let (a, b) = ("actor-81485", "actor-241730");
     let path = tmp("version-4-shared-key");
     let of_a: Vec<_> = (1..=3).map(|s| entry(a, s, 10)).collect();
@@ -759,11 +750,8 @@ async fn migrated_actors_sharing_a_key_stay_apart() {
         &rows,
         |_| "entries",
     );
-    rusqlite::Connection::open(&path)
-        .expect("sqlite")
-        .execute("INSERT INTO actors VALUES (?1, 3)", [a])
-        .expect("a's row");
     let storage = SqliteJournalStorage::new(&path).await.expect("open");
+    assert_eq!(storage.highest_sequence(a).await.expect("highest a"), 3);
     assert_eq!(storage.replay_from(a, 1).await.expect("replay a"), of_a);
     assert_eq!(storage.replay_from(b, 1).await.expect("replay b"), of_b);
     assert_eq!(
