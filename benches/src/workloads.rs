@@ -414,7 +414,8 @@ fn ledger_actor(storage: Arc<dyn JournalStorage>, id: &str, interval: u64) -> Ac
     let mut actor = Actor::new(id, Ledger::new(500));
     actor
         .facets()
-        .attach(Box::new(DurabilityFacet::new(storage, config)));
+        .attach(Box::new(DurabilityFacet::new(storage, config)))
+        .expect("the only facet");
     actor
 }
 

@@ -11,7 +11,7 @@ use journal_core::journal_entry::Entry;
 use journal_core::{
     Actor, Checkpoint, Delivery, DurabilityConfig, DurabilityFacet, DurabilityObserver,
     DurableActor, ExecutionContext, FacetSnapshot, HandlerError, HandlerResult, JournalBackend,
-    JournalEntry, JournalError, JournalStorage, MessageReceived, ProcessingResult,
+    JournalEntry, JournalError, JournalStorage, MessageOutcome, MessageReceived, ProcessingResult,
 };
 use prost::Message;
 
@@ -193,7 +193,10 @@ pub fn account_actor(
     let facet = DurabilityFacet::new(storage, config);
     let observer = facet.observer();
     let mut actor = Actor::new(id, Account::new(world));
-    actor.facets().attach(Box::new(facet));
+    actor
+        .facets()
+        .attach(Box::new(facet))
+        .expect("one durability facet");
     (actor, observer)
 }
 
@@ -295,10 +298,13 @@ pub async fn facet_replay_divergence_detected(storage: Arc<dyn JournalStorage>) 
     let mut account = Account::new(&world);
     account.effect_name = "bank.wire".into();
     let mut changed_actor = Actor::new(&id, account);
-    changed_actor.facets().attach(Box::new(DurabilityFacet::new(
-        Arc::clone(&storage),
-        config(0),
-    )));
+    changed_actor
+        .facets()
+        .attach(Box::new(DurabilityFacet::new(
+            Arc::clone(&storage),
+            config(0),
+        )))
+        .expect("one durability facet");
     match changed_actor.activate().await {
         Err(JournalError::ReplayDivergence {
             recorded,
@@ -343,7 +349,8 @@ pub async fn facet_redelivered_message_not_reprocessed(storage: Arc<dyn JournalS
     );
     assert_eq!(
         first.send(deposit.clone()).await.expect("redeliver"),
-        Delivery::Duplicate
+        Delivery::Duplicate(Some(MessageOutcome::Replied(50i64.to_le_bytes().to_vec()))),
+        "a duplicate gets the reply recorded the first time"
     );
     run(
         &mut first,
@@ -360,12 +367,17 @@ pub async fn facet_redelivered_message_not_reprocessed(storage: Arc<dyn JournalS
         observer.stats().activation.checkpoint_sequence.is_some(),
         "dep-1 is behind a checkpoint"
     );
-    for m in [
-        deposit,
-        message("t", "transfer", 5),
-        message("dep-2", "deposit", 1),
+    for (m, balance) in [
+        (deposit, 50i64),
+        (message("t", "transfer", 5), 45),
+        (message("dep-2", "deposit", 1), 46),
     ] {
-        assert_eq!(again.send(m).await.expect("redeliver"), Delivery::Duplicate);
+        assert_eq!(
+            again.send(m).await.expect("redeliver"),
+            Delivery::Duplicate(Some(MessageOutcome::Replied(
+                balance.to_le_bytes().to_vec()
+            )))
+        );
     }
     assert_eq!(again.behavior().balance, 46);
     assert_eq!(world.calls().len(), 1);
@@ -460,7 +472,7 @@ pub async fn facet_crash_before_processed_recovers(storage: Arc<dyn JournalStora
             .send(message("t", "transfer", 30))
             .await
             .expect("redeliver"),
-        Delivery::Duplicate
+        Delivery::Duplicate(Some(MessageOutcome::Replied(70i64.to_le_bytes().to_vec())))
     );
 }
 
@@ -538,7 +550,7 @@ pub async fn facet_checkpoints_hold_real_state(storage: Arc<dyn JournalStorage>)
             state_at.get(&seq),
             "checkpoint at {seq} holds the real state"
         );
-        assert!(!snapshot.recent_message_ids.is_empty());
+        assert!(!snapshot.processed.is_empty());
     }
 }
 

@@ -78,6 +78,7 @@ pub fn rich_entry(actor_id: &str, sequence: u64) -> JournalEntry {
             request: bytes.clone(),
             response: bytes,
             error: String::new(),
+            result_dropped: sequence.is_multiple_of(7),
         }),
         4 => Entry::TimerScheduled(TimerScheduled {
             timer_id: "t".into(),

@@ -74,7 +74,10 @@ impl Setup {
             account::actor_id(index),
             Account::new(Some(self.network.clone()), crash),
         );
-        actor.facets().attach(Box::new(facet));
+        actor
+            .facets()
+            .attach(Box::new(facet))
+            .expect("the only facet");
         (actor, observer)
     }
 }
@@ -449,7 +452,7 @@ async fn finish_phase(
         tasks.spawn(async move {
             let mut duplicates = 0;
             for message in messages.into_iter().skip(first) {
-                if actor.send(message).await? == Delivery::Duplicate {
+                if matches!(actor.send(message).await?, Delivery::Duplicate(_)) {
                     duplicates += 1;
                 }
                 bar.inc(1);

@@ -5,8 +5,9 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::DurabilityConfig;
 use crate::error::{JournalError, JournalResult};
-use crate::proto::{Checkpoint, CompressionType, DurabilityConfig};
+use crate::proto::{Checkpoint, CompressionType};
 use crate::storage::JournalStorage;
 
 /// Default limit of a checkpoint's state, compressed or not: 256 MiB.
@@ -172,6 +173,18 @@ fn inflate(data: &[u8], claimed: u64) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Why a caller of [`CheckpointManager::load_newest_at`] did not take a
+/// checkpoint's state.
+#[derive(Debug)]
+pub enum CheckpointRejection {
+    /// The state is unusable (does not decode): try an older checkpoint,
+    /// unless the policy says `fail_on_corrupt`.
+    Skip(String),
+    /// Loading must stop with this error (a state of another schema version
+    /// that the actor cannot migrate: never silently dropped, rule 16).
+    Fail(JournalError),
+}
+
 /// A checkpoint that loading passed over, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedCheckpoint {
@@ -295,6 +308,77 @@ impl CheckpointManager {
         } else {
             self.policy.decode(&checkpoint)
         }
+    }
+
+    /// The state of `checkpoint` whatever its state schema version (the
+    /// caller compares it), decoded off the runtime when large.
+    pub async fn decode_any_version(&self, checkpoint: Checkpoint) -> JournalResult<Vec<u8>> {
+        let manager = CheckpointManager {
+            storage: Arc::clone(&self.storage),
+            policy: CheckpointPolicy {
+                schema_version: checkpoint.state_schema_version,
+                ..self.policy.clone()
+            },
+        };
+        manager.decode(checkpoint).await
+    }
+
+    /// The newest checkpoint with `sequence <= at_most` whose state decodes
+    /// and that `accept` takes, given the state and its schema version.
+    /// Older ones are tried when `accept` skips one or its bytes do not
+    /// decode (unless the policy says `fail_on_corrupt`); `accept` failing
+    /// stops loading with its error.
+    pub async fn load_newest_at<T>(
+        &self,
+        actor_id: &str,
+        at_most: u64,
+        mut accept: impl FnMut(Vec<u8>, u32) -> Result<T, CheckpointRejection> + Send,
+    ) -> JournalResult<Option<LoadedCheckpoint<T>>> {
+        let mut skipped = Vec::new();
+        for sequence in self
+            .storage
+            .list_checkpoints(actor_id)
+            .await?
+            .into_iter()
+            .rev()
+            .skip_while(|&sequence| sequence > at_most)
+        {
+            let Some(checkpoint) = self.storage.get_checkpoint(actor_id, sequence).await? else {
+                continue; // pruned meanwhile
+            };
+            let version = checkpoint.state_schema_version;
+            let outcome: JournalResult<()> = match self.decode_any_version(checkpoint).await {
+                Ok(state) => match accept(state, version) {
+                    Ok(value) => {
+                        return Ok(Some(LoadedCheckpoint {
+                            sequence,
+                            value,
+                            skipped,
+                        }))
+                    }
+                    Err(CheckpointRejection::Fail(e)) => return Err(e),
+                    Err(CheckpointRejection::Skip(reason)) => {
+                        Err(JournalError::CorruptCheckpoint {
+                            actor_id: actor_id.to_owned(),
+                            sequence,
+                            reason: format!("the actor rejected the state: {reason}"),
+                        })
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                if self.policy.fail_on_corrupt {
+                    return Err(e);
+                }
+                tracing::warn!(actor_id, sequence, error = %e, "skipping an unusable checkpoint");
+                skipped.push(SkippedCheckpoint {
+                    sequence,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(None)
     }
 
     /// The newest checkpoint whose state decodes and that `accept` takes,

@@ -32,11 +32,85 @@ pub struct SideEffectRecord {
     pub result: Result<Vec<u8>, String>,
 }
 
-/// Where new side effects are journaled.
+/// Where new side effects are journaled, and how writes are retried.
 struct JournalTarget {
     storage: Arc<dyn JournalStorage>,
     next_sequence: u64,
     correlation_id: String,
+    retry: Retry,
+}
+
+/// How a journal write that failed as `Unavailable` is retried: the same
+/// entry (same id) again, so a write that landed before the error is not
+/// stored twice (contract rule 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in all, at least 1.
+    pub attempts: u32,
+    /// Wait before the first retry, doubled for each next one.
+    pub backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: crate::config::DEFAULT_RETRY_ATTEMPTS,
+            backoff: crate::config::DEFAULT_RETRY_BACKOFF,
+        }
+    }
+}
+
+impl Retry {
+    /// Appends `entry`, retrying on `Unavailable` within the budget.
+    pub async fn append(
+        &self,
+        storage: &dyn JournalStorage,
+        entry: &JournalEntry,
+    ) -> JournalResult<()> {
+        let mut wait = self.backoff;
+        let mut attempt = 1;
+        loop {
+            match storage.append_entry(entry).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_retryable() && attempt < self.attempts.max(1) => {
+                    tracing::warn!(
+                        actor_id = %entry.actor_id,
+                        sequence = entry.sequence,
+                        attempt,
+                        error = %e,
+                        "journal write unavailable; retrying the same entry"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(crate::config::MAX_RETRY_BACKOFF);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A journal error that failed the message being handled.
+#[derive(Debug)]
+enum Failure {
+    /// The message alone is bad (an effect's result too large to journal):
+    /// it completes as failed with this error; the actor goes on.
+    Message(JournalError),
+    /// The journal failed (unavailable past the retry budget, a conflict, a
+    /// divergence): nothing more is journaled for the message and the
+    /// actor's state must be recovered.
+    Journal(JournalError),
+}
+
+/// How a journal error latched by the context fails the message.
+#[derive(Debug)]
+pub enum MessageFailure<'a> {
+    /// The message alone is bad: it is journaled as failed with this error,
+    /// and the actor goes on.
+    Message(&'a JournalError),
+    /// The journal failed: the message did not complete, and the actor's
+    /// in-memory state must be recovered from the journal.
+    Journal(&'a JournalError),
 }
 
 /// Handles one message's side effects, time and randomness.
@@ -44,11 +118,18 @@ struct JournalTarget {
 /// In **live** mode a side effect runs, and its result is journaled before
 /// the code gets it. In **replay** mode (recovery) the journaled results are
 /// returned in order without running anything; asking for another effect
-/// than the journal recorded at that point is a
+/// (another name, or the same name with another request) than the journal
+/// recorded at that point is a
 /// [`ReplayDivergence`](JournalError::ReplayDivergence). When the journal of
 /// an interrupted message runs out, the context switches to live mode: an
 /// effect that ran before a crash but was not journaled runs again
-/// (at-least-once towards the outside world).
+/// (at-least-once towards the outside world). In **time travel** nothing
+/// ever runs: an effect the journal has no result for is an error.
+///
+/// The first journal error the context meets is latched: every later call
+/// returns an error too, and the host fails the message even if the
+/// handler's code ignored the error (contract rule 21).
+#[allow(clippy::struct_excessive_bools)]
 pub struct ExecutionContext {
     actor_id: String,
     message_id: String,
@@ -59,8 +140,10 @@ pub struct ExecutionContext {
     /// then running out of recorded effects and asking for more diverges.
     recorded_complete: bool,
     cache_side_effects: bool,
+    time_travel: bool,
     position: usize,
     effects: Vec<SideEffectRecord>,
+    failure: Option<Failure>,
 }
 
 impl std::fmt::Debug for ExecutionContext {
@@ -69,8 +152,10 @@ impl std::fmt::Debug for ExecutionContext {
             .field("actor_id", &self.actor_id)
             .field("message_id", &self.message_id)
             .field("replaying", &self.replaying)
+            .field("time_travel", &self.time_travel)
             .field("next_sequence", &self.next_sequence())
             .field("effects", &self.effects.len())
+            .field("failure", &self.failure)
             .finish_non_exhaustive()
     }
 }
@@ -87,8 +172,10 @@ impl ExecutionContext {
             replaying: false,
             recorded_complete: false,
             cache_side_effects: false,
+            time_travel: false,
             position: 0,
             effects: Vec::new(),
+            failure: None,
         }
     }
 
@@ -106,16 +193,19 @@ impl ExecutionContext {
                 storage,
                 next_sequence,
                 correlation_id: message_id.clone(),
+                retry: Retry::default(),
             }),
             cache_side_effects,
             ..ExecutionContext::ephemeral(actor_id, message_id)
         }
     }
 
-    /// A replaying context returning `recorded` effects in order. With
+    /// A replaying context returning `recorded` effects in order (whatever
+    /// `cache_side_effects` says: a recorded effect never runs again). With
     /// `complete`, the recorded message ended and no further effect may be
-    /// asked for; otherwise, once they run out, effects run live and are
-    /// journaled from `next_sequence` on.
+    /// asked for (unless effects were not journaled, `cache_side_effects`
+    /// false: then they run again); otherwise, once they run out, effects
+    /// run live and are journaled from `next_sequence` on.
     pub fn replay(
         storage: Arc<dyn JournalStorage>,
         actor_id: impl Into<String>,
@@ -127,7 +217,7 @@ impl ExecutionContext {
     ) -> Self {
         ExecutionContext {
             recorded,
-            replaying: cache_side_effects,
+            replaying: true,
             recorded_complete: complete,
             ..ExecutionContext::live(
                 storage,
@@ -137,6 +227,46 @@ impl ExecutionContext {
                 cache_side_effects,
             )
         }
+    }
+
+    /// A context for time travel: recorded results only; an effect the
+    /// journal has no result for fails instead of running.
+    pub fn time_travel(
+        storage: Arc<dyn JournalStorage>,
+        actor_id: impl Into<String>,
+        message_id: impl Into<String>,
+        recorded: VecDeque<SideEffectExecuted>,
+    ) -> Self {
+        ExecutionContext {
+            time_travel: true,
+            ..ExecutionContext::replay(storage, actor_id, message_id, recorded, true, 0, false)
+        }
+    }
+
+    /// Sets how journal writes are retried on `Unavailable`.
+    #[must_use]
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        if let Some(target) = self.target.as_mut() {
+            target.retry = retry;
+        }
+        self
+    }
+
+    /// The journal error that failed this message, if one did, and how.
+    pub fn failure(&self) -> Option<MessageFailure<'_>> {
+        self.failure.as_ref().map(|f| match f {
+            Failure::Message(e) => MessageFailure::Message(e),
+            Failure::Journal(e) => MessageFailure::Journal(e),
+        })
+    }
+
+    /// Takes the latched journal error out, with whether it fails the
+    /// message alone (`true`) or the journal (`false`).
+    pub(crate) fn take_failure(&mut self) -> Option<(JournalError, bool)> {
+        self.failure.take().map(|f| match f {
+            Failure::Message(e) => (e, true),
+            Failure::Journal(e) => (e, false),
+        })
     }
 
     /// Whether results are coming from the journal rather than from running
@@ -177,10 +307,12 @@ impl ExecutionContext {
 
     /// Runs a side effect once: live, runs `effect` and journals its result
     /// (response or error) before returning it; in replay, returns the
-    /// journaled result without running `effect`.
+    /// journaled result without running `effect`. Replay checks the name;
+    /// [`ExecutionContext::side_effect_with`] also checks the request.
     ///
     /// The outer `Result` is the journal's: on `Err` the handler must stop
-    /// (use `?`). The inner one is the effect's own outcome.
+    /// (use `?`); the message fails even if it does not. The inner one is the
+    /// effect's own outcome.
     pub async fn side_effect<F, Fut, E>(
         &mut self,
         name: &str,
@@ -191,31 +323,58 @@ impl ExecutionContext {
         Fut: Future<Output = Result<Vec<u8>, E>> + Send,
         E: Display,
     {
+        self.side_effect_with(name, &[], effect).await
+    }
+
+    /// As [`ExecutionContext::side_effect`], for an effect asked with
+    /// `request` (what identifies the call: the payee and amount of a
+    /// payment, the URL and body of a request). A digest of the request is
+    /// journaled with the result, and replay compares it: code changed to
+    /// pay someone else stops with
+    /// [`ReplayDivergence`](JournalError::ReplayDivergence) instead of
+    /// getting the first payee's receipt. The digest, not the bytes, is
+    /// kept: requests can be large or personal, and the journal needs only
+    /// to tell two apart.
+    pub async fn side_effect_with<F, Fut, E>(
+        &mut self,
+        name: &str,
+        request: &[u8],
+        effect: F,
+    ) -> JournalResult<Result<Vec<u8>, String>>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<Vec<u8>, E>> + Send,
+        E: Display,
+    {
+        if let Some(failure) = &self.failure {
+            return Err(match failure {
+                Failure::Message(e) | Failure::Journal(e) => replicate(e),
+            });
+        }
         let position = self.position;
         self.position += 1;
         let key = format!("{}/{position}", self.message_id);
+        let digest = request_digest(request);
         if self.replaying {
             if let Some(recorded) = self.recorded.pop_front() {
-                if recorded.effect_type != name {
-                    return Err(self.divergence(position, &recorded.effect_type, name));
-                }
-                let result = if recorded.error.is_empty() {
-                    Ok(recorded.response)
-                } else {
-                    Err(recorded.error)
-                };
-                self.effects.push(SideEffectRecord {
-                    key,
-                    name: name.to_owned(),
-                    replayed: true,
-                    result: result.clone(),
-                });
-                return Ok(result);
+                return self.replayed(key, name, &digest, recorded, position);
             }
-            if self.recorded_complete {
-                return Err(self.divergence(position, END_OF_MESSAGE, name));
+            if self.time_travel {
+                return Err(self.fail_journal(JournalError::RecoveryFailed {
+                    actor_id: self.actor_id.clone(),
+                    reason: format!(
+                        "time travel: message {:?} asks for side effect #{position} ({name:?}), \
+                         whose result the journal does not hold; it is not run",
+                        self.message_id
+                    ),
+                }));
             }
-            // The journal of an interrupted message ends here: go live.
+            if self.recorded_complete && self.cache_side_effects {
+                let divergence = self.divergence(position, END_OF_MESSAGE, name);
+                return Err(self.fail_journal(divergence));
+            }
+            // The journal of an interrupted message ends here (or effects
+            // were never journaled): go live.
             self.replaying = false;
         }
         let result = effect().await.map_err(|e| match e.to_string() {
@@ -223,7 +382,7 @@ impl ExecutionContext {
             text => text,
         });
         if self.cache_side_effects {
-            self.journal(&key, name, &result).await?;
+            self.journal(&key, name, digest, &result).await?;
         }
         self.effects.push(SideEffectRecord {
             key,
@@ -231,6 +390,49 @@ impl ExecutionContext {
             replayed: false,
             result: result.clone(),
         });
+        Ok(result)
+    }
+
+    /// The recorded effect at `position`, checked against what the code asks.
+    fn replayed(
+        &mut self,
+        key: String,
+        name: &str,
+        digest: &[u8],
+        recorded: SideEffectExecuted,
+        position: usize,
+    ) -> JournalResult<Result<Vec<u8>, String>> {
+        if recorded.effect_type != name {
+            let divergence = self.divergence(position, &recorded.effect_type, name);
+            return Err(self.fail_journal(divergence));
+        }
+        // Journals written before requests were recorded hold no digest.
+        if !recorded.request.is_empty() && recorded.request != digest {
+            let divergence = self.divergence(
+                position,
+                &describe_request(name, &recorded.request),
+                &describe_request(name, digest),
+            );
+            return Err(self.fail_journal(divergence));
+        }
+        let result = if recorded.error.is_empty() && !recorded.result_dropped {
+            Ok(recorded.response)
+        } else {
+            Err(recorded.error.clone())
+        };
+        self.effects.push(SideEffectRecord {
+            key,
+            name: name.to_owned(),
+            replayed: true,
+            result: result.clone(),
+        });
+        if recorded.result_dropped {
+            // The first run failed the message here: so does the replay.
+            let error = JournalError::InvalidEntry(recorded.error);
+            let again = replicate(&error);
+            self.failure = Some(Failure::Message(error));
+            return Err(again);
+        }
         Ok(result)
     }
 
@@ -245,23 +447,19 @@ impl ExecutionContext {
                 bytes.extend_from_slice(&since.subsec_nanos().to_le_bytes());
                 Ok::<_, String>(bytes)
             })
-            .await?
-            .map_err(|e| self.corrupt_effect(NOW_EFFECT, &e))?;
-        let (secs, nanos) = bytes
-            .split_at_checked(8)
-            .ok_or_else(|| self.corrupt_effect(NOW_EFFECT, "short"))?;
-        let secs = u64::from_le_bytes(
-            secs.try_into()
-                .map_err(|_| self.corrupt_effect(NOW_EFFECT, "seconds"))?,
-        );
-        let nanos = u32::from_le_bytes(
-            nanos
-                .try_into()
-                .map_err(|_| self.corrupt_effect(NOW_EFFECT, "nanos"))?,
-        );
-        UNIX_EPOCH
-            .checked_add(Duration::new(secs, nanos.min(999_999_999)))
-            .ok_or_else(|| self.corrupt_effect(NOW_EFFECT, "out of range"))
+            .await?;
+        let time = bytes.map_err(|e| e.clone()).and_then(|bytes| {
+            let (secs, nanos) = bytes.split_at_checked(8).ok_or("short")?;
+            let secs = u64::from_le_bytes(secs.try_into().map_err(|_| "seconds")?);
+            let nanos = u32::from_le_bytes(nanos.try_into().map_err(|_| "nanos")?);
+            UNIX_EPOCH
+                .checked_add(Duration::new(secs, nanos.min(999_999_999)))
+                .ok_or_else(|| "out of range".to_owned())
+        });
+        time.map_err(|why| {
+            let e = self.corrupt_effect(NOW_EFFECT, &why);
+            self.fail_journal(e)
+        })
     }
 
     /// A random number, journaled: replay sees the first run's value.
@@ -272,13 +470,16 @@ impl ExecutionContext {
                 let random = ulid::Ulid::generate().random() as u64;
                 Ok::<_, String>(random.to_le_bytes().to_vec())
             })
-            .await?
-            .map_err(|e| self.corrupt_effect(RANDOM_EFFECT, &e))?;
-        let array: [u8; 8] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| self.corrupt_effect(RANDOM_EFFECT, "not 8 bytes"))?;
-        Ok(u64::from_le_bytes(array))
+            .await?;
+        let value = bytes.and_then(|bytes| {
+            <[u8; 8]>::try_from(bytes.as_slice())
+                .map(u64::from_le_bytes)
+                .map_err(|_| "not 8 bytes".to_owned())
+        });
+        value.map_err(|why| {
+            let e = self.corrupt_effect(RANDOM_EFFECT, &why);
+            self.fail_journal(e)
+        })
     }
 
     /// Checks that a replayed, completed message used all its recorded side
@@ -292,10 +493,16 @@ impl ExecutionContext {
         }
     }
 
+    /// How many side effects the code asked for so far.
+    pub fn effects_asked(&self) -> usize {
+        self.position
+    }
+
     async fn journal(
         &mut self,
         key: &str,
         name: &str,
+        digest: Vec<u8>,
         result: &Result<Vec<u8>, String>,
     ) -> JournalResult<()> {
         let Some(target) = self.target.as_mut() else {
@@ -305,21 +512,62 @@ impl ExecutionContext {
             Ok(bytes) => (bytes.clone(), String::new()),
             Err(text) => (Vec::new(), text.clone()),
         };
-        let entry = JournalEntry::new(
-            self.actor_id.clone(),
-            target.next_sequence,
-            Entry::SideEffectExecuted(SideEffectExecuted {
-                effect_id: key.to_owned(),
-                effect_type: name.to_owned(),
-                request: Vec::new(),
-                response,
-                error,
-            }),
-        )
-        .with_correlation_id(target.correlation_id.clone());
-        target.storage.append_entry(&entry).await?;
-        target.next_sequence += 1;
-        Ok(())
+        let mut effect = SideEffectExecuted {
+            effect_id: key.to_owned(),
+            effect_type: name.to_owned(),
+            request: digest,
+            response,
+            error,
+            result_dropped: false,
+        };
+        let entry = |effect: SideEffectExecuted, target: &JournalTarget| {
+            JournalEntry::new(
+                self.actor_id.clone(),
+                target.next_sequence,
+                Entry::SideEffectExecuted(effect),
+            )
+            .with_correlation_id(target.correlation_id.clone())
+        };
+        let first = entry(effect.clone(), target);
+        match target.retry.append(&*target.storage, &first).await {
+            Ok(()) => {
+                target.next_sequence += 1;
+                Ok(())
+            }
+            Err(JournalError::InvalidEntry(why)) => {
+                // The result does not fit in an entry: keep that it ran and
+                // failed the message, so no recovery runs it again.
+                effect.error = format!(
+                    "the result of side effect {name:?} cannot be journaled ({why}); \
+                     the message failed"
+                );
+                effect.response = Vec::new();
+                effect.result_dropped = true;
+                let reason = effect.error.clone();
+                let dropped = entry(effect, target);
+                match target.retry.append(&*target.storage, &dropped).await {
+                    Ok(()) => {
+                        target.next_sequence += 1;
+                        let error = JournalError::InvalidEntry(reason);
+                        let again = replicate(&error);
+                        self.failure = Some(Failure::Message(error));
+                        Err(again)
+                    }
+                    Err(e) => Err(self.fail_journal(e)),
+                }
+            }
+            Err(e) => Err(self.fail_journal(e)),
+        }
+    }
+
+    /// Latches `error` as the journal failure of this message, and returns
+    /// a copy for the caller.
+    fn fail_journal(&mut self, error: JournalError) -> JournalError {
+        let again = replicate(&error);
+        if self.failure.is_none() {
+            self.failure = Some(Failure::Journal(error));
+        }
+        again
     }
 
     fn divergence(&self, position: usize, recorded: &str, requested: &str) -> JournalError {
@@ -339,4 +587,84 @@ impl ExecutionContext {
             reason: format!("journaled {name} result is unusable: {why}"),
         }
     }
+}
+
+/// A copy of `error` for a second caller: the same variant and fields, with
+/// driver sources carried as their text.
+pub(crate) fn replicate(error: &JournalError) -> JournalError {
+    match error {
+        JournalError::SequenceConflict {
+            actor_id,
+            expected,
+            actual,
+        } => JournalError::SequenceConflict {
+            actor_id: actor_id.clone(),
+            expected: *expected,
+            actual: *actual,
+        },
+        JournalError::InvalidEntry(why) => JournalError::InvalidEntry(why.clone()),
+        JournalError::ReplayDivergence {
+            actor_id,
+            message_id,
+            position,
+            recorded,
+            requested,
+        } => JournalError::ReplayDivergence {
+            actor_id: actor_id.clone(),
+            message_id: message_id.clone(),
+            position: *position,
+            recorded: recorded.clone(),
+            requested: requested.clone(),
+        },
+        JournalError::RecoveryFailed { actor_id, reason } => JournalError::RecoveryFailed {
+            actor_id: actor_id.clone(),
+            reason: reason.clone(),
+        },
+        JournalError::CorruptEntry {
+            actor_id,
+            sequence,
+            reason,
+        } => JournalError::CorruptEntry {
+            actor_id: actor_id.clone(),
+            sequence: *sequence,
+            reason: reason.clone(),
+        },
+        JournalError::Unavailable { backend, source } => {
+            JournalError::unavailable(backend, source.to_string())
+        }
+        other => JournalError::storage("journal", other.to_string()),
+    }
+}
+
+/// Version tag of [`request_digest`]'s format.
+const DIGEST_V1: u8 = 1;
+
+/// The digest of a side effect's request journaled in
+/// `SideEffectExecuted.request`: a version byte, the request's length and
+/// two 64-bit FNV-1a hashes of it (different offsets). Stable across
+/// builds and platforms (unlike `std`'s hashers), cheap, and enough to tell
+/// two requests apart for divergence detection; it is no cryptographic
+/// commitment.
+pub fn request_digest(request: &[u8]) -> Vec<u8> {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let (mut a, mut b) = (0xcbf2_9ce4_8422_2325_u64, 0x6c62_272e_07bb_0142_u64);
+    for &byte in request {
+        a = (a ^ u64::from(byte)).wrapping_mul(PRIME);
+        b = (b ^ u64::from(byte.rotate_left(3))).wrapping_mul(PRIME);
+    }
+    let mut digest = Vec::with_capacity(25);
+    digest.push(DIGEST_V1);
+    digest.extend_from_slice(&(request.len() as u64).to_le_bytes());
+    digest.extend_from_slice(&a.to_le_bytes());
+    digest.extend_from_slice(&b.to_le_bytes());
+    digest
+}
+
+fn describe_request(name: &str, digest: &[u8]) -> String {
+    use std::fmt::Write;
+    let hex = digest.iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    });
+    format!("{name} (request digest {hex})")
 }

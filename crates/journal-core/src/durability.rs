@@ -1,44 +1,28 @@
 //! The durability facet: journals every message, side effect and outcome of
 //! an actor, checkpoints its real state, and recovers it on activation.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use prost::Message;
 
-use crate::checkpoint::{CheckpointManager, CheckpointPolicy, SavedCheckpoint, SkippedCheckpoint};
-use crate::context::ExecutionContext;
+use crate::checkpoint::{
+    CheckpointManager, CheckpointPolicy, CheckpointRejection, SavedCheckpoint, SkippedCheckpoint,
+};
+use crate::config::DurabilityConfig;
+use crate::context::{ExecutionContext, Retry};
 use crate::error::{JournalError, JournalResult};
 use crate::facet::{Admission, DurableActor, Facet, HandlerError, MessageOutcome};
 use crate::proto::{
-    journal_entry::Entry, CompressionType, DurabilityConfig, FacetSnapshot, JournalBackend,
-    JournalEntry, MessageProcessed, MessageReceived, ProcessingResult, SideEffectExecuted,
+    journal_entry::Entry, FacetSnapshot, JournalEntry, MessageProcessed, MessageReceived,
+    ProcessedMessage, ProcessingResult, SideEffectExecuted,
 };
 use crate::storage::JournalStorage;
 
-/// Default number of recent message ids remembered for exactly-once.
-pub const DEFAULT_DEDUP_WINDOW: usize = 1_000;
-
-impl DurabilityConfig {
-    /// A configuration with the recommended settings for `backend`: a
-    /// checkpoint every 100 entries, zstd level 3, recovery on activation,
-    /// side effects cached, state schema version 1, 2 checkpoints kept.
-    pub fn recommended(backend: JournalBackend) -> Self {
-        DurabilityConfig {
-            backend: backend.into(),
-            checkpoint_interval: 100,
-            replay_on_activation: true,
-            cache_side_effects: true,
-            compression: CompressionType::Zstd.into(),
-            compression_level: 3,
-            state_schema_version: 1,
-            ..DurabilityConfig::default()
-        }
-    }
-}
+pub use crate::config::DEFAULT_DEDUP_WINDOW;
 
 /// What the last activation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,40 +78,169 @@ impl DurabilityObserver {
     }
 }
 
-/// Recent message ids, bounded.
-#[derive(Debug, Default)]
-struct RecentIds {
-    order: VecDeque<Arc<str>>,
-    set: HashSet<Arc<str>>,
-    capacity: usize,
+/// A message the facet remembers as processed.
+#[derive(Debug, Clone)]
+struct Processed {
+    /// Sequence of its `MessageProcessed` entry (0: unknown).
+    sequence: u64,
+    /// When it was processed, ms since the Unix epoch.
+    at_ms: i64,
+    /// What it gave, while it is within the dedup window.
+    outcome: Option<MessageOutcome>,
 }
 
-impl RecentIds {
-    fn new(capacity: usize, ids: impl IntoIterator<Item = String>) -> Self {
-        let mut recent = RecentIds {
-            capacity: capacity.max(1),
-            ..RecentIds::default()
-        };
-        for id in ids {
-            recent.insert(id);
+/// The processed messages the facet recognises (contract rule 17): every
+/// message still in the journal, and the replies of the newest
+/// `window` messages (and of those younger than `retention`) also after the
+/// journal behind them was truncated. Oldest first.
+#[derive(Debug)]
+struct Dedup {
+    order: VecDeque<Arc<str>>,
+    records: HashMap<Arc<str>, Processed>,
+    /// `order[..stripped]` have had their outcomes dropped (outside the
+    /// window; their replies are read back from the journal).
+    stripped: usize,
+    window: usize,
+    retention: Option<Duration>,
+    /// Entries up to here are truncated: records of messages processed
+    /// there may go once they are outside the window.
+    truncated_to: u64,
+}
+
+impl Dedup {
+    fn new(window: usize, retention: Option<Duration>) -> Self {
+        Dedup {
+            order: VecDeque::new(),
+            records: HashMap::new(),
+            stripped: 0,
+            window: window.max(1),
+            retention,
+            truncated_to: 0,
         }
-        recent
     }
 
-    fn insert(&mut self, id: String) {
+    fn from_snapshot(window: usize, retention: Option<Duration>, snapshot: &FacetSnapshot) -> Self {
+        let mut dedup = Dedup::new(window, retention);
+        for id in &snapshot.recent_message_ids {
+            dedup.insert(id.clone(), 0, 0, None);
+        }
+        for p in &snapshot.processed {
+            let outcome = p.outcome.as_ref().map(outcome_of);
+            dedup.insert(
+                p.message_id.clone(),
+                p.processed_sequence,
+                p.processed_at_ms,
+                outcome,
+            );
+        }
+        dedup
+    }
+
+    fn insert(&mut self, id: String, sequence: u64, at_ms: i64, outcome: Option<MessageOutcome>) {
         let id: Arc<str> = id.into();
-        if self.set.insert(Arc::clone(&id)) {
+        let record = Processed {
+            sequence,
+            at_ms,
+            outcome,
+        };
+        if self.records.insert(Arc::clone(&id), record).is_none() {
             self.order.push_back(id);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
+        }
+        self.trim();
+    }
+
+    fn get(&self, id: &str) -> Option<&Processed> {
+        self.records.get(id)
+    }
+
+    fn forget(&mut self, id: &str) {
+        if self.records.remove(id).is_some() {
+            if let Some(at) = self.order.iter().position(|o| &**o == id) {
+                self.order.remove(at);
+                if at < self.stripped {
+                    self.stripped -= 1;
                 }
             }
         }
     }
 
-    fn contains(&self, id: &str) -> bool {
-        self.set.contains(id)
+    fn truncated(&mut self, to: u64) {
+        self.truncated_to = self.truncated_to.max(to);
+        self.trim();
+    }
+
+    /// Drops the replies of records outside the window, then the records
+    /// outside it whose entries are truncated.
+    fn trim(&mut self) {
+        let oldest_kept = self
+            .retention
+            .map(|age| now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
+        let outside = self.order.len().saturating_sub(self.window);
+        while self.stripped < outside {
+            let id = &self.order[self.stripped];
+            let Some(record) = self.records.get_mut(id) else {
+                break;
+            };
+            if oldest_kept.is_some_and(|oldest| record.at_ms >= oldest) {
+                break;
+            }
+            record.outcome = None;
+            self.stripped += 1;
+        }
+        while self.stripped > 0 {
+            let Some(front) = self.order.front() else {
+                break;
+            };
+            let truncated = self
+                .records
+                .get(front)
+                .is_none_or(|r| r.sequence <= self.truncated_to);
+            if !truncated {
+                break;
+            }
+            if let Some(id) = self.order.pop_front() {
+                self.records.remove(&id);
+            }
+            self.stripped -= 1;
+        }
+    }
+
+    fn to_proto(&self) -> Vec<ProcessedMessage> {
+        self.order
+            .iter()
+            .filter_map(|id| {
+                let r = self.records.get(id)?;
+                Some(ProcessedMessage {
+                    message_id: id.to_string(),
+                    processed_sequence: r.sequence,
+                    processed_at_ms: r.at_ms,
+                    outcome: r.outcome.as_ref().map(|o| processed_message(id, o)),
+                })
+            })
+            .collect()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn timestamp_ms(t: Option<&prost_types::Timestamp>) -> i64 {
+    t.map_or(0, |t| {
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos) / 1_000_000)
+    })
+}
+
+/// The outcome a `MessageProcessed` entry records.
+fn outcome_of(done: &MessageProcessed) -> MessageOutcome {
+    if done.result == ProcessingResult::Error as i32 {
+        MessageOutcome::Failed(done.error_message.clone())
+    } else {
+        MessageOutcome::Replied(done.response_payload.clone())
     }
 }
 
@@ -142,24 +255,33 @@ struct Active {
     /// Sequence of the last checkpoint (0: none).
     checkpoint_sequence: u64,
     last_checkpoint: Instant,
-    recent: RecentIds,
+    dedup: Dedup,
 }
 
 /// Makes an actor durable: journals each message (`MessageReceived` before
 /// handling, side effects as they happen, `MessageProcessed` after),
-/// skips messages whose id is already journaled, takes checkpoints of the
-/// actor's real state every `checkpoint_interval` entries or after
-/// `checkpoint_timeout`, and on activation recovers the state from the
-/// newest usable checkpoint plus the entries after it.
+/// recognises messages already processed and answers them with the reply
+/// recorded the first time, takes checkpoints of the actor's real state
+/// every `checkpoint_interval` entries or after `checkpoint_timeout`, and on
+/// activation recovers the state from the newest usable checkpoint plus the
+/// entries after it.
 ///
 /// Side effects are journaled after they run, so one that ran but whose
 /// result was not journaled before a crash runs again on recovery:
 /// at-least-once towards the outside world, exactly-once in the actor.
+///
+/// Exactly-once (contract rule 17): a message id still in the journal is
+/// always recognised; the replies of the newest `dedup_window` messages
+/// (and of those within `dedup_retention`) are kept in checkpoints, so they
+/// are recognised, with their replies, after the journal behind them was
+/// truncated too. The ids of every message in the untruncated journal
+/// travel in each checkpoint (about 40 bytes each): for an actor with a long
+/// life, let the facet truncate (`truncate_after_checkpoint`).
 pub struct DurabilityFacet {
     storage: Arc<dyn JournalStorage>,
     config: DurabilityConfig,
     checkpoints: CheckpointManager,
-    dedup_window: usize,
+    retry: Retry,
     actor_id: String,
     active: Option<Active>,
     observer: DurabilityObserver,
@@ -183,9 +305,9 @@ impl DurabilityFacet {
         DurabilityFacet {
             checkpoints: CheckpointManager::new(Arc::clone(&storage), policy),
             storage,
-            dedup_window: match config.dedup_window {
-                0 => DEFAULT_DEDUP_WINDOW,
-                n => n as usize,
+            retry: Retry {
+                attempts: config.retry_attempts(),
+                backoff: config.journal_retry_backoff,
             },
             config,
             actor_id: String::new(),
@@ -197,6 +319,10 @@ impl DurabilityFacet {
     /// A handle on the facet's counters, valid after attaching it.
     pub fn observer(&self) -> DurabilityObserver {
         self.observer.clone()
+    }
+
+    fn new_dedup(&self) -> Dedup {
+        Dedup::new(self.config.dedup_count(), self.config.dedup_retention)
     }
 
     fn active(&mut self) -> JournalResult<&mut Active> {
@@ -212,7 +338,7 @@ impl DurabilityFacet {
     async fn append(&self, sequence: u64, entry: Entry, correlation_id: &str) -> JournalResult<()> {
         let entry = JournalEntry::new(self.actor_id.clone(), sequence, entry)
             .with_correlation_id(correlation_id);
-        self.storage.append_entry(&entry).await.map(drop)
+        self.retry.append(&*self.storage, &entry).await
     }
 
     /// Recovery: newest usable checkpoint, then the entries after it,
@@ -220,24 +346,23 @@ impl DurabilityFacet {
     async fn recover(&mut self, actor: &mut dyn DurableActor) -> JournalResult<ActivationReport> {
         let started = Instant::now();
         let highest = self.storage.highest_sequence(&self.actor_id).await?;
-        let (mut report, mut recent, pending) = self.rebuild(actor, highest, true).await?;
+        let (mut report, mut dedup, pending) = self.rebuild(actor, highest, true, false).await?;
 
         let mut next_sequence = highest + 1;
-        let cache = self.config.cache_side_effects;
         if let Some((message, effects)) = pending {
             // The last message was interrupted by a crash: finish it.
-            let context = self
-                .replay_message(actor, &message, effects, false, next_sequence, cache)
+            let (after, outcome) = self
+                .replay_message(actor, &message, effects, None, next_sequence, Mode::Finish)
                 .await?;
-            next_sequence = context.0;
+            next_sequence = after;
             self.append(
                 next_sequence,
-                processed_entry(&message.message_id, &context.1),
+                Entry::MessageProcessed(processed_message(&message.message_id, &outcome)),
                 &message.message_id,
             )
             .await?;
+            dedup.insert(message.message_id, next_sequence, now_ms(), Some(outcome));
             next_sequence += 1;
-            recent.insert(message.message_id);
             report.replayed_messages += 1;
             report.completed_interrupted_message = true;
         }
@@ -246,7 +371,7 @@ impl DurabilityFacet {
             next_sequence,
             checkpoint_sequence,
             last_checkpoint: Instant::now(),
-            recent,
+            dedup,
         });
         report.highest_sequence = next_sequence - 1;
         report.elapsed = started.elapsed();
@@ -262,32 +387,51 @@ impl DurabilityFacet {
         actor: &mut dyn DurableActor,
         to: u64,
         from_checkpoint: bool,
-    ) -> JournalResult<(ActivationReport, RecentIds, Option<PendingMessage>)> {
+        time_travel: bool,
+    ) -> JournalResult<(ActivationReport, Dedup, Option<PendingMessage>)> {
         let mut report = ActivationReport::default();
-        let mut recent_ids = Vec::new();
+        let mut dedup = self.new_dedup();
         let mut from = 1;
         if from_checkpoint {
+            let current = self.config.state_schema_version;
+            let actor_id = self.actor_id.clone();
+            let (window, retention) = (self.config.dedup_count(), self.config.dedup_retention);
             let loaded = self
                 .checkpoints
-                .load_latest_at(&self.actor_id, to, |state| {
-                    let snapshot =
-                        FacetSnapshot::decode(state.as_slice()).map_err(|e| e.to_string())?;
-                    actor.restore(&snapshot.actor_state)?;
-                    Ok(snapshot.recent_message_ids)
+                .load_newest_at(&self.actor_id, to, |state, stored| {
+                    let snapshot = FacetSnapshot::decode(state.as_slice())
+                        .map_err(|e| CheckpointRejection::Skip(e.to_string()))?;
+                    if stored == current {
+                        actor
+                            .restore(&snapshot.actor_state)
+                            .map_err(CheckpointRejection::Skip)?;
+                    } else {
+                        actor
+                            .migrate(&snapshot.actor_state, stored, current)
+                            .map_err(|reason| {
+                                CheckpointRejection::Fail(JournalError::RecoveryFailed {
+                                    actor_id: actor_id.clone(),
+                                    reason: format!(
+                                        "checkpoint state schema version {stored} cannot be \
+                                         migrated to version {current}: {reason}"
+                                    ),
+                                })
+                            })?;
+                    }
+                    Ok(Dedup::from_snapshot(window, retention, &snapshot))
                 })
                 .await?;
             if let Some(loaded) = loaded {
                 report.checkpoint_sequence = Some(loaded.sequence);
                 report.skipped_checkpoints = loaded.skipped;
-                recent_ids = loaded.value;
+                dedup = loaded.value;
                 from = loaded.sequence + 1;
             }
         }
-        let mut recent = RecentIds::new(self.dedup_window, recent_ids);
         let pending = self
-            .replay_after(actor, from, to, &mut report, &mut recent)
+            .replay_after(actor, from, to, &mut report, &mut dedup, time_travel)
             .await?;
-        Ok((report, recent, pending))
+        Ok((report, dedup, pending))
     }
 
     /// Replays the complete messages after the checkpoint; returns the last
@@ -298,9 +442,14 @@ impl DurabilityFacet {
         from: u64,
         to: u64,
         report: &mut ActivationReport,
-        recent: &mut RecentIds,
+        dedup: &mut Dedup,
+        time_travel: bool,
     ) -> JournalResult<Option<PendingMessage>> {
-        let cache = self.config.cache_side_effects;
+        let mode = if time_travel {
+            Mode::TimeTravel
+        } else {
+            Mode::Replay
+        };
         let mut expected = from;
         let mut pending: Option<PendingMessage> = None;
         {
@@ -332,9 +481,10 @@ impl DurabilityFacet {
                         if let Some((previous, effects)) = pending.take() {
                             // Interrupted, with later messages after it: its
                             // recorded effects are all it may have.
-                            self.replay_message(actor, &previous, effects, true, to + 1, cache)
+                            let (_, outcome) = self
+                                .replay_message(actor, &previous, effects, None, to + 1, mode)
                                 .await?;
-                            recent.insert(previous.message_id);
+                            dedup.insert(previous.message_id, 0, 0, Some(outcome));
                             report.replayed_messages += 1;
                         }
                         pending = Some((message, VecDeque::new()));
@@ -347,9 +497,23 @@ impl DurabilityFacet {
                     Some(Entry::MessageProcessed(done)) => {
                         if let Some((message, effects)) = pending.take() {
                             if message.message_id == done.message_id {
-                                self.replay_message(actor, &message, effects, true, to + 1, cache)
-                                    .await?;
-                                recent.insert(message.message_id);
+                                self.replay_message(
+                                    actor,
+                                    &message,
+                                    effects,
+                                    Some(&done),
+                                    to + 1,
+                                    mode,
+                                )
+                                .await?;
+                                let at = timestamp_ms(entry.timestamp.as_ref());
+                                let recorded = outcome_of(&done);
+                                dedup.insert(
+                                    message.message_id,
+                                    entry.sequence,
+                                    at,
+                                    Some(recorded),
+                                );
                                 report.replayed_messages += 1;
                             } else {
                                 pending = Some((message, effects));
@@ -377,33 +541,67 @@ impl DurabilityFacet {
         Ok(pending)
     }
 
-    /// Replays one message; returns the next sequence and its outcome.
+    /// Replays one message; returns the next sequence and its outcome. A
+    /// complete message's outcome must match the one `recorded`.
     async fn replay_message(
         &self,
         actor: &mut dyn DurableActor,
         message: &MessageReceived,
         effects: VecDeque<SideEffectExecuted>,
-        complete: bool,
+        recorded: Option<&MessageProcessed>,
         next_sequence: u64,
-        cache: bool,
+        mode: Mode,
     ) -> JournalResult<(u64, MessageOutcome)> {
-        let mut context = ExecutionContext::replay(
+        let (storage, actor_id, message_id) = (
             Arc::clone(&self.storage),
             self.actor_id.clone(),
             message.message_id.clone(),
-            effects,
-            complete,
-            next_sequence,
-            cache,
         );
-        let outcome = match actor.handle(message, &mut context).await {
-            Ok(reply) => MessageOutcome::Replied(reply),
-            Err(HandlerError::Failed(reason)) => MessageOutcome::Failed(reason),
-            Err(HandlerError::Journal(e)) => return Err(e),
+        let mut context = match mode {
+            Mode::TimeTravel => {
+                ExecutionContext::time_travel(storage, actor_id, message_id, effects)
+            }
+            Mode::Replay | Mode::Finish => ExecutionContext::replay(
+                storage,
+                actor_id,
+                message_id,
+                effects,
+                mode == Mode::Replay,
+                next_sequence,
+                self.config.cache_side_effects,
+            )
+            .with_retry(self.retry),
+        };
+        let handled = actor.handle(message, &mut context).await;
+        let outcome = match context.take_failure() {
+            Some((error, false)) => return Err(error),
+            Some((error, true)) => MessageOutcome::Failed(error.to_string()),
+            None => match handled {
+                Ok(reply) => MessageOutcome::Replied(reply),
+                Err(HandlerError::Failed(reason)) => MessageOutcome::Failed(reason),
+                Err(HandlerError::Journal(e)) => return Err(e),
+            },
         };
         // Fewer effects than the journal recorded is a divergence too, also
         // for an interrupted message (its recorded effects did happen).
         context.finish_replay()?;
+        if let Some(done) = recorded {
+            let was_error = done.result == ProcessingResult::Error as i32;
+            let is_error = matches!(outcome, MessageOutcome::Failed(_));
+            if was_error != is_error {
+                let describe = |o: &MessageOutcome| match o {
+                    MessageOutcome::Replied(_) => "outcome success".to_owned(),
+                    MessageOutcome::Failed(reason) => format!("outcome error ({reason})"),
+                };
+                return Err(JournalError::ReplayDivergence {
+                    actor_id: self.actor_id.clone(),
+                    message_id: message.message_id.clone(),
+                    position: context.effects_asked(),
+                    recorded: describe(&outcome_of(done)),
+                    requested: describe(&outcome),
+                });
+            }
+        }
         Ok((context.next_sequence().max(next_sequence), outcome))
     }
 
@@ -412,12 +610,7 @@ impl DurabilityFacet {
         let actor_id = self.actor_id.clone();
         let active = self.active()?;
         let sequence = active.next_sequence - 1;
-        let recent_message_ids = active
-            .recent
-            .order
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let processed = active.dedup.to_proto();
         let actor_state = match actor.snapshot() {
             Ok(state) => state,
             Err(reason) => {
@@ -431,7 +624,8 @@ impl DurabilityFacet {
         };
         let state = FacetSnapshot {
             actor_state,
-            recent_message_ids,
+            recent_message_ids: Vec::new(),
+            processed,
         }
         .encode_to_vec();
         match self.checkpoints.save(&actor_id, sequence, state).await {
@@ -439,6 +633,9 @@ impl DurabilityFacet {
                 let active = self.active()?;
                 active.checkpoint_sequence = sequence;
                 active.last_checkpoint = Instant::now();
+                if let Some(to) = saved.truncated_to {
+                    active.dedup.truncated(to);
+                }
                 self.observer.update(|s| {
                     s.checkpoints += 1;
                     s.last_checkpoint = Some(saved);
@@ -450,6 +647,59 @@ impl DurabilityFacet {
         }
         Ok(())
     }
+
+    /// What a redelivered message gave the first time, if it was processed
+    /// and is still retained.
+    async fn already_processed(
+        &mut self,
+        message_id: &str,
+    ) -> JournalResult<Option<Option<MessageOutcome>>> {
+        let actor_id = self.actor_id.clone();
+        let active = self.active()?;
+        let Some(record) = active.dedup.get(message_id) else {
+            return Ok(None);
+        };
+        if let Some(outcome) = &record.outcome {
+            return Ok(Some(Some(outcome.clone())));
+        }
+        if record.sequence == 0 {
+            return Ok(Some(None));
+        }
+        let sequence = record.sequence;
+        let stored = self
+            .storage
+            .replay_range(&actor_id, sequence, sequence, 1)
+            .await?;
+        match stored.into_iter().next().and_then(|e| e.entry) {
+            Some(Entry::MessageProcessed(done)) if done.message_id == message_id => {
+                Ok(Some(Some(outcome_of(&done))))
+            }
+            // Truncated by someone else, outside the window: retention ended.
+            _ => {
+                self.active()?.dedup.forget(message_id);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether a checkpoint is due now.
+    fn checkpoint_due(&mut self) -> JournalResult<bool> {
+        let policy = self.checkpoints.policy().clone();
+        let active = self.active()?;
+        let entries = (active.next_sequence - 1).saturating_sub(active.checkpoint_sequence);
+        Ok(policy.is_due(entries, active.last_checkpoint.elapsed()))
+    }
+}
+
+/// How a message is replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A complete message during recovery.
+    Replay,
+    /// The interrupted last message: replayed, then finished live.
+    Finish,
+    /// Time travel: recorded results only, nothing runs.
+    TimeTravel,
 }
 
 /// An actor's state as it was at one point of its journal, rebuilt by
@@ -477,8 +727,12 @@ pub struct Rebuilt {
 /// `sequence` of `actor_id`'s journal, as recovery would (the newest usable
 /// checkpoint at or before `sequence`, then the messages after it, with
 /// their recorded side effects handed back), but read-only: nothing is
-/// journaled and no side effect runs. With `from_checkpoint` false every
-/// entry from the first is replayed, which needs an untruncated journal.
+/// journaled and no side effect runs, whatever the configuration. A message
+/// that asks for an effect whose result the journal does not hold (written
+/// with `cache_side_effects` off) fails the rebuild with
+/// [`JournalError::RecoveryFailed`] instead of calling the outside world.
+/// With `from_checkpoint` false every entry from the first is replayed,
+/// which needs an untruncated journal.
 ///
 /// `sequence` 0 leaves `actor` as given; one above the actor's highest
 /// sequence is [`JournalError::RecoveryFailed`].
@@ -504,7 +758,9 @@ pub async fn rebuild_at(
     if sequence == 0 {
         return Ok(Rebuilt::default());
     }
-    let (report, _, pending) = facet.rebuild(actor, sequence, from_checkpoint).await?;
+    let (report, _, pending) = facet
+        .rebuild(actor, sequence, from_checkpoint, true)
+        .await?;
     Ok(Rebuilt {
         sequence,
         checkpoint_sequence: report.checkpoint_sequence,
@@ -516,17 +772,18 @@ pub async fn rebuild_at(
     })
 }
 
-fn processed_entry(message_id: &str, outcome: &MessageOutcome) -> Entry {
+/// The `MessageProcessed` record of `outcome`.
+fn processed_message(message_id: &str, outcome: &MessageOutcome) -> MessageProcessed {
     let (result, error, reply) = match outcome {
         MessageOutcome::Replied(reply) => (ProcessingResult::Success, String::new(), reply.clone()),
         MessageOutcome::Failed(reason) => (ProcessingResult::Error, reason.clone(), Vec::new()),
     };
-    Entry::MessageProcessed(MessageProcessed {
+    MessageProcessed {
         message_id: message_id.to_owned(),
         result: result.into(),
         error_message: error,
         response_payload: reply,
-    })
+    }
 }
 
 #[async_trait]
@@ -541,13 +798,14 @@ impl Facet for DurabilityFacet {
         Ok(())
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.storage.backend_name(), actor_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.storage.backend_name(), actor_id = actor_id))]
     async fn on_activate(
         &mut self,
         actor_id: &str,
         actor: &mut dyn DurableActor,
     ) -> JournalResult<()> {
         actor_id.clone_into(&mut self.actor_id);
+        self.active = None;
         let report = if self.config.replay_on_activation {
             self.recover(actor).await?
         } else {
@@ -556,7 +814,7 @@ impl Facet for DurabilityFacet {
                 next_sequence: highest + 1,
                 checkpoint_sequence: highest,
                 last_checkpoint: Instant::now(),
-                recent: RecentIds::new(self.dedup_window, []),
+                dedup: self.new_dedup(),
             });
             ActivationReport {
                 highest_sequence: highest,
@@ -585,12 +843,16 @@ impl Facet for DurabilityFacet {
         _actor_id: &str,
         message: &MessageReceived,
     ) -> JournalResult<Admission> {
-        let active = self.active()?;
-        if active.recent.contains(&message.message_id) {
-            self.observer.update(|s| s.duplicates += 1);
-            return Ok(Admission::AlreadyProcessed);
+        if message.message_id.is_empty() {
+            return Err(JournalError::InvalidEntry(
+                "a message needs a non-empty message_id: exactly-once delivery keys on it".into(),
+            ));
         }
-        let sequence = active.next_sequence;
+        if let Some(outcome) = self.already_processed(&message.message_id).await? {
+            self.observer.update(|s| s.duplicates += 1);
+            return Ok(Admission::AlreadyProcessed(outcome));
+        }
+        let sequence = self.active()?.next_sequence;
         self.append(
             sequence,
             Entry::MessageReceived(message.clone()),
@@ -599,12 +861,15 @@ impl Facet for DurabilityFacet {
         .await?;
         let active = self.active()?;
         active.next_sequence = sequence + 1;
-        Ok(Admission::Process(Some(ExecutionContext::live(
-            Arc::clone(&self.storage),
-            self.actor_id.clone(),
-            message.message_id.clone(),
-            sequence + 1,
-            self.config.cache_side_effects,
+        Ok(Admission::Process(Some(Box::new(
+            ExecutionContext::live(
+                Arc::clone(&self.storage),
+                self.actor_id.clone(),
+                message.message_id.clone(),
+                sequence + 1,
+                self.config.cache_side_effects,
+            )
+            .with_retry(self.retry),
         ))))
     }
 
@@ -619,20 +884,27 @@ impl Facet for DurabilityFacet {
         let sequence = context.next_sequence().max(self.active()?.next_sequence);
         self.append(
             sequence,
-            processed_entry(&message.message_id, outcome),
+            Entry::MessageProcessed(processed_message(&message.message_id, outcome)),
             &message.message_id,
         )
         .await?;
         let active = self.active()?;
         active.next_sequence = sequence + 1;
-        active.recent.insert(message.message_id.clone());
-        let (entries, elapsed) = (
-            sequence - active.checkpoint_sequence,
-            active.last_checkpoint.elapsed(),
+        active.dedup.insert(
+            message.message_id.clone(),
+            sequence,
+            now_ms(),
+            Some(outcome.clone()),
         );
-        let due = self.checkpoints.policy().is_due(entries, elapsed);
         self.observer.update(|s| s.messages += 1);
-        if due {
+        if self.checkpoint_due()? {
+            self.checkpoint(actor).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_idle(&mut self, _actor_id: &str, actor: &dyn DurableActor) -> JournalResult<()> {
+        if self.active.is_some() && self.checkpoint_due()? {
             self.checkpoint(actor).await?;
         }
         Ok(())

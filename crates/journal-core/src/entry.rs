@@ -155,6 +155,7 @@ impl Entry {
             request,
             response,
             error: error.into(),
+            result_dropped: false,
         })
     }
 

@@ -60,15 +60,30 @@ pub trait DurableActor: Send + Sync {
     /// Replaces the whole state with a decoded snapshot. On `Err` the state
     /// must be left as it was.
     fn restore(&mut self, state: &[u8]) -> Result<(), String>;
+
+    /// Replaces the whole state with a snapshot written under state schema
+    /// version `stored` (the `state_schema_version` configured when it was
+    /// taken), for an actor that now reads version `current`: convert it
+    /// here. The default refuses, naming both versions, and recovery fails
+    /// with that error rather than drop the checkpoint (contract rule 16).
+    /// On `Err` the state must be left as it was.
+    fn migrate(&mut self, state: &[u8], stored: u32, current: u32) -> Result<(), String> {
+        let _ = state;
+        Err(format!(
+            "the checkpoint's state is schema version {stored} and this actor reads version \
+             {current}; implement DurableActor::migrate to convert it"
+        ))
+    }
 }
 
 /// What a facet decides about an incoming message.
 #[derive(Debug)]
 pub enum Admission {
     /// Handle it; the facet may provide the context side effects go through.
-    Process(Option<ExecutionContext>),
-    /// Its id is already journaled: do not handle it again.
-    AlreadyProcessed,
+    Process(Option<Box<ExecutionContext>>),
+    /// Its id is already journaled: do not handle it again. What it gave
+    /// the first time, when known.
+    AlreadyProcessed(Option<MessageOutcome>),
 }
 
 /// How handling a message ended, as facets see it afterwards.
@@ -125,6 +140,15 @@ pub trait Facet: Send + Sync {
         actor: &dyn DurableActor,
     ) -> JournalResult<()> {
         let _ = (actor_id, message, outcome, context, actor);
+        Ok(())
+    }
+
+    /// Called when the actor is idle, by a host that keeps time (an actor
+    /// system's timer, or [`crate::Actor::checkpoint_if_due`]): a facet
+    /// does time-based work here, such as a checkpoint after
+    /// `checkpoint_timeout`.
+    async fn on_idle(&mut self, actor_id: &str, actor: &dyn DurableActor) -> JournalResult<()> {
+        let _ = (actor_id, actor);
         Ok(())
     }
 

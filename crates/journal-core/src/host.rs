@@ -25,9 +25,18 @@ impl std::fmt::Debug for Facets {
 
 impl Facets {
     /// Attaches a facet; its `on_attach` runs when the actor activates.
-    pub fn attach(&mut self, facet: Box<dyn Facet>) -> &mut Self {
+    /// Attaching a second facet of the same name (two durability facets
+    /// would journal every message twice) is
+    /// [`JournalError::InvalidEntry`].
+    pub fn attach(&mut self, facet: Box<dyn Facet>) -> JournalResult<&mut Self> {
+        if self.list.iter().any(|f| f.name() == facet.name()) {
+            return Err(JournalError::InvalidEntry(format!(
+                "a {:?} facet is already attached to this actor",
+                facet.name()
+            )));
+        }
         self.list.push(facet);
-        self
+        Ok(self)
     }
 
     /// Names of the attached facets.
@@ -43,16 +52,30 @@ pub enum Delivery {
     Replied(Vec<u8>),
     /// Handled; the handler's error (journaled as such).
     Failed(String),
-    /// Its id was already processed: not handled again.
-    Duplicate,
+    /// Its id was already processed: not handled again. What it gave the
+    /// first time (the reply or the failure), when still known: `None` only
+    /// for ids remembered from checkpoints of older builds.
+    Duplicate(Option<MessageOutcome>),
 }
 
 /// One actor with its facets.
+///
+/// A message whose journaling fails (the storage unavailable past the
+/// retry budget, a conflict with another writer) did not complete: the
+/// host rolls the actor's state back to what it was given at creation, and
+/// the next `send` or `activate` recovers it from the journal. Its state as
+/// the failed message left it is never handed out (contract rule 21).
 pub struct Actor<A> {
     id: String,
     behavior: A,
     facets: Facets,
     active: bool,
+    /// The state given at creation, taken at the first activation: every
+    /// recovery starts from it.
+    initial: Option<Vec<u8>>,
+    /// Why the last message or activation failed, until a recovery.
+    failed: Option<String>,
+    /// Set when the actor cannot be recovered in this process.
     stopped: Option<String>,
 }
 
@@ -63,8 +86,9 @@ impl<A: std::fmt::Debug> std::fmt::Debug for Actor<A> {
             .field("behavior", &self.behavior)
             .field("facets", &self.facets)
             .field("active", &self.active)
+            .field("failed", &self.failed)
             .field("stopped", &self.stopped)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,6 +100,8 @@ impl<A: DurableActor> Actor<A> {
             behavior,
             facets: Facets::default(),
             active: false,
+            initial: None,
+            failed: None,
             stopped: None,
         }
     }
@@ -85,9 +111,15 @@ impl<A: DurableActor> Actor<A> {
         &self.id
     }
 
-    /// The actor's state.
+    /// The actor's state: as of the last message that completed, or, after
+    /// a message failed and until the next recovery, as given at creation.
     pub fn behavior(&self) -> &A {
         &self.behavior
+    }
+
+    /// Whether the actor is active: recovered, and not failed since.
+    pub fn is_active(&self) -> bool {
+        self.active
     }
 
     /// Its facets, to attach more.
@@ -96,8 +128,9 @@ impl<A: DurableActor> Actor<A> {
     }
 
     /// Runs `on_attach` of newly attached facets and `on_activate` of all
-    /// (a durability facet recovers the state here). Delivering a message
-    /// activates the actor first if needed.
+    /// (a durability facet recovers the state here, from the state given at
+    /// creation). Delivering a message activates the actor first if needed;
+    /// activating an active actor recovers it again.
     pub async fn activate(&mut self) -> JournalResult<()> {
         self.ensure_running()?;
         while self.facets.attached < self.facets.list.len() {
@@ -106,18 +139,33 @@ impl<A: DurableActor> Actor<A> {
                 .await?;
             self.facets.attached += 1;
         }
+        match &self.initial {
+            None => self.initial = self.behavior.snapshot().ok(),
+            Some(initial) => {
+                if let Err(reason) = self.behavior.restore(initial) {
+                    self.stopped = Some(format!("its initial state does not restore: {reason}"));
+                    return Err(self.stopped_error());
+                }
+            }
+        }
+        self.active = false;
         for facet in &mut self.facets.list {
             if let Err(e) = facet.on_activate(&self.id, &mut self.behavior).await {
-                return Err(self.stop(e));
+                return Err(self.fail(e));
             }
         }
         self.active = true;
+        self.failed = None;
         Ok(())
     }
 
-    /// Delivers one message. A journal error stops the actor: later calls
-    /// fail, and the actor must be created again, which recovers it from
-    /// the journal.
+    /// Delivers one message.
+    ///
+    /// A message that is bad on its own (an empty `message_id`, too large
+    /// to journal, a side-effect result too large to journal) fails alone
+    /// with [`JournalError::InvalidEntry`]; the actor goes on. A journal
+    /// failure fails the message and rolls the state back; the next call
+    /// recovers the actor from the journal first.
     pub async fn send(&mut self, message: MessageReceived) -> JournalResult<Delivery> {
         if !self.active {
             self.activate().await?;
@@ -126,25 +174,43 @@ impl<A: DurableActor> Actor<A> {
         let mut context = None;
         for facet in &mut self.facets.list {
             match facet.before_message(&self.id, &message).await {
-                Ok(Admission::AlreadyProcessed) => return Ok(Delivery::Duplicate),
+                Ok(Admission::AlreadyProcessed(outcome)) => {
+                    return Ok(Delivery::Duplicate(outcome))
+                }
                 Ok(Admission::Process(provided)) => context = context.or(provided),
-                Err(e) => return Err(self.stop(e)),
+                // Rejected before any I/O: nothing journaled, nothing changed.
+                Err(e @ JournalError::InvalidEntry(_)) => return Err(e),
+                Err(e) => return Err(self.fail(e)),
             }
         }
-        let mut context =
-            context.unwrap_or_else(|| ExecutionContext::ephemeral(&self.id, &message.message_id));
-        let outcome = match self.behavior.handle(&message, &mut context).await {
-            Ok(reply) => MessageOutcome::Replied(reply),
-            Err(HandlerError::Failed(reason)) => MessageOutcome::Failed(reason),
-            Err(HandlerError::Journal(e)) => return Err(self.stop(e)),
+        let mut context = context.unwrap_or_else(|| {
+            Box::new(ExecutionContext::ephemeral(&self.id, &message.message_id))
+        });
+        let handled = self.behavior.handle(&message, &mut context).await;
+        let mut message_error = None;
+        let outcome = match context.take_failure() {
+            Some((e, false)) => return Err(self.fail(e)),
+            Some((e, true)) => {
+                let outcome = MessageOutcome::Failed(e.to_string());
+                message_error = Some(e);
+                outcome
+            }
+            None => match handled {
+                Ok(reply) => MessageOutcome::Replied(reply),
+                Err(HandlerError::Failed(reason)) => MessageOutcome::Failed(reason),
+                Err(HandlerError::Journal(e)) => return Err(self.fail(e)),
+            },
         };
         for facet in &mut self.facets.list {
             if let Err(e) = facet
                 .after_message(&self.id, &message, &outcome, &context, &self.behavior)
                 .await
             {
-                return Err(self.stop(e));
+                return Err(self.fail(e));
             }
+        }
+        if let Some(e) = message_error {
+            return Err(e);
         }
         Ok(match outcome {
             MessageOutcome::Replied(reply) => Delivery::Replied(reply),
@@ -152,26 +218,67 @@ impl<A: DurableActor> Actor<A> {
         })
     }
 
-    /// Runs every facet's `on_detach` and hands back the state.
+    /// Gives every facet its time-based work, such as a checkpoint after
+    /// `checkpoint_timeout` for an actor that has been idle since (contract
+    /// rule 19). Call it from a timer; an inactive actor does nothing.
+    pub async fn checkpoint_if_due(&mut self) -> JournalResult<()> {
+        if !self.active {
+            return Ok(());
+        }
+        for facet in &mut self.facets.list {
+            facet.on_idle(&self.id, &self.behavior).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs every facet's `on_detach` and hands back the state. After a
+    /// failed message that no recovery followed, the state is not the
+    /// actor's: that is [`JournalError::RecoveryFailed`].
     pub async fn deactivate(mut self) -> JournalResult<A> {
+        if let Some(reason) = self.failed.as_ref().or(self.stopped.as_ref()) {
+            return Err(JournalError::RecoveryFailed {
+                actor_id: self.id.clone(),
+                reason: format!(
+                    "its last message failed ({reason}) and it was not recovered since: \
+                     its state is not handed out"
+                ),
+            });
+        }
         for facet in &mut self.facets.list {
             facet.on_detach(&self.id).await?;
         }
         Ok(self.behavior)
     }
 
-    fn stop(&mut self, error: JournalError) -> JournalError {
-        self.stopped = Some(error.to_string());
+    /// A journal failure: the state goes back to the initial one (the next
+    /// activation recovers it), or, when there is none, the actor stops.
+    fn fail(&mut self, error: JournalError) -> JournalError {
+        self.active = false;
+        self.failed = Some(error.to_string());
+        let rolled_back = self
+            .initial
+            .as_ref()
+            .is_some_and(|initial| self.behavior.restore(initial).is_ok());
+        if !rolled_back {
+            self.stopped = Some(error.to_string());
+        }
         error
+    }
+
+    fn stopped_error(&self) -> JournalError {
+        JournalError::RecoveryFailed {
+            actor_id: self.id.clone(),
+            reason: format!(
+                "the actor stopped ({}); create it again to recover",
+                self.stopped.as_deref().unwrap_or("unknown")
+            ),
+        }
     }
 
     fn ensure_running(&self) -> JournalResult<()> {
         match &self.stopped {
             None => Ok(()),
-            Some(reason) => Err(JournalError::RecoveryFailed {
-                actor_id: self.id.clone(),
-                reason: format!("the actor stopped after a journal error ({reason}); create it again to recover"),
-            }),
+            Some(_) => Err(self.stopped_error()),
         }
     }
 }

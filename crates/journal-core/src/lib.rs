@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod checkpoint;
+pub mod config;
 pub mod context;
 pub mod durability;
 pub mod entry;
@@ -13,16 +14,18 @@ pub mod storage;
 pub mod validate;
 
 pub use checkpoint::{CheckpointManager, CheckpointPolicy};
-pub use context::ExecutionContext;
+pub use config::DurabilityConfig;
+pub use context::{ExecutionContext, MessageFailure, Retry};
 pub use durability::{rebuild_at, DurabilityFacet, DurabilityObserver, DurabilityStats, Rebuilt};
 pub use entry::{new_entry_id, now_timestamp};
 pub use error::{BoxError, JournalError, JournalResult};
 pub use facet::{Admission, DurableActor, Facet, HandlerError, HandlerResult, MessageOutcome};
 pub use host::{Actor, Delivery, Facets};
 pub use proto::{
-    journal_entry, Checkpoint, CompressionType, DurabilityConfig, FacetSnapshot, JournalBackend,
-    JournalEntry, MessageProcessed, MessageReceived, ProcessingResult, PromiseCreated,
-    PromiseResolved, SideEffectExecuted, StateChanged, TimerFired, TimerScheduled,
+    durability_config, journal_entry, Checkpoint, CompressionType, DurabilityConfigMessage,
+    FacetSnapshot, JournalBackend, JournalEntry, MessageProcessed, MessageReceived, PostgresConfig,
+    ProcessedMessage, ProcessingResult, PromiseCreated, PromiseResolved, RedisConfig,
+    SideEffectExecuted, SqliteConfig, StateChanged, TimerFired, TimerScheduled,
 };
 pub use redact::redact_url;
 pub use storage::{
