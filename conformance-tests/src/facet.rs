@@ -3,11 +3,15 @@
 //! fallback, and crashes at the worst moments.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use journal_core::checkpoint::CheckpointPolicy;
 use journal_core::journal_entry::Entry;
+use journal_core::{
+    prost_types, ActorPage, ActorStream, ActorSummary, EntryStream, JournalResult, JournalStats,
+};
 use journal_core::{
     Actor, Checkpoint, Delivery, DurabilityConfig, DurabilityFacet, DurabilityObserver,
     DurableActor, ExecutionContext, FacetSnapshot, HandlerError, HandlerResult, JournalBackend,
@@ -65,6 +69,10 @@ pub struct Account {
     world: OutsideWorld,
     /// Name the transfer's side effect is journaled under.
     effect_name: String,
+    /// Withdrawals beyond the balance succeed (changed code).
+    pub overdraft: bool,
+    /// Size of the bank's receipt (0: a short text).
+    pub receipt_bytes: usize,
 }
 
 /// Two accounts are equal when their state is: balance and transfers (the
@@ -144,17 +152,22 @@ impl DurableActor for Account {
         );
         match message.message_type.as_str() {
             "deposit" => self.balance += amount,
-            "withdraw" if amount > self.balance => {
+            "withdraw" if amount > self.balance && !self.overdraft => {
                 return Err(HandlerError::failed("insufficient funds"))
             }
             "withdraw" => self.balance -= amount,
             "transfer" => {
                 let world = self.world.clone();
                 let key = format!("{}/bank", message.message_id);
+                let size = self.receipt_bytes;
                 let receipt = ctx
                     .side_effect(&self.effect_name, || async move {
                         world.record(key.clone());
-                        Ok::<_, String>(format!("receipt for {key}").into_bytes())
+                        Ok::<_, String>(if size == 0 {
+                            format!("receipt for {key}").into_bytes()
+                        } else {
+                            vec![7; size]
+                        })
                     })
                     .await??;
                 let at = ctx.now().await?;
@@ -828,4 +841,775 @@ pub async fn facet_rebuild_at_is_the_state_then(storage: Arc<dyn JournalStorage>
         storage.highest_sequence(&id).await.expect("highest"),
         highest
     );
+}
+
+/// A storage wrapper whose appends fail on demand: appends of one entry
+/// kind fail as `Unavailable` before landing while that kind is set, and
+/// the next `lost_replies` appends land but answer `Unavailable` (the reply
+/// lost on the way back). Everything else is forwarded.
+pub struct Faulty {
+    inner: Arc<dyn JournalStorage>,
+    failing_kind: Mutex<Option<&'static str>>,
+    lost_replies: AtomicU32,
+}
+
+impl Faulty {
+    /// A wrapper around `inner` that fails nothing yet.
+    pub fn new(inner: Arc<dyn JournalStorage>) -> Arc<Self> {
+        Arc::new(Faulty {
+            inner,
+            failing_kind: Mutex::new(None),
+            lost_replies: AtomicU32::new(0),
+        })
+    }
+
+    /// Appends of entries of `kind` (as `JournalEntry::kind` names it) fail
+    /// from now on; `None` heals.
+    pub fn fail_kind(&self, kind: Option<&'static str>) {
+        *self
+            .failing_kind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = kind;
+    }
+
+    /// The next `n` appends land but answer `Unavailable`.
+    pub fn lose_replies(&self, n: u32) {
+        self.lost_replies.store(n, Ordering::SeqCst);
+    }
+
+    fn before(&self, entries: &[JournalEntry]) -> JournalResult<()> {
+        let kind = *self
+            .failing_kind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if kind.is_some_and(|kind| entries.iter().any(|e| e.kind() == kind)) {
+            return Err(JournalError::unavailable("faulty", "connection reset"));
+        }
+        Ok(())
+    }
+
+    fn after(&self) -> JournalResult<()> {
+        let lost = self
+            .lost_replies
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match lost {
+            Ok(_) => Err(JournalError::unavailable("faulty", "reply lost")),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl JournalStorage for Faulty {
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+    async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
+        self.before(std::slice::from_ref(entry))?;
+        let sequence = self.inner.append_entry(entry).await?;
+        self.after().map(|()| sequence)
+    }
+    async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
+        self.before(entries)?;
+        self.inner.append_batch(entries).await?;
+        self.after()
+    }
+    async fn replay_range(
+        &self,
+        actor_id: &str,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> JournalResult<Vec<JournalEntry>> {
+        self.inner.replay_range(actor_id, from, to, max).await
+    }
+    async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64> {
+        self.inner.highest_sequence(actor_id).await
+    }
+    async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()> {
+        self.inner.truncate_to(actor_id, to).await
+    }
+    async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
+        self.inner.delete_actor(actor_id).await
+    }
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> JournalResult<()> {
+        self.inner.save_checkpoint(checkpoint).await
+    }
+    async fn get_latest_checkpoint(&self, actor_id: &str) -> JournalResult<Option<Checkpoint>> {
+        self.inner.get_latest_checkpoint(actor_id).await
+    }
+    async fn get_checkpoint(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+    ) -> JournalResult<Option<Checkpoint>> {
+        self.inner.get_checkpoint(actor_id, sequence).await
+    }
+    async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>> {
+        self.inner.list_checkpoints(actor_id).await
+    }
+    async fn delete_checkpoints_before(&self, actor_id: &str, before: u64) -> JournalResult<u64> {
+        self.inner.delete_checkpoints_before(actor_id, before).await
+    }
+    async fn list_actors_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> JournalResult<ActorPage> {
+        self.inner.list_actors_page(cursor, limit).await
+    }
+    async fn actor_summary(&self, actor_id: &str) -> JournalResult<ActorSummary> {
+        self.inner.actor_summary(actor_id).await
+    }
+    async fn stats(&self) -> JournalResult<JournalStats> {
+        self.inner.stats().await
+    }
+    async fn replay_from(&self, actor_id: &str, from: u64) -> JournalResult<Vec<JournalEntry>> {
+        self.inner.replay_from(actor_id, from).await
+    }
+    fn replay_page_size(&self) -> usize {
+        self.inner.replay_page_size()
+    }
+    fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
+        self.inner.replay_stream(actor_id, from)
+    }
+    fn list_actors(&self) -> ActorStream<'_> {
+        self.inner.list_actors()
+    }
+}
+
+/// Retries of journal writes in these tests: few and fast.
+fn quick_retries(config: DurabilityConfig) -> DurabilityConfig {
+    DurabilityConfig {
+        journal_retry_attempts: 3,
+        journal_retry_backoff: std::time::Duration::from_millis(1),
+        ..config
+    }
+}
+
+/// The kinds of an actor's stored entries, in order.
+async fn kinds(storage: &Arc<dyn JournalStorage>, id: &str) -> Vec<&'static str> {
+    storage
+        .replay_from(id, 1)
+        .await
+        .expect("replay")
+        .iter()
+        .map(JournalEntry::kind)
+        .collect()
+}
+
+/// Rule 22: a configuration built from `Default`, as ordinary Rust writes
+/// it, recovers, caches side effects, journals time and randomness, and
+/// deduplicates.
+pub async fn facet_default_config_is_durable(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-default");
+    let world = OutsideWorld::default();
+    let config = || DurabilityConfig {
+        checkpoint_interval: 4,
+        ..Default::default()
+    };
+    let (mut first, _) = account_actor(Arc::clone(&storage), &id, config(), &world);
+    run(&mut first, &workload(10)).await;
+    let before = first.behavior().clone();
+    let calls = world.calls();
+    assert!(!calls.is_empty());
+    drop(first);
+    let (mut again, observer) = account_actor(Arc::clone(&storage), &id, config(), &world);
+    again.activate().await.expect("recover");
+    assert_eq!(again.behavior(), &before, "recovered on activation");
+    assert!(observer.stats().activation.checkpoint_sequence.is_some());
+    assert_eq!(world.calls(), calls, "no side effect ran again");
+    assert!(
+        matches!(
+            again.send(workload(10)[2].clone()).await.expect("redeliver"),
+            Delivery::Duplicate(Some(_))
+        ),
+        "deduplicated"
+    );
+    assert_eq!(world.calls(), calls);
+}
+
+/// An actor that reads the time and ignores journal errors, as careless
+/// code does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clock {
+    /// The times it read, ns since the epoch.
+    pub times: Vec<u128>,
+}
+
+#[async_trait]
+impl DurableActor for Clock {
+    async fn handle(&mut self, _: &MessageReceived, ctx: &mut ExecutionContext) -> HandlerResult {
+        let now = ctx
+            .now()
+            .await
+            .unwrap_or_else(|_| std::time::SystemTime::now());
+        let since = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.times.push(since.as_nanos());
+        Ok(Vec::new())
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(self.times.iter().flat_map(|t| t.to_le_bytes()).collect())
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let chunks = state.chunks_exact(16);
+        if !chunks.remainder().is_empty() {
+            return Err("not a clock state".into());
+        }
+        self.times = chunks
+            .map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16])))
+            .collect();
+        Ok(())
+    }
+}
+
+/// Rule 21: a journal error inside a handler fails the message even when
+/// the handler's code swallows it: nothing after it is journaled, the
+/// state it left is not handed out, and once the storage is back the next
+/// message recovers the actor, completing the interrupted message once.
+pub async fn facet_swallowed_journal_error_fails_the_message(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-swallowed");
+    let faulty = Faulty::new(Arc::clone(&storage));
+    let facet = DurabilityFacet::new(Arc::clone(&faulty), quick_retries(config(0)));
+    let mut actor = Actor::new(&id, Clock::default());
+    actor.facets().attach(Box::new(facet)).expect("attach");
+    faulty.fail_kind(Some("side_effect_executed"));
+    let err = actor
+        .send(message("tick-1", "tick", 0))
+        .await
+        .expect_err("the swallowed error fails the message");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(
+        kinds(&storage, &id).await,
+        ["message_received"],
+        "nothing journaled after the error, no MessageProcessed"
+    );
+    assert!(actor.behavior().times.is_empty(), "unacknowledged state");
+    assert!(!actor.is_active());
+
+    faulty.fail_kind(None);
+    actor
+        .send(message("tick-2", "tick", 0))
+        .await
+        .expect("recovers, then handles");
+    assert_eq!(
+        kinds(&storage, &id).await,
+        [
+            "message_received",
+            "side_effect_executed",
+            "message_processed",
+            "message_received",
+            "side_effect_executed",
+            "message_processed"
+        ]
+    );
+    let state = actor.behavior().clone();
+    assert_eq!(state.times.len(), 2);
+    drop(actor);
+    let mut again = Actor::new(&id, Clock::default());
+    again
+        .facets()
+        .attach(Box::new(DurabilityFacet::new(Arc::clone(&storage), config(0))))
+        .expect("attach");
+    again.activate().await.expect("recover");
+    assert_eq!(again.behavior(), &state, "replay sees the journaled times");
+}
+
+/// Rule 21 and 5: an `Unavailable` whose write had landed is retried with
+/// the same entry, which is `Ok`; the message completes and the journal
+/// holds each entry once.
+pub async fn facet_retries_reappend_the_same_entry(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-retry");
+    let world = OutsideWorld::default();
+    let faulty = Faulty::new(Arc::clone(&storage));
+    let (mut actor, _) = account_actor(
+        Arc::clone(&faulty),
+        &id,
+        quick_retries(config(0)),
+        &world,
+    );
+    faulty.lose_replies(2);
+    assert_eq!(
+        actor
+            .send(message("t", "transfer", 3))
+            .await
+            .expect("retried"),
+        Delivery::Replied((-3i64).to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        kinds(&storage, &id).await,
+        [
+            "message_received",
+            "side_effect_executed",
+            "side_effect_executed",
+            "side_effect_executed",
+            "message_processed"
+        ]
+    );
+    assert_eq!(world.calls().len(), 1);
+}
+
+/// Rule 21: one bad message fails alone with a typed error: an empty id,
+/// a message too large to journal, a side effect whose result is too large
+/// to journal. The actor handles the next message, and no external call
+/// runs again because of it, also after recovery; a redelivery gets the
+/// recorded failure.
+pub async fn facet_bad_message_fails_alone(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-bad");
+    let world = OutsideWorld::default();
+    let make = |receipt_bytes: usize| {
+        let mut account = Account::new(&world);
+        account.receipt_bytes = receipt_bytes;
+        let mut actor = Actor::new(&id, account);
+        actor
+            .facets()
+            .attach(Box::new(DurabilityFacet::new(
+                Arc::clone(&storage),
+                quick_retries(config(0)),
+            )))
+            .expect("attach");
+        actor
+    };
+    let mut actor = make(17 << 20);
+    assert!(matches!(
+        actor.send(message("", "deposit", 5)).await,
+        Err(JournalError::InvalidEntry(_))
+    ));
+    let mut huge = message("huge", "deposit", 5);
+    huge.payload = vec![1; 17 << 20];
+    assert!(matches!(
+        actor.send(huge).await,
+        Err(JournalError::InvalidEntry(_))
+    ));
+    assert_eq!(
+        storage.highest_sequence(&id).await.expect("highest"),
+        0,
+        "rejected before any I/O"
+    );
+    run(&mut actor, &[message("d", "deposit", 10)]).await;
+    assert!(matches!(
+        actor.send(message("big", "transfer", 1)).await,
+        Err(JournalError::InvalidEntry(_))
+    ));
+    assert_eq!(world.counts().get("big/bank"), Some(&1));
+    assert_eq!(
+        actor
+            .send(message("d2", "deposit", 1))
+            .await
+            .expect("the actor goes on"),
+        Delivery::Replied(11i64.to_le_bytes().to_vec())
+    );
+    drop(actor);
+
+    let mut again = make(17 << 20);
+    again.activate().await.expect("recover");
+    assert_eq!(again.behavior().balance, 11);
+    assert_eq!(
+        world.counts().get("big/bank"),
+        Some(&1),
+        "recovery does not call the outside world again"
+    );
+    match again.send(message("big", "transfer", 1)).await {
+        Ok(Delivery::Duplicate(Some(MessageOutcome::Failed(reason)))) => {
+            assert!(reason.contains("big") || reason.contains("bank"), "{reason}");
+        }
+        other => panic!("expected the recorded failure, got {other:?}"),
+    }
+}
+
+/// Rule 17: retention never ends while a message's entries are in the
+/// journal, whatever the window; within the window replies outlive
+/// truncation; a duplicate gets the reply or the failure recorded the
+/// first time.
+pub async fn facet_dedup_retention_and_recorded_replies(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-retain");
+    let world = OutsideWorld::default();
+    let small = DurabilityConfig {
+        dedup_window: 3,
+        ..config(4)
+    };
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, small.clone(), &world);
+    let deposits: Vec<_> = (0..10)
+        .map(|i| message(&format!("m{i}"), "deposit", 1))
+        .collect();
+    run(&mut actor, &deposits).await;
+    assert_eq!(
+        actor
+            .send(message("w", "withdraw", 1_000))
+            .await
+            .expect("send"),
+        Delivery::Failed("insufficient funds".into())
+    );
+    let highest = storage.highest_sequence(&id).await.expect("highest");
+    for (m, balance) in [(&deposits[0], 1i64), (&deposits[5], 6)] {
+        assert_eq!(
+            actor.send(m.clone()).await.expect("redeliver"),
+            Delivery::Duplicate(Some(MessageOutcome::Replied(balance.to_le_bytes().to_vec()))),
+            "{} is still in the journal",
+            m.message_id
+        );
+    }
+    drop(actor);
+    let (mut again, _) = account_actor(Arc::clone(&storage), &id, small.clone(), &world);
+    again.activate().await.expect("recover");
+    assert_eq!(
+        again.send(deposits[0].clone()).await.expect("redeliver"),
+        Delivery::Duplicate(Some(MessageOutcome::Replied(1i64.to_le_bytes().to_vec())))
+    );
+    assert_eq!(
+        again
+            .send(message("w", "withdraw", 1_000))
+            .await
+            .expect("redeliver"),
+        Delivery::Duplicate(Some(MessageOutcome::Failed(
+            "insufficient funds".into()
+        )))
+    );
+    assert_eq!(
+        storage.highest_sequence(&id).await.expect("highest"),
+        highest,
+        "duplicates journal nothing"
+    );
+    drop(again);
+
+    // Truncated behind the checkpoints: the window's replies survive.
+    let truncating = DurabilityConfig {
+        truncate_after_checkpoint: true,
+        checkpoints_to_keep: 1,
+        ..small
+    };
+    let (mut third, _) = account_actor(Arc::clone(&storage), &id, truncating.clone(), &world);
+    run(&mut third, &[message("last", "deposit", 1)]).await;
+    run(&mut third, &[message("last-2", "deposit", 1)]).await;
+    drop(third);
+    let first_stored = storage.replay_from(&id, 1).await.expect("replay");
+    assert!(
+        first_stored.first().is_none_or(|e| e.sequence > highest),
+        "the journal was truncated past the withdrawal"
+    );
+    let (mut fourth, _) = account_actor(Arc::clone(&storage), &id, truncating, &world);
+    fourth.activate().await.expect("recover");
+    assert_eq!(
+        fourth
+            .send(message("last", "deposit", 1))
+            .await
+            .expect("redeliver"),
+        Delivery::Duplicate(Some(MessageOutcome::Replied(11i64.to_le_bytes().to_vec())))
+    );
+}
+
+/// An actor that pays the payee named in each message, through a side
+/// effect whose request is the payee; `payee_override` is changed code.
+#[derive(Debug, Clone, Default)]
+pub struct Payer {
+    /// Receipts, in order.
+    pub receipts: Vec<Vec<u8>>,
+    /// Pay this payee instead of the message's.
+    pub payee_override: Option<String>,
+    world: OutsideWorld,
+}
+
+#[async_trait]
+impl DurableActor for Payer {
+    async fn handle(
+        &mut self,
+        message: &MessageReceived,
+        ctx: &mut ExecutionContext,
+    ) -> HandlerResult {
+        let payee = self
+            .payee_override
+            .clone()
+            .unwrap_or_else(|| String::from_utf8_lossy(&message.payload).into_owned());
+        let (world, request) = (self.world.clone(), payee.clone().into_bytes());
+        let receipt = ctx
+            .side_effect_with("bank.pay", &request, || async move {
+                world.record(format!("pay {payee}"));
+                Ok::<_, String>(format!("paid {payee}").into_bytes())
+            })
+            .await??;
+        self.receipts.push(receipt.clone());
+        Ok(receipt)
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(self.receipts.concat())
+    }
+    fn restore(&mut self, _: &[u8]) -> Result<(), String> {
+        Err("no checkpoints in this test".into())
+    }
+}
+
+/// Rule 18: replay compares each effect's request and each message's
+/// recorded outcome: code changed to pay someone else, or to succeed where
+/// the journal recorded a failure, stops with `ReplayDivergence` naming
+/// both, instead of a wrong cached result or a silently different state.
+pub async fn facet_changed_request_or_outcome_diverges(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-request");
+    let world = OutsideWorld::default();
+    let payer = |payee_override: Option<&str>| {
+        let mut actor = Actor::new(
+            &id,
+            Payer {
+                payee_override: payee_override.map(str::to_owned),
+                world: world.clone(),
+                ..Payer::default()
+            },
+        );
+        actor
+            .facets()
+            .attach(Box::new(DurabilityFacet::new(Arc::clone(&storage), config(0))))
+            .expect("attach");
+        actor
+    };
+    let mut first = payer(None);
+    let mut pay = message("p1", "pay", 0);
+    pay.payload = b"alice".to_vec();
+    first.send(pay).await.expect("pay alice");
+    drop(first);
+    let mut same = payer(None);
+    same.activate().await.expect("same code recovers");
+    assert_eq!(same.behavior().receipts, [b"paid alice".to_vec()]);
+    let mut changed = payer(Some("bob"));
+    match changed.activate().await {
+        Err(JournalError::ReplayDivergence {
+            recorded,
+            requested,
+            position,
+            ..
+        }) => {
+            assert_eq!(position, 0);
+            assert!(recorded.starts_with("bank.pay") && requested.starts_with("bank.pay"));
+            assert_ne!(recorded, requested);
+        }
+        other => panic!("expected ReplayDivergence, got {other:?}"),
+    }
+    assert_eq!(world.calls(), ["pay alice"], "bob was never paid");
+
+    let id = fresh_actor("facet-outcome");
+    let (mut strict, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    run(
+        &mut strict,
+        &[
+            message("d", "deposit", 5),
+            message("w", "withdraw", 50),
+            message("d2", "deposit", 1),
+        ],
+    )
+    .await;
+    drop(strict);
+    let mut lenient = Account::new(&world);
+    lenient.overdraft = true;
+    let mut actor = Actor::new(&id, lenient);
+    actor
+        .facets()
+        .attach(Box::new(DurabilityFacet::new(Arc::clone(&storage), config(0))))
+        .expect("attach");
+    match actor.activate().await {
+        Err(JournalError::ReplayDivergence {
+            recorded,
+            requested,
+            message_id,
+            ..
+        }) => {
+            assert_eq!(message_id, "w");
+            assert!(recorded.contains("error"), "{recorded}");
+            assert!(requested.contains("success"), "{requested}");
+        }
+        other => panic!("expected ReplayDivergence, got {other:?}"),
+    }
+}
+
+/// An [`Account`] whose state schema moved to version 2, with a migration
+/// from version 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigratingAccount(pub Account);
+
+#[async_trait]
+impl DurableActor for MigratingAccount {
+    async fn handle(
+        &mut self,
+        message: &MessageReceived,
+        ctx: &mut ExecutionContext,
+    ) -> HandlerResult {
+        self.0.handle(message, ctx).await
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        self.0.snapshot()
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.0.restore(state)
+    }
+    fn migrate(&mut self, state: &[u8], stored: u32, current: u32) -> Result<(), String> {
+        match (stored, current) {
+            (1, 2) => self.0.restore(state),
+            _ => Err(format!("no migration from {stored} to {current}")),
+        }
+    }
+}
+
+/// Rule 16: a checkpoint of an older state schema version is handed to the
+/// actor with its version: with a migration a truncated journal recovers;
+/// without one, recovery fails naming both versions.
+pub async fn facet_state_schema_bump_migrates(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-schema");
+    let world = OutsideWorld::default();
+    let v1 = DurabilityConfig {
+        truncate_after_checkpoint: true,
+        checkpoints_to_keep: 1,
+        ..config(4)
+    };
+    let (mut first, _) = account_actor(Arc::clone(&storage), &id, v1.clone(), &world);
+    run(&mut first, &workload(9)).await;
+    let before = first.behavior().clone();
+    drop(first);
+    assert!(
+        storage
+            .replay_from(&id, 1)
+            .await
+            .expect("replay")
+            .first()
+            .is_none_or(|e| e.sequence > 1),
+        "truncated: the checkpoint is needed"
+    );
+    let v2 = DurabilityConfig {
+        state_schema_version: 2,
+        ..v1
+    };
+    let (mut unmigrated, _) = account_actor(Arc::clone(&storage), &id, v2.clone(), &world);
+    match unmigrated.activate().await {
+        Err(e @ JournalError::RecoveryFailed { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("version 1") && text.contains("version 2"), "{text}");
+        }
+        other => panic!("expected RecoveryFailed naming both versions, got {other:?}"),
+    }
+    let mut migrated = Actor::new(&id, MigratingAccount(Account::new(&world)));
+    migrated
+        .facets()
+        .attach(Box::new(DurabilityFacet::new(Arc::clone(&storage), v2)))
+        .expect("attach");
+    migrated.activate().await.expect("migrates");
+    assert_eq!(migrated.behavior().0, before);
+}
+
+/// Rule 18: time travel never runs a side effect: where the journal holds
+/// no result (written with `cache_side_effects` off) it fails with a clear
+/// error instead of calling the outside world.
+pub async fn facet_time_travel_never_runs_effects(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-travel");
+    let world = OutsideWorld::default();
+    let uncached = DurabilityConfig {
+        cache_side_effects: false,
+        ..config(0)
+    };
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, uncached.clone(), &world);
+    run(
+        &mut actor,
+        &[message("d", "deposit", 5), message("t", "transfer", 1)],
+    )
+    .await;
+    drop(actor);
+    let calls = world.calls();
+    let highest = storage.highest_sequence(&id).await.expect("highest");
+    let mut rebuilt = Account::new(&world);
+    let result = journal_core::rebuild_at(
+        Arc::clone(&storage),
+        &uncached,
+        &id,
+        &mut rebuilt,
+        highest,
+        false,
+    )
+    .await;
+    match result {
+        Err(JournalError::RecoveryFailed { reason, .. }) => {
+            assert!(reason.contains("time travel"), "{reason}");
+        }
+        other => panic!("expected RecoveryFailed, got {other:?}"),
+    }
+    assert_eq!(world.calls(), calls, "no side effect ran");
+}
+
+/// Rule 21: after a journal failure on `MessageProcessed` the host does not
+/// hand out the state the message left (`behavior`, `deactivate`); the next
+/// message, once the storage is back, recovers the actor and completes the
+/// interrupted message from the journal, without calling the outside world
+/// again.
+pub async fn facet_failed_message_state_is_not_handed_out(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-unacked");
+    let world = OutsideWorld::default();
+    let faulty = Faulty::new(Arc::clone(&storage));
+    let (mut actor, _) = account_actor(
+        Arc::clone(&faulty),
+        &id,
+        quick_retries(config(0)),
+        &world,
+    );
+    run(&mut actor, &[message("d", "deposit", 100)]).await;
+    faulty.fail_kind(Some("message_processed"));
+    assert!(actor.send(message("t", "transfer", 30)).await.is_err());
+    assert_ne!(actor.behavior().balance, 70, "unacknowledged state handed out");
+    faulty.fail_kind(None);
+    assert_eq!(
+        actor
+            .send(message("d2", "deposit", 1))
+            .await
+            .expect("recovers"),
+        Delivery::Replied(71i64.to_le_bytes().to_vec())
+    );
+    assert_eq!(world.counts().get("t/bank"), Some(&1));
+    assert_eq!(
+        actor
+            .send(message("t", "transfer", 30))
+            .await
+            .expect("redeliver"),
+        Delivery::Duplicate(Some(MessageOutcome::Replied(70i64.to_le_bytes().to_vec())))
+    );
+    faulty.fail_kind(Some("message_processed"));
+    assert!(actor.send(message("t2", "transfer", 1)).await.is_err());
+    assert!(
+        actor.deactivate().await.is_err(),
+        "deactivate does not hand out the failed message's state"
+    );
+}
+
+/// Rule 19: a checkpoint is due after `checkpoint_timeout` also for an
+/// actor that is idle: the host's `checkpoint_if_due` takes it.
+pub async fn facet_idle_actor_checkpoints_after_timeout(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-idle");
+    let world = OutsideWorld::default();
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    run(&mut actor, &workload(3)).await;
+    drop(actor);
+    assert!(storage.list_checkpoints(&id).await.expect("list").is_empty());
+    let timed = DurabilityConfig {
+        checkpoint_timeout: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 1,
+        }),
+        ..config(0)
+    };
+    let (mut idle, _) = account_actor(Arc::clone(&storage), &id, timed, &world);
+    idle.activate().await.expect("recover");
+    idle.checkpoint_if_due().await.expect("idle work");
+    let highest = storage.highest_sequence(&id).await.expect("highest");
+    assert_eq!(
+        storage.list_checkpoints(&id).await.expect("list"),
+        [highest],
+        "an idle actor checkpoints once its timeout passed"
+    );
+}
+
+/// The seed's shape: `attach` returns a `Result`, and a second durability
+/// facet (which would journal every message twice) is refused.
+pub async fn facet_attach_refuses_a_second_durability_facet(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-attach");
+    let world = OutsideWorld::default();
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
+    assert!(actor
+        .facets()
+        .attach(Box::new(DurabilityFacet::new(Arc::clone(&storage), config(0))))
+        .is_err());
+    assert_eq!(actor.facets().names(), ["durability"]);
+    run(&mut actor, &[message("d", "deposit", 1)]).await;
+    assert_eq!(storage.highest_sequence(&id).await.expect("highest"), 2);
 }
