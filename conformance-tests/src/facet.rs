@@ -1021,7 +1021,10 @@ pub async fn facet_default_config_is_durable(storage: Arc<dyn JournalStorage>) {
     assert_eq!(world.calls(), calls, "no side effect ran again");
     assert!(
         matches!(
-            again.send(workload(10)[2].clone()).await.expect("redeliver"),
+            again
+                .send(workload(10)[2].clone())
+                .await
+                .expect("redeliver"),
             Delivery::Duplicate(Some(_))
         ),
         "deduplicated"
@@ -1044,7 +1047,9 @@ impl DurableActor for Clock {
             .now()
             .await
             .unwrap_or_else(|_| std::time::SystemTime::now());
-        let since = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let since = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         self.times.push(since.as_nanos());
         Ok(Vec::new())
     }
@@ -1109,7 +1114,10 @@ pub async fn facet_swallowed_journal_error_fails_the_message(storage: Arc<dyn Jo
     let mut again = Actor::new(&id, Clock::default());
     again
         .facets()
-        .attach(Box::new(DurabilityFacet::new(Arc::clone(&storage), config(0))))
+        .attach(Box::new(DurabilityFacet::new(
+            Arc::clone(&storage),
+            config(0),
+        )))
         .expect("attach");
     again.activate().await.expect("recover");
     assert_eq!(again.behavior(), &state, "replay sees the journaled times");
@@ -1122,12 +1130,7 @@ pub async fn facet_retries_reappend_the_same_entry(storage: Arc<dyn JournalStora
     let id = fresh_actor("facet-retry");
     let world = OutsideWorld::default();
     let faulty = Faulty::new(Arc::clone(&storage));
-    let (mut actor, _) = account_actor(
-        Arc::clone(&faulty),
-        &id,
-        quick_retries(config(0)),
-        &world,
-    );
+    let (mut actor, _) = account_actor(Arc::clone(&faulty), &id, quick_retries(config(0)), &world);
     faulty.lose_replies(2);
     assert_eq!(
         actor
@@ -1211,7 +1214,10 @@ pub async fn facet_bad_message_fails_alone(storage: Arc<dyn JournalStorage>) {
     );
     match again.send(message("big", "transfer", 1)).await {
         Ok(Delivery::Duplicate(Some(MessageOutcome::Failed(reason)))) => {
-            assert!(reason.contains("big") || reason.contains("bank"), "{reason}");
+            assert!(
+                reason.contains("big") || reason.contains("bank"),
+                "{reason}"
+            );
         }
         other => panic!("expected the recorded failure, got {other:?}"),
     }
@@ -1244,7 +1250,9 @@ pub async fn facet_dedup_retention_and_recorded_replies(storage: Arc<dyn Journal
     for (m, balance) in [(&deposits[0], 1i64), (&deposits[5], 6)] {
         assert_eq!(
             actor.send(m.clone()).await.expect("redeliver"),
-            Delivery::Duplicate(Some(MessageOutcome::Replied(balance.to_le_bytes().to_vec()))),
+            Delivery::Duplicate(Some(MessageOutcome::Replied(
+                balance.to_le_bytes().to_vec()
+            ))),
             "{} is still in the journal",
             m.message_id
         );
@@ -1261,9 +1269,7 @@ pub async fn facet_dedup_retention_and_recorded_replies(storage: Arc<dyn Journal
             .send(message("w", "withdraw", 1_000))
             .await
             .expect("redeliver"),
-        Delivery::Duplicate(Some(MessageOutcome::Failed(
-            "insufficient funds".into()
-        )))
+        Delivery::Duplicate(Some(MessageOutcome::Failed("insufficient funds".into())))
     );
     assert_eq!(
         storage.highest_sequence(&id).await.expect("highest"),
@@ -1356,7 +1362,10 @@ pub async fn facet_changed_request_or_outcome_diverges(storage: Arc<dyn JournalS
         );
         actor
             .facets()
-            .attach(Box::new(DurabilityFacet::new(Arc::clone(&storage), config(0))))
+            .attach(Box::new(DurabilityFacet::new(
+                Arc::clone(&storage),
+                config(0),
+            )))
             .expect("attach");
         actor
     };
@@ -1401,7 +1410,10 @@ pub async fn facet_changed_request_or_outcome_diverges(storage: Arc<dyn JournalS
     let mut actor = Actor::new(&id, lenient);
     actor
         .facets()
-        .attach(Box::new(DurabilityFacet::new(Arc::clone(&storage), config(0))))
+        .attach(Box::new(DurabilityFacet::new(
+            Arc::clone(&storage),
+            config(0),
+        )))
         .expect("attach");
     match actor.activate().await {
         Err(JournalError::ReplayDivergence {
@@ -1478,7 +1490,10 @@ pub async fn facet_state_schema_bump_migrates(storage: Arc<dyn JournalStorage>) 
     match unmigrated.activate().await {
         Err(e @ JournalError::RecoveryFailed { .. }) => {
             let text = e.to_string();
-            assert!(text.contains("version 1") && text.contains("version 2"), "{text}");
+            assert!(
+                text.contains("version 1") && text.contains("version 2"),
+                "{text}"
+            );
         }
         other => panic!("expected RecoveryFailed naming both versions, got {other:?}"),
     }
@@ -1538,16 +1553,15 @@ pub async fn facet_failed_message_state_is_not_handed_out(storage: Arc<dyn Journ
     let id = fresh_actor("facet-unacked");
     let world = OutsideWorld::default();
     let faulty = Faulty::new(Arc::clone(&storage));
-    let (mut actor, _) = account_actor(
-        Arc::clone(&faulty),
-        &id,
-        quick_retries(config(0)),
-        &world,
-    );
+    let (mut actor, _) = account_actor(Arc::clone(&faulty), &id, quick_retries(config(0)), &world);
     run(&mut actor, &[message("d", "deposit", 100)]).await;
     faulty.fail_kind(Some("message_processed"));
     assert!(actor.send(message("t", "transfer", 30)).await.is_err());
-    assert_ne!(actor.behavior().balance, 70, "unacknowledged state handed out");
+    assert_ne!(
+        actor.behavior().balance,
+        70,
+        "unacknowledged state handed out"
+    );
     faulty.fail_kind(None);
     assert_eq!(
         actor
@@ -1580,7 +1594,11 @@ pub async fn facet_idle_actor_checkpoints_after_timeout(storage: Arc<dyn Journal
     let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
     run(&mut actor, &workload(3)).await;
     drop(actor);
-    assert!(storage.list_checkpoints(&id).await.expect("list").is_empty());
+    assert!(storage
+        .list_checkpoints(&id)
+        .await
+        .expect("list")
+        .is_empty());
     let timed = DurabilityConfig {
         checkpoint_timeout: Some(prost_types::Duration {
             seconds: 0,
@@ -1607,9 +1625,60 @@ pub async fn facet_attach_refuses_a_second_durability_facet(storage: Arc<dyn Jou
     let (mut actor, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
     assert!(actor
         .facets()
-        .attach(Box::new(DurabilityFacet::new(Arc::clone(&storage), config(0))))
+        .attach(Box::new(DurabilityFacet::new(
+            Arc::clone(&storage),
+            config(0)
+        )))
         .is_err());
     assert_eq!(actor.facets().names(), ["durability"]);
     run(&mut actor, &[message("d", "deposit", 1)]).await;
     assert_eq!(storage.highest_sequence(&id).await.expect("highest"), 2);
+}
+
+/// The seed design's usage (a hand-built entry with a `prost_types`
+/// timestamp, the seed's configuration literal with its long enum names,
+/// `DurabilityFacet::new(storage, config)`, `attach(..)?`) works as
+/// published, with only the crate paths changed.
+pub async fn facet_seed_snippet_runs(storage: Arc<dyn JournalStorage>) {
+    let run = async {
+        let actor_id = fresh_actor("seed");
+        let entry = JournalEntry {
+            id: journal_core::new_entry_id(),
+            actor_id: actor_id.clone(),
+            sequence: 1,
+            timestamp: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            correlation_id: String::new(),
+            entry: Some(Entry::MessageReceived(MessageReceived {
+                message_id: "msg-1".to_string(),
+                sender_id: "sender".to_string(),
+                message_type: "deposit".to_string(),
+                payload: 5i64.to_le_bytes().to_vec(),
+                metadata: BTreeMap::default(),
+            })),
+        };
+        storage.append_entry(&entry).await?;
+        assert_eq!(storage.replay_from(&actor_id, 0).await?, vec![entry]);
+        assert!(storage.get_latest_checkpoint(&actor_id).await?.is_none());
+        let config = DurabilityConfig {
+            backend: JournalBackend::JournalBackendSqlite as i32,
+            checkpoint_interval: 1000,
+            checkpoint_timeout: None,
+            replay_on_activation: true,
+            cache_side_effects: true,
+            compression: journal_core::CompressionType::CompressionTypeZstd as i32,
+            state_schema_version: 1,
+            backend_config: None,
+            ..Default::default()
+        };
+        let facet = DurabilityFacet::new(Arc::clone(&storage), config);
+        let mut actor = Actor::new(actor_id.clone(), Account::new(&OutsideWorld::default()));
+        actor.facets().attach(Box::new(facet))?;
+        actor.activate().await?;
+        assert_eq!(actor.behavior().balance, 5, "msg-1 completed on activation");
+        Ok::<_, JournalError>(())
+    };
+    run.await.expect("the seed's snippet runs");
 }

@@ -137,6 +137,7 @@ macro_rules! __suite_tests {
             facet::facet_failed_message_state_is_not_handed_out,
             facet::facet_idle_actor_checkpoints_after_timeout,
             facet::facet_attach_refuses_a_second_durability_facet,
+            facet::facet_seed_snippet_runs,
             adversarial::ids_round_trip_everywhere,
             adversarial::ids_do_not_collide,
             model::prop_matches_reference_model,
