@@ -212,3 +212,102 @@ async fn a_corrupt_journaled_time_is_an_error_not_a_panic() {
         Err(JournalError::CorruptEntry { .. })
     ));
 }
+
+#[test]
+fn the_request_digest_format_is_frozen() {
+    // Journals store this digest; a build that computed another one would
+    // report every recorded effect as diverged.
+    let digest = journal_core::context::request_digest(b"pay bob 10");
+    assert_eq!(digest.len(), 25);
+    assert_eq!(digest[0], 1, "format version");
+    assert_eq!(&digest[1..9], &10u64.to_le_bytes());
+    assert_eq!(
+        digest,
+        journal_core::context::request_digest(b"pay bob 10"),
+        "deterministic"
+    );
+    assert_ne!(digest, journal_core::context::request_digest(b"pay bob 11"));
+    assert_ne!(
+        journal_core::context::request_digest(b""),
+        journal_core::context::request_digest(b"\0")
+    );
+}
+
+#[tokio::test]
+async fn a_changed_request_diverges_and_an_unrecorded_one_is_accepted() {
+    let store = storage();
+    let mut live = ExecutionContext::live(Arc::clone(&store), "r", "m", 1, true);
+    live.side_effect_with("pay", b"alice", || async {
+        Ok::<_, String>(b"ok".to_vec())
+    })
+    .await
+    .expect("journal")
+    .expect("effect");
+    let journaled = effects_of(store.replay_from("r", 1).await.expect("replay"));
+    let mut changed = ExecutionContext::replay(
+        Arc::clone(&store),
+        "r",
+        "m",
+        journaled.clone(),
+        true,
+        2,
+        true,
+    );
+    let err = changed
+        .side_effect_with("pay", b"bob", || async { Ok::<_, String>(b"no".to_vec()) })
+        .await
+        .expect_err("another request");
+    assert!(
+        matches!(err, JournalError::ReplayDivergence { .. }),
+        "{err}"
+    );
+    assert!(changed.failure().is_some(), "latched");
+    // Journals written before requests were recorded hold none: accepted.
+    let mut old = ExecutionContext::replay(
+        store,
+        "r",
+        "m",
+        [recorded("pay", b"ok")].into(),
+        true,
+        2,
+        true,
+    );
+    assert_eq!(
+        old.side_effect_with("pay", b"bob", || async { Ok::<_, String>(b"no".to_vec()) })
+            .await
+            .expect("journal"),
+        Ok(b"ok".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn a_latched_error_fails_every_later_call() {
+    let mut ctx = ExecutionContext::replay(storage(), "l", "m", VecDeque::new(), true, 2, true);
+    assert!(ctx.now().await.is_err(), "nothing recorded: divergence");
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let again = ctx
+        .side_effect("x", || async {
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, String>(Vec::new())
+        })
+        .await;
+    assert!(again.is_err());
+    assert!(
+        !ran.load(std::sync::atomic::Ordering::SeqCst),
+        "nothing runs after a failure"
+    );
+}
+
+#[tokio::test]
+async fn time_travel_never_runs_an_effect() {
+    let mut ctx = ExecutionContext::time_travel(storage(), "t", "m", VecDeque::new());
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let result = ctx
+        .side_effect("x", || async {
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, String>(Vec::new())
+        })
+        .await;
+    assert!(matches!(result, Err(JournalError::RecoveryFailed { .. })));
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+}
