@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use journal_core::{
-    ActorPage, ActorSummary, Checkpoint, EntryStream, JournalEntry, JournalError, JournalResult,
-    JournalStats, JournalStorage,
+    ActorPage, ActorStream, ActorSummary, Checkpoint, EntryStream, JournalEntry, JournalError,
+    JournalResult, JournalStats, JournalStorage,
 };
 
 /// Forwards everything to `inner`, but once `budget` appends have
@@ -102,7 +102,16 @@ impl JournalStorage for CutOff {
     async fn stats(&self) -> JournalResult<JournalStats> {
         self.inner.stats().await
     }
+    async fn replay_from(&self, actor_id: &str, from: u64) -> JournalResult<Vec<JournalEntry>> {
+        self.inner.replay_from(actor_id, from).await
+    }
+    fn replay_page_size(&self) -> usize {
+        self.inner.replay_page_size()
+    }
     fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
         self.inner.replay_stream(actor_id, from)
+    }
+    fn list_actors(&self) -> ActorStream<'_> {
+        self.inner.list_actors()
     }
 }

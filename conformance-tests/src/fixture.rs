@@ -214,3 +214,36 @@ pub async fn save_checkpoints(storage: &dyn JournalStorage, actor_id: &str, sequ
             .unwrap_or_else(|e| panic!("checkpoint of {actor_id:?} at {seq}: {e}"));
     }
 }
+
+/// Asserts `got` equals `want` entry by entry (sequence, id and every
+/// field), with a short message naming the first difference instead of
+/// printing thousands of entries.
+#[track_caller]
+pub fn assert_entries(what: &str, got: &[JournalEntry], want: &[JournalEntry]) {
+    if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
+        let (g, w) = (&got[i], &want[i]);
+        let detail = if g.sequence == w.sequence && g.id == w.id {
+            format!("entry {} came back with other contents", w.sequence)
+        } else {
+            format!(
+                "sequence {} (id {}) where {} (id {}) was expected",
+                g.sequence, g.id, w.sequence, w.id
+            )
+        };
+        panic!(
+            "{what}: {} entries, {} expected; position {i} holds {detail}",
+            got.len(),
+            want.len()
+        );
+    }
+    assert!(
+        got.len() == want.len(),
+        "{what}: {} entries, {} expected (sequences {:?}..{:?} vs {:?}..{:?})",
+        got.len(),
+        want.len(),
+        got.first().map(|e| e.sequence),
+        got.last().map(|e| e.sequence),
+        want.first().map(|e| e.sequence),
+        want.last().map(|e| e.sequence),
+    );
+}

@@ -4,9 +4,12 @@ pub mod adversarial;
 pub mod cutoff;
 pub mod facet;
 pub mod fixture;
+pub mod forwarding;
 pub mod model;
+pub mod pair;
 pub mod rules;
 pub mod tck;
+pub mod volume;
 
 /// Stamps out one `#[test]` per property of the suite, each calling the given
 /// async expression for a fresh storage.
@@ -45,7 +48,7 @@ macro_rules! suite {
 #[macro_export]
 macro_rules! __suite_tests {
     (@$mode:ident $make:expr) => {
-        $crate::__suite_tests!(@$mode $make;
+        $crate::__suite_tests! {@$mode $make;
             rules::rule01_first_append_is_sequence_one,
             rules::rule01_append_needs_highest_plus_one,
             rules::rule01_conflict_writes_nothing,
@@ -78,6 +81,7 @@ macro_rules! __suite_tests {
             rules::rule08_highest_of_unknown_actor_is_zero,
             rules::rule08_highest_tracks_appends_and_batches,
             rules::rule09_readers_never_see_partial_batch,
+            rules::rule09_reads_between_polls_of_a_batch_see_it_whole,
             rules::rule10_checkpoint_sequence_must_be_in_range,
             rules::rule10_checkpoint_save_is_idempotent,
             rules::rule10_checkpoint_for_unknown_actor_rejected,
@@ -142,8 +146,11 @@ macro_rules! __suite_tests {
             adversarial::ids_do_not_collide,
             model::prop_matches_reference_model,
             model::prop_any_batch_split_replays_the_same,
-            model::prop_ranges_and_streams_agree_with_replay_from
-        );
+            model::prop_ranges_and_streams_agree_with_replay_from,
+            volume::volume_lists_and_streams_match_written,
+            volume::volume_ranges_match_written,
+            volume::volume_stream_reads_page_by_page
+        }
     };
     (@plain $make:expr; $($module:ident :: $name:ident),* $(,)?) => {
         $(
@@ -161,6 +168,99 @@ macro_rules! __suite_tests {
             }
         )*
     };
+    (@list $make:expr; $($module:ident :: $name:ident),* $(,)?) => {
+        ::std::vec![
+            $(
+                $crate::SuiteTest {
+                    module: ::core::stringify!($module),
+                    name: ::core::stringify!($name),
+                    run: |storage| ::std::boxed::Box::pin($crate::$module::$name(storage)),
+                },
+            )*
+        ]
+    };
+}
+
+/// One test of the suite, to run the suite programmatically (as the
+/// mutation self-test does, against deliberately broken storages).
+#[derive(Clone, Copy)]
+pub struct SuiteTest {
+    /// The module it lives in (`rules`, `tck`, `facet`, ...).
+    pub module: &'static str,
+    /// Its name, as the test [`suite!`] stamps out.
+    pub name: &'static str,
+    /// The test itself: panics when the storage breaks the contract.
+    pub run: fn(std::sync::Arc<dyn journal_core::JournalStorage>) -> TestFuture,
+}
+
+/// What a [`SuiteTest`] gives to run.
+pub type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+impl std::fmt::Debug for SuiteTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}::{}", self.module, self.name)
+    }
+}
+
+/// Every test [`suite!`] stamps out, in its order. Each must run on a
+/// multi-threaded tokio runtime, as [`suite!`] runs it.
+pub fn suite_tests() -> Vec<SuiteTest> {
+    __suite_tests!(@list ())
+}
+
+/// Stamps out one `#[test]` per test of [`pair`]: each gets two storage
+/// values on one store (two connections, pools or clients; for the memory
+/// backend, two clones of one store) from the given async expression,
+/// which gives the pair as a tuple.
+///
+/// ```
+/// # use journal_memory::MemoryJournalStorage;
+/// journal_conformance::pair_suite!(async {
+///     let store = MemoryJournalStorage::new();
+///     (store.clone(), store)
+/// });
+/// ```
+///
+/// As with [`suite!`], `optional:` takes an expression giving an `Option`
+/// of the pair, and `None` ends each test early.
+#[macro_export]
+macro_rules! pair_suite {
+    (optional: $make:expr) => {
+        $crate::__pair_tests!(@optional $make);
+    };
+    ($make:expr) => {
+        $crate::__pair_tests!(@plain $make);
+    };
+}
+
+/// The list of the pair tests.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __pair_tests {
+    (@$mode:ident $make:expr) => {
+        $crate::__pair_tests!(@$mode $make;
+            pair_writes_through_one_read_through_the_other,
+            pair_racing_writers_one_wins_each_sequence,
+            pair_concurrent_retries_store_one_copy,
+            pair_reads_through_the_other_see_whole_batches
+        );
+    };
+    (@plain $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__private::run_pair(async { ::core::option::Option::Some($make.await) }, $crate::pair::$name);
+            }
+        )*
+    };
+    (@optional $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__private::run_pair($make, $crate::pair::$name);
+            }
+        )*
+    };
 }
 
 #[doc(hidden)]
@@ -170,6 +270,31 @@ pub mod __private {
 
     use journal_core::JournalStorage;
 
+    /// The runtime each suite test runs on.
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the test")
+    }
+
+    /// Runs one pair test on a multi-threaded runtime of its own.
+    pub fn run_pair<S, U, M, T, F>(make: M, test: T)
+    where
+        S: JournalStorage + 'static,
+        U: JournalStorage + 'static,
+        M: Future<Output = Option<(S, U)>>,
+        T: FnOnce(Arc<dyn JournalStorage>, Arc<dyn JournalStorage>) -> F,
+        F: Future<Output = ()>,
+    {
+        runtime().block_on(async move {
+            if let Some((one, other)) = make.await {
+                test(Arc::new(one), Arc::new(other)).await;
+            }
+        });
+    }
+
     /// Runs one suite test on a multi-threaded runtime of its own.
     pub fn run<S, M, T, F>(make: M, test: T)
     where
@@ -178,12 +303,7 @@ pub mod __private {
         T: FnOnce(Arc<dyn JournalStorage>) -> F,
         F: Future<Output = ()>,
     {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime for the test");
-        runtime.block_on(async move {
+        runtime().block_on(async move {
             if let Some(storage) = make.await {
                 test(Arc::new(storage)).await;
             }

@@ -74,6 +74,15 @@ impl ActorJournal {
     }
 }
 
+/// Spends a unit of the task's tokio budget, and yields to the runtime
+/// when the budget is used up. Every call of this backend completes without
+/// waiting on anything, so without this a loop of calls would never yield,
+/// and on a current-thread runtime timers and other tasks would starve
+/// until the loop ends. Outside a tokio runtime it does nothing.
+async fn cooperate() {
+    tokio::task::coop::consume_budget().await;
+}
+
 fn lock(journal: &Mutex<ActorJournal>) -> MutexGuard<'_, ActorJournal> {
     journal.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -157,6 +166,7 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
+        cooperate().await;
         validate::validate_entry(entry, &self.inner.limits)?;
         self.append_validated(std::slice::from_ref(entry))?;
         Ok(entry.sequence)
@@ -164,6 +174,7 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
+        cooperate().await;
         validate::validate_batch(entries, &self.inner.limits)?;
         self.append_validated(entries)
     }
@@ -176,6 +187,7 @@ impl JournalStorage for MemoryJournalStorage {
         to: u64,
         max: usize,
     ) -> JournalResult<Vec<JournalEntry>> {
+        cooperate().await;
         let entries = self.with_actor(actor_id, |j| {
             let from = from.max(j.first_stored());
             let to = to.min(j.highest);
@@ -193,11 +205,13 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64> {
+        cooperate().await;
         Ok(self.with_actor(actor_id, |j| j.highest).unwrap_or(0))
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()> {
+        cooperate().await;
         self.with_actor(actor_id, |j| {
             while j.entries.front().is_some_and(|e| e.sequence <= to) {
                 j.entries.pop_front();
@@ -208,6 +222,7 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
+        cooperate().await;
         let removed = {
             let mut actors = self
                 .inner
@@ -228,6 +243,7 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %checkpoint.actor_id, sequence = checkpoint.sequence))]
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> JournalResult<()> {
+        cooperate().await;
         validate::validate_checkpoint(checkpoint)?;
         self.with_actor(&checkpoint.actor_id, |j| {
             if checkpoint.sequence > j.highest {
@@ -242,6 +258,7 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn get_latest_checkpoint(&self, actor_id: &str) -> JournalResult<Option<Checkpoint>> {
+        cooperate().await;
         Ok(self
             .with_actor(actor_id, |j| j.checkpoints.values().next_back().cloned())
             .flatten())
@@ -253,6 +270,7 @@ impl JournalStorage for MemoryJournalStorage {
         actor_id: &str,
         sequence: u64,
     ) -> JournalResult<Option<Checkpoint>> {
+        cooperate().await;
         Ok(self
             .with_actor(actor_id, |j| j.checkpoints.get(&sequence).cloned())
             .flatten())
@@ -260,6 +278,7 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>> {
+        cooperate().await;
         Ok(self
             .with_actor(actor_id, |j| j.checkpoints.keys().copied().collect())
             .unwrap_or_default())
@@ -267,6 +286,7 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn delete_checkpoints_before(&self, actor_id: &str, before: u64) -> JournalResult<u64> {
+        cooperate().await;
         Ok(self
             .with_actor(actor_id, |j| {
                 let kept = j.checkpoints.split_off(&before);
@@ -283,6 +303,7 @@ impl JournalStorage for MemoryJournalStorage {
         cursor: Option<&str>,
         limit: usize,
     ) -> JournalResult<ActorPage> {
+        cooperate().await;
         let actors = self
             .inner
             .actors
@@ -299,6 +320,7 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn actor_summary(&self, actor_id: &str) -> JournalResult<ActorSummary> {
+        cooperate().await;
         Ok(self
             .with_actor(actor_id, |j| ActorSummary {
                 highest_sequence: j.highest,
@@ -310,6 +332,7 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn stats(&self) -> JournalResult<JournalStats> {
+        cooperate().await;
         let journals: Vec<_> = {
             let actors = self
                 .inner

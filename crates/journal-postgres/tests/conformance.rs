@@ -1,6 +1,21 @@
 //! The whole conformance suite against the real PostgreSQL server, each
-//! test in a schema of its own.
+//! test in a schema of its own; and the pair tests, on two pools of one
+//! schema.
 
 mod common;
 
 journal_conformance::suite!(optional: async { common::storage(common::test_options()).await });
+
+mod pair {
+    journal_conformance::pair_suite!(optional: async {
+        let one = super::common::storage(super::common::test_options()).await?;
+        let options = journal_postgres::PostgresOptions {
+            schema: one.schema().to_owned(),
+            ..super::common::test_options()
+        };
+        let other = journal_postgres::PostgresJournalStorage::open(&super::common::url(), options)
+            .await
+            .expect("a second pool on the test's schema");
+        Some((one, other))
+    });
+}

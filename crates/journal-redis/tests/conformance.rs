@@ -1,6 +1,21 @@
 //! The whole conformance suite against the real standalone Redis, each test
-//! under a key prefix of its own.
+//! under a key prefix of its own; and the pair tests, on two clients of one
+//! key prefix.
 
 mod common;
 
 journal_conformance::suite!(optional: async { common::storage(common::test_options()).await });
+
+mod pair {
+    journal_conformance::pair_suite!(optional: async {
+        let one = super::common::storage(super::common::test_options()).await?;
+        let options = journal_redis::RedisOptions {
+            key_prefix: one.key_prefix().to_owned(),
+            ..super::common::test_options()
+        };
+        let other = journal_redis::RedisJournalStorage::open(&super::common::url(), options)
+            .await
+            .expect("a second client on the test's key prefix");
+        Some((one, other))
+    });
+}

@@ -27,6 +27,17 @@ mod file {
             .await
             .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
     }
+
+    /// Two storages opened on one file, as two processes would.
+    mod pair {
+        journal_conformance::pair_suite!(async {
+            let path = super::super::fresh_file();
+            (
+                super::journal_sqlite_storage(path.clone()).await,
+                super::journal_sqlite_storage(path).await,
+            )
+        });
+    }
 }
 
 /// In memory, with the default options: the suite's journals are small, so
