@@ -13,7 +13,7 @@ use crate::checkpoint::{
     CheckpointManager, CheckpointPolicy, CheckpointRejection, SavedCheckpoint, SkippedCheckpoint,
 };
 use crate::config::DurabilityConfig;
-use crate::context::{ExecutionContext, Retry};
+use crate::context::{ExecutionContext, MessageFailure, Retry};
 use crate::error::{JournalError, JournalResult};
 use crate::facet::{Admission, DurableActor, Facet, HandlerError, MessageOutcome};
 use crate::proto::{
@@ -881,6 +881,11 @@ impl Facet for DurabilityFacet {
         context: &ExecutionContext,
         actor: &dyn DurableActor,
     ) -> JournalResult<()> {
+        // Whatever the host does, a message whose journaling failed is not
+        // completed (contract rule 21).
+        if let Some(MessageFailure::Journal(e)) = context.failure() {
+            return Err(crate::context::replicate(e));
+        }
         let sequence = context.next_sequence().max(self.active()?.next_sequence);
         self.append(
             sequence,
