@@ -11,6 +11,7 @@
 //! test appends at the limit with a highest sequence seeded there, in their
 //! own crates.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use journal_core::journal_entry::Entry;
@@ -18,8 +19,8 @@ use journal_core::validate::MAX_SEQUENCE;
 use journal_core::{JournalEntry, JournalError, JournalResult, JournalStorage};
 
 use crate::fixture::{
-    append_each, assert_conflict, checkpoint, collect_stream, entries, entry, fresh_actor,
-    save_checkpoints, seqs,
+    append_each, assert_conflict, assert_invalid_entry, checkpoint, collect_stream, entries, entry,
+    fresh_actor, save_checkpoints, seqs,
 };
 
 /// Asserts an `InvalidEntry` whose reason names `number` and the limit.
@@ -218,4 +219,192 @@ pub async fn rule04_message_received_without_message_id_rejected(storage: Arc<dy
     ));
     assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 0);
     append_each(&*storage, &[entry(&actor, 1)]).await;
+}
+
+/// Rules 1, 5, 10 and 14 at the top of the range, for a backend that can
+/// start an actor there: `seed(actor, highest)` must make `highest` the
+/// actor's highest sequence, with no entry stored, the way the backend
+/// itself stores it (in the server, bypassing the API). Not part of
+/// [`suite!`](crate::suite): each backend that can seed calls it from its
+/// own tests.
+///
+/// Checks that an append at `highest + 1 = MAX_SEQUENCE` succeeds, that its
+/// retry is `Ok`, that conflicts report `expected` and `actual` exactly as
+/// given, that a batch ending at the limit is atomic and retryable, and
+/// that checkpoints, reads and truncation work at the limit.
+pub async fn near_the_top<F, Fut>(storage: Arc<dyn JournalStorage>, seed: F)
+where
+    F: Fn(String, u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let top = fresh_actor("lim-top");
+    seed(top.clone(), MAX_SEQUENCE - 1).await;
+    one_entry_at_the_top(&*storage, &top).await;
+
+    // A gap below the limit names both sides exactly.
+    let gap = fresh_actor("lim-gap");
+    seed(gap.clone(), MAX_SEQUENCE - 3).await;
+    assert_conflict(
+        storage.append_entry(&entry(&gap, MAX_SEQUENCE)).await,
+        MAX_SEQUENCE - 2,
+        MAX_SEQUENCE,
+    );
+    assert_conflict(
+        storage.append_entry(&entry(&gap, MAX_SEQUENCE - 4)).await,
+        MAX_SEQUENCE - 2,
+        MAX_SEQUENCE - 4,
+    );
+    assert_eq!(
+        storage.highest_sequence(&gap).await.expect("highest"),
+        MAX_SEQUENCE - 3
+    );
+
+    // A batch ending at the limit: atomic, and its retry is Ok.
+    let batch_actor = fresh_actor("lim-batch");
+    seed(batch_actor.clone(), MAX_SEQUENCE - 2).await;
+    let batch = entries(&batch_actor, MAX_SEQUENCE - 1, MAX_SEQUENCE);
+    let past = [
+        batch[0].clone(),
+        batch[1].clone(),
+        entry(&batch_actor, MAX_SEQUENCE + 1),
+    ];
+    assert_invalid_entry(storage.append_batch(&past).await);
+    storage.append_batch(&batch).await.expect("batch");
+    storage.append_batch(&batch).await.expect("batch retry");
+    assert_eq!(
+        storage
+            .replay_from(&batch_actor, MAX_SEQUENCE - 2)
+            .await
+            .expect("replay"),
+        batch
+    );
+    assert_eq!(
+        storage
+            .highest_sequence(&batch_actor)
+            .await
+            .expect("highest"),
+        MAX_SEQUENCE
+    );
+}
+
+/// The first part of [`near_the_top`]: `actor`, seeded at
+/// `MAX_SEQUENCE - 1`, gets its last entry, a retry, conflicts, checkpoints
+/// and truncation.
+async fn one_entry_at_the_top(storage: &dyn JournalStorage, actor: &str) {
+    let actor = actor.to_owned();
+    assert_eq!(
+        storage.highest_sequence(&actor).await.expect("highest"),
+        MAX_SEQUENCE - 1,
+        "seeded"
+    );
+    let last = entry(&actor, MAX_SEQUENCE);
+    assert_eq!(
+        storage
+            .append_entry(&last)
+            .await
+            .expect("append at the limit"),
+        MAX_SEQUENCE
+    );
+    assert_eq!(
+        storage
+            .append_entry(&last)
+            .await
+            .expect("retry at the limit"),
+        MAX_SEQUENCE
+    );
+    assert_conflict(
+        storage.append_entry(&entry(&actor, MAX_SEQUENCE)).await,
+        MAX_SEQUENCE + 1,
+        MAX_SEQUENCE,
+    );
+    assert_conflict(
+        storage.append_entry(&entry(&actor, MAX_SEQUENCE - 1)).await,
+        MAX_SEQUENCE + 1,
+        MAX_SEQUENCE - 1,
+    );
+    assert_invalid_entry(storage.append_entry(&entry(&actor, MAX_SEQUENCE + 1)).await);
+    assert_eq!(
+        storage.highest_sequence(&actor).await.expect("highest"),
+        MAX_SEQUENCE
+    );
+    assert_eq!(
+        storage.replay_from(&actor, 0).await.expect("replay"),
+        vec![last.clone()]
+    );
+    assert_eq!(
+        storage
+            .replay_range(&actor, MAX_SEQUENCE, u64::MAX, 10)
+            .await
+            .expect("range"),
+        vec![last.clone()]
+    );
+    assert!(storage
+        .replay_range(&actor, MAX_SEQUENCE - 1, MAX_SEQUENCE - 1, 10)
+        .await
+        .expect("range")
+        .is_empty());
+    assert_eq!(
+        collect_stream(storage, &actor, MAX_SEQUENCE).await,
+        vec![last]
+    );
+
+    checkpoints_at_the_top(storage, &actor).await;
+    storage
+        .truncate_to(&actor, MAX_SEQUENCE - 1)
+        .await
+        .expect("truncate below");
+    assert_eq!(
+        storage.replay_from(&actor, 0).await.expect("replay").len(),
+        1
+    );
+    storage
+        .truncate_to(&actor, u64::MAX)
+        .await
+        .expect("truncate all");
+    assert!(storage
+        .replay_from(&actor, 0)
+        .await
+        .expect("replay")
+        .is_empty());
+    assert_eq!(
+        storage.highest_sequence(&actor).await.expect("highest"),
+        MAX_SEQUENCE
+    );
+    assert_conflict(
+        storage.append_entry(&entry(&actor, MAX_SEQUENCE)).await,
+        MAX_SEQUENCE + 1,
+        MAX_SEQUENCE,
+    );
+}
+
+/// Checkpoints of `actor`, whose highest is `MAX_SEQUENCE`, at the limit
+/// and just below: ordered, pruned and read exactly.
+async fn checkpoints_at_the_top(storage: &dyn JournalStorage, actor: &str) {
+    let actor = actor.to_owned();
+    save_checkpoints(storage, &actor, &[MAX_SEQUENCE - 1, MAX_SEQUENCE]).await;
+    assert_eq!(
+        storage.list_checkpoints(&actor).await.expect("list"),
+        vec![MAX_SEQUENCE - 1, MAX_SEQUENCE]
+    );
+    let latest = storage
+        .get_latest_checkpoint(&actor)
+        .await
+        .expect("latest")
+        .expect("a checkpoint");
+    assert_eq!(latest.sequence, MAX_SEQUENCE);
+    assert_eq!(
+        latest.state_data,
+        checkpoint(&actor, MAX_SEQUENCE).state_data
+    );
+    assert_eq!(
+        storage
+            .delete_checkpoints_before(&actor, MAX_SEQUENCE)
+            .await
+            .expect("prune"),
+        1
+    );
+    assert_eq!(
+        storage.list_checkpoints(&actor).await.expect("list"),
+        vec![MAX_SEQUENCE]
+    );
 }
