@@ -5,6 +5,7 @@ pub mod cutoff;
 pub mod facet;
 pub mod fixture;
 pub mod forwarding;
+pub mod limits;
 pub mod model;
 pub mod pair;
 pub mod rules;
@@ -144,6 +145,11 @@ macro_rules! __suite_tests {
             facet::facet_seed_snippet_runs,
             adversarial::ids_round_trip_everywhere,
             adversarial::ids_do_not_collide,
+            limits::limits_sequence_above_max_rejected,
+            limits::limits_sequence_up_to_max_reaches_storage,
+            limits::limits_unbounded_reads_and_truncation,
+            limits::limits_checkpoint_above_max_rejected,
+            limits::rule04_message_received_without_message_id_rejected,
             model::prop_matches_reference_model,
             model::prop_any_batch_split_replays_the_same,
             model::prop_ranges_and_streams_agree_with_replay_from,

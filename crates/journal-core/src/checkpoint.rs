@@ -1,7 +1,6 @@
 //! Checkpoints: when to take them, how they are compressed, how they are
 //! loaded safely, and how many are kept.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,10 @@ pub const DEFAULT_CHECKPOINTS_TO_KEEP: usize = 2;
 /// Default zstd level.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// States at least this large are (de)compressed on a blocking thread, off
-/// the async runtime.
+/// the async runtime. On load, "large" is the larger of the stored bytes
+/// and the decompressed size the checkpoint claims (decoding never produces
+/// more than the claim, see [`inflate`]): a 64 MiB state stored in 6 KiB
+/// is large.
 const OFF_RUNTIME_BYTES: usize = 256 * 1024;
 
 /// How checkpoints are taken, encoded, loaded and kept.
@@ -140,7 +142,7 @@ impl CheckpointPolicy {
         let state = match CompressionType::try_from(checkpoint.compression) {
             Ok(CompressionType::None) => checkpoint.state_data.clone(),
             Ok(CompressionType::Zstd) => {
-                inflate(&checkpoint.state_data, claimed).map_err(corrupt)?
+                inflate(&checkpoint.state_data, claimed, limit).map_err(corrupt)?
             }
             Err(_) => {
                 return Err(corrupt(format!(
@@ -159,18 +161,81 @@ impl CheckpointPolicy {
     }
 }
 
-/// Decompresses at most `claimed + 1` bytes, so a lying header or a zstd
-/// bomb costs no more memory than the (bounded) claim.
-fn inflate(data: &[u8], claimed: u64) -> Result<Vec<u8>, String> {
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| e.to_string())?;
-    // Windows over 128 MiB are refused rather than allocated.
-    decoder.window_log_max(27).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(usize::try_from(claimed.min(1 << 20)).unwrap_or(0));
-    decoder
-        .take(claimed.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| format!("zstd: {e}"))?;
+/// zstd's smallest and largest window logs (`ZSTD_WINDOWLOG_MIN`,
+/// `ZSTD_WINDOWLOG_MAX` on 64-bit targets).
+const WINDOW_LOG_RANGE: (u32, u32) = (10, 31);
+
+/// The window log a decoder accepts under `limit`: that of the smallest
+/// power of two at least `limit`, within zstd's range. No frame of a state
+/// within the limit needs a larger window.
+fn window_log_max(limit: u64) -> u32 {
+    let log = limit
+        .max(1)
+        .checked_next_power_of_two()
+        .map_or(u64::BITS, u64::trailing_zeros);
+    log.clamp(WINDOW_LOG_RANGE.0, WINDOW_LOG_RANGE.1)
+}
+
+/// Decompresses `data`, which must inflate to exactly `claimed` bytes
+/// (`claimed <= limit`, checked by the caller).
+///
+/// The frames are decoded in one pass straight into a buffer of `claimed`
+/// bytes, the only allocation that depends on the input: zstd's one-shot
+/// decoder keeps no window of its own (the output is the window), so a
+/// frame that declares a 2 GiB window costs no more than one that declares
+/// 1 KiB, and a bomb stops with an error when the buffer is full. A frame
+/// header that states a content size larger than the claim is refused
+/// before anything is allocated. Besides the buffer, the decoder's context
+/// takes a constant (under 256 KiB, allocated by the C library; the tests
+/// check it with `ZSTD_sizeof_DCtx`).
+fn inflate(data: &[u8], claimed: u64, limit: u64) -> Result<Vec<u8>, String> {
+    let mut dctx = zstd::zstd_safe::DCtx::create();
+    inflate_with(&mut dctx, data, claimed, limit)
+}
+
+/// [`inflate`] with a given decoder context (the tests measure it).
+fn inflate_with(
+    dctx: &mut zstd::zstd_safe::DCtx<'_>,
+    data: &[u8],
+    claimed: u64,
+    limit: u64,
+) -> Result<Vec<u8>, String> {
+    let zstd_error = |code: usize| format!("zstd: {}", zstd::zstd_safe::get_error_name(code));
+    match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(declared)) if declared > claimed => {
+            return Err(format!(
+                "the zstd frame declares {declared} bytes, the checkpoint claims {claimed}"
+            ))
+        }
+        Ok(_) => {}
+        Err(_) => return Err("the state is not a zstd frame".into()),
+    }
+    // The one-shot decoder needs no window; the limit is set all the same,
+    // so that any window-keeping decoder this context is used with stays
+    // within it.
+    dctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(window_log_max(
+        limit,
+    )))
+    .map_err(zstd_error)?;
+    let capacity = usize::try_from(claimed)
+        .map_err(|_| format!("a state of {claimed} bytes does not fit in memory"))?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(capacity)
+        .map_err(|e| format!("cannot allocate {claimed} bytes for the state: {e}"))?;
+    dctx.decompress(&mut out, data).map_err(zstd_error)?;
     Ok(out)
+}
+
+/// The most bytes decoding `checkpoint` reads or writes under `limit`: the
+/// stored bytes, or the claimed size when larger (decoding never writes
+/// more than the claim, and a claim over the limit is refused before any
+/// work).
+fn decode_work(checkpoint: &Checkpoint, limit: u64) -> u64 {
+    let claimed = match checkpoint.uncompressed_size {
+        claim if claim > limit => 0,
+        claim => claim,
+    };
+    (checkpoint.state_data.len() as u64).max(claimed)
 }
 
 /// Why a caller of [`CheckpointManager::load_newest_at`] did not take a
@@ -298,9 +363,12 @@ impl CheckpointManager {
     }
 
     /// The state of checkpoint `checkpoint`, decoded off the runtime when
-    /// large.
+    /// large: when it is stored in many bytes or claims to decompress to
+    /// many. Decoding never writes more than the claim, so the claim bounds
+    /// the work; a claim over the policy's limit is refused at once, without
+    /// decoding, and counts as nothing.
     pub async fn decode(&self, checkpoint: Checkpoint) -> JournalResult<Vec<u8>> {
-        if checkpoint.state_data.len() >= OFF_RUNTIME_BYTES / 4 {
+        if decode_work(&checkpoint, self.policy.max_state_bytes) >= OFF_RUNTIME_BYTES as u64 {
             let policy = self.policy.clone();
             tokio::task::spawn_blocking(move || policy.decode(&checkpoint))
                 .await
@@ -527,6 +595,104 @@ mod tests {
             policy().decode(&unknown),
             Err(JournalError::CorruptCheckpoint { .. })
         ));
+    }
+
+    /// A 10-byte zstd frame: a window of `2^window_log` bytes, no content
+    /// size, one raw block holding `x`.
+    fn wide_window_frame(window_log: u8) -> Vec<u8> {
+        let mut frame = vec![0x28, 0xB5, 0x2F, 0xFD]; // magic
+        frame.push(0x00); // no content size, not single-segment, no checksum
+        frame.push((window_log - 10) << 3); // window descriptor, mantissa 0
+        frame.extend_from_slice(&[0x09, 0x00, 0x00]); // last, raw, 1 byte
+        frame.push(b'x');
+        frame
+    }
+
+    #[test]
+    fn window_log_follows_the_limit() {
+        assert_eq!(window_log_max(0), 10);
+        assert_eq!(window_log_max(1000), 10);
+        assert_eq!(window_log_max(1024), 10);
+        assert_eq!(window_log_max(1025), 11);
+        assert_eq!(window_log_max(4 << 20), 22);
+        assert_eq!(window_log_max((4 << 20) + 1), 23);
+        assert_eq!(window_log_max(DEFAULT_MAX_CHECKPOINT_BYTES), 28);
+        assert_eq!(window_log_max(u64::MAX), 31);
+    }
+
+    #[test]
+    fn a_wide_window_costs_the_decoder_nothing() {
+        let limit = 4 << 20;
+        for window_log in [20, 26, 31] {
+            let frame = wide_window_frame(window_log);
+            assert_eq!(frame.len(), 10);
+            let mut dctx = zstd::zstd_safe::DCtx::create();
+            let state = inflate_with(&mut dctx, &frame, 1, limit).expect("inflate");
+            assert_eq!(state, b"x");
+            // The context's own memory, windows and stream buffers
+            // included (ZSTD_sizeof_DCtx): a constant, not the window.
+            let context = dctx.sizeof();
+            println!("window 2^{window_log}: the decoder context holds {context} bytes");
+            assert!(
+                context < 256 * 1024,
+                "window 2^{window_log}: {context} bytes"
+            );
+        }
+        // The same frame through a window-keeping (streaming) decoder
+        // would reserve the window: what the one-shot decoder avoids.
+        let mut streaming = zstd::zstd_safe::DCtx::create();
+        streaming
+            .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(27))
+            .expect("window log");
+        let frame = wide_window_frame(26);
+        let mut out = [0u8; 16];
+        let mut output = zstd::zstd_safe::OutBuffer::around(&mut out[..]);
+        let mut input = zstd::zstd_safe::InBuffer::around(&frame);
+        streaming
+            .decompress_stream(&mut output, &mut input)
+            .expect("stream");
+        println!(
+            "the same 10-byte frame, streamed: the decoder context holds {} bytes",
+            streaming.sizeof()
+        );
+        assert!(streaming.sizeof() >= 64 << 20, "{}", streaming.sizeof());
+    }
+
+    #[test]
+    fn bombs_and_lies_stop_at_the_claim() {
+        let limit = 4 << 20;
+        let mut dctx = zstd::zstd_safe::DCtx::create();
+        // A frame that declares its size, larger than the claim: refused
+        // before decoding.
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).expect("compress");
+        let err = inflate_with(&mut dctx, &bomb, 1000, limit).expect_err("declared");
+        assert!(err.contains("declares"), "{err}");
+        // The same bomb without a declared size (a streaming encoder):
+        // decoding stops when the claimed buffer is full.
+        let mut streamed = Vec::new();
+        let mut encoder = zstd::stream::write::Encoder::new(&mut streamed, 19).expect("encoder");
+        std::io::Write::write_all(&mut encoder, &vec![0u8; 64 << 20]).expect("write");
+        encoder.finish().expect("finish");
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&streamed).expect("header"),
+            None
+        );
+        let err = inflate_with(&mut dctx, &streamed, 1000, limit).expect_err("bomb");
+        assert!(err.starts_with("zstd: "), "{err}");
+        assert!(dctx.sizeof() < 256 * 1024, "{}", dctx.sizeof());
+        // Garbage is not a frame.
+        assert!(inflate_with(&mut dctx, b"not zstd", 8, limit).is_err());
+        assert!(inflate_with(&mut dctx, &[], 0, limit).is_err());
+    }
+
+    #[test]
+    fn decode_work_counts_the_claim_within_the_limit() {
+        let mut c = Checkpoint::new("a", 1, vec![0; 10]);
+        c.uncompressed_size = 64 << 20;
+        assert_eq!(decode_work(&c, 256 << 20), 64 << 20);
+        assert_eq!(decode_work(&c, 1 << 20), 10, "refused at once: no work");
+        c.uncompressed_size = 3;
+        assert_eq!(decode_work(&c, 1 << 20), 10);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use storage::{
     prefetched_replay, ActorPage, ActorStream, ActorSummary, EntryStream, JournalStats,
     JournalStorage,
 };
-pub use validate::Limits;
+pub use validate::{Limits, MAX_SEQUENCE};
 
 /// Re-exported so users build timestamps and durations without naming
 /// `prost-types` themselves.

@@ -12,7 +12,9 @@ use crate::error::{pg_error, pool_error};
 /// One append waiting for its group.
 pub(crate) struct Pending {
     pub(crate) actor_id: String,
-    pub(crate) sequence: i64,
+    /// The sequence as the caller gave it (validated: at most
+    /// `MAX_SEQUENCE`, so it fits a `BIGINT`); errors report this value.
+    pub(crate) sequence: u64,
     pub(crate) id: String,
     pub(crate) bytes: Vec<u8>,
     pub(crate) reply: oneshot::Sender<JournalResult<()>>,
@@ -88,7 +90,7 @@ async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
             .then(a.sequence.cmp(&b.sequence))
     });
     let actors: Vec<&[u8]> = group.iter().map(|p| p.actor_id.as_bytes()).collect();
-    let sequences: Vec<i64> = group.iter().map(|p| p.sequence).collect();
+    let sequences: Vec<i64> = group.iter().map(|p| crate::seq(p.sequence)).collect();
     let ids: Vec<&str> = group.iter().map(|p| p.id.as_str()).collect();
     let bytes: Vec<&[u8]> = group.iter().map(|p| p.bytes.as_slice()).collect();
     let result = async {
@@ -152,8 +154,8 @@ async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
             Some((0 | 1, _)) => Ok(()),
             Some((_, highest)) => Err(validate::sequence_conflict(
                 &p.actor_id,
-                u64::try_from(highest).unwrap_or(0),
-                u64::try_from(p.sequence).unwrap_or(0),
+                crate::unseq(highest),
+                p.sequence,
             )),
             None => Err(JournalError::storage(
                 "postgres",
@@ -173,7 +175,7 @@ async fn append_one(pool: &Pool, sql: &str, p: &Pending) -> JournalResult<()> {
             &statement,
             &[
                 &p.actor_id.as_bytes(),
-                &vec![p.sequence],
+                &vec![crate::seq(p.sequence)],
                 &vec![p.id.as_str()],
                 &vec![p.bytes.as_slice()],
             ],
@@ -186,8 +188,8 @@ async fn append_one(pool: &Pool, sql: &str, p: &Pending) -> JournalResult<()> {
         0 | 1 => Ok(()),
         _ => Err(validate::sequence_conflict(
             &p.actor_id,
-            u64::try_from(highest).unwrap_or(0),
-            u64::try_from(p.sequence).unwrap_or(0),
+            crate::unseq(highest),
+            p.sequence,
         )),
     }
 }

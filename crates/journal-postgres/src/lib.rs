@@ -120,12 +120,15 @@ impl Sql {
     }
 }
 
-/// A sequence as Postgres stores it (`BIGINT`); bounds beyond `i64::MAX`
-/// saturate.
+/// A sequence as Postgres stores it (`BIGINT`). Entries and checkpoints
+/// are validated to at most `MAX_SEQUENCE`, so only bounds of reads,
+/// truncations and lookups go beyond `i64::MAX`; they saturate (never
+/// wrap), which selects the same rows: nothing is stored above the limit.
 fn seq(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A sequence read from a `BIGINT` column (never negative; 0 if it were).
 fn unseq(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -322,7 +325,7 @@ impl JournalStorage for PostgresJournalStorage {
                 let (reply, outcome) = tokio::sync::oneshot::channel();
                 let pending = group::Pending {
                     actor_id: entry.actor_id.clone(),
-                    sequence: seq(entry.sequence),
+                    sequence: entry.sequence,
                     id: entry.id.clone(),
                     bytes: entry.encode_to_vec(),
                     reply,

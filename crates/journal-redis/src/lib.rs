@@ -495,6 +495,9 @@ impl JournalStorage for RedisJournalStorage {
         max: usize,
     ) -> JournalResult<Vec<JournalEntry>> {
         let from = from.max(1);
+        // Nothing is stored above MAX_SEQUENCE: a larger `to` (u64::MAX,
+        // "to the end") means the limit.
+        let to = validate::clamp_sequence(to);
         if max == 0 || from > to {
             return Ok(Vec::new());
         }
@@ -535,6 +538,8 @@ impl JournalStorage for RedisJournalStorage {
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()> {
+        // The script compares `to` as a Lua number: clamped, it is exact.
+        let to = validate::clamp_sequence(to);
         let keys = self.inner.keys.actor(actor_id);
         let client = self.client();
         self.script(
@@ -668,6 +673,10 @@ impl JournalStorage for RedisJournalStorage {
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn delete_checkpoints_before(&self, actor_id: &str, before: u64) -> JournalResult<u64> {
+        // Compared with sorted-set scores (doubles): at most
+        // MAX_SEQUENCE + 1 = 2^53, which is exact and still removes every
+        // checkpoint.
+        let before = before.min(validate::MAX_SEQUENCE + 1);
         let keys = self.inner.keys.actor(actor_id);
         let client = self.client();
         let removed = self

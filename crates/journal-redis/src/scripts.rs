@@ -1,8 +1,12 @@
 //! The Lua scripts: every write is one script, so it is atomic and one
 //! round trip. Keys come in `KEYS`, data in `ARGV`; no actor id or payload is
 //! ever part of a script's text. Sequences travel as decimal strings and are
-//! compared with `tonumber`, exact below 2^53 (a journal that long would
-//! take a million appends a second for 285 years).
+//! compared with `tonumber` (a double), and checkpoint sequences are
+//! sorted-set scores (doubles): exact because no sequence that reaches a
+//! script is above `journal_core::validate::MAX_SEQUENCE` = 2^53 - 1.
+//! Appends and checkpoints above it are refused by validation, bounds of
+//! reads and truncations are clamped to it, and `highest + 1` at the limit,
+//! 2^53, is still exact.
 //!
 //! The scripts are loaded once at connect time and called by SHA; a server
 //! that lost its script cache (restart, failover) answers `NOSCRIPT`, and
