@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use journal_benches::baselines::{RawMemory, RawPostgres, RawRedis, RawSqlite};
 use journal_benches::workloads::{self, Sizes};
 use journal_benches::{alloc::Counting, report, Baseline, Figure};
-use journal_core::JournalStorage;
+use journal_core::{JournalBackend, JournalStorage};
 use journal_memory::MemoryJournalStorage;
 use journal_postgres::{PostgresJournalStorage, PostgresOptions};
 use journal_redis::{RedisJournalStorage, RedisOptions};
@@ -29,6 +29,11 @@ const MEMORY_TARGETS: &[Target] = &[
     ("recovery of", ">= 100x faster", |f| f.ratio() <= 0.01),
     ("checkpoint size", "<= 10% of raw", |f| f.ratio() <= 0.10),
     ("peak memory", "< 64 MiB", |f| f.value < 64.0),
+    (
+        "facet messages/s (1 effect), 256 ",
+        ">= 0.3x raw appends/s",
+        |f| f.ratio() >= 0.3,
+    ),
 ];
 
 const SQLITE_TARGETS: &[Target] = &[
@@ -39,6 +44,11 @@ const SQLITE_TARGETS: &[Target] = &[
     ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
     ("recovery of", ">= 100x faster", |f| f.ratio() <= 0.01),
     ("peak memory", "< 64 MiB", |f| f.value < 64.0),
+    (
+        "facet messages/s (1 effect), 256 ",
+        ">= 0.3x raw appends/s",
+        |f| f.ratio() >= 0.3,
+    ),
 ];
 
 const POSTGRES_TARGETS: &[Target] = &[
@@ -48,6 +58,11 @@ const POSTGRES_TARGETS: &[Target] = &[
     }),
     ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
     ("peak memory", "< 64 MiB", |f| f.value < 64.0),
+    (
+        "facet messages/s (1 effect), 256 ",
+        ">= 0.3x raw appends/s",
+        |f| f.ratio() >= 0.3,
+    ),
 ];
 
 const REDIS_TARGETS: &[Target] = &[
@@ -59,6 +74,11 @@ const REDIS_TARGETS: &[Target] = &[
     }),
     ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
     ("peak memory", "< 64 MiB", |f| f.value < 64.0),
+    (
+        "facet messages/s (1 effect), 256 ",
+        ">= 0.3x raw appends/s",
+        |f| f.ratio() >= 0.3,
+    ),
 ];
 
 fn mark(figures: &mut [Figure], targets: &[Target]) {
@@ -83,6 +103,7 @@ async fn run_all(
     baseline_clients: Option<usize>,
     only: Option<&str>,
     sizes: Sizes,
+    backend: JournalBackend,
 ) -> Vec<Figure> {
     let want = |name: &str| only.is_none_or(|o| name.starts_with(o));
     let mut figures = Vec::new();
@@ -122,6 +143,14 @@ async fn run_all(
     if want("checkpoint") {
         figures.push(workloads::checkpoint_size());
     }
+    if want("facet") {
+        let (one, each) = sizes.facet;
+        for (actors, messages) in [(1, one), (256, each)] {
+            figures.push(
+                workloads::facet_throughput(Arc::clone(&storage), backend, actors, messages).await,
+            );
+        }
+    }
     if want("stream") {
         figures.push(workloads::stream_memory(&*fresh, sizes.stream_entries).await);
     }
@@ -138,6 +167,7 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 None,
                 only,
                 Sizes::FULL,
+                JournalBackend::Memory,
             )
             .await;
             mark(&mut figures, MEMORY_TARGETS);
@@ -158,6 +188,7 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 Some(1),
                 only,
                 Sizes::FULL,
+                JournalBackend::Sqlite,
             )
             .await;
             let commits = storage.commit_stats();
@@ -202,6 +233,7 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 Some(1),
                 only,
                 Sizes::SERVER,
+                JournalBackend::Postgres,
             )
             .await;
             mark(&mut figures, POSTGRES_TARGETS);
@@ -251,6 +283,7 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
         Some(1),
         only,
         Sizes::SERVER,
+        JournalBackend::Redis,
     )
     .await;
     if let Some(p50) = figures.iter().find(|f| f.name == "append latency p50") {
@@ -283,7 +316,7 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|stream]",
+        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream]",
         BACKENDS.join("|")
     );
     ExitCode::from(2)
