@@ -108,6 +108,9 @@ impl JournalStorage for CutOff {
     fn replay_page_size(&self) -> usize {
         self.inner.replay_page_size()
     }
+    fn limits(&self) -> journal_core::Limits {
+        self.inner.limits()
+    }
     fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
         self.inner.replay_stream(actor_id, from)
     }

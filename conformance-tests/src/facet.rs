@@ -970,6 +970,9 @@ impl JournalStorage for Faulty {
     fn replay_page_size(&self) -> usize {
         self.inner.replay_page_size()
     }
+    fn limits(&self) -> journal_core::Limits {
+        self.inner.limits()
+    }
     fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
         self.inner.replay_stream(actor_id, from)
     }

@@ -2,7 +2,7 @@
 //! hands every method of [`JournalStorage`] to the storage it wraps.
 //!
 //! A wrapper that forgets a provided method (`replay_from`,
-//! `replay_page_size`, `replay_stream`, `list_actors`) still compiles and
+//! `replay_page_size`, `replay_stream`, `list_actors`, `limits`) still compiles and
 //! still mostly works: the trait's default runs on top of the wrapper's
 //! other methods, and the wrapped storage's own, native version is silently
 //! skipped (its page size, its prefetching stream, its single-query
@@ -133,6 +133,10 @@ impl JournalStorage for Recorder {
         self.record("replay_page_size");
         self.inner.replay_page_size()
     }
+    fn limits(&self) -> journal_core::Limits {
+        self.record("limits");
+        self.inner.limits()
+    }
     fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
         self.record("replay_stream");
         self.inner.replay_stream(actor_id, from)
@@ -146,7 +150,7 @@ impl JournalStorage for Recorder {
 /// Every method of [`JournalStorage`], required and provided, by name.
 /// A method added to the trait must be added here, to [`Recorder`] and to
 /// [`assert_forwards_every_method`].
-pub const METHODS: [&str; 19] = [
+pub const METHODS: [&str; 20] = [
     "backend_name",
     "append_entry",
     "append_batch",
@@ -166,6 +170,7 @@ pub const METHODS: [&str; 19] = [
     "replay_page_size",
     "replay_stream",
     "list_actors",
+    "limits",
 ];
 
 /// Calls every method of [`JournalStorage`] on the wrapper `wrap` builds
@@ -224,6 +229,8 @@ where
     check("replay_from");
     let _ = wrapper.replay_page_size();
     check("replay_page_size");
+    let _ = wrapper.limits();
+    check("limits");
     let _ = wrapper
         .replay_stream(&actor, 1)
         .try_collect::<Vec<_>>()

@@ -352,6 +352,13 @@ impl JournalStorage for Mutant {
         self.inner.replay_page_size()
     }
 
+    fn limits(&self) -> Limits {
+        if self.fault == Fault::ForgetsProvidedMethods {
+            return Limits::default();
+        }
+        self.inner.limits()
+    }
+
     fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
         if self.reads_through_range() {
             return paged_replay(self, actor_id, from, self.replay_page_size());
@@ -558,6 +565,7 @@ fn forwarding_check_names_each_forgotten_method() {
         "replay_page_size",
         "replay_stream",
         "list_actors",
+        "limits",
     ] {
         assert!(
             failure.contains(&format!("{method} (")),

@@ -185,6 +185,14 @@ pub trait JournalStorage: Send + Sync {
     fn list_actors(&self) -> ActorStream<'_> {
         paged_actors(self, DEFAULT_ACTOR_PAGE)
     }
+
+    /// The size limits this storage enforces (contract rule 4), so that a
+    /// caller can check an entry before it acts on it: the durability facet
+    /// checks a message and a side effect's result here before writing them
+    /// in one batch with others.
+    fn limits(&self) -> crate::validate::Limits {
+        crate::validate::Limits::default()
+    }
 }
 
 /// A shared storage is a storage: `Arc<S>` and `Arc<dyn JournalStorage>`
@@ -262,6 +270,9 @@ impl<T: JournalStorage + ?Sized> JournalStorage for std::sync::Arc<T> {
     }
     fn list_actors(&self) -> ActorStream<'_> {
         (**self).list_actors()
+    }
+    fn limits(&self) -> crate::validate::Limits {
+        (**self).limits()
     }
 }
 

@@ -164,6 +164,10 @@ impl JournalStorage for MemoryJournalStorage {
         BACKEND
     }
 
+    fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
         cooperate().await;

@@ -379,6 +379,10 @@ impl JournalStorage for PostgresJournalStorage {
         REPLAY_PAGE
     }
 
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Pages of [`REPLAY_PAGE`] entries, each its own short query; the
     /// next page is fetched and decoded on another task while this one is
     /// consumed. At most two pages are held.

@@ -519,6 +519,10 @@ impl JournalStorage for RedisJournalStorage {
         REPLAY_PAGE
     }
 
+    fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
     /// Pages of [`REPLAY_PAGE`] entries, the next one fetched while this
     /// one is consumed.
     fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {

@@ -356,6 +356,10 @@ impl JournalStorage for SqliteJournalStorage {
         REPLAY_PAGE
     }
 
+    fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
     /// Pages of [`REPLAY_PAGE`] rows, the next one read while this one is
     /// consumed; entries are decoded one by one as the stream is polled, on
     /// the consumer's thread. At most two pages are held.
