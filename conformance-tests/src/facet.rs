@@ -451,8 +451,10 @@ pub async fn facet_crash_before_processed_recovers(storage: Arc<dyn JournalStora
     let (mut first, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
     run(&mut first, &[message("d", "deposit", 100)]).await;
     drop(first);
-    // Received, bank effect, now, random journaled; MessageProcessed is cut off.
-    let cut = CutOff::new(Arc::clone(&storage), 4);
+    // Received and the bank effect are journaled together right after the
+    // bank was called; the message's end (now, random, MessageProcessed) is
+    // cut off.
+    let cut = CutOff::new(Arc::clone(&storage), 1);
     let (mut crashing, _) = account_actor(cut, &id, config(0), &world);
     let err = crashing
         .send(message("t", "transfer", 30))
@@ -490,13 +492,14 @@ pub async fn facet_crash_before_processed_recovers(storage: Arc<dyn JournalStora
 }
 
 /// Rule 18: a side effect that ran but whose result was not journaled
-/// before a crash runs again on recovery (at-least-once), and the actor
-/// ends up with it applied once.
+/// before a crash runs again (at-least-once): here nothing of the message
+/// was journaled, so its redelivery runs it; the actor ends up with it
+/// applied once.
 pub async fn facet_unjournaled_effect_runs_again(storage: Arc<dyn JournalStorage>) {
     let id = fresh_actor("facet-crash-effect");
     let world = OutsideWorld::default();
-    // Only MessageReceived is journaled; the effect runs, its journaling fails.
-    let cut = CutOff::new(Arc::clone(&storage), 1);
+    // The effect runs; journaling it (with MessageReceived) fails.
+    let cut = CutOff::new(Arc::clone(&storage), 0);
     let (mut crashing, _) = account_actor(cut, &id, config(0), &world);
     assert!(crashing.send(message("t", "transfer", 10)).await.is_err());
     assert_eq!(world.counts().get("t/bank"), Some(&1));
@@ -505,9 +508,15 @@ pub async fn facet_unjournaled_effect_runs_again(storage: Arc<dyn JournalStorage
     let (mut recovered, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
     recovered.activate().await.expect("recover");
     assert_eq!(
+        recovered.behavior().balance,
+        0,
+        "nothing of it was journaled"
+    );
+    run(&mut recovered, &[message("t", "transfer", 10)]).await;
+    assert_eq!(
         world.counts().get("t/bank"),
         Some(&2),
-        "the unjournaled effect runs again, once"
+        "the redelivered message runs the unjournaled effect again, once"
     );
     assert_eq!(recovered.behavior().balance, -10);
     assert_eq!(recovered.behavior().transfers.len(), 1);
@@ -1053,6 +1062,11 @@ impl DurableActor for Clock {
         let since = now
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+        // A call to the outside world: its result is journaled before the
+        // code gets it. The journal's error is swallowed.
+        let _ = ctx
+            .side_effect("log", || async { Ok::<_, String>(Vec::new()) })
+            .await;
         self.times.push(since.as_nanos());
         Ok(Vec::new())
     }
@@ -1087,30 +1101,27 @@ pub async fn facet_swallowed_journal_error_fails_the_message(storage: Arc<dyn Jo
         .await
         .expect_err("the swallowed error fails the message");
     assert!(err.is_retryable(), "{err}");
-    assert_eq!(
-        kinds(&storage, &id).await,
-        ["message_received"],
+    assert!(
+        kinds(&storage, &id).await.is_empty(),
         "nothing journaled after the error, no MessageProcessed"
     );
     assert!(actor.behavior().times.is_empty(), "unacknowledged state");
     assert!(!actor.is_active());
 
     faulty.fail_kind(None);
-    actor
-        .send(message("tick-2", "tick", 0))
-        .await
-        .expect("recovers, then handles");
-    assert_eq!(
-        kinds(&storage, &id).await,
-        [
-            "message_received",
-            "side_effect_executed",
-            "message_processed",
-            "message_received",
-            "side_effect_executed",
-            "message_processed"
-        ]
-    );
+    for tick in ["tick-1", "tick-2"] {
+        actor
+            .send(message(tick, "tick", 0))
+            .await
+            .expect("recovers, then handles");
+    }
+    let one = [
+        "message_received",
+        "side_effect_executed",
+        "side_effect_executed",
+        "message_processed",
+    ];
+    assert_eq!(kinds(&storage, &id).await, [one, one].concat());
     let state = actor.behavior().clone();
     assert_eq!(state.times.len(), 2);
     drop(actor);
@@ -1684,4 +1695,121 @@ pub async fn facet_seed_snippet_runs(storage: Arc<dyn JournalStorage>) {
         Ok::<_, JournalError>(())
     };
     run.await.expect("the seed's snippet runs");
+}
+
+/// An actor that replies with as many bytes as its message's payload says
+/// (u64, little-endian), and counts what it handled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Echo {
+    /// Messages handled.
+    pub handled: u64,
+}
+
+#[async_trait]
+impl DurableActor for Echo {
+    async fn handle(&mut self, m: &MessageReceived, _: &mut ExecutionContext) -> HandlerResult {
+        let size = <[u8; 8]>::try_from(m.payload.as_slice()).map_or(0, u64::from_le_bytes);
+        self.handled += 1;
+        Ok(vec![7; usize::try_from(size).unwrap_or(0)])
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(self.handled.to_le_bytes().to_vec())
+    }
+    fn restore(&mut self, s: &[u8]) -> Result<(), String> {
+        self.handled = u64::from_le_bytes(s.try_into().map_err(|_| "not an echo state")?);
+        Ok(())
+    }
+}
+
+/// Rule 21: a reply too large to journal fails that message alone: it is
+/// journaled as failed, the actor goes on, recovery agrees, and a
+/// redelivery gets the recorded failure.
+pub async fn facet_reply_too_large_fails_alone(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-big-reply");
+    let too_large = storage.limits().max_entry_bytes as u64 + 1;
+    let echo = || {
+        let mut actor = Actor::new(&id, Echo::default());
+        actor
+            .facets()
+            .attach(Box::new(DurabilityFacet::new(
+                Arc::clone(&storage),
+                config(0),
+            )))
+            .expect("attach");
+        actor
+    };
+    let sized = |id: &str, bytes: u64| MessageReceived {
+        message_id: id.to_owned(),
+        payload: bytes.to_le_bytes().to_vec(),
+        ..MessageReceived::default()
+    };
+    let mut actor = echo();
+    assert!(matches!(
+        actor.send(sized("big", too_large)).await,
+        Err(JournalError::InvalidEntry(_))
+    ));
+    assert_eq!(
+        actor
+            .send(sized("small", 3))
+            .await
+            .expect("the actor goes on"),
+        Delivery::Replied(vec![7; 3])
+    );
+    assert!(matches!(
+        actor.send(sized("big", too_large)).await,
+        Ok(Delivery::Duplicate(Some(MessageOutcome::Failed(_))))
+    ));
+    let handled = actor.behavior().handled;
+    drop(actor);
+    let mut again = echo();
+    again
+        .activate()
+        .await
+        .expect("recovery agrees with the journal");
+    assert_eq!(again.behavior().handled, handled);
+}
+
+/// Rule 17: an interrupted message that later messages followed (its
+/// `MessageReceived` with no `MessageProcessed`) stays recognised while its
+/// entries are in the journal, whatever the window.
+pub async fn facet_interrupted_then_followed_message_stays_recognised(
+    storage: Arc<dyn JournalStorage>,
+) {
+    let id = fresh_actor("facet-followed");
+    let done = |m: &str, balance: i64| {
+        Entry::MessageProcessed(journal_core::MessageProcessed {
+            message_id: m.into(),
+            result: ProcessingResult::Success.into(),
+            response_payload: balance.to_le_bytes().to_vec(),
+            ..journal_core::MessageProcessed::default()
+        })
+    };
+    let journal: Vec<JournalEntry> = [
+        Entry::MessageReceived(message("A", "deposit", 5)),
+        Entry::MessageReceived(message("B", "deposit", 1)),
+        done("B", 6),
+        Entry::MessageReceived(message("C", "deposit", 1)),
+        done("C", 7),
+    ]
+    .into_iter()
+    .zip(1..)
+    .map(|(entry, seq)| JournalEntry::new(&id, seq, entry))
+    .collect();
+    storage.append_batch(&journal).await.expect("journal");
+    let world = OutsideWorld::default();
+    let narrow = DurabilityConfig {
+        dedup_window: 1,
+        ..config(0)
+    };
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, narrow, &world);
+    actor.activate().await.expect("recover");
+    assert_eq!(actor.behavior().balance, 7);
+    assert!(matches!(
+        actor
+            .send(message("A", "deposit", 5))
+            .await
+            .expect("redeliver"),
+        Delivery::Duplicate(_)
+    ));
+    assert_eq!(actor.behavior().balance, 7, "A was not applied twice");
 }

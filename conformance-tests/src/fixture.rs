@@ -66,6 +66,7 @@ pub fn rich_entry(actor_id: &str, sequence: u64) -> JournalEntry {
             result: ProcessingResult::Error.into(),
             error_message: "insufficient funds ✗".into(),
             response_payload: bytes,
+            reply_dropped: sequence.is_multiple_of(5),
         }),
         2 => Entry::StateChanged(StateChanged {
             old_state: bytes.clone(),

@@ -143,6 +143,8 @@ macro_rules! __suite_tests {
             facet::facet_idle_actor_checkpoints_after_timeout,
             facet::facet_attach_refuses_a_second_durability_facet,
             facet::facet_seed_snippet_runs,
+            facet::facet_reply_too_large_fails_alone,
+            facet::facet_interrupted_then_followed_message_stays_recognised,
             adversarial::ids_round_trip_everywhere,
             adversarial::ids_do_not_collide,
             limits::limits_sequence_above_max_rejected,

@@ -68,7 +68,9 @@ pub struct DurabilityConfig {
     /// when the actor is idle (`None`: never by time).
     pub checkpoint_timeout: Option<prost_types::Duration>,
     /// Recover the state on activation (newest checkpoint + replay).
-    /// `false` starts every activation from the actor's initial state.
+    /// `false` starts every activation from the actor's initial state and
+    /// with no memory of processed messages: exactly-once holds only within
+    /// one activation.
     pub replay_on_activation: bool,
     /// Journal side effects (and time and randomness read through the
     /// context) and return the journaled results on replay. `false` runs

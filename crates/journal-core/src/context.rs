@@ -5,12 +5,13 @@
 use std::collections::VecDeque;
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{JournalError, JournalResult};
 use crate::proto::{journal_entry::Entry, JournalEntry, SideEffectExecuted};
 use crate::storage::JournalStorage;
+use crate::validate::Limits;
 
 /// Side-effect name under which [`ExecutionContext::now`] is journaled.
 pub const NOW_EFFECT: &str = "journal.now";
@@ -38,6 +39,9 @@ struct JournalTarget {
     next_sequence: u64,
     correlation_id: String,
     retry: Retry,
+    /// With batched writes: the storage's limits, entries are checked
+    /// against before they wait in `pending`.
+    batched: Option<Limits>,
 }
 
 /// How a journal write that failed as `Unavailable` is retried: the same
@@ -67,18 +71,38 @@ impl Retry {
         storage: &dyn JournalStorage,
         entry: &JournalEntry,
     ) -> JournalResult<()> {
-        let mut wait = self.backoff;
+        self.append_batch(storage, std::slice::from_ref(entry))
+            .await
+    }
+
+    /// Appends `entries` (one entry alone, or an atomic batch), retrying on
+    /// `Unavailable` within the budget with the same entries: a batch that
+    /// landed before the error is an idempotent retry (contract rule 5).
+    pub async fn append_batch(
+        &self,
+        storage: &dyn JournalStorage,
+        entries: &[JournalEntry],
+    ) -> JournalResult<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let mut wait = self.backoff.min(crate::config::MAX_RETRY_BACKOFF);
         let mut attempt = 1;
         loop {
-            match storage.append_entry(entry).await {
-                Ok(_) => return Ok(()),
+            let written = match entries {
+                [one] => storage.append_entry(one).await.map(drop),
+                many => storage.append_batch(many).await,
+            };
+            match written {
+                Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() && attempt < self.attempts.max(1) => {
                     tracing::warn!(
-                        actor_id = %entry.actor_id,
-                        sequence = entry.sequence,
+                        actor_id = %first.actor_id,
+                        sequence = first.sequence,
+                        entries = entries.len(),
                         attempt,
                         error = %e,
-                        "journal write unavailable; retrying the same entry"
+                        "journal write unavailable; retrying the same entries"
                     );
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(crate::config::MAX_RETRY_BACKOFF);
@@ -144,6 +168,10 @@ pub struct ExecutionContext {
     position: usize,
     effects: Vec<SideEffectRecord>,
     failure: Option<Failure>,
+    /// Entries written but not yet sent (batched writes): sent with the
+    /// next external side effect's result, or by the host with the
+    /// message's end.
+    pending: Mutex<Vec<JournalEntry>>,
 }
 
 impl std::fmt::Debug for ExecutionContext {
@@ -176,6 +204,7 @@ impl ExecutionContext {
             position: 0,
             effects: Vec::new(),
             failure: None,
+            pending: Mutex::new(Vec::new()),
         }
     }
 
@@ -194,6 +223,7 @@ impl ExecutionContext {
                 next_sequence,
                 correlation_id: message_id.clone(),
                 retry: Retry::default(),
+                batched: None,
             }),
             cache_side_effects,
             ..ExecutionContext::ephemeral(actor_id, message_id)
@@ -250,6 +280,61 @@ impl ExecutionContext {
             target.retry = retry;
         }
         self
+    }
+
+    /// Batched writes: entries of this message wait in memory and go to the
+    /// storage in one atomic batch right after each side effect (other than
+    /// time and randomness) ran, before its result is returned, and with the
+    /// message's end ([`ExecutionContext::take_pending`]). One append per
+    /// external call instead of one per entry, and the guarantee is the same:
+    /// an effect's result is durable before the code sees it, and nothing
+    /// else that is unjournaled could have been seen outside. Entries are
+    /// checked against the storage's limits as they are made.
+    #[must_use]
+    pub fn with_batched_writes(mut self) -> Self {
+        if let Some(target) = self.target.as_mut() {
+            target.batched = Some(target.storage.limits());
+        }
+        self
+    }
+
+    /// Adds `entry` (taking the next sequence) to the entries waiting for
+    /// the next batch; written at once without batched writes.
+    pub async fn write(&mut self, mut entry: JournalEntry) -> JournalResult<()> {
+        let Some(target) = self.target.as_mut() else {
+            return Ok(());
+        };
+        entry.sequence = target.next_sequence;
+        if let Some(limits) = target.batched {
+            crate::validate::validate_entry(&entry, &limits)?;
+            self.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(entry);
+        } else {
+            target.retry.append(&*target.storage, &entry).await?;
+        }
+        target.next_sequence += 1;
+        Ok(())
+    }
+
+    /// The entries waiting for the next batch, taken out: the host writes
+    /// them in one batch with the message's end.
+    pub fn take_pending(&self) -> Vec<JournalEntry> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Writes the waiting entries now, in one batch; an error is latched as
+    /// the message's journal failure.
+    pub async fn flush(&mut self) -> JournalResult<()> {
+        let batch = self.take_pending();
+        let Some(target) = self.target.as_ref() else {
+            return Ok(());
+        };
+        match target.retry.append_batch(&*target.storage, &batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail_journal(e)),
+        }
     }
 
     /// The journal error that failed this message, if one did, and how.
@@ -505,7 +590,7 @@ impl ExecutionContext {
         digest: Vec<u8>,
         result: &Result<Vec<u8>, String>,
     ) -> JournalResult<()> {
-        let Some(target) = self.target.as_mut() else {
+        let Some(target) = self.target.as_ref() else {
             return Ok(());
         };
         let (response, error) = match result {
@@ -520,20 +605,13 @@ impl ExecutionContext {
             error,
             result_dropped: false,
         };
-        let entry = |effect: SideEffectExecuted, target: &JournalTarget| {
-            JournalEntry::new(
-                self.actor_id.clone(),
-                target.next_sequence,
-                Entry::SideEffectExecuted(effect),
-            )
-            .with_correlation_id(target.correlation_id.clone())
+        let (actor_id, correlation_id) = (self.actor_id.clone(), target.correlation_id.clone());
+        let entry = |effect: SideEffectExecuted| {
+            JournalEntry::new(actor_id.clone(), 0, Entry::SideEffectExecuted(effect))
+                .with_correlation_id(correlation_id.clone())
         };
-        let first = entry(effect.clone(), target);
-        match target.retry.append(&*target.storage, &first).await {
-            Ok(()) => {
-                target.next_sequence += 1;
-                Ok(())
-            }
+        let dropped = match self.write(entry(effect.clone())).await {
+            Ok(()) => None,
             Err(JournalError::InvalidEntry(why)) => {
                 // The result does not fit in an entry: keep that it ran and
                 // failed the message, so no recovery runs it again.
@@ -544,19 +622,27 @@ impl ExecutionContext {
                 effect.response = Vec::new();
                 effect.result_dropped = true;
                 let reason = effect.error.clone();
-                let dropped = entry(effect, target);
-                match target.retry.append(&*target.storage, &dropped).await {
-                    Ok(()) => {
-                        target.next_sequence += 1;
-                        let error = JournalError::InvalidEntry(reason);
-                        let again = replicate(&error);
-                        self.failure = Some(Failure::Message(error));
-                        Err(again)
-                    }
-                    Err(e) => Err(self.fail_journal(e)),
+                match self.write(entry(effect)).await {
+                    Ok(()) => Some(reason),
+                    Err(e) => return Err(self.fail_journal(e)),
                 }
             }
-            Err(e) => Err(self.fail_journal(e)),
+            Err(e) => return Err(self.fail_journal(e)),
+        };
+        // Time and randomness are seen by no one outside: they wait for the
+        // next batch. Anything else was a call to the outside world: its
+        // result is durable before the code sees it.
+        if dropped.is_some() || (name != NOW_EFFECT && name != RANDOM_EFFECT) {
+            self.flush().await?;
+        }
+        match dropped {
+            None => Ok(()),
+            Some(reason) => {
+                let error = JournalError::InvalidEntry(reason);
+                let again = replicate(&error);
+                self.failure = Some(Failure::Message(error));
+                Err(again)
+            }
         }
     }
 

@@ -245,8 +245,14 @@ fn outcome_of(done: &MessageProcessed) -> MessageOutcome {
 }
 
 /// A message received and not (yet) processed, with the side effects
-/// recorded for it.
-type PendingMessage = (MessageReceived, VecDeque<SideEffectExecuted>);
+/// recorded for it, the sequence of its `MessageReceived` and when that was
+/// written (ms since the epoch).
+struct PendingMessage {
+    message: MessageReceived,
+    effects: VecDeque<SideEffectExecuted>,
+    sequence: u64,
+    at_ms: i64,
+}
 
 /// Per-actor state of an activated facet.
 #[derive(Debug)]
@@ -335,12 +341,6 @@ impl DurabilityFacet {
             })
     }
 
-    async fn append(&self, sequence: u64, entry: Entry, correlation_id: &str) -> JournalResult<()> {
-        let entry = JournalEntry::new(self.actor_id.clone(), sequence, entry)
-            .with_correlation_id(correlation_id);
-        self.retry.append(&*self.storage, &entry).await
-    }
-
     /// Recovery: newest usable checkpoint, then the entries after it,
     /// message by message, with recorded side effects handed back.
     async fn recover(&mut self, actor: &mut dyn DurableActor) -> JournalResult<ActivationReport> {
@@ -349,19 +349,26 @@ impl DurabilityFacet {
         let (mut report, mut dedup, pending) = self.rebuild(actor, highest, true, false).await?;
 
         let mut next_sequence = highest + 1;
-        if let Some((message, effects)) = pending {
+        if let Some(PendingMessage {
+            message, effects, ..
+        }) = pending
+        {
             // The last message was interrupted by a crash: finish it.
             let (after, outcome) = self
                 .replay_message(actor, &message, effects, None, next_sequence, Mode::Finish)
                 .await?;
             next_sequence = after;
-            self.append(
-                next_sequence,
-                Entry::MessageProcessed(processed_message(&message.message_id, &outcome)),
-                &message.message_id,
-            )
-            .await?;
-            dedup.insert(message.message_id, next_sequence, now_ms(), Some(outcome));
+            let (done, dropped) =
+                self.processed_entry(next_sequence, &message.message_id, &outcome);
+            if let Some(reason) = dropped {
+                tracing::warn!(actor_id = %self.actor_id, reason, "interrupted message completed as failed");
+            }
+            let recorded = match &done.entry {
+                Some(Entry::MessageProcessed(p)) => outcome_of(p),
+                _ => outcome,
+            };
+            self.retry.append(&*self.storage, &done).await?;
+            dedup.insert(message.message_id, next_sequence, now_ms(), Some(recorded));
             next_sequence += 1;
             report.replayed_messages += 1;
             report.completed_interrupted_message = true;
@@ -459,43 +466,55 @@ impl DurabilityFacet {
                     break;
                 }
                 if entry.sequence != expected {
-                    return Err(JournalError::RecoveryFailed {
-                        actor_id: self.actor_id.clone(),
-                        reason: if report.checkpoint_sequence.is_none() && expected == 1 {
-                            format!(
-                                "no usable checkpoint, and the journal starts at {} (truncated)",
-                                entry.sequence
-                            )
-                        } else {
-                            format!(
-                                "gap in the journal: expected sequence {expected}, found {}",
-                                entry.sequence
-                            )
-                        },
-                    });
+                    return Err(self.gap(report, expected, entry.sequence));
                 }
                 expected += 1;
                 report.replayed_entries += 1;
+                let at = timestamp_ms(entry.timestamp.as_ref());
                 match entry.entry {
                     Some(Entry::MessageReceived(message)) => {
-                        if let Some((previous, effects)) = pending.take() {
+                        if let Some(previous) = pending.take() {
                             // Interrupted, with later messages after it: its
-                            // recorded effects are all it may have.
+                            // recorded effects are all it may have. Its
+                            // MessageReceived is what keeps it recognised.
                             let (_, outcome) = self
-                                .replay_message(actor, &previous, effects, None, to + 1, mode)
+                                .replay_message(
+                                    actor,
+                                    &previous.message,
+                                    previous.effects,
+                                    None,
+                                    to + 1,
+                                    mode,
+                                )
                                 .await?;
-                            dedup.insert(previous.message_id, 0, 0, Some(outcome));
+                            dedup.insert(
+                                previous.message.message_id,
+                                previous.sequence,
+                                previous.at_ms,
+                                Some(outcome),
+                            );
                             report.replayed_messages += 1;
                         }
-                        pending = Some((message, VecDeque::new()));
+                        pending = Some(PendingMessage {
+                            message,
+                            effects: VecDeque::new(),
+                            sequence: entry.sequence,
+                            at_ms: at,
+                        });
                     }
                     Some(Entry::SideEffectExecuted(effect)) => {
-                        if let Some((_, effects)) = pending.as_mut() {
-                            effects.push_back(effect);
+                        if let Some(pending) = pending.as_mut() {
+                            pending.effects.push_back(effect);
                         }
                     }
                     Some(Entry::MessageProcessed(done)) => {
-                        if let Some((message, effects)) = pending.take() {
+                        if let Some(PendingMessage {
+                            message,
+                            effects,
+                            sequence,
+                            at_ms,
+                        }) = pending.take()
+                        {
                             if message.message_id == done.message_id {
                                 self.replay_message(
                                     actor,
@@ -506,7 +525,6 @@ impl DurabilityFacet {
                                     mode,
                                 )
                                 .await?;
-                                let at = timestamp_ms(entry.timestamp.as_ref());
                                 let recorded = outcome_of(&done);
                                 dedup.insert(
                                     message.message_id,
@@ -516,7 +534,12 @@ impl DurabilityFacet {
                                 );
                                 report.replayed_messages += 1;
                             } else {
-                                pending = Some((message, effects));
+                                pending = Some(PendingMessage {
+                                    message,
+                                    effects,
+                                    sequence,
+                                    at_ms,
+                                });
                             }
                         }
                     }
@@ -525,20 +548,37 @@ impl DurabilityFacet {
             }
         }
         if expected <= to {
-            // Entries the state depends on are gone (truncated past the
-            // checkpoint recovery starts from, or with no checkpoint at all).
-            return Err(JournalError::RecoveryFailed {
-                actor_id: self.actor_id.clone(),
-                reason: match report.checkpoint_sequence {
-                    None => format!("no usable checkpoint, and the journal up to {to} is truncated"),
-                    Some(checkpoint) => format!(
-                        "entries {expected} to {to}, after the checkpoint at {checkpoint}, are missing"
-                    ),
-                },
-            });
+            return Err(self.missing(report, expected, to));
         }
 
         Ok(pending)
+    }
+
+    /// The error for entries `expected..=to` the state depends on that are
+    /// gone (truncated past the checkpoint recovery starts from, or with no
+    /// checkpoint at all).
+    fn missing(&self, report: &ActivationReport, expected: u64, to: u64) -> JournalError {
+        JournalError::RecoveryFailed {
+            actor_id: self.actor_id.clone(),
+            reason: match report.checkpoint_sequence {
+                None => format!("no usable checkpoint, and the journal up to {to} is truncated"),
+                Some(checkpoint) => format!(
+                    "entries {expected} to {to}, after the checkpoint at {checkpoint}, are missing"
+                ),
+            },
+        }
+    }
+
+    /// The error for entry `found` where `expected` should be.
+    fn gap(&self, report: &ActivationReport, expected: u64, found: u64) -> JournalError {
+        JournalError::RecoveryFailed {
+            actor_id: self.actor_id.clone(),
+            reason: if report.checkpoint_sequence.is_none() && expected == 1 {
+                format!("no usable checkpoint, and the journal starts at {found} (truncated)")
+            } else {
+                format!("gap in the journal: expected sequence {expected}, found {found}")
+            },
+        }
     }
 
     /// Replays one message; returns the next sequence and its outcome. A
@@ -585,8 +625,12 @@ impl DurabilityFacet {
         // Fewer effects than the journal recorded is a divergence too, also
         // for an interrupted message (its recorded effects did happen).
         context.finish_replay()?;
-        if let Some(done) = recorded {
-            let was_error = done.result == ProcessingResult::Error as i32;
+        // Effects that ran again (not journaled: `cache_side_effects` off)
+        // may end differently than the first time: no outcome to compare.
+        let all_recorded = context.side_effects().iter().all(|e| e.replayed);
+        if let Some(done) = recorded.filter(|_| all_recorded) {
+            // A dropped reply was a success the journal could not hold.
+            let was_error = done.result == ProcessingResult::Error as i32 && !done.reply_dropped;
             let is_error = matches!(outcome, MessageOutcome::Failed(_));
             if was_error != is_error {
                 let describe = |o: &MessageOutcome| match o {
@@ -602,7 +646,57 @@ impl DurabilityFacet {
                 });
             }
         }
+        let outcome = match recorded {
+            Some(done) if done.reply_dropped => outcome_of(done),
+            _ => outcome,
+        };
         Ok((context.next_sequence().max(next_sequence), outcome))
+    }
+
+    /// The `MessageProcessed` entry at `sequence` for `outcome`, within the
+    /// storage's entry limit: a reply too large is dropped (the message
+    /// fails, `reply_dropped`), an error text too long is cut. The reason
+    /// when the message failed that way.
+    fn processed_entry(
+        &self,
+        sequence: u64,
+        message_id: &str,
+        outcome: &MessageOutcome,
+    ) -> (JournalEntry, Option<String>) {
+        let limits = self.storage.limits();
+        let entry = |processed: MessageProcessed| {
+            JournalEntry::new(
+                self.actor_id.clone(),
+                sequence,
+                Entry::MessageProcessed(processed),
+            )
+            .with_correlation_id(message_id)
+        };
+        let full = entry(processed_message(message_id, outcome));
+        let Err(why) = crate::validate::validate_entry(&full, &limits) else {
+            return (full, None);
+        };
+        let reason = match outcome {
+            MessageOutcome::Replied(reply) => format!(
+                "the reply of {} bytes cannot be journaled ({why}); the message failed",
+                reply.len()
+            ),
+            MessageOutcome::Failed(text) => {
+                let mut end = text.len().min(1024);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                format!("{} [cut: {} bytes in all]", &text[..end], text.len())
+            }
+        };
+        let cut = MessageProcessed {
+            message_id: message_id.to_owned(),
+            result: ProcessingResult::Error.into(),
+            error_message: reason.clone(),
+            response_payload: Vec::new(),
+            reply_dropped: matches!(outcome, MessageOutcome::Replied(_)),
+        };
+        (entry(cut), Some(reason))
     }
 
     /// Saves a checkpoint of the actor's state after the last entry.
@@ -673,6 +767,11 @@ impl DurabilityFacet {
         match stored.into_iter().next().and_then(|e| e.entry) {
             Some(Entry::MessageProcessed(done)) if done.message_id == message_id => {
                 Ok(Some(Some(outcome_of(&done))))
+            }
+            // An interrupted message that later ones followed: recognised,
+            // its outcome was never recorded.
+            Some(Entry::MessageReceived(received)) if received.message_id == message_id => {
+                Ok(Some(None))
             }
             // Truncated by someone else, outside the window: retention ended.
             _ => {
@@ -767,7 +866,7 @@ pub async fn rebuild_at(
         skipped_checkpoints: report.skipped_checkpoints,
         replayed_entries: report.replayed_entries,
         replayed_messages: report.replayed_messages,
-        in_flight: pending.map(|(message, _)| message),
+        in_flight: pending.map(|p| p.message),
         elapsed: started.elapsed(),
     })
 }
@@ -783,6 +882,7 @@ fn processed_message(message_id: &str, outcome: &MessageOutcome) -> MessageProce
         result: result.into(),
         error_message: error,
         response_payload: reply,
+        reply_dropped: false,
     }
 }
 
@@ -852,25 +952,30 @@ impl Facet for DurabilityFacet {
             self.observer.update(|s| s.duplicates += 1);
             return Ok(Admission::AlreadyProcessed(outcome));
         }
+        // MessageReceived waits in the context's batch: it is written with
+        // the first call to the outside world, or with the message's end.
+        // A message too large to journal is refused here, before any I/O.
         let sequence = self.active()?.next_sequence;
-        self.append(
+        let mut context = ExecutionContext::live(
+            Arc::clone(&self.storage),
+            self.actor_id.clone(),
+            message.message_id.clone(),
             sequence,
-            Entry::MessageReceived(message.clone()),
-            &message.message_id,
+            self.config.cache_side_effects,
         )
-        .await?;
-        let active = self.active()?;
-        active.next_sequence = sequence + 1;
-        Ok(Admission::Process(Some(Box::new(
-            ExecutionContext::live(
-                Arc::clone(&self.storage),
-                self.actor_id.clone(),
-                message.message_id.clone(),
-                sequence + 1,
-                self.config.cache_side_effects,
+        .with_retry(self.retry)
+        .with_batched_writes();
+        context
+            .write(
+                JournalEntry::new(
+                    self.actor_id.clone(),
+                    sequence,
+                    Entry::MessageReceived(message.clone()),
+                )
+                .with_correlation_id(&message.message_id),
             )
-            .with_retry(self.retry),
-        ))))
+            .await?;
+        Ok(Admission::Process(Some(Box::new(context))))
     }
 
     async fn after_message(
@@ -887,25 +992,32 @@ impl Facet for DurabilityFacet {
             return Err(crate::context::replicate(e));
         }
         let sequence = context.next_sequence().max(self.active()?.next_sequence);
-        self.append(
-            sequence,
-            Entry::MessageProcessed(processed_message(&message.message_id, outcome)),
-            &message.message_id,
-        )
-        .await?;
+        let (done, dropped) = self.processed_entry(sequence, &message.message_id, outcome);
+        let recorded = match &done.entry {
+            Some(Entry::MessageProcessed(p)) => outcome_of(p),
+            _ => outcome.clone(),
+        };
+        // The message's end, with whatever waits in the context's batch.
+        let mut batch = context.take_pending();
+        batch.push(done);
+        self.retry.append_batch(&*self.storage, &batch).await?;
         let active = self.active()?;
         active.next_sequence = sequence + 1;
         active.dedup.insert(
             message.message_id.clone(),
             sequence,
             now_ms(),
-            Some(outcome.clone()),
+            Some(recorded),
         );
         self.observer.update(|s| s.messages += 1);
         if self.checkpoint_due()? {
             self.checkpoint(actor).await?;
         }
-        Ok(())
+        match dropped {
+            // Journaled as failed: the message fails alone.
+            Some(reason) => Err(JournalError::InvalidEntry(reason)),
+            None => Ok(()),
+        }
     }
 
     async fn on_idle(&mut self, _actor_id: &str, actor: &dyn DurableActor) -> JournalResult<()> {

@@ -125,6 +125,7 @@ impl Entry {
             result: result.into(),
             error_message: error_message.into(),
             response_payload,
+            reply_dropped: false,
         })
     }
 

@@ -202,11 +202,15 @@ impl<A: DurableActor> Actor<A> {
             },
         };
         for facet in &mut self.facets.list {
-            if let Err(e) = facet
+            match facet
                 .after_message(&self.id, &message, &outcome, &context, &self.behavior)
                 .await
             {
-                return Err(self.fail(e));
+                Ok(()) => {}
+                // Journaled as failed (a reply too large to journal): the
+                // message fails alone, the state is the journal's.
+                Err(e @ JournalError::InvalidEntry(_)) => message_error = message_error.or(Some(e)),
+                Err(e) => return Err(self.fail(e)),
             }
         }
         if let Some(e) = message_error {
