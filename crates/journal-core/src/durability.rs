@@ -264,17 +264,18 @@ struct Active {
     dedup: Dedup,
 }
 
-/// Makes an actor durable: journals each message (`MessageReceived` before
-/// handling, side effects as they happen, `MessageProcessed` after),
-/// recognises messages already processed and answers them with the reply
+/// Makes an actor durable: journals each message (`MessageReceived`, side
+/// effects, `MessageProcessed`, in one atomic batch per call to the outside
+/// world: see [`ExecutionContext::with_batched_writes`]), recognises messages already processed and answers them with the reply
 /// recorded the first time, takes checkpoints of the actor's real state
 /// every `checkpoint_interval` entries or after `checkpoint_timeout`, and on
 /// activation recovers the state from the newest usable checkpoint plus the
 /// entries after it.
 ///
 /// Side effects are journaled after they run, so one that ran but whose
-/// result was not journaled before a crash runs again on recovery:
-/// at-least-once towards the outside world, exactly-once in the actor.
+/// result was not journaled before a crash runs again (on recovery, or when
+/// the message is redelivered): at-least-once towards the outside world,
+/// exactly-once in the actor.
 ///
 /// Exactly-once (contract rule 17): a message id still in the journal is
 /// always recognised; the replies of the newest `dedup_window` messages
