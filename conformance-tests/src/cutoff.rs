@@ -1,8 +1,9 @@
-//! A storage wrapper that stops accepting appends after a budget: a crash
-//! at an exact point of a workload, on top of a real backend.
+//! A storage wrapper whose appends fail on demand, on top of a real
+//! backend: after a budget (a crash at an exact point of a workload), for
+//! one kind of entry, or with the reply lost after the write landed.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use journal_core::{
@@ -12,10 +13,15 @@ use journal_core::{
 
 /// Forwards everything to `inner`, but once `budget` appends have
 /// succeeded, every further append fails with `Unavailable` and writes
-/// nothing, as if the process had died just before it.
+/// nothing, as if the process had died just before it. Appends of entries
+/// of one kind can be made to fail the same way
+/// ([`CutOff::fail_kind`]), and appends to land but answer `Unavailable`
+/// ([`CutOff::lose_replies`]).
 pub struct CutOff {
     inner: Arc<dyn JournalStorage>,
     budget: AtomicI64,
+    failing_kind: Mutex<Option<&'static str>>,
+    lost_replies: AtomicU32,
 }
 
 impl CutOff {
@@ -24,10 +30,39 @@ impl CutOff {
         CutOff {
             inner,
             budget: AtomicI64::new(appends),
+            failing_kind: Mutex::new(None),
+            lost_replies: AtomicU32::new(0),
         }
     }
 
-    fn take(&self) -> JournalResult<()> {
+    /// A wrapper that fails nothing until told to, shared.
+    pub fn faulty(inner: Arc<dyn JournalStorage>) -> Arc<Self> {
+        Arc::new(CutOff::new(inner, i64::MAX))
+    }
+
+    /// Appends of batches holding an entry of `kind` (as
+    /// `JournalEntry::kind` names it) fail from now on; `None` heals.
+    pub fn fail_kind(&self, kind: Option<&'static str>) {
+        *self
+            .failing_kind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = kind;
+    }
+
+    /// The next `n` appends land but answer `Unavailable` (the reply lost on
+    /// the way back).
+    pub fn lose_replies(&self, n: u32) {
+        self.lost_replies.store(n, Ordering::SeqCst);
+    }
+
+    fn take(&self, entries: &[JournalEntry]) -> JournalResult<()> {
+        let kind = *self
+            .failing_kind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if kind.is_some_and(|kind| entries.iter().any(|e| e.kind() == kind)) {
+            return Err(JournalError::unavailable("cutoff", "connection reset"));
+        }
         if self.budget.fetch_sub(1, Ordering::SeqCst) > 0 {
             Ok(())
         } else {
@@ -35,6 +70,16 @@ impl CutOff {
                 "cutoff",
                 "simulated crash: appends cut off",
             ))
+        }
+    }
+
+    fn reply(&self) -> JournalResult<()> {
+        let lost = self
+            .lost_replies
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match lost {
+            Ok(_) => Err(JournalError::unavailable("cutoff", "reply lost")),
+            Err(_) => Ok(()),
         }
     }
 }
@@ -45,12 +90,14 @@ impl JournalStorage for CutOff {
         self.inner.backend_name()
     }
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
-        self.take()?;
-        self.inner.append_entry(entry).await
+        self.take(std::slice::from_ref(entry))?;
+        let sequence = self.inner.append_entry(entry).await?;
+        self.reply().map(|()| sequence)
     }
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
-        self.take()?;
-        self.inner.append_batch(entries).await
+        self.take(entries)?;
+        self.inner.append_batch(entries).await?;
+        self.reply()
     }
     async fn replay_range(
         &self,

@@ -3,15 +3,12 @@
 //! fallback, and crashes at the worst moments.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use journal_core::checkpoint::CheckpointPolicy;
 use journal_core::journal_entry::Entry;
-use journal_core::{
-    prost_types, ActorPage, ActorStream, ActorSummary, EntryStream, JournalResult, JournalStats,
-};
+use journal_core::prost_types;
 use journal_core::{
     Actor, Checkpoint, Delivery, DurabilityConfig, DurabilityFacet, DurabilityObserver,
     DurableActor, ExecutionContext, FacetSnapshot, HandlerError, HandlerResult, JournalBackend,
@@ -852,144 +849,6 @@ pub async fn facet_rebuild_at_is_the_state_then(storage: Arc<dyn JournalStorage>
     );
 }
 
-/// A storage wrapper whose appends fail on demand: appends of one entry
-/// kind fail as `Unavailable` before landing while that kind is set, and
-/// the next `lost_replies` appends land but answer `Unavailable` (the reply
-/// lost on the way back). Everything else is forwarded.
-pub struct Faulty {
-    inner: Arc<dyn JournalStorage>,
-    failing_kind: Mutex<Option<&'static str>>,
-    lost_replies: AtomicU32,
-}
-
-impl Faulty {
-    /// A wrapper around `inner` that fails nothing yet.
-    pub fn new(inner: Arc<dyn JournalStorage>) -> Arc<Self> {
-        Arc::new(Faulty {
-            inner,
-            failing_kind: Mutex::new(None),
-            lost_replies: AtomicU32::new(0),
-        })
-    }
-
-    /// Appends of entries of `kind` (as `JournalEntry::kind` names it) fail
-    /// from now on; `None` heals.
-    pub fn fail_kind(&self, kind: Option<&'static str>) {
-        *self
-            .failing_kind
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = kind;
-    }
-
-    /// The next `n` appends land but answer `Unavailable`.
-    pub fn lose_replies(&self, n: u32) {
-        self.lost_replies.store(n, Ordering::SeqCst);
-    }
-
-    fn before(&self, entries: &[JournalEntry]) -> JournalResult<()> {
-        let kind = *self
-            .failing_kind
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if kind.is_some_and(|kind| entries.iter().any(|e| e.kind() == kind)) {
-            return Err(JournalError::unavailable("faulty", "connection reset"));
-        }
-        Ok(())
-    }
-
-    fn after(&self) -> JournalResult<()> {
-        let lost = self
-            .lost_replies
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        match lost {
-            Ok(_) => Err(JournalError::unavailable("faulty", "reply lost")),
-            Err(_) => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl JournalStorage for Faulty {
-    fn backend_name(&self) -> &'static str {
-        self.inner.backend_name()
-    }
-    async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
-        self.before(std::slice::from_ref(entry))?;
-        let sequence = self.inner.append_entry(entry).await?;
-        self.after().map(|()| sequence)
-    }
-    async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
-        self.before(entries)?;
-        self.inner.append_batch(entries).await?;
-        self.after()
-    }
-    async fn replay_range(
-        &self,
-        actor_id: &str,
-        from: u64,
-        to: u64,
-        max: usize,
-    ) -> JournalResult<Vec<JournalEntry>> {
-        self.inner.replay_range(actor_id, from, to, max).await
-    }
-    async fn highest_sequence(&self, actor_id: &str) -> JournalResult<u64> {
-        self.inner.highest_sequence(actor_id).await
-    }
-    async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()> {
-        self.inner.truncate_to(actor_id, to).await
-    }
-    async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
-        self.inner.delete_actor(actor_id).await
-    }
-    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> JournalResult<()> {
-        self.inner.save_checkpoint(checkpoint).await
-    }
-    async fn get_latest_checkpoint(&self, actor_id: &str) -> JournalResult<Option<Checkpoint>> {
-        self.inner.get_latest_checkpoint(actor_id).await
-    }
-    async fn get_checkpoint(
-        &self,
-        actor_id: &str,
-        sequence: u64,
-    ) -> JournalResult<Option<Checkpoint>> {
-        self.inner.get_checkpoint(actor_id, sequence).await
-    }
-    async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>> {
-        self.inner.list_checkpoints(actor_id).await
-    }
-    async fn delete_checkpoints_before(&self, actor_id: &str, before: u64) -> JournalResult<u64> {
-        self.inner.delete_checkpoints_before(actor_id, before).await
-    }
-    async fn list_actors_page(
-        &self,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> JournalResult<ActorPage> {
-        self.inner.list_actors_page(cursor, limit).await
-    }
-    async fn actor_summary(&self, actor_id: &str) -> JournalResult<ActorSummary> {
-        self.inner.actor_summary(actor_id).await
-    }
-    async fn stats(&self) -> JournalResult<JournalStats> {
-        self.inner.stats().await
-    }
-    async fn replay_from(&self, actor_id: &str, from: u64) -> JournalResult<Vec<JournalEntry>> {
-        self.inner.replay_from(actor_id, from).await
-    }
-    fn replay_page_size(&self) -> usize {
-        self.inner.replay_page_size()
-    }
-    fn limits(&self) -> journal_core::Limits {
-        self.inner.limits()
-    }
-    fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
-        self.inner.replay_stream(actor_id, from)
-    }
-    fn list_actors(&self) -> ActorStream<'_> {
-        self.inner.list_actors()
-    }
-}
-
 /// Retries of journal writes in these tests: few and fast.
 fn quick_retries(config: DurabilityConfig) -> DurabilityConfig {
     DurabilityConfig {
@@ -1091,7 +950,7 @@ impl DurableActor for Clock {
 /// message recovers the actor, completing the interrupted message once.
 pub async fn facet_swallowed_journal_error_fails_the_message(storage: Arc<dyn JournalStorage>) {
     let id = fresh_actor("facet-swallowed");
-    let faulty = Faulty::new(Arc::clone(&storage));
+    let faulty = CutOff::faulty(Arc::clone(&storage));
     let facet = DurabilityFacet::new(Arc::clone(&faulty), quick_retries(config(0)));
     let mut actor = Actor::new(&id, Clock::default());
     actor.facets().attach(Box::new(facet)).expect("attach");
@@ -1143,7 +1002,7 @@ pub async fn facet_swallowed_journal_error_fails_the_message(storage: Arc<dyn Jo
 pub async fn facet_retries_reappend_the_same_entry(storage: Arc<dyn JournalStorage>) {
     let id = fresh_actor("facet-retry");
     let world = OutsideWorld::default();
-    let faulty = Faulty::new(Arc::clone(&storage));
+    let faulty = CutOff::faulty(Arc::clone(&storage));
     let (mut actor, _) = account_actor(Arc::clone(&faulty), &id, quick_retries(config(0)), &world);
     faulty.lose_replies(2);
     assert_eq!(
@@ -1566,7 +1425,7 @@ pub async fn facet_time_travel_never_runs_effects(storage: Arc<dyn JournalStorag
 pub async fn facet_failed_message_state_is_not_handed_out(storage: Arc<dyn JournalStorage>) {
     let id = fresh_actor("facet-unacked");
     let world = OutsideWorld::default();
-    let faulty = Faulty::new(Arc::clone(&storage));
+    let faulty = CutOff::faulty(Arc::clone(&storage));
     let (mut actor, _) = account_actor(Arc::clone(&faulty), &id, quick_retries(config(0)), &world);
     run(&mut actor, &[message("d", "deposit", 100)]).await;
     faulty.fail_kind(Some("message_processed"));
