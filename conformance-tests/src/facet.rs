@@ -210,6 +210,21 @@ pub fn account_actor(
     (actor, observer)
 }
 
+/// `behavior` as a durable actor `id` on `storage`.
+pub fn durable<A: DurableActor>(
+    storage: impl JournalStorage + 'static,
+    id: &str,
+    behavior: A,
+    config: DurabilityConfig,
+) -> Actor<A> {
+    let mut actor = Actor::new(id, behavior);
+    actor
+        .facets()
+        .attach(Box::new(DurabilityFacet::new(storage, config)))
+        .expect("the only durability facet");
+    actor
+}
+
 fn config(interval: u64) -> DurabilityConfig {
     DurabilityConfig {
         checkpoint_interval: interval,
@@ -307,14 +322,7 @@ pub async fn facet_replay_divergence_detected(storage: Arc<dyn JournalStorage>) 
     drop(first);
     let mut account = Account::new(&world);
     account.effect_name = "bank.wire".into();
-    let mut changed_actor = Actor::new(&id, account);
-    changed_actor
-        .facets()
-        .attach(Box::new(DurabilityFacet::new(
-            Arc::clone(&storage),
-            config(0),
-        )))
-        .expect("one durability facet");
+    let mut changed_actor = durable(Arc::clone(&storage), &id, account, config(0));
     match changed_actor.activate().await {
         Err(JournalError::ReplayDivergence {
             recorded,
@@ -984,14 +992,7 @@ pub async fn facet_swallowed_journal_error_fails_the_message(storage: Arc<dyn Jo
     let state = actor.behavior().clone();
     assert_eq!(state.times.len(), 2);
     drop(actor);
-    let mut again = Actor::new(&id, Clock::default());
-    again
-        .facets()
-        .attach(Box::new(DurabilityFacet::new(
-            Arc::clone(&storage),
-            config(0),
-        )))
-        .expect("attach");
+    let mut again = durable(Arc::clone(&storage), &id, Clock::default(), config(0));
     again.activate().await.expect("recover");
     assert_eq!(again.behavior(), &state, "replay sees the journaled times");
 }
@@ -1036,15 +1037,7 @@ pub async fn facet_bad_message_fails_alone(storage: Arc<dyn JournalStorage>) {
     let make = |receipt_bytes: usize| {
         let mut account = Account::new(&world);
         account.receipt_bytes = receipt_bytes;
-        let mut actor = Actor::new(&id, account);
-        actor
-            .facets()
-            .attach(Box::new(DurabilityFacet::new(
-                Arc::clone(&storage),
-                quick_retries(config(0)),
-            )))
-            .expect("attach");
-        actor
+        durable(Arc::clone(&storage), &id, account, quick_retries(config(0)))
     };
     let mut actor = make(17 << 20);
     assert!(matches!(
@@ -1225,22 +1218,16 @@ pub async fn facet_changed_request_or_outcome_diverges(storage: Arc<dyn JournalS
     let id = fresh_actor("facet-request");
     let world = OutsideWorld::default();
     let payer = |payee_override: Option<&str>| {
-        let mut actor = Actor::new(
+        durable(
+            Arc::clone(&storage),
             &id,
             Payer {
                 payee_override: payee_override.map(str::to_owned),
                 world: world.clone(),
                 ..Payer::default()
             },
-        );
-        actor
-            .facets()
-            .attach(Box::new(DurabilityFacet::new(
-                Arc::clone(&storage),
-                config(0),
-            )))
-            .expect("attach");
-        actor
+            config(0),
+        )
     };
     let mut first = payer(None);
     let mut pay = message("p1", "pay", 0);
@@ -1280,14 +1267,7 @@ pub async fn facet_changed_request_or_outcome_diverges(storage: Arc<dyn JournalS
     drop(strict);
     let mut lenient = Account::new(&world);
     lenient.overdraft = true;
-    let mut actor = Actor::new(&id, lenient);
-    actor
-        .facets()
-        .attach(Box::new(DurabilityFacet::new(
-            Arc::clone(&storage),
-            config(0),
-        )))
-        .expect("attach");
+    let mut actor = durable(Arc::clone(&storage), &id, lenient, config(0));
     match actor.activate().await {
         Err(JournalError::ReplayDivergence {
             recorded,
@@ -1370,11 +1350,12 @@ pub async fn facet_state_schema_bump_migrates(storage: Arc<dyn JournalStorage>) 
         }
         other => panic!("expected RecoveryFailed naming both versions, got {other:?}"),
     }
-    let mut migrated = Actor::new(&id, MigratingAccount(Account::new(&world)));
-    migrated
-        .facets()
-        .attach(Box::new(DurabilityFacet::new(Arc::clone(&storage), v2)))
-        .expect("attach");
+    let mut migrated = durable(
+        Arc::clone(&storage),
+        &id,
+        MigratingAccount(Account::new(&world)),
+        v2,
+    );
     migrated.activate().await.expect("migrates");
     assert_eq!(migrated.behavior().0, before);
 }
@@ -1586,17 +1567,7 @@ impl DurableActor for Echo {
 pub async fn facet_reply_too_large_fails_alone(storage: Arc<dyn JournalStorage>) {
     let id = fresh_actor("facet-big-reply");
     let too_large = storage.limits().max_entry_bytes as u64 + 1;
-    let echo = || {
-        let mut actor = Actor::new(&id, Echo::default());
-        actor
-            .facets()
-            .attach(Box::new(DurabilityFacet::new(
-                Arc::clone(&storage),
-                config(0),
-            )))
-            .expect("attach");
-        actor
-    };
+    let echo = || durable(Arc::clone(&storage), &id, Echo::default(), config(0));
     let sized = |id: &str, bytes: u64| MessageReceived {
         message_id: id.to_owned(),
         payload: bytes.to_le_bytes().to_vec(),

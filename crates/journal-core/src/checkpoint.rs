@@ -469,45 +469,16 @@ impl CheckpointManager {
         at_most: u64,
         mut accept: impl FnMut(Vec<u8>) -> Result<T, String> + Send,
     ) -> JournalResult<Option<LoadedCheckpoint<T>>> {
-        let mut skipped = Vec::new();
-        for sequence in self
-            .storage
-            .list_checkpoints(actor_id)
-            .await?
-            .into_iter()
-            .rev()
-            .skip_while(|&sequence| sequence > at_most)
-        {
-            let Some(checkpoint) = self.storage.get_checkpoint(actor_id, sequence).await? else {
-                continue; // pruned meanwhile
-            };
-            let outcome = match self.decode(checkpoint).await {
-                Ok(state) => accept(state).map_err(|reason| JournalError::CorruptCheckpoint {
-                    actor_id: actor_id.to_owned(),
-                    sequence,
-                    reason: format!("the actor rejected the state: {reason}"),
-                }),
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(value) => {
-                    return Ok(Some(LoadedCheckpoint {
-                        sequence,
-                        value,
-                        skipped,
-                    }))
-                }
-                Err(e) if self.policy.fail_on_corrupt => return Err(e),
-                Err(e) => {
-                    tracing::warn!(actor_id, sequence, error = %e, "skipping an unusable checkpoint");
-                    skipped.push(SkippedCheckpoint {
-                        sequence,
-                        reason: e.to_string(),
-                    });
-                }
+        let current = self.policy.schema_version;
+        self.load_newest_at(actor_id, at_most, |state, version| {
+            if version != current {
+                return Err(CheckpointRejection::Skip(format!(
+                    "state schema version {version}, this actor reads version {current}"
+                )));
             }
-        }
-        Ok(None)
+            accept(state).map_err(CheckpointRejection::Skip)
+        })
+        .await
     }
 }
 
