@@ -380,19 +380,26 @@ pub(crate) fn writer_loop(
         }
         stats.record(group.len());
         let epoch = recent.next_epoch();
-        match only_appends(group) {
-            Ok(appends) => match commit_appends(conn, &mut cache, appends, epoch) {
+        // The jobs of a group were queued by concurrent callers (a caller
+        // waits for each answer before it sends its next job), so any order
+        // of them is one the callers could have seen: the appends go first,
+        // on the fast path, and the rest (checkpoints, truncations) after,
+        // one savepoint each. Without the split, one checkpoint in a group
+        // put every append of it on the savepoint path (with 256 actors that
+        // checkpoint now and then, nearly every group).
+        let (appends, others) = split_appends(group);
+        if !appends.is_empty() {
+            match commit_appends(conn, &mut cache, appends, epoch) {
                 Ok(written) => recent.add(written),
                 Err(appends) => {
                     cache.clear();
                     let group = appends.into_iter().map(|job| job as _).collect();
                     recent.add(commit_group(conn, &mut cache, group, epoch));
                 }
-            },
-            Err(group) => {
-                let group = group.into_iter().map(Work::into_job).collect();
-                recent.add(commit_group(conn, &mut cache, group, epoch));
             }
+        }
+        if !others.is_empty() {
+            recent.add(commit_group(conn, &mut cache, others, epoch));
         }
         if std::mem::take(&mut cache.others_wrote) && !recent.sync_epochs(conn) {
             // The next commit reads the newest epoch again.
@@ -408,19 +415,18 @@ pub(crate) fn writer_loop(
     }
 }
 
-/// The group's appends, if it holds nothing else.
+/// The group's appends, and its other jobs, each in the order queued.
 #[allow(clippy::vec_box)] // the boxes go on to `commit_group` as they are
-fn only_appends(group: Vec<Work>) -> Result<Vec<Box<AppendJob>>, Vec<Work>> {
-    if !group.iter().all(|w| matches!(w, Work::Append(_))) {
-        return Err(group);
+fn split_appends(group: Vec<Work>) -> (Vec<Box<AppendJob>>, Vec<Box<dyn WriterJob>>) {
+    let mut appends = Vec::with_capacity(group.len());
+    let mut others = Vec::new();
+    for work in group {
+        match work {
+            Work::Append(job) => appends.push(job),
+            other => others.push(other.into_job()),
+        }
     }
-    Ok(group
-        .into_iter()
-        .filter_map(|w| match w {
-            Work::Append(job) => Some(job),
-            Work::Other(_) => None,
-        })
-        .collect())
+    (appends, others)
 }
 
 /// The fast path: a group of appends, checked against the cache of highest
