@@ -270,15 +270,6 @@ pub(crate) enum Work {
     Other(Box<dyn WriterJob>),
 }
 
-impl Work {
-    fn into_job(self) -> Box<dyn WriterJob> {
-        match self {
-            Work::Append(job) => job,
-            Work::Other(job) => job,
-        }
-    }
-}
-
 /// The writer's cache of each actor's highest sequence, so that an append needs
 /// no lookup (a lookup seeks the epoch index once per epoch). It is dropped
 /// whenever another connection may have written (`PRAGMA data_version`
@@ -423,7 +414,7 @@ fn split_appends(group: Vec<Work>) -> (Vec<Box<AppendJob>>, Vec<Box<dyn WriterJo
     for work in group {
         match work {
             Work::Append(job) => appends.push(job),
-            other => others.push(other.into_job()),
+            Work::Other(job) => others.push(job),
         }
     }
     (appends, others)
