@@ -1643,3 +1643,45 @@ pub async fn facet_interrupted_then_followed_message_stays_recognised(
     ));
     assert_eq!(actor.behavior().balance, 7, "A was not applied twice");
 }
+
+/// Rule 17 at scale: a checkpoint lists the dedup window only, however long
+/// the journal, and says up to where the rest must be read back; after
+/// recovery a message older than the window, still in the journal, is
+/// recognised with its reply.
+pub async fn facet_checkpoints_list_the_window_only(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-window");
+    let world = OutsideWorld::default();
+    let narrow = DurabilityConfig {
+        dedup_window: 4,
+        ..config(6)
+    };
+    let (mut actor, _) = account_actor(Arc::clone(&storage), &id, narrow.clone(), &world);
+    let deposits: Vec<_> = (0..30)
+        .map(|i| message(&format!("d{i}"), "deposit", 1))
+        .collect();
+    run(&mut actor, &deposits).await;
+    drop(actor);
+    let latest = storage
+        .get_latest_checkpoint(&id)
+        .await
+        .expect("latest")
+        .expect("a checkpoint");
+    let policy = CheckpointPolicy::from_config(&narrow);
+    let snapshot = FacetSnapshot::decode(policy.decode(&latest).expect("decodes").as_slice())
+        .expect("snapshot");
+    assert!(snapshot.processed.len() <= 4, "{:?}", snapshot.processed);
+    assert!(snapshot.unlisted_through > 0);
+    let (mut again, _) = account_actor(Arc::clone(&storage), &id, narrow, &world);
+    again.activate().await.expect("recover");
+    for (i, balance) in [(0usize, 1i64), (13, 14), (29, 30)] {
+        assert_eq!(
+            again.send(deposits[i].clone()).await.expect("redeliver"),
+            Delivery::Duplicate(Some(MessageOutcome::Replied(
+                balance.to_le_bytes().to_vec()
+            ))),
+            "d{i}"
+        );
+    }
+    run(&mut again, &[message("new", "deposit", 1)]).await;
+    assert_eq!(again.behavior().balance, 31);
+}

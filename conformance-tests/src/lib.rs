@@ -145,6 +145,7 @@ macro_rules! __suite_tests {
             facet::facet_seed_snippet_runs,
             facet::facet_reply_too_large_fails_alone,
             facet::facet_interrupted_then_followed_message_stays_recognised,
+            facet::facet_checkpoints_list_the_window_only,
             adversarial::ids_round_trip_everywhere,
             adversarial::ids_do_not_collide,
             limits::limits_sequence_above_max_rejected,

@@ -105,6 +105,10 @@ struct Dedup {
     /// Entries up to here are truncated: records of messages processed
     /// there may go once they are outside the window.
     truncated_to: u64,
+    /// Messages processed up to here may be missing (a checkpoint lists the
+    /// window only): read back from the journal at the first message whose
+    /// id is not known ([`Dedup::add_scanned`]). 0: none missing.
+    unscanned_through: u64,
 }
 
 impl Dedup {
@@ -116,6 +120,7 @@ impl Dedup {
             window: window.max(1),
             retention,
             truncated_to: 0,
+            unscanned_through: 0,
         }
     }
 
@@ -133,7 +138,41 @@ impl Dedup {
                 outcome,
             );
         }
+        dedup.unscanned_through = snapshot.unlisted_through;
         dedup
+    }
+
+    /// Ids read back from the journal (`(id, sequence)` in journal order)
+    /// for messages a checkpoint did not list: recorded as older than every
+    /// known one, without replies (those are read from the journal too).
+    fn add_scanned(&mut self, scanned: Vec<(String, u64)>) {
+        let mut fresh: Vec<(Arc<str>, u64)> = Vec::new();
+        let mut at: HashMap<Arc<str>, usize> = HashMap::new();
+        for (id, sequence) in scanned {
+            if self.records.contains_key(id.as_str()) {
+                continue;
+            }
+            let id: Arc<str> = id.into();
+            if let Some(&index) = at.get(&id) {
+                // Its MessageProcessed after its MessageReceived.
+                fresh[index].1 = sequence;
+            } else {
+                at.insert(Arc::clone(&id), fresh.len());
+                fresh.push((id, sequence));
+            }
+        }
+        for (id, sequence) in fresh.into_iter().rev() {
+            let record = Processed {
+                sequence,
+                at_ms: 0,
+                outcome: None,
+            };
+            self.records.insert(Arc::clone(&id), record);
+            self.order.push_front(id);
+            self.stripped += 1;
+        }
+        self.unscanned_through = 0;
+        self.trim();
     }
 
     fn insert(&mut self, id: String, sequence: u64, at_ms: i64, outcome: Option<MessageOutcome>) {
@@ -205,19 +244,29 @@ impl Dedup {
         }
     }
 
-    fn to_proto(&self) -> Vec<ProcessedMessage> {
-        self.order
-            .iter()
-            .filter_map(|id| {
-                let r = self.records.get(id)?;
-                Some(ProcessedMessage {
-                    message_id: id.to_string(),
-                    processed_sequence: r.sequence,
-                    processed_at_ms: r.at_ms,
-                    outcome: r.outcome.as_ref().map(|o| processed_message(id, o)),
-                })
-            })
-            .collect()
+    /// What a checkpoint keeps: the records within the window (with their
+    /// replies), and up to which sequence the others may be missing. Ids of
+    /// older builds' checkpoints (no sequence, nothing to read back) are
+    /// kept too.
+    fn to_proto(&self) -> (Vec<ProcessedMessage>, u64) {
+        let mut unlisted_through = self.unscanned_through;
+        let mut listed = Vec::new();
+        for (index, id) in self.order.iter().enumerate() {
+            let Some(r) = self.records.get(id) else {
+                continue;
+            };
+            if index < self.stripped && r.sequence > 0 {
+                unlisted_through = unlisted_through.max(r.sequence);
+                continue;
+            }
+            listed.push(ProcessedMessage {
+                message_id: id.to_string(),
+                processed_sequence: r.sequence,
+                processed_at_ms: r.at_ms,
+                outcome: r.outcome.as_ref().map(|o| processed_message(id, o)),
+            });
+        }
+        (listed, unlisted_through)
     }
 }
 
@@ -281,9 +330,11 @@ struct Active {
 /// always recognised; the replies of the newest `dedup_window` messages
 /// (and of those within `dedup_retention`) are kept in checkpoints, so they
 /// are recognised, with their replies, after the journal behind them was
-/// truncated too. The ids of every message in the untruncated journal
-/// travel in each checkpoint (about 40 bytes each): for an actor with a long
-/// life, let the facet truncate (`truncate_after_checkpoint`).
+/// truncated too. A checkpoint lists that window only, whatever the
+/// journal's length: after an activation, the first message whose id it
+/// does not list makes the facet read the older ids back from the journal
+/// once (entries are read, no handler runs); they stay in memory (about 60
+/// bytes each) until the journal behind them is truncated.
 pub struct DurabilityFacet {
     storage: Arc<dyn JournalStorage>,
     config: DurabilityConfig,
@@ -705,7 +756,7 @@ impl DurabilityFacet {
         let actor_id = self.actor_id.clone();
         let active = self.active()?;
         let sequence = active.next_sequence - 1;
-        let processed = active.dedup.to_proto();
+        let (processed, unlisted_through) = active.dedup.to_proto();
         let actor_state = match actor.snapshot() {
             Ok(state) => state,
             Err(reason) => {
@@ -721,6 +772,7 @@ impl DurabilityFacet {
             actor_state,
             recent_message_ids: Vec::new(),
             processed,
+            unlisted_through,
         }
         .encode_to_vec();
         match self.checkpoints.save(&actor_id, sequence, state).await {
@@ -750,6 +802,11 @@ impl DurabilityFacet {
         message_id: &str,
     ) -> JournalResult<Option<Option<MessageOutcome>>> {
         let actor_id = self.actor_id.clone();
+        let unscanned = self.active()?.dedup.unscanned_through;
+        if unscanned > 0 && self.active()?.dedup.get(message_id).is_none() {
+            let scanned = self.scan_ids(unscanned).await?;
+            self.active()?.dedup.add_scanned(scanned);
+        }
         let active = self.active()?;
         let Some(record) = active.dedup.get(message_id) else {
             return Ok(None);
@@ -780,6 +837,28 @@ impl DurabilityFacet {
                 Ok(None)
             }
         }
+    }
+
+    /// The ids of the messages in the journal up to `through`, with the
+    /// sequence of their `MessageProcessed` (or `MessageReceived`, for an
+    /// interrupted one), in journal order: read once, at the first message
+    /// after an activation whose id the checkpoint did not list.
+    async fn scan_ids(&self, through: u64) -> JournalResult<Vec<(String, u64)>> {
+        let mut ids = Vec::new();
+        let mut stream = self.storage.replay_stream(&self.actor_id, 1);
+        while let Some(entry) = stream.try_next().await? {
+            if entry.sequence > through {
+                break;
+            }
+            match entry.entry {
+                Some(Entry::MessageReceived(m)) => ids.push((m.message_id, entry.sequence)),
+                Some(Entry::MessageProcessed(done)) => {
+                    ids.push((done.message_id, entry.sequence));
+                }
+                _ => {}
+            }
+        }
+        Ok(ids)
     }
 
     /// Whether a checkpoint is due now.
