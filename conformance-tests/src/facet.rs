@@ -456,17 +456,40 @@ pub async fn facet_crash_before_processed_recovers(storage: Arc<dyn JournalStora
     let (mut first, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
     run(&mut first, &[message("d", "deposit", 100)]).await;
     drop(first);
-    // Received and the bank effect are journaled together right after the
-    // bank was called; the message's end (now, random, MessageProcessed) is
-    // cut off.
-    let cut = CutOff::new(Arc::clone(&storage), 1);
-    let (mut crashing, _) = account_actor(cut, &id, config(0), &world);
-    let err = crashing
-        .send(message("t", "transfer", 30))
+    // The transfer's journal as a crash left it: received, the bank's
+    // result, the time and the random id journaled, MessageProcessed not.
+    let next = storage.highest_sequence(&id).await.expect("highest") + 1;
+    let effect = |offset: u64, name: &str, response: Vec<u8>| {
+        JournalEntry::new(
+            &id,
+            next + offset,
+            Entry::side_effect(
+                format!("t/{}", offset - 1),
+                name,
+                journal_core::context::request_digest(b""),
+                response,
+                "",
+            ),
+        )
+    };
+    let now = [
+        1_700_000_000u64.to_le_bytes().as_slice(),
+        5u32.to_le_bytes().as_slice(),
+    ]
+    .concat();
+    storage
+        .append_batch(&[
+            JournalEntry::new(
+                &id,
+                next,
+                Entry::MessageReceived(message("t", "transfer", 30)),
+            ),
+            effect(1, "bank.transfer", b"receipt for t/bank".to_vec()),
+            effect(2, "journal.now", now),
+            effect(3, "journal.random", 8u64.to_le_bytes().to_vec()),
+        ])
         .await
-        .expect_err("cut off");
-    assert!(err.is_retryable(), "{err}");
-    drop(crashing);
+        .expect("the interrupted transfer's journal");
 
     let (mut recovered, observer) = account_actor(Arc::clone(&storage), &id, config(0), &world);
     recovered.activate().await.expect("recover");
@@ -474,8 +497,13 @@ pub async fn facet_crash_before_processed_recovers(storage: Arc<dyn JournalStora
     assert_eq!(recovered.behavior().balance, 70);
     assert_eq!(
         world.counts().get("t/bank"),
-        Some(&1),
+        None,
         "journaled effect must not run again"
+    );
+    assert_eq!(
+        recovered.behavior().transfers,
+        [(b"receipt for t/bank".to_vec(), 1_700_000_000_000_000_005, 8)],
+        "the journaled results, not new ones"
     );
     let last = storage
         .replay_from(&id, 1)
@@ -497,14 +525,13 @@ pub async fn facet_crash_before_processed_recovers(storage: Arc<dyn JournalStora
 }
 
 /// Rule 18: a side effect that ran but whose result was not journaled
-/// before a crash runs again (at-least-once): here nothing of the message
-/// was journaled, so its redelivery runs it; the actor ends up with it
-/// applied once.
+/// before a crash runs again on recovery (at-least-once), and the actor
+/// ends up with it applied once.
 pub async fn facet_unjournaled_effect_runs_again(storage: Arc<dyn JournalStorage>) {
     let id = fresh_actor("facet-crash-effect");
     let world = OutsideWorld::default();
-    // The effect runs; journaling it (with MessageReceived) fails.
-    let cut = CutOff::new(Arc::clone(&storage), 0);
+    // Only MessageReceived is journaled; the effect runs, its journaling fails.
+    let cut = CutOff::new(Arc::clone(&storage), 1);
     let (mut crashing, _) = account_actor(cut, &id, config(0), &world);
     assert!(crashing.send(message("t", "transfer", 10)).await.is_err());
     assert_eq!(world.counts().get("t/bank"), Some(&1));
@@ -513,15 +540,9 @@ pub async fn facet_unjournaled_effect_runs_again(storage: Arc<dyn JournalStorage
     let (mut recovered, _) = account_actor(Arc::clone(&storage), &id, config(0), &world);
     recovered.activate().await.expect("recover");
     assert_eq!(
-        recovered.behavior().balance,
-        0,
-        "nothing of it was journaled"
-    );
-    run(&mut recovered, &[message("t", "transfer", 10)]).await;
-    assert_eq!(
         world.counts().get("t/bank"),
         Some(&2),
-        "the redelivered message runs the unjournaled effect again, once"
+        "the unjournaled effect runs again, once"
     );
     assert_eq!(recovered.behavior().balance, -10);
     assert_eq!(recovered.behavior().transfers.len(), 1);
@@ -1424,7 +1445,11 @@ pub async fn facet_failed_message_state_is_not_handed_out(storage: Arc<dyn Journ
             .expect("recovers"),
         Delivery::Replied(71i64.to_le_bytes().to_vec())
     );
-    assert_eq!(world.counts().get("t/bank"), Some(&1));
+    assert_eq!(
+        world.counts().get("t/bank"),
+        Some(&2),
+        "the bank's result was lost with the message's end: recovery calls it again"
+    );
     assert_eq!(
         actor
             .send(message("t", "transfer", 30))
@@ -1684,4 +1709,174 @@ pub async fn facet_checkpoints_list_the_window_only(storage: Arc<dyn JournalStor
     }
     run(&mut again, &[message("new", "deposit", 1)]).await;
     assert_eq!(again.behavior().balance, 31);
+}
+
+/// An actor that reads a random idempotency key through the
+/// context and pays with it: the usual way to make an at-least-once call
+/// safe to repeat. `crash`, if set, runs inside the bank call (to make the
+/// storage fail from that point on: the process dies after the call).
+#[derive(Clone, Default)]
+pub struct KeyedPayer {
+    world: OutsideWorld,
+    /// Keys paid with.
+    pub keys: Vec<u64>,
+    crash: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+#[async_trait]
+impl DurableActor for KeyedPayer {
+    async fn handle(&mut self, _: &MessageReceived, ctx: &mut ExecutionContext) -> HandlerResult {
+        let key = ctx.random_u64().await?;
+        let (world, crash) = (self.world.clone(), self.crash.clone());
+        ctx.side_effect_with("bank.pay", &key.to_le_bytes(), || async move {
+            world.record(format!("pay key={key}"));
+            if let Some(crash) = crash {
+                crash();
+            }
+            Ok::<_, String>(Vec::new())
+        })
+        .await??;
+        self.keys.push(key);
+        Ok(Vec::new())
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(self.keys.iter().flat_map(|k| k.to_le_bytes()).collect())
+    }
+    fn restore(&mut self, s: &[u8]) -> Result<(), String> {
+        self.keys = s
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        Ok(())
+    }
+}
+
+/// A payer whose storage dies while the bank is called: nothing
+/// is journaled after that point.
+fn crashing_payer(
+    storage: &Arc<dyn JournalStorage>,
+    id: &str,
+    world: &OutsideWorld,
+) -> Actor<KeyedPayer> {
+    let faulty = CutOff::faulty(Arc::clone(storage));
+    let switch = Arc::clone(&faulty);
+    let payer = KeyedPayer {
+        world: world.clone(),
+        crash: Some(Arc::new(move || {
+            switch.fail_kind(Some("side_effect_executed"));
+        })),
+        ..KeyedPayer::default()
+    };
+    durable(faulty, id, payer, quick_retries(config(0)))
+}
+
+/// Rule 18: a random value read through the context is journaled
+/// before anything outside can see it. Here the handler passes it to the
+/// bank as an idempotency key; the process dies after the bank was called,
+/// before the bank's result is journaled. Running the call again
+/// (at-least-once) must use the same key, or the bank pays twice.
+pub async fn facet_random_key_is_durable_before_the_outside_sees_it(
+    storage: Arc<dyn JournalStorage>,
+) {
+    let id = fresh_actor("facet-key");
+    let world = OutsideWorld::default();
+    let mut crashing = crashing_payer(&storage, &id, &world);
+    assert!(crashing.send(message("p", "pay", 0)).await.is_err());
+    drop(crashing);
+    // Restart; the sender redelivers.
+    let payer = KeyedPayer {
+        world: world.clone(),
+        ..KeyedPayer::default()
+    };
+    let mut again = durable(Arc::clone(&storage), &id, payer, config(0));
+    again.activate().await.expect("recover");
+    let _ = again.send(message("p", "pay", 0)).await.expect("redeliver");
+    let calls = world.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        calls[0], calls[1],
+        "the repeated call must carry the same journaled key"
+    );
+}
+
+/// Rule 18: "A side effect that ran but whose result was not
+/// journaled before a crash runs again on recovery": recovery alone, with
+/// no redelivery, completes the message.
+pub async fn facet_unjournaled_effect_runs_again_on_recovery(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-recovery");
+    let world = OutsideWorld::default();
+    let mut crashing = crashing_payer(&storage, &id, &world);
+    assert!(crashing.send(message("p", "pay", 0)).await.is_err());
+    assert_eq!(world.calls().len(), 1);
+    drop(crashing);
+    let payer = KeyedPayer {
+        world: world.clone(),
+        ..KeyedPayer::default()
+    };
+    let mut recovered = durable(Arc::clone(&storage), &id, payer, config(0));
+    recovered.activate().await.expect("recover");
+    assert_eq!(
+        world.calls().len(),
+        2,
+        "recovery runs the unjournaled effect again"
+    );
+    assert_eq!(
+        recovered.behavior().keys.len(),
+        1,
+        "and completes the message"
+    );
+}
+
+/// Rule 21: when the storage refuses a message's last batch
+/// (here: its `MessageProcessed`, even cut, is larger than an entry may
+/// be, because the message id is), the message is not journaled at all:
+/// the actor must not keep the state it left, and must not go on from it.
+pub async fn facet_refused_end_of_message_keeps_no_state(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-refused");
+    let limit = storage.limits().max_entry_bytes;
+    // A message id as large as a MessageReceived can hold, with 40 bytes
+    // to spare: the cut MessageProcessed (id twice, and a reason of ~130
+    // bytes) is then too large.
+    let received = |len: usize| {
+        let m = MessageReceived {
+            message_id: "x".repeat(len),
+            payload: 1000u64.to_le_bytes().to_vec(),
+            ..MessageReceived::default()
+        };
+        let entry = JournalEntry::new(&id, 1, Entry::MessageReceived(m.clone()))
+            .with_correlation_id(&m.message_id);
+        (m, entry.encoded_len())
+    };
+    let mut len = limit / 2;
+    while received(len).1 + 40 > limit {
+        len -= 1;
+    }
+    let (big, size) = received(len);
+    assert!(size <= limit);
+    let echo = || durable(Arc::clone(&storage), &id, Echo::default(), config(0));
+    let mut actor = echo();
+    let first = actor.send(big).await;
+    assert!(first.is_err(), "{first:?}");
+    let journaled = storage.highest_sequence(&id).await.expect("highest");
+    assert_eq!(journaled, 0, "nothing of it could be journaled");
+    assert_eq!(
+        actor.behavior().handled,
+        0,
+        "state of a message that is not in the journal is handed out"
+    );
+    let small = MessageReceived {
+        message_id: "small".into(),
+        payload: 3u64.to_le_bytes().to_vec(),
+        ..MessageReceived::default()
+    };
+    actor.send(small).await.expect("the actor goes on");
+    let live = actor.behavior().handled;
+    drop(actor);
+    let mut again = echo();
+    again.activate().await.expect("recover");
+    assert_eq!(
+        again.behavior().handled,
+        live,
+        "the live state went on from a message the journal does not hold"
+    );
 }

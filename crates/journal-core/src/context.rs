@@ -283,13 +283,15 @@ impl ExecutionContext {
     }
 
     /// Batched writes: entries of this message wait in memory and go to the
-    /// storage in one atomic batch right after each side effect (other than
-    /// time and randomness) ran, before its result is returned, and with the
-    /// message's end ([`ExecutionContext::take_pending`]). One append per
-    /// external call instead of one per entry, and the guarantee is the same:
-    /// an effect's result is durable before the code sees it, and nothing
-    /// else that is unjournaled could have been seen outside. Entries are
-    /// checked against the storage's limits as they are made.
+    /// storage in one atomic batch right before each call to the outside
+    /// world (a side effect other than time and randomness) runs, and with
+    /// the message's end (the host takes them). So nothing the outside
+    /// world sees depends on anything unjournaled: the message is durable
+    /// before its first call (recovery finds it and runs a call again whose
+    /// result was lost), and so is every result, time and random value
+    /// before the next call. A message costs one append per call to the
+    /// outside world plus one, instead of one per entry. Entries are checked
+    /// against the storage's limits as they are made.
     #[must_use]
     pub fn with_batched_writes(mut self) -> Self {
         if let Some(target) = self.target.as_mut() {
@@ -300,7 +302,7 @@ impl ExecutionContext {
 
     /// Adds `entry` (taking the next sequence) to the entries waiting for
     /// the next batch; written at once without batched writes.
-    pub async fn write(&mut self, mut entry: JournalEntry) -> JournalResult<()> {
+    pub(crate) async fn write(&mut self, mut entry: JournalEntry) -> JournalResult<()> {
         let Some(target) = self.target.as_mut() else {
             return Ok(());
         };
@@ -320,14 +322,17 @@ impl ExecutionContext {
 
     /// The entries waiting for the next batch, taken out: the host writes
     /// them in one batch with the message's end.
-    pub fn take_pending(&self) -> Vec<JournalEntry> {
+    pub(crate) fn take_pending(&self) -> Vec<JournalEntry> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Writes the waiting entries now, in one batch; an error is latched as
     /// the message's journal failure.
-    pub async fn flush(&mut self) -> JournalResult<()> {
+    async fn flush(&mut self) -> JournalResult<()> {
         let batch = self.take_pending();
+        if batch.is_empty() {
+            return Ok(());
+        }
         let Some(target) = self.target.as_ref() else {
             return Ok(());
         };
@@ -461,6 +466,13 @@ impl ExecutionContext {
             // The journal of an interrupted message ends here (or effects
             // were never journaled): go live.
             self.replaying = false;
+        }
+        if is_external(name) {
+            // Before the outside world sees anything of this message, what
+            // it depends on is durable: the message itself (so that recovery
+            // finds it and runs this effect again if its result is lost),
+            // earlier results, and any time or randomness read.
+            self.flush().await?;
         }
         let result = effect().await.map_err(|e| match e.to_string() {
             text if text.is_empty() => "side effect failed".to_owned(),
@@ -629,10 +641,10 @@ impl ExecutionContext {
             }
             Err(e) => return Err(self.fail_journal(e)),
         };
-        // Time and randomness are seen by no one outside: they wait for the
-        // next batch. Anything else was a call to the outside world: its
-        // result is durable before the code sees it.
-        if dropped.is_some() || (name != NOW_EFFECT && name != RANDOM_EFFECT) {
+        // A result waits for the next batch: the next call to the outside
+        // world, or the message's end. A dropped one fails the message: that
+        // is recorded at once.
+        if dropped.is_some() {
             self.flush().await?;
         }
         match dropped {
@@ -673,6 +685,12 @@ impl ExecutionContext {
             reason: format!("journaled {name} result is unusable: {why}"),
         }
     }
+}
+
+/// Whether the effect `name` is a call to the outside world (time and
+/// randomness are read by the context itself, and seen by no one else).
+fn is_external(name: &str) -> bool {
+    name != NOW_EFFECT && name != RANDOM_EFFECT
 }
 
 /// A copy of `error` for a second caller: the same variant and fields, with

@@ -176,6 +176,8 @@ impl Dedup {
     }
 
     fn insert(&mut self, id: String, sequence: u64, at_ms: i64, outcome: Option<MessageOutcome>) {
+        // Processed again (an activation that did not recover): newest now.
+        self.forget(&id);
         let id: Arc<str> = id.into();
         let record = Processed {
             sequence,
@@ -269,6 +271,18 @@ impl Dedup {
         (listed, unlisted_through)
     }
 }
+
+/// At most the first 1 KiB of `text`, saying how long it was.
+fn cut_text(text: &str) -> String {
+    let mut end = text.len().min(1024);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} [cut: {} bytes in all]", &text[..end], text.len())
+}
+
+/// The longest reason a cut `MessageProcessed` carries, with room to spare.
+const LONGEST_CUT_REASON: usize = 1024 + 256;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -728,27 +742,25 @@ impl DurabilityFacet {
         let Err(why) = crate::validate::validate_entry(&full, &limits) else {
             return (full, None);
         };
-        let reason = match outcome {
-            MessageOutcome::Replied(reply) => format!(
-                "the reply of {} bytes cannot be journaled ({why}); the message failed",
-                reply.len()
+        let (reason, dropped) = match outcome {
+            MessageOutcome::Replied(reply) => (
+                format!(
+                    "the reply of {} bytes cannot be journaled ({why}); the message failed",
+                    reply.len()
+                ),
+                true,
             ),
-            MessageOutcome::Failed(text) => {
-                let mut end = text.len().min(1024);
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                format!("{} [cut: {} bytes in all]", &text[..end], text.len())
-            }
+            // The failure stays a failure; its text is cut.
+            MessageOutcome::Failed(text) => (cut_text(text), false),
         };
         let cut = MessageProcessed {
             message_id: message_id.to_owned(),
             result: ProcessingResult::Error.into(),
             error_message: reason.clone(),
             response_payload: Vec::new(),
-            reply_dropped: matches!(outcome, MessageOutcome::Replied(_)),
+            reply_dropped: dropped,
         };
-        (entry(cut), Some(reason))
+        (entry(cut), dropped.then_some(reason))
     }
 
     /// Saves a checkpoint of the actor's state after the last entry.
@@ -1032,10 +1044,28 @@ impl Facet for DurabilityFacet {
             self.observer.update(|s| s.duplicates += 1);
             return Ok(Admission::AlreadyProcessed(outcome));
         }
-        // MessageReceived waits in the context's batch: it is written with
-        // the first call to the outside world, or with the message's end.
-        // A message too large to journal is refused here, before any I/O.
+        // MessageReceived waits in the context's batch: it is written
+        // before the first call to the outside world, or with the message's
+        // end. A message too large to journal is refused here, before any
+        // I/O, and so is one whose end could not be journaled even cut (an
+        // id almost as large as an entry may be).
         let sequence = self.active()?.next_sequence;
+        let longest_end = JournalEntry::new(
+            self.actor_id.clone(),
+            sequence,
+            Entry::MessageProcessed(MessageProcessed {
+                message_id: message.message_id.clone(),
+                error_message: "x".repeat(LONGEST_CUT_REASON),
+                ..MessageProcessed::default()
+            }),
+        )
+        .with_correlation_id(&message.message_id);
+        crate::validate::validate_entry(&longest_end, &self.storage.limits()).map_err(|e| {
+            JournalError::InvalidEntry(format!(
+                "message id of {} bytes: its MessageProcessed would not fit ({e})",
+                message.message_id.len()
+            ))
+        })?;
         let mut context = ExecutionContext::live(
             Arc::clone(&self.storage),
             self.actor_id.clone(),
@@ -1080,7 +1110,18 @@ impl Facet for DurabilityFacet {
         // The message's end, with whatever waits in the context's batch.
         let mut batch = context.take_pending();
         batch.push(done);
-        self.retry.append_batch(&*self.storage, &batch).await?;
+        self.retry
+            .append_batch(&*self.storage, &batch)
+            .await
+            .map_err(|e| match e {
+                // Nothing was written: not a message that failed alone (the
+                // host keeps that one's state), a journal failure.
+                JournalError::InvalidEntry(why) => JournalError::storage(
+                    "journal",
+                    format!("the storage refused the message's end: {why}"),
+                ),
+                e => e,
+            })?;
         let active = self.active()?;
         active.next_sequence = sequence + 1;
         active.dedup.insert(
