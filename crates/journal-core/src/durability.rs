@@ -336,9 +336,8 @@ struct Active {
 /// entries after it.
 ///
 /// Side effects are journaled after they run, so one that ran but whose
-/// result was not journaled before a crash runs again (on recovery, or when
-/// the message is redelivered): at-least-once towards the outside world,
-/// exactly-once in the actor.
+/// result was not journaled before a crash runs again on recovery:
+/// at-least-once towards the outside world, exactly-once in the actor.
 ///
 /// Exactly-once (contract rule 17): a message id still in the journal is
 /// always recognised; the replies of the newest `dedup_window` messages
