@@ -146,6 +146,7 @@ macro_rules! __suite_tests {
             facet::facet_reply_too_large_fails_alone,
             facet::facet_interrupted_then_followed_message_stays_recognised,
             facet::facet_checkpoints_list_the_window_only,
+            facet::facet_batched_writes_recover_the_same,
             facet::facet_random_key_is_durable_before_the_outside_sees_it,
             facet::facet_unjournaled_effect_runs_again_on_recovery,
             facet::facet_refused_end_of_message_keeps_no_state,

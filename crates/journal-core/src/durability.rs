@@ -1043,11 +1043,11 @@ impl Facet for DurabilityFacet {
             self.observer.update(|s| s.duplicates += 1);
             return Ok(Admission::AlreadyProcessed(outcome));
         }
-        // MessageReceived waits in the context's batch: it is written
-        // before the first call to the outside world, or with the message's
-        // end. A message too large to journal is refused here, before any
-        // I/O, and so is one whose end could not be journaled even cut (an
-        // id almost as large as an entry may be).
+        // MessageReceived is journaled before handling (with batched
+        // writes, before the first call to the outside world or with the
+        // message's end). A message too large to journal is refused before
+        // any I/O, and so is one whose end could not be journaled even cut
+        // (an id almost as large as an entry may be).
         let sequence = self.active()?.next_sequence;
         let longest_end = JournalEntry::new(
             self.actor_id.clone(),
@@ -1072,8 +1072,10 @@ impl Facet for DurabilityFacet {
             sequence,
             self.config.cache_side_effects,
         )
-        .with_retry(self.retry)
-        .with_batched_writes();
+        .with_retry(self.retry);
+        if self.config.batch_journal_writes {
+            context = context.with_batched_writes();
+        }
         context
             .write(
                 JournalEntry::new(
