@@ -145,10 +145,19 @@ async fn run_all(
     }
     if want("facet") {
         let (one, each) = sizes.facet;
-        for (actors, messages) in [(1, one), (256, each)] {
-            figures.push(
-                workloads::facet_throughput(Arc::clone(&storage), backend, actors, messages).await,
-            );
+        for batched in [false, true] {
+            for (actors, messages) in [(1, one), (256, each)] {
+                figures.push(
+                    workloads::facet_throughput(
+                        Arc::clone(&storage),
+                        backend,
+                        actors,
+                        messages,
+                        batched,
+                    )
+                    .await,
+                );
+            }
         }
     }
     if want("stream") {
