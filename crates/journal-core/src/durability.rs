@@ -284,6 +284,10 @@ fn cut_text(text: &str) -> String {
 /// The longest reason a cut `MessageProcessed` carries, with room to spare.
 const LONGEST_CUT_REASON: usize = 1024 + 256;
 
+/// An entry's bytes besides its strings and payloads, with room to spare:
+/// tags, lengths, the ULID, the sequence, the timestamp.
+const ENTRY_OVERHEAD: usize = 256;
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1049,22 +1053,21 @@ impl Facet for DurabilityFacet {
         // any I/O, and so is one whose end could not be journaled even cut
         // (an id almost as large as an entry may be).
         let sequence = self.active()?.next_sequence;
-        let longest_end = JournalEntry::new(
-            self.actor_id.clone(),
-            sequence,
-            Entry::MessageProcessed(MessageProcessed {
-                message_id: message.message_id.clone(),
-                error_message: "x".repeat(LONGEST_CUT_REASON),
-                ..MessageProcessed::default()
-            }),
-        )
-        .with_correlation_id(&message.message_id);
-        crate::validate::validate_entry(&longest_end, &self.storage.limits()).map_err(|e| {
-            JournalError::InvalidEntry(format!(
-                "message id of {} bytes: its MessageProcessed would not fit ({e})",
+        // The id goes twice into MessageProcessed (field and correlation
+        // id); the rest is at most the cut reason, the actor id and a few
+        // fixed fields.
+        let longest_end = 2 * message.message_id.len()
+            + self.actor_id.len()
+            + LONGEST_CUT_REASON
+            + ENTRY_OVERHEAD;
+        let limit = self.storage.limits().max_entry_bytes;
+        if longest_end > limit {
+            return Err(JournalError::InvalidEntry(format!(
+                "message id of {} bytes: its MessageProcessed could reach {longest_end} bytes, \
+                 the limit is {limit}",
                 message.message_id.len()
-            ))
-        })?;
+            )));
+        }
         let mut context = ExecutionContext::live(
             Arc::clone(&self.storage),
             self.actor_id.clone(),
