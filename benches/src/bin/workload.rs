@@ -301,7 +301,7 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
         let mut figure = p50.clone();
         figure.name = "append p50 against a plain SET".into();
         figure.baseline = set[set.len() / 2].as_secs_f64() * 1e6;
-        figure.baseline_name = "fred, a plain SET round trip".into();
+        figure.baseline_name = "redis-rs, a plain SET round trip".into();
         figures.insert(1, figure);
     }
     if only.is_none_or(|o| "throughput".starts_with(o)) {

@@ -85,14 +85,22 @@ pub async fn cluster_storage(options: RedisOptions) -> Option<RedisJournalStorag
     open(&url, options, advice).await
 }
 
-/// A plain client on the standalone server, to look at and tamper with
-/// what the storage wrote.
-pub async fn raw_client() -> fred::prelude::Client {
-    use fred::prelude::{ClientLike, Config};
-    let client =
-        fred::prelude::Builder::from_config(Config::from_url(&url()).expect("the test URL parses"))
-            .build()
-            .expect("a client");
-    client.init().await.expect("the raw client connects");
-    client
+/// A plain connection to the standalone server, to look at and tamper
+/// with what the storage wrote.
+pub async fn raw_client() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url().as_str())
+        .expect("the test URL parses")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the raw client connects")
+}
+
+/// Runs one command on a raw connection.
+pub async fn raw<T: redis::FromRedisValue>(
+    connection: &redis::aio::MultiplexedConnection,
+    cmd: &mut redis::Cmd,
+) -> T {
+    cmd.query_async(&mut connection.clone())
+        .await
+        .expect("a raw command")
 }
