@@ -61,7 +61,9 @@ pub(crate) fn parse_url(url: &str) -> JournalResult<Target> {
         let scheme = part
             .split_once("://")
             .map(|(scheme, _)| scheme.to_ascii_lowercase())
-            .filter(|s| ["redis", "rediss", "redis-cluster", "rediss-cluster"].contains(&s.as_str()))
+            .filter(|s| {
+                ["redis", "rediss", "redis-cluster", "rediss-cluster"].contains(&s.as_str())
+            })
             .ok_or_else(|| {
                 invalid("use redis://, rediss://, redis-cluster:// or a list of redis:// nodes")
             })?;
@@ -86,7 +88,9 @@ pub(crate) fn parse_url(url: &str) -> JournalResult<Target> {
         for part in &parts {
             check_node_url(part)?;
         }
-        return Ok(Target::Cluster(parts.iter().map(|p| (*p).to_owned()).collect()));
+        return Ok(Target::Cluster(
+            parts.iter().map(|p| (*p).to_owned()).collect(),
+        ));
     }
     let url = parts[0];
     let Some(scheme) = schemes.first().filter(|s| s.ends_with("-cluster")) else {
@@ -105,7 +109,11 @@ pub(crate) fn parse_url(url: &str) -> JournalResult<Target> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("node", node)) if !node.is_empty() => hosts.push(node),
-            _ => return Err(invalid("a cluster URL takes only node=host:port parameters")),
+            _ => {
+                return Err(invalid(
+                    "a cluster URL takes only node=host:port parameters",
+                ))
+            }
         }
     }
     let nodes: Vec<String> = hosts
@@ -234,8 +242,8 @@ impl Pool {
         match target {
             Target::Single(url) => {
                 let servers = servers_of(url);
-                let client =
-                    redis::Client::open(url.as_str()).map_err(|e| invalid(&format!("{:?}", e.kind())))?;
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| invalid(&format!("{:?}", e.kind())))?;
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(options.connect_timeout))
                     .set_response_timeout(Some(options.command_timeout))
@@ -251,7 +259,10 @@ impl Pool {
                     .map_err(|_| {
                         JournalError::unavailable(
                             BACKEND,
-                            format!("cannot connect to {servers}: no answer within {:?}", options.connect_timeout),
+                            format!(
+                                "cannot connect to {servers}: no answer within {:?}",
+                                options.connect_timeout
+                            ),
                         )
                     })?
                     .map_err(|e| unreachable(e, &servers))?;
@@ -259,7 +270,11 @@ impl Pool {
                 }
             }
             Target::Cluster(nodes) => {
-                let servers = nodes.iter().map(|n| servers_of(n)).collect::<Vec<_>>().join(",");
+                let servers = nodes
+                    .iter()
+                    .map(|n| servers_of(n))
+                    .collect::<Vec<_>>()
+                    .join(",");
                 let client = redis::cluster::ClusterClient::builder(nodes.clone())
                     .connection_timeout(options.connect_timeout)
                     .response_timeout(options.command_timeout)
@@ -283,7 +298,10 @@ impl Pool {
                     .map_err(|_| {
                         JournalError::unavailable(
                             BACKEND,
-                            format!("cannot connect to {servers}: no answer within {:?}", options.connect_timeout),
+                            format!(
+                                "cannot connect to {servers}: no answer within {:?}",
+                                options.connect_timeout
+                            ),
                         )
                     })?
                     .map_err(|e| unreachable(e, &servers))?;
@@ -324,6 +342,10 @@ impl Pool {
 fn servers_of_target(target: &Target) -> String {
     match target {
         Target::Single(url) => servers_of(url),
-        Target::Cluster(nodes) => nodes.iter().map(|n| servers_of(n)).collect::<Vec<_>>().join(","),
+        Target::Cluster(nodes) => nodes
+            .iter()
+            .map(|n| servers_of(n))
+            .collect::<Vec<_>>()
+            .join(","),
     }
 }

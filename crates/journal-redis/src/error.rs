@@ -37,7 +37,8 @@ pub(crate) fn redis_error(e: RedisError) -> JournalError {
             e.is_timeout()
                 || e.is_connection_dropped()
                 || e.is_connection_refusal()
-                || e.code().is_some_and(|code| TRANSIENT_REPLIES.contains(&code))
+                || e.code()
+                    .is_some_and(|code| TRANSIENT_REPLIES.contains(&code))
         }
     };
     if transient {
@@ -49,8 +50,7 @@ pub(crate) fn redis_error(e: RedisError) -> JournalError {
 
 /// Whether the server lost its script cache.
 pub(crate) fn is_noscript(e: &RedisError) -> bool {
-    matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoScript))
-        || e.code() == Some("NOSCRIPT")
+    matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoScript)) || e.code() == Some("NOSCRIPT")
 }
 
 /// A reply of an unexpected shape.

@@ -9,7 +9,6 @@
 
 use std::sync::OnceLock;
 
-
 /// Buckets actors are spread over. Part of the key layout: changing it
 /// moves every actor.
 pub const BUCKETS: u16 = 1024;

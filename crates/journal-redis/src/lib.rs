@@ -158,7 +158,12 @@ impl RedisJournalStorage {
 
     /// Runs a script by SHA, sending its text when the server lost it
     /// (`EVAL` caches it again on whichever node serves the keys).
-    async fn script(&self, script: Script, keys: &[Vec<u8>], args: &[Vec<u8>]) -> JournalResult<Value> {
+    async fn script(
+        &self,
+        script: Script,
+        keys: &[Vec<u8>],
+        args: &[Vec<u8>],
+    ) -> JournalResult<Value> {
         let connection = self.connection()?;
         let call = |by: &str, body: &str| {
             let mut cmd = redis::cmd(by);
@@ -199,7 +204,8 @@ impl RedisJournalStorage {
             pipe
         };
         let sha = scripts::sha(script);
-        let replies: Vec<Value> = match connection.query_pipe(&pipeline("EVALSHA", sha), slot).await {
+        let replies: Vec<Value> = match connection.query_pipe(&pipeline("EVALSHA", sha), slot).await
+        {
             Err(e) if is_noscript(&e) => connection
                 .query_pipe(&pipeline("EVAL", scripts::ALL[script as usize]), slot)
                 .await
@@ -318,14 +324,22 @@ impl RedisJournalStorage {
         let actors = self.inner.keys.bucket(bucket).actors();
         // Bounds are built here: an id that starts with `(` or `[` must not
         // be taken for a bound marker.
-        let min = after.map_or_else(|| b"-".to_vec(), |after| {
-            let mut bound = Vec::with_capacity(after.len() + 1);
-            bound.push(b'(');
-            bound.extend_from_slice(after.as_bytes());
-            bound
-        });
+        let min = after.map_or_else(
+            || b"-".to_vec(),
+            |after| {
+                let mut bound = Vec::with_capacity(after.len() + 1);
+                bound.push(b'(');
+                bound.extend_from_slice(after.as_bytes());
+                bound
+            },
+        );
         let mut cmd = redis::cmd("ZRANGEBYLEX");
-        cmd.arg(actors).arg(min).arg("+").arg("LIMIT").arg(0).arg(limit.min(i64::MAX as usize));
+        cmd.arg(actors)
+            .arg(min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit.min(i64::MAX as usize));
         let ids: Vec<Vec<u8>> = self.query(&cmd).await?;
         ids.into_iter()
             .map(|id| String::from_utf8(id).map_err(|_| bad_reply("an actor id that is not UTF-8")))
@@ -520,7 +534,9 @@ impl JournalStorage for RedisJournalStorage {
         match reply.first().and_then(as_i64) {
             Some(1) => Ok(()),
             Some(0) => {
-                let highest = reply.get(1).map_or(Ok(0), |v| reply_u64(v, "save checkpoint"))?;
+                let highest = reply
+                    .get(1)
+                    .map_or(Ok(0), |v| reply_u64(v, "save checkpoint"))?;
                 Err(validate::checkpoint_beyond_highest(checkpoint, highest))
             }
             _ => Err(bad_reply("save checkpoint")),
@@ -560,7 +576,9 @@ impl JournalStorage for RedisJournalStorage {
             .await?;
         match value {
             Value::Nil => Ok(None),
-            Value::BulkString(bytes) => Checkpoint::decode_stored(actor_id, sequence, &bytes).map(Some),
+            Value::BulkString(bytes) => {
+                Checkpoint::decode_stored(actor_id, sequence, &bytes).map(Some)
+            }
             _ => Err(bad_reply("checkpoint bytes")),
         }
     }
@@ -569,7 +587,12 @@ impl JournalStorage for RedisJournalStorage {
     async fn list_checkpoints(&self, actor_id: &str) -> JournalResult<Vec<u64>> {
         let keys = self.inner.keys.actor(actor_id);
         let values: Vec<Value> = self
-            .query(redis::cmd("ZRANGE").arg(keys.checkpoint_index()).arg(0).arg(-1))
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(keys.checkpoint_index())
+                    .arg(0)
+                    .arg(-1),
+            )
             .await?;
         values
             .iter()

@@ -69,7 +69,9 @@ async fn read_node(connection: &Connection, host: &str, port: u16) -> NodePersis
             .ok()
             .and_then(config_value)
     };
-    let appendonly = get("appendonly").await.map(|v| v.eq_ignore_ascii_case("yes"));
+    let appendonly = get("appendonly")
+        .await
+        .map(|v| v.eq_ignore_ascii_case("yes"));
     NodePersistence {
         node: format!("{host}:{port}"),
         appendonly,
@@ -80,7 +82,9 @@ async fn read_node(connection: &Connection, host: &str, port: u16) -> NodePersis
 
 /// Every node of a cluster (primaries and replicas) from `CLUSTER SLOTS`.
 async fn cluster_nodes(connection: &Connection) -> Vec<(String, u16)> {
-    let Ok(Value::Array(ranges)) = connection.query::<Value>(redis::cmd("CLUSTER").arg("SLOTS")).await
+    let Ok(Value::Array(ranges)) = connection
+        .query::<Value>(redis::cmd("CLUSTER").arg("SLOTS"))
+        .await
     else {
         return Vec::new();
     };
@@ -94,8 +98,12 @@ async fn cluster_nodes(connection: &Connection) -> Vec<(String, u16)> {
                 Some(Value::SimpleString(s)) => s.clone(),
                 _ => continue,
             };
-            let Some(Value::Int(port)) = fields.get(1) else { continue };
-            let Ok(port) = u16::try_from(*port) else { continue };
+            let Some(Value::Int(port)) = fields.get(1) else {
+                continue;
+            };
+            let Ok(port) = u16::try_from(*port) else {
+                continue;
+            };
             if !nodes.contains(&(host.clone(), port)) {
                 nodes.push((host, port));
             }

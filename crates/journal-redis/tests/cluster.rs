@@ -72,9 +72,26 @@ async fn waiting_for_one_replica_succeeds_in_the_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_cluster_connections_lose_no_entry_and_duplicate_none() {
-    if common::cluster_storage(common::test_options()).await.is_none() {
+    if common::cluster_storage(common::test_options())
+        .await
+        .is_none()
+    {
         return;
     }
     let url = common::cluster_url().expect("cluster");
     common::faults::connection_loss_loses_nothing(&url, common::test_options()).await;
+}
+
+#[tokio::test]
+async fn persistence_is_read_on_every_node_of_the_cluster() {
+    let Some(storage) = common::cluster_storage(common::test_options()).await else {
+        return;
+    };
+    let nodes = common::faults::node_addresses(&common::cluster_url().expect("cluster")).await;
+    let seen = storage.persistence();
+    assert_eq!(seen.len(), nodes.len(), "{seen:?}");
+    for node in seen {
+        assert!(nodes.contains(&node.node), "{node:?} not in {nodes:?}");
+        assert!(node.appendonly.is_some(), "{node:?}");
+    }
 }

@@ -205,8 +205,11 @@ async fn keys_are_laid_out_as_documented() {
     assert_eq!(fields, ["i", "d"]);
     let ids: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["1-0", "2-0"]);
-    let members: Vec<String> =
-        common::raw(&raw, redis::cmd("ZRANGE").arg(k.bucket().actors()).arg(0).arg(-1)).await;
+    let members: Vec<String> = common::raw(
+        &raw,
+        redis::cmd("ZRANGE").arg(k.bucket().actors()).arg(0).arg(-1),
+    )
+    .await;
     assert_eq!(members, [actor]);
     let key_text = String::from_utf8_lossy(&k.entries()).into_owned();
     assert!(key_text.ends_with(":e:}{odd} actor"), "{key_text}");
@@ -422,4 +425,111 @@ async fn a_page_resumes_correctly_in_a_bucket_beyond_the_first_window() {
         .await
         .expect("page 2");
     assert_eq!(second.actors, [late]);
+}
+
+/// The append script as the first layout had it (journal-redis before the
+/// driver change): it also kept per-bucket totals in `{tag}:stats`, which
+/// every append wrote. Stores written by it must read and grow unchanged.
+const FIRST_LAYOUT_APPEND: &str = include_str!("data/first_layout_append.lua");
+
+#[tokio::test]
+async fn a_store_written_by_the_first_layout_reads_and_grows() {
+    let options = common::test_options();
+    let prefix = options.key_prefix.clone();
+    let keys = Keys::new(&prefix);
+    let raw = common::raw_client().await;
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    // Two actors written the old way: entries with `i` and `d` fields, the
+    // highest sequence, the bucket's index and its totals hash.
+    let actors = ["old-a", "old-b"];
+    let mut written = Vec::new();
+    for actor in actors {
+        let k = keys.actor(actor);
+        let batch: Vec<JournalEntry> = (1..=3).map(|s| entry(actor, s)).collect();
+        let stats = {
+            let mut key = k.bucket().actors();
+            key.truncate(key.len() - "actors".len());
+            key.extend_from_slice(b"stats");
+            key
+        };
+        let reply: Vec<i64> = common::raw(
+            &raw,
+            redis::cmd("EVAL")
+                .arg(FIRST_LAYOUT_APPEND)
+                .arg(4)
+                .arg(k.highest())
+                .arg(k.entries())
+                .arg(k.bucket().actors())
+                .arg(stats)
+                .arg(journal_redis::scripts::append_args(&batch)),
+        )
+        .await;
+        assert_eq!(reply, [0], "the first layout's append");
+        written.push(batch);
+    }
+    for (actor, batch) in actors.iter().zip(&written) {
+        assert_eq!(&storage.replay_from(actor, 1).await.expect("replay"), batch);
+        // A retry of an old entry is recognised, a new one appends.
+        storage
+            .append_entry(&batch[2])
+            .await
+            .expect("idempotent retry");
+        storage
+            .append_entry(&entry(actor, 4))
+            .await
+            .expect("append");
+    }
+    let stats = storage.stats().await.expect("stats");
+    assert_eq!((stats.actors, stats.entries), (2, 8));
+    let mut listed = storage
+        .list_actors_page(None, 10)
+        .await
+        .expect("list")
+        .actors;
+    listed.sort();
+    assert_eq!(listed, actors);
+    for actor in actors {
+        storage.delete_actor(actor).await.expect("delete");
+    }
+    assert_eq!(storage.stats().await.expect("stats").actors, 0);
+}
+
+#[tokio::test]
+async fn persistence_is_read_at_open_and_can_be_required() {
+    use journal_redis::PersistenceCheck;
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    let raw = common::raw_client().await;
+    let appendonly: Vec<String> =
+        common::raw(&raw, redis::cmd("CONFIG").arg("GET").arg("appendonly")).await;
+    let on = appendonly.get(1).is_some_and(|v| v == "yes");
+    let seen = storage.persistence();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].appendonly, Some(on), "{seen:?}");
+    assert_eq!(seen[0].restart_loses().is_none(), on, "{seen:?}");
+    let required = RedisJournalStorage::open(
+        &common::url(),
+        RedisOptions {
+            persistence_check: PersistenceCheck::Require,
+            ..common::test_options()
+        },
+    )
+    .await;
+    if on {
+        required.expect("an append-only server passes");
+    } else {
+        let error = required.expect_err("a server without an append-only file is refused");
+        assert!(matches!(error, JournalError::Storage { .. }), "{error:?}");
+        assert!(error.to_string().contains("appendonly yes"), "{error}");
+    }
+    let skipped = common::storage(RedisOptions {
+        persistence_check: PersistenceCheck::Skip,
+        ..common::test_options()
+    })
+    .await
+    .expect("same server");
+    assert!(skipped.persistence().is_empty());
 }
