@@ -27,12 +27,33 @@ use crate::keys::ActorKeys;
 /// Returns `{0}` when written, `{1}` for an idempotent retry (every entry
 /// stored with the same id), `{2, highest}` for a conflict.
 pub const APPEND: &str = r"
+-- The id of a stored entry: its `i` field (entries of the first layout),
+-- else field 1 of the protobuf bytes in `d` (tag 0x0A, a varint length,
+-- the UTF-8 id), which prost writes first.
+local function stored_id(fields)
+  local d
+  for f = 1, #fields, 2 do
+    if fields[f] == 'i' then return fields[f + 1] end
+    if fields[f] == 'd' then d = fields[f + 1] end
+  end
+  if not d or string.byte(d, 1) ~= 10 then return nil end
+  local len, scale, pos = 0, 1, 2
+  while true do
+    local b = string.byte(d, pos)
+    if not b or pos > 6 then return nil end
+    len = len + (b % 128) * scale
+    pos = pos + 1
+    if b < 128 then break end
+    scale = scale * 128
+  end
+  return string.sub(d, pos, pos + len - 1)
+end
 local hi_text = redis.call('GET', KEYS[1])
 local hi = tonumber(hi_text or '0')
 local first = tonumber(ARGV[3])
 if first == hi + 1 then
   for k = 3, #ARGV, 3 do
-    redis.call('XADD', KEYS[2], ARGV[k] .. '-0', 'i', ARGV[k + 1], 'd', ARGV[k + 2])
+    redis.call('XADD', KEYS[2], ARGV[k] .. '-0', 'd', ARGV[k + 2])
   end
   redis.call('SET', KEYS[1], ARGV[2])
   if hi == 0 and KEYS[3] then
@@ -46,12 +67,7 @@ if first <= hi then
     local got = redis.call('XRANGE', KEYS[2], id, id)
     local stored = got[1]
     if not stored then return {2, hi_text} end
-    local fields = stored[2]
-    local same = false
-    for f = 1, #fields, 2 do
-      if fields[f] == 'i' and fields[f + 1] == ARGV[k + 1] then same = true end
-    end
-    if not same then return {2, hi_text} end
+    if stored_id(stored[2]) ~= ARGV[k + 1] then return {2, hi_text} end
   end
   redis.call('SET', KEYS[1], hi_text)
   return {1}

@@ -202,7 +202,7 @@ async fn keys_are_laid_out_as_documented() {
     )
     .await;
     let fields: Vec<&str> = ids[0].1.iter().map(|(f, _)| f.as_str()).collect();
-    assert_eq!(fields, ["i", "d"]);
+    assert_eq!(fields, ["d"], "the id is read from the bytes");
     let ids: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["1-0", "2-0"]);
     let members: Vec<String> = common::raw(
