@@ -271,6 +271,30 @@ impl RawRedis {
         Ok(())
     }
 
+    /// `MEMORY USAGE` of a key, every element counted (`SAMPLES 0`).
+    pub async fn memory_usage(&self, key: &[u8]) -> Result<u64, redis::RedisError> {
+        redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut self.connection.clone())
+            .await
+    }
+
+    /// The server's `used_memory` (`INFO memory`).
+    pub async fn used_memory(&self) -> Result<u64, redis::RedisError> {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
     async fn call_append(&self, batch: &[JournalEntry]) {
         let Some(first) = batch.first() else {
             return;

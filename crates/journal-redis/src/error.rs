@@ -23,8 +23,9 @@ const TRANSIENT_REPLIES: [&str; 7] = [
 /// driver's, which names no password.
 pub(crate) fn redis_error(e: RedisError) -> JournalError {
     let transient = match e.kind() {
-        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => true,
-        ErrorKind::Server(
+        ErrorKind::Io
+        | ErrorKind::ClusterConnectionNotFound
+        | ErrorKind::Server(
             ServerErrorKind::BusyLoading
             | ServerErrorKind::Moved
             | ServerErrorKind::Ask

@@ -10,6 +10,9 @@ use journal_core::{journal_entry::Entry, JournalEntry, JournalError, JournalStor
 use journal_redis::keys::Keys;
 use journal_redis::{RedisJournalStorage, RedisOptions, ReplicaWait};
 
+/// An `XRANGE` item: the stream id and the field-value pairs.
+type StreamItem = (String, Vec<(String, Vec<u8>)>);
+
 fn entry(actor: &str, sequence: u64) -> JournalEntry {
     JournalEntry::new(
         actor,
@@ -196,7 +199,7 @@ async fn keys_are_laid_out_as_documented() {
     let raw = common::raw_client().await;
     let highest: String = common::raw(&raw, redis::cmd("GET").arg(k.highest())).await;
     assert_eq!(highest, "2");
-    let ids: Vec<(String, Vec<(String, Vec<u8>)>)> = common::raw(
+    let ids: Vec<StreamItem> = common::raw(
         &raw,
         redis::cmd("XRANGE").arg(k.entries()).arg("-").arg("+"),
     )
