@@ -351,7 +351,9 @@ impl Baseline for RawRedis {
             let Some(Value::Array(fields)) = parts.get(1) else {
                 panic!("XRANGE fields")
             };
-            let Some(Value::BulkString(bytes)) = fields.get(3) else {
+            // The field `d`: the only one (entries of the first layout
+            // also had `i` before it).
+            let Some(Value::BulkString(bytes)) = fields.last() else {
                 panic!("entry bytes")
             };
             std::hint::black_box(JournalEntry::decode(bytes.as_slice()).expect("decode"));
