@@ -201,12 +201,25 @@ impl Connection {
     }
 
     /// Sends a pipeline to the primary of `slot` as one unit, and returns
-    /// each command's reply.
+    /// each command's reply. The cluster client follows a redirection of
+    /// any command (`ASK`, `MOVED`, `TRYAGAIN`) by sending the whole
+    /// pipeline again where it belongs; any other error reply (`NOSCRIPT`,
+    /// say) is the call's error.
     pub(crate) async fn query_pipe(
         &self,
         pipe: &redis::Pipeline,
         slot: u16,
     ) -> RedisResult<Vec<Value>> {
+        let values = self.send_pipe(pipe, slot).await?;
+        if let Some(Value::ServerError(error)) =
+            values.iter().find(|v| matches!(v, Value::ServerError(_)))
+        {
+            return Err(error.clone().into());
+        }
+        Ok(values)
+    }
+
+    async fn send_pipe(&self, pipe: &redis::Pipeline, slot: u16) -> RedisResult<Vec<Value>> {
         match self {
             Connection::Single(c) => pipe.query_async(&mut c.clone()).await,
             Connection::Cluster(c) => {
