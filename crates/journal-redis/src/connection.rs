@@ -1,9 +1,10 @@
-//! Connections: redis-rs's `ConnectionManager` for one server, its
-//! asynchronous cluster client for a Redis Cluster. Both pipeline: calls
-//! share a connection without waiting for each other's replies, and every
-//! reply reaches the call that sent its command.
+//! Connections: redis-rs's `ConnectionManager` for one server (pipelined:
+//! calls share a connection without waiting for each other's replies), and
+//! its asynchronous cluster client for a Redis Cluster, one call per
+//! cluster connection at a time (see [`ClusterPool`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use journal_core::{JournalError, JournalResult};
@@ -11,6 +12,7 @@ use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{FromRedisValue, RedisResult, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{redis_error, BACKEND};
 use crate::options::RedisOptions;
@@ -143,58 +145,142 @@ fn check_node_url(url: &str) -> JournalResult<()> {
         .map_err(|e| invalid(&format!("{:?}", e.kind())))
 }
 
-/// One connection: a managed connection to one server, or a cluster
-/// connection (one connection to each node it talks to).
-#[derive(Clone)]
-pub(crate) enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
+/// Connections to one server: managed, pipelined connections shared by
+/// every call, used in turn.
+struct SinglePool {
+    connections: Vec<ConnectionManager>,
+    next: AtomicUsize,
 }
 
-impl Connection {
-    /// Sends `cmd`, routed by its keys.
-    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
-        match self {
-            Connection::Single(c) => cmd.query_async(&mut c.clone()).await,
-            Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+/// Cluster connections, each carrying one call at a time: opened on
+/// demand up to a cap, handed out to one call, and taken back after it.
+///
+/// Why not one shared, pipelined cluster connection: under a slot
+/// migration, redis-rs's cluster client (1.8) wedges for good when many
+/// calls share one connection. Each `MOVED` refreshes the slot map under a
+/// write lock that calls queued for its read side keep from being taken
+/// again, and a call sent `ASKING` can lose it to another call's command on
+/// the shared socket, which makes more `MOVED`s. The resharding test
+/// (`tests/reshard.rs`) saw every call on every slot time out from the
+/// first seconds of a move. With one call per connection neither can
+/// happen, and nothing blocks a thread: the connections stay asynchronous.
+struct ClusterPool {
+    client: redis::cluster::ClusterClient,
+    idle: Mutex<Vec<ClusterConnection>>,
+    permits: Arc<Semaphore>,
+    connect_timeout: Duration,
+    servers: String,
+}
+
+enum Kind {
+    Single(SinglePool),
+    Cluster(ClusterPool),
+}
+
+/// The storage's connections.
+pub(crate) struct Pool {
+    kind: Kind,
+    size: usize,
+}
+
+/// One call's use of a connection. A cluster connection goes back to the
+/// pool when the lease ends, unless a command on it was cut short (the
+/// caller gave up, or it timed out): that connection is dropped, so no
+/// half-finished exchange is ever shared.
+pub(crate) struct Lease<'a> {
+    connection: Leased,
+    pool: &'a Pool,
+    _permit: Option<OwnedSemaphorePermit>,
+    clean: bool,
+}
+
+enum Leased {
+    Single(ConnectionManager),
+    Cluster(Option<ClusterConnection>),
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let (Leased::Cluster(connection), Kind::Cluster(cluster)) =
+            (&mut self.connection, &self.pool.kind)
+        {
+            if let (true, Some(connection)) = (self.clean, connection.take()) {
+                if let Ok(mut idle) = cluster.idle.lock() {
+                    idle.push(connection);
+                }
+            }
         }
     }
+}
 
-    /// Sends `cmd` to the primary of `slot` (any server when not
-    /// clustered): for commands that name no key.
-    pub(crate) async fn query_slot<T: FromRedisValue>(
-        &self,
-        cmd: &redis::Cmd,
-        slot: u16,
+impl Lease<'_> {
+    /// Runs one exchange, marking the lease unclean while it is under way
+    /// and after a timeout or a lost connection.
+    async fn run<T>(
+        &mut self,
+        exchange: impl std::future::Future<Output = RedisResult<T>>,
     ) -> RedisResult<T> {
-        match self {
-            Connection::Single(c) => cmd.query_async(&mut c.clone()).await,
-            Connection::Cluster(c) => {
-                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                    Route::new(slot, SlotAddr::Master),
-                ));
-                let value = c.clone().route_command(cmd.clone(), route).await?;
-                T::from_redis_value(value).map_err(Into::into)
+        self.clean = false;
+        let result = exchange.await;
+        self.clean = match &result {
+            Err(e) => !(e.is_timeout() || e.is_connection_dropped() || e.is_io_error()),
+            Ok(_) => true,
+        };
+        result
+    }
+
+    /// Sends `cmd`, routed by its keys.
+    pub(crate) async fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> RedisResult<T> {
+        match &mut self.connection {
+            Leased::Single(c) => cmd.query_async(c).await,
+            Leased::Cluster(c) => {
+                let mut c = c.clone().ok_or_else(gone)?;
+                self.run(async move { cmd.query_async(&mut c).await }).await
             }
         }
     }
 
-    /// Sends `cmd` to the node at `host:port` (the one server when not
+    /// Sends `cmd` to the primary of `slot` (the server when not
+    /// clustered): for commands that name no key.
+    pub(crate) async fn query_slot<T: FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+        slot: u16,
+    ) -> RedisResult<T> {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            slot,
+            SlotAddr::Master,
+        )));
+        self.route(cmd, route).await
+    }
+
+    /// Sends `cmd` to the node at `host:port` (the server when not
     /// clustered).
     pub(crate) async fn query_node<T: FromRedisValue>(
-        &self,
+        &mut self,
         cmd: &redis::Cmd,
         host: &str,
         port: u16,
     ) -> RedisResult<T> {
-        match self {
-            Connection::Single(c) => cmd.query_async(&mut c.clone()).await,
-            Connection::Cluster(c) => {
-                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                    host: host.to_owned(),
-                    port,
-                });
-                let value = c.clone().route_command(cmd.clone(), route).await?;
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        });
+        self.route(cmd, route).await
+    }
+
+    async fn route<T: FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+        route: RoutingInfo,
+    ) -> RedisResult<T> {
+        match &mut self.connection {
+            Leased::Single(c) => cmd.query_async(c).await,
+            Leased::Cluster(c) => {
+                let mut c = c.clone().ok_or_else(gone)?;
+                let value = self
+                    .run(async move { c.route_command(cmd.clone(), route).await })
+                    .await?;
                 T::from_redis_value(value).map_err(Into::into)
             }
         }
@@ -206,11 +292,19 @@ impl Connection {
     /// pipeline again where it belongs; any other error reply (`NOSCRIPT`,
     /// say) is the call's error.
     pub(crate) async fn query_pipe(
-        &self,
+        &mut self,
         pipe: &redis::Pipeline,
         slot: u16,
     ) -> RedisResult<Vec<Value>> {
-        let values = self.send_pipe(pipe, slot).await?;
+        let values: Vec<Value> = match &mut self.connection {
+            Leased::Single(c) => pipe.query_async(c).await?,
+            Leased::Cluster(c) => {
+                let mut c = c.clone().ok_or_else(gone)?;
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                self.run(async move { c.route_pipeline(pipe.clone(), 0, pipe.len(), route).await })
+                    .await?
+            }
+        };
         if let Some(Value::ServerError(error)) =
             values.iter().find(|v| matches!(v, Value::ServerError(_)))
         {
@@ -218,41 +312,28 @@ impl Connection {
         }
         Ok(values)
     }
-
-    async fn send_pipe(&self, pipe: &redis::Pipeline, slot: u16) -> RedisResult<Vec<Value>> {
-        match self {
-            Connection::Single(c) => pipe.query_async(&mut c.clone()).await,
-            Connection::Cluster(c) => {
-                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
-                c.clone()
-                    .route_pipeline(pipe.clone(), 0, pipe.len(), route)
-                    .await
-            }
-        }
-    }
 }
 
-/// The storage's connections, used in turn.
-pub(crate) struct Pool {
-    connections: Vec<Connection>,
-    next: AtomicUsize,
-    clustered: bool,
+fn gone() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Client, "the connection was given up"))
 }
 
 impl Pool {
-    /// Opens `options.pool_size` connections to `target` and checks that
-    /// the server answers.
+    /// Opens the connections to `target` and checks that the servers
+    /// answer: `options.pool_size` shared connections to one server; for a
+    /// cluster, one connection now and more on demand, up to
+    /// `options.cluster_connections`.
     pub(crate) async fn connect(target: &Target, options: &RedisOptions) -> JournalResult<Self> {
-        let unreachable = |e: redis::RedisError, servers: &str| {
-            let error = redis_error(e);
-            if error.is_retryable() {
-                JournalError::unavailable(BACKEND, format!("cannot connect to {servers}: {error}"))
-            } else {
-                error
-            }
+        let no_answer = |servers: &str| {
+            JournalError::unavailable(
+                BACKEND,
+                format!(
+                    "cannot connect to {servers}: no answer within {:?}",
+                    options.connect_timeout
+                ),
+            )
         };
-        let mut connections = Vec::with_capacity(options.pool_size);
-        match target {
+        let pool = match target {
             Target::Single(url) => {
                 let servers = servers_of(url);
                 let client = redis::Client::open(url.as_str())
@@ -263,23 +344,23 @@ impl Pool {
                     .set_number_of_retries(6)
                     .set_min_delay(Duration::from_millis(10))
                     .set_max_delay(Duration::from_secs(2));
+                let mut connections = Vec::with_capacity(options.pool_size);
                 for _ in 0..options.pool_size {
                     let manager = tokio::time::timeout(
                         options.connect_timeout,
                         client.get_connection_manager_with_config(config.clone()),
                     )
                     .await
-                    .map_err(|_| {
-                        JournalError::unavailable(
-                            BACKEND,
-                            format!(
-                                "cannot connect to {servers}: no answer within {:?}",
-                                options.connect_timeout
-                            ),
-                        )
-                    })?
+                    .map_err(|_| no_answer(&servers))?
                     .map_err(|e| unreachable(e, &servers))?;
-                    connections.push(Connection::Single(manager));
+                    connections.push(manager);
+                }
+                Pool {
+                    size: connections.len(),
+                    kind: Kind::Single(SinglePool {
+                        connections,
+                        next: AtomicUsize::new(0),
+                    }),
                 }
             }
             Target::Cluster(nodes) => {
@@ -294,61 +375,117 @@ impl Pool {
                     .overall_response_timeout(Some(options.command_timeout))
                     // TRYAGAIN (a slot half moved), CLUSTERDOWN and
                     // MASTERDOWN (a failover) are retried after a short,
-                    // growing pause: 10 ms doubling to at most 250 ms, within
-                    // the command timeout.
+                    // growing pause: 10 ms doubling to at most 250 ms,
+                    // within the command timeout.
                     .retries(64)
                     .min_retry_wait(5)
                     .max_retry_wait(250)
                     .retry_wait_formula(10, 2)
                     .build()
                     .map_err(|e| invalid(&format!("{:?}", e.kind())))?;
-                for _ in 0..options.pool_size {
-                    let connection = tokio::time::timeout(
-                        options.connect_timeout,
-                        client.get_async_connection(),
-                    )
-                    .await
-                    .map_err(|_| {
-                        JournalError::unavailable(
-                            BACKEND,
-                            format!(
-                                "cannot connect to {servers}: no answer within {:?}",
-                                options.connect_timeout
-                            ),
-                        )
-                    })?
-                    .map_err(|e| unreachable(e, &servers))?;
-                    connections.push(Connection::Cluster(connection));
+                let cluster = ClusterPool {
+                    client,
+                    idle: Mutex::new(Vec::new()),
+                    permits: Arc::new(Semaphore::new(options.cluster_connections)),
+                    connect_timeout: options.connect_timeout,
+                    servers,
+                };
+                let first = cluster.open().await?;
+                if let Ok(mut idle) = cluster.idle.lock() {
+                    idle.push(first);
+                }
+                Pool {
+                    size: options.cluster_connections,
+                    kind: Kind::Cluster(cluster),
                 }
             }
-        }
-        let pool = Pool {
-            clustered: matches!(target, Target::Cluster(_)),
-            connections,
-            next: AtomicUsize::new(0),
         };
-        // A cluster connection opens lazily: one command proves the
-        // servers answer.
+        // One command proves the servers answer.
         let _: Value = pool
-            .next()
+            .lease()
+            .await?
             .query(&redis::cmd("PING"))
             .await
             .map_err(|e| unreachable(e, &servers_of_target(target)))?;
         Ok(pool)
     }
 
-    /// The next connection, round robin.
-    pub(crate) fn next(&self) -> &Connection {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        &self.connections[i]
+    /// A connection for one call: the next shared one for one server; an
+    /// idle (or new) cluster connection, waiting while all are in use.
+    pub(crate) async fn lease(&self) -> JournalResult<Lease<'_>> {
+        match &self.kind {
+            Kind::Single(single) => {
+                let i = single.next.fetch_add(1, Ordering::Relaxed) % single.connections.len();
+                Ok(Lease {
+                    connection: Leased::Single(single.connections[i].clone()),
+                    pool: self,
+                    _permit: None,
+                    clean: true,
+                })
+            }
+            Kind::Cluster(cluster) => {
+                let permit = Arc::clone(&cluster.permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| JournalError::unavailable(BACKEND, "the storage was closed"))?;
+                let idle = cluster.idle.lock().ok().and_then(|mut idle| idle.pop());
+                let connection = match idle {
+                    Some(connection) => connection,
+                    None => cluster.open().await?,
+                };
+                Ok(Lease {
+                    connection: Leased::Cluster(Some(connection)),
+                    pool: self,
+                    _permit: Some(permit),
+                    clean: true,
+                })
+            }
+        }
     }
 
+    /// Shared connections (one server) or the most cluster connections.
     pub(crate) fn size(&self) -> usize {
-        self.connections.len()
+        self.size
     }
 
     pub(crate) fn is_clustered(&self) -> bool {
-        self.clustered
+        matches!(self.kind, Kind::Cluster(_))
+    }
+
+    /// Lets no new call start: waiting and later calls fail.
+    pub(crate) fn close(&self) {
+        if let Kind::Cluster(cluster) = &self.kind {
+            cluster.permits.close();
+            if let Ok(mut idle) = cluster.idle.lock() {
+                idle.clear();
+            }
+        }
+    }
+}
+
+impl ClusterPool {
+    async fn open(&self) -> JournalResult<ClusterConnection> {
+        tokio::time::timeout(self.connect_timeout, self.client.get_async_connection())
+            .await
+            .map_err(|_| {
+                JournalError::unavailable(
+                    BACKEND,
+                    format!(
+                        "cannot connect to {}: no answer within {:?}",
+                        self.servers, self.connect_timeout
+                    ),
+                )
+            })?
+            .map_err(|e| unreachable(e, &self.servers))
+    }
+}
+
+fn unreachable(e: redis::RedisError, servers: &str) -> JournalError {
+    let error = redis_error(e);
+    if error.is_retryable() {
+        JournalError::unavailable(BACKEND, format!("cannot connect to {servers}: {error}"))
+    } else {
+        error
     }
 }
 

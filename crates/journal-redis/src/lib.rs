@@ -22,7 +22,7 @@ use journal_core::{
 use prost::Message;
 use redis::Value;
 
-use connection::{Connection, Pool};
+use connection::{Lease, Pool};
 use error::{bad_reply, is_noscript, redis_error, BACKEND};
 use keys::{Keys, BUCKETS};
 pub use options::{PersistenceCheck, RedisOptions, ReplicaWait};
@@ -145,17 +145,18 @@ impl RedisJournalStorage {
     #[allow(clippy::unused_async)]
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.pool.close();
     }
 
-    fn connection(&self) -> JournalResult<&Connection> {
+    async fn lease(&self) -> JournalResult<Lease<'_>> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(JournalError::unavailable(BACKEND, "the storage was closed"));
         }
-        Ok(self.inner.pool.next())
+        self.inner.pool.lease().await
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> JournalResult<T> {
-        self.connection()?.query(cmd).await.map_err(redis_error)
+        self.lease().await?.query(cmd).await.map_err(redis_error)
     }
 
     /// Runs a script by SHA, sending its text when the server lost it
@@ -166,7 +167,7 @@ impl RedisJournalStorage {
         keys: &[Vec<u8>],
         args: &[Vec<u8>],
     ) -> JournalResult<Value> {
-        let connection = self.connection()?;
+        let mut connection = self.lease().await?;
         let call = |by: &str, body: &str| {
             let mut cmd = redis::cmd(by);
             cmd.arg(body).arg(keys.len()).arg(keys).arg(args);
@@ -198,7 +199,7 @@ impl RedisJournalStorage {
         self.check_replicas(slot, wait).await?;
         let waited = wait.timeout.min(self.inner.command_timeout);
         let timeout_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX).max(1);
-        let connection = self.connection()?;
+        let mut connection = self.lease().await?;
         let pipeline = |by: &str, body: &str| {
             let mut pipe = redis::pipe();
             pipe.cmd(by).arg(body).arg(keys.len()).arg(keys).arg(args);
@@ -261,8 +262,9 @@ impl RedisJournalStorage {
             }
             return Ok(());
         }
-        let connection = self.connection()?;
-        let info: String = connection
+        let info: String = self
+            .lease()
+            .await?
             .query_slot(redis::cmd("INFO").arg("replication"), slot)
             .await
             .map_err(redis_error)?;

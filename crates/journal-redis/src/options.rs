@@ -14,12 +14,16 @@ pub struct RedisOptions {
     /// ASCII letters, digits, `_`, `-`, `.` and `:`. Two journals with
     /// different prefixes share a server without seeing each other.
     pub key_prefix: String,
-    /// Connections (default 4). Each one pipelines: concurrent calls share
-    /// it without waiting for each other's replies. In a cluster, each
-    /// "connection" is one connection to every primary, and each node's
-    /// connection works on its own: a node that is down or slow holds up
-    /// only the calls for its slots.
+    /// Connections to one server (default 4). Each one pipelines:
+    /// concurrent calls share it without waiting for each other's replies.
     pub pool_size: usize,
+    /// On a cluster: how many calls may be under way at once (default 32).
+    /// Each holds a cluster connection (one connection to each node it
+    /// talks to) for its duration; they are opened as needed, and further
+    /// calls wait for one to come free. Size it for the calls you run at
+    /// once: a call to a shard that is failing over holds its connection
+    /// until it fails or the shard is back.
+    pub cluster_connections: usize,
     /// How long to wait for a connection to open (default 5 s).
     pub connect_timeout: Duration,
     /// How long a call waits for its reply before failing with
@@ -74,6 +78,7 @@ impl Default for RedisOptions {
         RedisOptions {
             key_prefix: "journal".into(),
             pool_size: 4,
+            cluster_connections: 32,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
             wait_for_replicas: None,
@@ -103,10 +108,10 @@ pub(crate) fn validate(options: &RedisOptions) -> JournalResult<()> {
             ),
         ));
     }
-    if options.pool_size == 0 {
+    if options.pool_size == 0 || options.cluster_connections == 0 {
         return Err(JournalError::storage(
             BACKEND,
-            "pool_size must be at least 1",
+            "pool_size and cluster_connections must be at least 1",
         ));
     }
     if options.wait_for_replicas.is_some_and(|w| w.replicas == 0) {

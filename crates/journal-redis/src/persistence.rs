@@ -4,7 +4,7 @@
 use journal_core::{JournalError, JournalResult};
 use redis::Value;
 
-use crate::connection::{Connection, Pool};
+use crate::connection::{Lease, Pool};
 use crate::error::BACKEND;
 use crate::options::PersistenceCheck;
 
@@ -59,29 +59,31 @@ fn config_value(reply: Value) -> Option<String> {
     }
 }
 
-async fn read_node(connection: &Connection, host: &str, port: u16) -> NodePersistence {
-    let get = |name: &'static str| async move {
+async fn read_node(connection: &mut Lease<'_>, host: &str, port: u16) -> NodePersistence {
+    let mut values = Vec::with_capacity(3);
+    for name in ["appendonly", "appendfsync", "save"] {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg(name);
-        connection
-            .query_node::<Value>(&cmd, host, port)
-            .await
-            .ok()
-            .and_then(config_value)
-    };
-    let appendonly = get("appendonly")
-        .await
-        .map(|v| v.eq_ignore_ascii_case("yes"));
+        values.push(
+            connection
+                .query_node::<Value>(&cmd, host, port)
+                .await
+                .ok()
+                .and_then(config_value),
+        );
+    }
+    let mut values = values.into_iter();
+    let mut next = || values.next().flatten();
     NodePersistence {
         node: format!("{host}:{port}"),
-        appendonly,
-        appendfsync: get("appendfsync").await,
-        save: get("save").await,
+        appendonly: next().map(|v| v.eq_ignore_ascii_case("yes")),
+        appendfsync: next(),
+        save: next(),
     }
 }
 
 /// Every node of a cluster (primaries and replicas) from `CLUSTER SLOTS`.
-async fn cluster_nodes(connection: &Connection) -> Vec<(String, u16)> {
+async fn cluster_nodes(connection: &mut Lease<'_>) -> Vec<(String, u16)> {
     let Ok(Value::Array(ranges)) = connection
         .query::<Value>(redis::cmd("CLUSTER").arg("SLOTS"))
         .await
@@ -114,15 +116,17 @@ async fn cluster_nodes(connection: &Connection) -> Vec<(String, u16)> {
 
 /// Reads the settings of every server behind the pool.
 pub(crate) async fn read(pool: &Pool) -> Vec<NodePersistence> {
-    let connection = pool.next();
+    let Ok(mut connection) = pool.lease().await else {
+        return Vec::new();
+    };
     if !pool.is_clustered() {
-        let mut node = read_node(connection, "", 0).await;
+        let mut node = read_node(&mut connection, "", 0).await;
         node.node = "server".into();
         return vec![node];
     }
     let mut out = Vec::new();
-    for (host, port) in cluster_nodes(connection).await {
-        out.push(read_node(connection, &host, port).await);
+    for (host, port) in cluster_nodes(&mut connection).await {
+        out.push(read_node(&mut connection, &host, port).await);
     }
     out
 }
