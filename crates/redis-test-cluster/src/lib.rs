@@ -141,6 +141,9 @@ fn spawn_server(port: u16, dir: &Path, node_timeout_ms: u64) -> Result<Child, St
         ])
         .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        // A replica (re)joining syncs at once, not after the default 5 s
+        // wait for more replicas.
+        .args(["--repl-diskless-sync-delay", "0"])
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
