@@ -16,7 +16,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::workload::{self, Shared, Workload, WriterLog};
@@ -65,11 +65,14 @@ async fn appends_complete_exactly_once_while_slots_move_between_primaries() {
     } = plan(&cluster);
     let workload = Workload::start(&storage, actors);
     let shared = workload.shared.clone();
-    let timeline = tokio::time::timeout(
+    let timeline = Mutex::new(Timeline::default());
+    let finished = tokio::time::timeout(
         MOVES_BOUND,
-        drive(&cluster, &shared, &moves, &s1_actors, &s2_actors),
+        drive(&cluster, &shared, &moves, &s1_actors, &s2_actors, &timeline),
     )
     .await;
+    let bound_hit_at = Instant::now();
+    let timeline = timeline.into_inner().expect("timeline");
     // Whatever happened, stop the writers and look at what is stored.
     shared.set_phase("stopping the writers");
     let logs = workload.stop_within(STOP_BOUND).await;
@@ -83,9 +86,7 @@ async fn appends_complete_exactly_once_while_slots_move_between_primaries() {
     .await;
 
     let in_moved_slots: Vec<usize> = s1_actors.iter().chain(&s2_actors).copied().collect();
-    if let Ok(timeline) = &timeline {
-        print_figures(timeline, &logs, &in_moved_slots, &shared);
-    }
+    print_figures(&timeline, bound_hit_at, &logs, &in_moved_slots, &shared);
     let acked: usize = logs.iter().map(|l| l.acked.len()).sum();
     let retries: u64 = logs.iter().map(|l| l.retries).sum();
     eprintln!(
@@ -96,15 +97,17 @@ async fn appends_complete_exactly_once_while_slots_move_between_primaries() {
     if let Ok((journals, buckets)) = &checks {
         workload::print_some("journal problems", journals, 10);
         workload::print_some("every-bucket problems", buckets, 10);
+        if !journals.is_empty() {
+            check_with_fresh_storage(&cluster, &storage, &logs).await;
+        }
     }
 
-    let Ok(timeline) = timeline else {
-        panic!(
-            "the moves with the writers running did not finish within {MOVES_BOUND:?} (stuck \
-             calls, or calls that keep failing)\n{}",
-            shared.describe()
-        );
-    };
+    assert!(
+        finished.is_ok(),
+        "the moves with the writers running did not finish within {MOVES_BOUND:?} (stuck \
+         calls, or calls that keep failing)\n{}",
+        shared.describe()
+    );
     let problems = shared.problems();
     assert!(
         problems.is_empty(),
@@ -135,6 +138,37 @@ async fn appends_complete_exactly_once_while_slots_move_between_primaries() {
         "after the moves, appends to every bucket did not all succeed:\n{}",
         bucket_problems.join("\n")
     );
+}
+
+/// Evidence only, when the storage's replays fail: does a fresh storage
+/// on the same cluster find what was acknowledged? Tells lost data from
+/// broken connections.
+async fn check_with_fresh_storage(
+    cluster: &TestCluster,
+    storage: &RedisJournalStorage,
+    logs: &[WriterLog],
+) {
+    let fresh = tokio::time::timeout(CHECK_BOUND, async {
+        let options = RedisOptions {
+            key_prefix: storage.key_prefix().to_owned(),
+            ..RedisOptions::default()
+        };
+        let fresh = RedisJournalStorage::open(cluster.url(), options).await?;
+        Ok::<_, journal_core::JournalError>(
+            workload::check_journals(&fresh, logs, false, &AtomicU64::new(0)).await,
+        )
+    })
+    .await;
+    match fresh {
+        Ok(Ok(problems)) if problems.is_empty() => eprintln!(
+            "a fresh storage on the same cluster finds every journal exactly as acknowledged"
+        ),
+        Ok(Ok(problems)) => {
+            workload::print_some("journal problems seen by a fresh storage", &problems, 10);
+        }
+        Ok(Err(e)) => eprintln!("a fresh storage does not open: {e}"),
+        Err(_) => eprintln!("a fresh storage's replays did not finish"),
+    }
 }
 
 /// Where the test's actors are and which slots move.
@@ -212,13 +246,23 @@ fn plan(cluster: &TestCluster) -> Plan {
 /// an actor waited between two acks during the moves.
 fn print_figures(
     timeline: &Timeline,
+    bound_hit_at: Instant,
     logs: &[WriterLog],
     in_moved_slots: &[usize],
     shared: &Shared,
 ) {
-    let moving = timeline.moves_end - timeline.moves_start;
-    let baseline_start = timeline
-        .moves_start
+    let Some(moves_start) = timeline.moves_start else {
+        eprintln!("no move was made");
+        return;
+    };
+    let moves_end = timeline.moves_end.unwrap_or(bound_hit_at);
+    let unfinished = if timeline.moves_end.is_some() {
+        ""
+    } else {
+        " (UNFINISHED: cut by the bound)"
+    };
+    let moving = moves_end - moves_start;
+    let baseline_start = moves_start
         .checked_sub(moving)
         .unwrap_or(shared.started)
         .max(shared.started);
@@ -227,7 +271,7 @@ fn print_figures(
     let mut stalls = (Duration::ZERO, Duration::ZERO);
     let mut failed = (0, 0);
     for (i, log) in logs.iter().enumerate() {
-        let gap = workload::longest_gap(&log.acks, timeline.moves_start, timeline.moves_end);
+        let gap = workload::longest_gap(&log.acks, moves_start, moves_end);
         if in_moved_slots.contains(&i) {
             stalls.0 = stalls.0.max(gap);
             continue;
@@ -240,17 +284,17 @@ fn print_figures(
                 .map(|(sent, took)| (*sent, *took, false)),
         );
         for (sent, took, ok) in calls {
-            if (timeline.moves_start..timeline.moves_end).contains(&sent) {
+            if (moves_start..moves_end).contains(&sent) {
                 during.push(took);
                 failed.1 += usize::from(!ok);
-            } else if (baseline_start..timeline.moves_start).contains(&sent) {
+            } else if (baseline_start..moves_start).contains(&sent) {
                 before.push(took);
                 failed.0 += usize::from(!ok);
             }
         }
     }
     eprintln!(
-        "moves took {moving:?} ({} keys in {} MIGRATE steps); append calls of the actors \
+        "moves took {moving:?}{unfinished} ({} keys in {} MIGRATE steps); append calls of the actors \
          whose slots never move: p99 {:?} over {} calls ({} failed) in the {:?} before the \
          moves, p99 {:?} over {} calls ({} failed) during them",
         timeline.keys_moved,
@@ -258,7 +302,7 @@ fn print_figures(
         workload::p99(before.clone()),
         before.len(),
         failed.0,
-        timeline.moves_start - baseline_start,
+        moves_start - baseline_start,
         workload::p99(during.clone()),
         during.len(),
         failed.1,
@@ -278,10 +322,12 @@ struct Moves {
     b: u16,
 }
 
-/// When the moves happened.
+/// When the moves happened, filled in as they go (so that a run cut short
+/// by the bound still has its figures).
+#[derive(Default)]
 struct Timeline {
-    moves_start: Instant,
-    moves_end: Instant,
+    moves_start: Option<Instant>,
+    moves_end: Option<Instant>,
     /// The event clock when the last move was finished.
     moves_end_tick: u64,
     keys_moved: usize,
@@ -297,7 +343,8 @@ async fn drive(
     moves: &Moves,
     s1_actors: &[usize],
     s2_actors: &[usize],
-) -> Timeline {
+    timeline: &Mutex<Timeline>,
+) {
     shared.set_phase("baseline: every actor appends, nothing moves");
     shared
         .wait_until(|s| {
@@ -305,10 +352,9 @@ async fn drive(
         })
         .await;
 
-    let moves_start = Instant::now();
-    let (mut keys_moved, mut steps) = (0, 0);
-    let (k, n) = step_by_step(cluster, shared, moves.s1, moves.a, moves.b, 2, s1_actors).await;
-    (keys_moved, steps) = (keys_moved + k, steps + n);
+    timeline.lock().expect("timeline").moves_start = Some(Instant::now());
+    let s1_slot = (moves.s1, s1_actors);
+    step_by_step(cluster, shared, s1_slot, (moves.a, moves.b), 2, timeline).await;
 
     shared.set_phase(format!(
         "S2 (slot {}) from :{} to :{} in one step",
@@ -316,17 +362,23 @@ async fn drive(
     ));
     wait_for_appends(shared, s2_actors).await;
     let (slot, from, to) = (moves.s2, moves.b, moves.a);
-    keys_moved += workload::admin(cluster, shared, "moving S2", move |c| {
+    let keys = workload::admin(cluster, shared, "moving S2", move |c| {
         c.move_slot(slot, from, to, 10_000)
     })
     .await;
-    steps += 1;
+    {
+        let mut timeline = timeline.lock().expect("timeline");
+        timeline.keys_moved += keys;
+        timeline.steps += 1;
+    }
     wait_for_appends(shared, s2_actors).await;
 
-    let (k, n) = step_by_step(cluster, shared, moves.s1, moves.b, moves.a, 3, s1_actors).await;
-    (keys_moved, steps) = (keys_moved + k, steps + n);
-    let moves_end = Instant::now();
-    let moves_end_tick = shared.tick();
+    step_by_step(cluster, shared, s1_slot, (moves.b, moves.a), 3, timeline).await;
+    {
+        let mut timeline = timeline.lock().expect("timeline");
+        timeline.moves_end = Some(Instant::now());
+        timeline.moves_end_tick = shared.tick();
+    }
 
     let (s1, s2, a) = (moves.s1, moves.s2, moves.a);
     let owners = workload::admin(cluster, shared, "owners", move |c| {
@@ -339,13 +391,6 @@ async fn drive(
     let all: Vec<usize> = (0..shared.calls.len()).collect();
     wait_for_calls(shared, &all).await;
     wait_for_calls(shared, &all).await;
-    Timeline {
-        moves_start,
-        moves_end,
-        moves_end_tick,
-        keys_moved,
-        steps,
-    }
 }
 
 /// Waits until each of `actors` has finished one more append call.
@@ -380,17 +425,16 @@ async fn wait_for_appends(shared: &Shared, actors: &[usize]) {
 }
 
 /// Moves `slot` from `from` to `to`, `per_step` keys per `MIGRATE`, with
-/// appends happening between two steps (see [`wait_for_appends`]).
-/// Returns the keys moved and the steps.
+/// appends happening between two steps (see [`wait_for_appends`]);
+/// `slot` is the slot with its actors. Counts keys and steps in `timeline`.
 async fn step_by_step(
     cluster: &Arc<TestCluster>,
     shared: &Arc<Shared>,
-    slot: u16,
-    from: u16,
-    to: u16,
+    (slot, actors): (u16, &[usize]),
+    (from, to): (u16, u16),
     per_step: usize,
-    actors: &[usize],
-) -> (usize, usize) {
+    timeline: &Mutex<Timeline>,
+) {
     shared.set_phase(format!(
         "slot {slot} from :{from} to :{to}, {per_step} keys per step"
     ));
@@ -410,6 +454,11 @@ async fn step_by_step(
         }
         keys += sent;
         steps += 1;
+        {
+            let mut timeline = timeline.lock().expect("timeline");
+            timeline.keys_moved += sent;
+            timeline.steps += 1;
+        }
         shared.set_phase(format!(
             "slot {slot} from :{from} to :{to}: {keys} keys moved in {steps} steps"
         ));
@@ -419,7 +468,6 @@ async fn step_by_step(
         c.finish_migration(slot, to)
     })
     .await;
-    (keys, steps)
 }
 
 /// One append to an actor of each of the 1,024 buckets, then its replay.

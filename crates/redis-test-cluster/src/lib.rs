@@ -261,7 +261,10 @@ impl TestCluster {
         cluster.primaries = ports
             .iter()
             .copied()
-            .filter(|p| view.iter().any(|n| n.port == *p && n.is_primary()))
+            .filter(|p| {
+                view.iter()
+                    .any(|n| n.port == *p && n.is_primary() && !n.slots.is_empty())
+            })
             .collect();
         let (first, rest) = cluster
             .primaries
@@ -416,8 +419,9 @@ impl TestCluster {
 
     /// Why the running nodes are not all ready, or `None` when they are:
     /// each reports `cluster_state:ok` with every slot served, knows every
-    /// server started, is a primary owning slots or a replica whose link to
-    /// its primary is up, and there are as many primaries as the spec says.
+    /// server started, lists no node as a primary without slots (unless
+    /// failed), is a primary owning slots or a replica whose link to its
+    /// primary is up, and there are as many primaries as the spec says.
     fn not_ready(&self) -> Option<String> {
         let started = self.lock_servers().len();
         let mut primaries = 0;
@@ -441,6 +445,18 @@ impl TestCluster {
             let Some(me) = nodes.iter().find(|n| n.myself) else {
                 return Some(format!("node {port} does not list itself"));
             };
+            // Every node's view agrees on the roles: a node that became a
+            // replica may still be listed as a primary (without slots) by
+            // others until gossip reaches them.
+            if let Some(stale) = nodes
+                .iter()
+                .find(|n| n.is_primary() && n.slots.is_empty() && !n.failed)
+            {
+                return Some(format!(
+                    "node {port} still lists :{} as a primary without slots",
+                    stale.port
+                ));
+            }
             if me.is_primary() {
                 if me.slots.is_empty() {
                     return Some(format!("node {port} is a primary without slots"));

@@ -594,12 +594,19 @@ pub fn p99(mut latencies: Vec<Duration>) -> Option<Duration> {
     Some(latencies[rank.saturating_sub(1)])
 }
 
-/// The longest time between two consecutive acks of one actor where the
-/// later ack is at or after `from` and the earlier one before `to`.
+/// The longest time one actor went without an ack within `from..to`:
+/// between two consecutive acks where the later is at or after `from` and
+/// the earlier before `to`, or from its last ack until `to` when nothing
+/// came after it.
 pub fn longest_gap(acks: &[Ack], from: Instant, to: Instant) -> Duration {
+    let tail = acks
+        .last()
+        .filter(|last| last.done < to)
+        .map(|last| to - last.done);
     acks.windows(2)
         .filter(|w| w[1].done >= from && w[0].done < to)
         .map(|w| w[1].done - w[0].done)
+        .chain(tail)
         .max()
         .unwrap_or_default()
 }
