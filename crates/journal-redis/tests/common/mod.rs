@@ -4,10 +4,13 @@
 //! uses a key prefix of its own under the run's prefix
 //! (`JOURNAL_TEST_KEY_PREFIX`), whose keys `cargo xtask ci` deletes after
 //! the run. A missing server skips locally and fails under `CI=true`.
+//! `workload` holds the writers of the resharding and failover tests, which
+//! start clusters of their own (redis-test-cluster).
 
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod workload;
 
 use journal_core::redact_url;
 use journal_redis::{RedisJournalStorage, RedisOptions};
@@ -30,7 +33,8 @@ pub fn fresh_prefix() -> String {
     format!("{run}{}", journal_core::new_entry_id().to_lowercase())
 }
 
-fn skip_or_fail(advice: &str) {
+/// Skips with `advice` locally; fails with it under `CI=true`.
+pub fn skip_or_fail(advice: &str) {
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{advice}");
     eprintln!("SKIPPED: {advice}");
 }
