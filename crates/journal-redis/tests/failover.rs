@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::workload::{self, Shared, Workload, WriterLog};
+use journal_core::JournalStorage;
 use journal_redis::keys::{bucket_of, slot_of_bucket};
 use journal_redis::{RedisJournalStorage, RedisOptions, ReplicaWait};
 use redis_test_cluster::{ClusterSpec, TestCluster};
@@ -42,6 +43,17 @@ async fn acknowledged_appends_survive_a_killed_primary_and_other_primaries_keep_
     }) else {
         return;
     };
+    // As the README advises for journals: the other shards keep serving
+    // while one has no primary. (With Redis's default, `yes`, every slot
+    // refuses from the moment the primary is flagged as failed until its
+    // replica is promoted.)
+    for port in cluster.ports() {
+        redis_test_cluster::cli(
+            port,
+            &["CONFIG", "SET", "cluster-require-full-coverage", "no"],
+        )
+        .expect("CONFIG SET");
+    }
     let options = RedisOptions {
         key_prefix: common::fresh_prefix(),
         pool_size: 2,
@@ -349,4 +361,108 @@ impl Figures {
             self.failed_stall.0, self.failed_stall.1
         );
     }
+}
+
+/// With `wait_for_replicas`, the shard whose replica was promoted has no
+/// replica until the dead node comes back: its writes fail at once with an
+/// error that says so (after the first, which waited out the timeout),
+/// write nothing, and leave the other shards alone; once a replica
+/// attaches, they go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_left_without_replicas_fails_fast_and_says_why() {
+    let Some(cluster) = workload::start_cluster(ClusterSpec {
+        primaries: 3,
+        replicas_per_primary: 1,
+        node_timeout_ms: 1_000,
+    }) else {
+        return;
+    };
+    let storage = RedisJournalStorage::open(
+        cluster.url(),
+        RedisOptions {
+            key_prefix: common::fresh_prefix(),
+            command_timeout: Duration::from_secs(2),
+            wait_for_replicas: Some(ReplicaWait {
+                replicas: 1,
+                timeout: Duration::from_millis(300),
+            }),
+            ..RedisOptions::default()
+        },
+    )
+    .await
+    .expect("the storage opens on the test cluster");
+    let view = cluster.nodes().expect("the cluster's nodes");
+    let owner_of = |actor: &str| {
+        let slot = slot_of_bucket(bucket_of(actor));
+        view.iter()
+            .find(|n| n.is_primary() && n.owns(slot))
+            .map(|n| n.port)
+            .expect("every slot has an owner")
+    };
+    let lonely = "lonely-0".to_owned();
+    let victim = owner_of(&lonely);
+    let healthy = (1..)
+        .map(|i| format!("healthy-{i}"))
+        .find(|a| owner_of(a) != victim)
+        .expect("an actor on another primary");
+    for actor in [&lonely, &healthy] {
+        storage
+            .append_entry(&workload::entry(actor, 1))
+            .await
+            .expect("a replica acknowledges");
+    }
+    cluster.kill(victim).expect("kill -9");
+    cluster
+        .wait_for_failover(victim, FAILOVER_LIMIT)
+        .expect("a replica takes over");
+
+    // Until the client has seen the shard short of replicas, calls may
+    // time out or wait out the WAIT; then every call fails at once.
+    let mut sequence = 2;
+    let mut fast = 0;
+    for _ in 0..40 {
+        match storage.append_entry(&workload::entry(&lonely, sequence)).await {
+            Ok(_) => sequence += 1,
+            Err(e) if e.to_string().contains("0 connected replicas") => {
+                assert!(e.is_retryable(), "{e:?}");
+                assert!(e.to_string().contains("nothing was written"), "{e}");
+                fast += 1;
+                if fast == 3 {
+                    break;
+                }
+            }
+            Err(e) => assert!(e.is_retryable(), "{e:?}"),
+        }
+    }
+    assert_eq!(fast, 3, "writes to the shard without replicas fail fast, naming the cause");
+    // Nothing of the refused calls was written: the highest sequence is
+    // the last entry a write reached (the first short-of-replicas call
+    // wrote it on the primary before its WAIT fell short).
+    let highest = storage.highest_sequence(&lonely).await.expect("highest");
+    assert!(highest <= sequence, "{highest} > {sequence}");
+    // The other shards still have their replicas.
+    storage
+        .append_entry(&workload::entry(&healthy, 2))
+        .await
+        .expect("another shard is not affected");
+
+    cluster.restart(victim).expect("the dead node comes back");
+    cluster
+        .wait_until_ready(FAILOVER_LIMIT)
+        .expect("as the new primary's replica");
+    let next = workload::entry(&lonely, highest + 1);
+    let mut last = None;
+    for _ in 0..100 {
+        match storage.append_entry(&next).await {
+            Ok(_) => {
+                last = None;
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_retryable(), "{e:?}");
+                last = Some(e);
+            }
+        }
+    }
+    assert!(last.is_none(), "the shard takes writes again: {last:?}");
 }
