@@ -421,7 +421,10 @@ async fn a_shard_left_without_replicas_fails_fast_and_says_why() {
     let mut sequence = 2;
     let mut fast = 0;
     for _ in 0..40 {
-        match storage.append_entry(&workload::entry(&lonely, sequence)).await {
+        match storage
+            .append_entry(&workload::entry(&lonely, sequence))
+            .await
+        {
             Ok(_) => sequence += 1,
             Err(e) if e.to_string().contains("0 connected replicas") => {
                 assert!(e.is_retryable(), "{e:?}");
@@ -434,7 +437,10 @@ async fn a_shard_left_without_replicas_fails_fast_and_says_why() {
             Err(e) => assert!(e.is_retryable(), "{e:?}"),
         }
     }
-    assert_eq!(fast, 3, "writes to the shard without replicas fail fast, naming the cause");
+    assert_eq!(
+        fast, 3,
+        "writes to the shard without replicas fail fast, naming the cause"
+    );
     // Nothing of the refused calls was written: the highest sequence is
     // the last entry a write reached (the first short-of-replicas call
     // wrote it on the primary before its WAIT fell short).
