@@ -376,8 +376,9 @@ impl Pool {
                     // TRYAGAIN (a slot half moved), CLUSTERDOWN and
                     // MASTERDOWN (a failover) are retried after a short,
                     // growing pause: 10 ms doubling to at most 250 ms,
-                    // within the command timeout.
-                    .retries(64)
+                    // within the command timeout. (At most 40: the driver
+                    // computes 2^retry, which must not overflow.)
+                    .retries(40)
                     .min_retry_wait(5)
                     .max_retry_wait(250)
                     .retry_wait_formula(10, 2)

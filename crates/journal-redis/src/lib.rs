@@ -319,6 +319,32 @@ impl RedisJournalStorage {
         }
     }
 
+    /// An actor's counts for [`JournalStorage::stats`], each read on its
+    /// own: `highest_sequence` is 1 when the actor exists, 0 when not.
+    async fn actor_counts(&self, actor_id: &str) -> JournalResult<ActorSummary> {
+        let keys = self.inner.keys.actor(actor_id);
+        let one = |name: &str, key: Vec<u8>| {
+            let mut cmd = redis::cmd(name);
+            cmd.arg(key);
+            cmd
+        };
+        let (exists, entries, checkpoints) = (
+            one("EXISTS", keys.highest()),
+            one("XLEN", keys.entries()),
+            one("ZCARD", keys.checkpoint_index()),
+        );
+        let (exists, entries, checkpoints) = futures::try_join!(
+            self.query::<u64>(&exists),
+            self.query::<u64>(&entries),
+            self.query::<u64>(&checkpoints),
+        )?;
+        Ok(ActorSummary {
+            highest_sequence: exists,
+            entries,
+            checkpoints,
+        })
+    }
+
     async fn bucket_actors(
         &self,
         bucket: u16,
@@ -678,9 +704,11 @@ impl JournalStorage for RedisJournalStorage {
         })
     }
 
-    /// Adds up every actor's summary: one round of calls per listed page,
-    /// many at once. An append never writes a key shared with other actors,
-    /// so the totals are summed here rather than kept (see the crate docs).
+    /// Adds up every actor's entries and checkpoints: one round of reads
+    /// per listed page, many at once. An append never writes a key shared
+    /// with other actors, so the totals are summed here rather than kept
+    /// (see the crate docs). Each read names one key, so it is served
+    /// wherever that key is, also while the actor's slot is half moved.
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn stats(&self) -> JournalResult<JournalStats> {
         let mut total = JournalStats::default();
@@ -691,7 +719,7 @@ impl JournalStorage for RedisJournalStorage {
             let summaries: Vec<ActorSummary> = futures::stream::iter(page.actors)
                 .map(|actor| {
                     let storage = self.clone();
-                    async move { storage.actor_summary(&actor).await }
+                    async move { storage.actor_counts(&actor).await }
                 })
                 .buffer_unordered(STATS_CONCURRENCY)
                 .try_collect()
