@@ -174,7 +174,7 @@ struct ClusterPool {
 
 enum Kind {
     Single(SinglePool),
-    Cluster(ClusterPool),
+    Cluster(Box<ClusterPool>),
 }
 
 /// The storage's connections.
@@ -397,7 +397,7 @@ impl Pool {
                 }
                 Pool {
                     size: options.cluster_connections,
-                    kind: Kind::Cluster(cluster),
+                    kind: Kind::Cluster(Box::new(cluster)),
                 }
             }
         };
