@@ -401,7 +401,7 @@ async fn a_shard_left_without_replicas_fails_fast_and_says_why() {
     };
     let lonely = "lonely-0".to_owned();
     let victim = owner_of(&lonely);
-    let healthy = (1..)
+    let healthy = (1..10_000)
         .map(|i| format!("healthy-{i}"))
         .find(|a| owner_of(a) != victim)
         .expect("an actor on another primary");

@@ -524,7 +524,7 @@ async fn listings_and_totals_hold_in_every_state_of_a_slot_move() {
     .expect("the storage opens on the test cluster");
     // Five actors in one bucket, whose slot moves, and 60 elsewhere.
     let moving_bucket = bucket_of("list-0");
-    let mut actors: Vec<String> = (0..)
+    let mut actors: Vec<String> = (0..1_000_000)
         .map(|i| format!("list-{i}"))
         .filter(|a| bucket_of(a) == moving_bucket)
         .take(5)
