@@ -207,11 +207,12 @@ impl Baseline for RawPostgres {
     }
 }
 
-/// Redis: one fred client calling the journal's own append script
-/// directly (`EVALSHA`, same keys, same arguments), 1,000 entries per call
-/// for the batch figure; replay is one `XRANGE` plus protobuf decoding.
+/// Redis: one multiplexed redis-rs connection calling the journal's own
+/// append script directly (`EVALSHA`, same keys, same arguments), 1,000
+/// entries per call for the batch figure; replay is one `XRANGE` plus
+/// protobuf decoding.
 pub struct RawRedis {
-    client: fred::prelude::Client,
+    connection: redis::aio::MultiplexedConnection,
     keys: journal_redis::keys::Keys,
     append_sha: String,
     prefix: String,
@@ -220,13 +221,16 @@ pub struct RawRedis {
 impl RawRedis {
     /// Connects to `url` and loads the append script; keys go under
     /// `prefix` (deleted by [`RawRedis::delete_keys`]).
-    pub async fn create(url: &str, prefix: &str) -> Result<Self, fred::error::Error> {
-        use fred::prelude::{ClientLike, Config, LuaInterface};
-        let client = fred::prelude::Builder::from_config(Config::from_url(url)?).build()?;
-        client.init().await?;
-        let append_sha: String = client.script_load(journal_redis::scripts::APPEND).await?;
+    pub async fn create(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        let append_sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(journal_redis::scripts::APPEND)
+            .query_async(&mut connection)
+            .await?;
         Ok(RawRedis {
-            client,
+            connection,
             keys: journal_redis::keys::Keys::new(prefix),
             append_sha,
             prefix: prefix.to_owned(),
@@ -235,14 +239,15 @@ impl RawRedis {
 
     /// Round-trip times of `n` plain `SET`s of a 100-byte value.
     pub async fn set_round_trips(&self, n: usize) -> Vec<std::time::Duration> {
-        use fred::prelude::KeysInterface;
         let key = format!("{}:set-probe", self.prefix);
+        let mut connection = self.connection.clone();
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
             let started = std::time::Instant::now();
-            let () = self
-                .client
-                .set(key.as_str(), vec![b'x'; 100], None, None, false)
+            let () = redis::cmd("SET")
+                .arg(&key)
+                .arg(vec![b'x'; 100])
+                .query_async(&mut connection)
                 .await
                 .expect("raw SET");
             times.push(started.elapsed());
@@ -251,34 +256,57 @@ impl RawRedis {
     }
 
     /// Deletes every key under the prefix, server-side.
-    pub async fn delete_keys(&self, prefix: &str) -> Result<(), fred::error::Error> {
-        use fred::prelude::LuaInterface;
+    pub async fn delete_keys(&self, prefix: &str) -> Result<(), redis::RedisError> {
         let script = "local cursor = '0' repeat \
             local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000) \
             cursor = r[1] \
             for _, k in ipairs(r[2]) do redis.call('UNLINK', k) end \
             until cursor == '0' return 0";
-        let _: i64 = self
-            .client
-            .eval(script, Vec::<String>::new(), vec![format!("{prefix}*")])
+        let _: i64 = redis::cmd("EVAL")
+            .arg(script)
+            .arg(0)
+            .arg(format!("{prefix}*"))
+            .query_async(&mut self.connection.clone())
             .await?;
         Ok(())
     }
 
+    /// `MEMORY USAGE` of a key, every element counted (`SAMPLES 0`).
+    pub async fn memory_usage(&self, key: &[u8]) -> Result<u64, redis::RedisError> {
+        redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut self.connection.clone())
+            .await
+    }
+
+    /// The server's `used_memory` (`INFO memory`).
+    pub async fn used_memory(&self) -> Result<u64, redis::RedisError> {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
     async fn call_append(&self, batch: &[JournalEntry]) {
-        use fred::prelude::LuaInterface;
-        use fred::types::Value;
         let Some(first) = batch.first() else {
             return;
         };
-        let keys = journal_redis::scripts::append_keys(&self.keys.actor(&first.actor_id));
-        let _: Value = self
-            .client
-            .evalsha(
-                self.append_sha.as_str(),
-                keys.to_vec(),
-                journal_redis::scripts::append_args(batch),
-            )
+        let keys =
+            journal_redis::scripts::append_keys(&self.keys.actor(&first.actor_id), first.sequence);
+        let _: redis::Value = redis::cmd("EVALSHA")
+            .arg(&self.append_sha)
+            .arg(keys.len())
+            .arg(keys)
+            .arg(journal_redis::scripts::append_args(batch))
+            .query_async(&mut self.connection.clone())
             .await
             .expect("raw EVALSHA");
     }
@@ -287,7 +315,7 @@ impl RawRedis {
 #[async_trait]
 impl Baseline for RawRedis {
     fn describe(&self) -> String {
-        "fred, the append script called directly".into()
+        "redis-rs, the append script called directly".into()
     }
     fn batch_shape(&self) -> String {
         "1,000 entries per script call".into()
@@ -305,14 +333,17 @@ impl Baseline for RawRedis {
         }
     }
     async fn replay(&self, actor_id: &str) -> usize {
-        use fred::prelude::StreamsInterface;
-        use fred::types::Value;
-        let reply: Value = self
-            .client
-            .xrange(self.keys.actor(actor_id).entries(), "-", "+", None)
+        use redis::Value;
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(self.keys.actor(actor_id).entries())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.connection.clone())
             .await
             .expect("raw XRANGE");
-        let items = reply.into_array();
+        let Value::Array(items) = reply else {
+            panic!("XRANGE reply")
+        };
         for item in &items {
             let Value::Array(parts) = item else {
                 panic!("XRANGE item")
@@ -320,11 +351,12 @@ impl Baseline for RawRedis {
             let Some(Value::Array(fields)) = parts.get(1) else {
                 panic!("XRANGE fields")
             };
-            let bytes = fields
-                .get(3)
-                .and_then(Value::as_bytes)
-                .expect("entry bytes");
-            std::hint::black_box(JournalEntry::decode(bytes).expect("decode"));
+            // The field `d`: the only one (entries of the first layout
+            // also had `i` before it).
+            let Some(Value::BulkString(bytes)) = fields.last() else {
+                panic!("entry bytes")
+            };
+            std::hint::black_box(JournalEntry::decode(bytes.as_slice()).expect("decode"));
         }
         items.len()
     }

@@ -120,7 +120,7 @@ pub fn run(args: &[String]) -> ExitCode {
 
 /// Starts the throwaway Redis Cluster the cluster tests run on, unless
 /// `JOURNAL_REDIS_CLUSTER_URL` names one already.
-fn start_redis_cluster(steps: &mut Vec<Step>) -> Option<redis::RedisCluster> {
+fn start_redis_cluster(steps: &mut Vec<Step>) -> Option<redis_test_cluster::TestCluster> {
     if std::env::var("JOURNAL_REDIS_CLUSTER_URL").is_ok_and(|u| !u.is_empty()) {
         steps.push(server_step(
             "redis cluster",
@@ -133,7 +133,7 @@ fn start_redis_cluster(steps: &mut Vec<Step>) -> Option<redis::RedisCluster> {
     let outcome = redis::start_cluster(Path::new("target/tmp"));
     let (cluster, result) = match outcome {
         Ok(cluster) => {
-            std::env::set_var("JOURNAL_REDIS_CLUSTER_URL", &cluster.url);
+            std::env::set_var("JOURNAL_REDIS_CLUSTER_URL", cluster.url());
             (Some(cluster), Ok("started: 3 primaries, 3 replicas"))
         }
         Err(advice) => (None, Err(advice)),

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use journal_benches::baselines::{RawMemory, RawPostgres, RawRedis, RawSqlite};
 use journal_benches::workloads::{self, Sizes};
-use journal_benches::{alloc::Counting, report, Baseline, Figure};
+use journal_benches::{alloc::Counting, report, Baseline, Better, Figure};
 use journal_core::{JournalBackend, JournalStorage};
 use journal_memory::MemoryJournalStorage;
 use journal_postgres::{PostgresJournalStorage, PostgresOptions};
@@ -301,7 +301,7 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
         let mut figure = p50.clone();
         figure.name = "append p50 against a plain SET".into();
         figure.baseline = set[set.len() / 2].as_secs_f64() * 1e6;
-        figure.baseline_name = "fred, a plain SET round trip".into();
+        figure.baseline_name = "redis-rs, a plain SET round trip".into();
         figures.insert(1, figure);
     }
     if only.is_none_or(|o| "throughput".starts_with(o)) {
@@ -318,14 +318,83 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
         ceiling.name = "server ceiling: 256 actors against 256 raw callers".into();
         figures.push(ceiling);
     }
+    if only.is_none_or(|o| "memory".starts_with(o)) {
+        let memory = open(format!("{run}_memory")).await?;
+        figures.extend(redis_memory(&memory, &raw).await?);
+    }
     mark(&mut figures, REDIS_TARGETS);
     raw.delete_keys(&run).await.map_err(|e| e.to_string())?;
     Ok(figures)
 }
 
+/// Server memory per entry: one long journal (`MEMORY USAGE` of its
+/// stream), and many short ones (`used_memory` before and after, so every
+/// key of an actor counts), against the entry's own protobuf bytes.
+async fn redis_memory(
+    storage: &RedisJournalStorage,
+    raw: &RawRedis,
+) -> Result<Vec<Figure>, String> {
+    use journal_core::{journal_entry::Entry, JournalEntry};
+    let entry = |actor: &str, sequence: u64| {
+        JournalEntry::new(
+            actor,
+            sequence,
+            Entry::message_received(format!("m-{sequence}"), "Deposit", vec![7; 160]),
+        )
+    };
+    let entry_bytes = prost::Message::encoded_len(&entry("long-journal", 1)) as f64;
+    let figure = |name: String, value: f64| Figure {
+        name,
+        value,
+        unit: "bytes",
+        baseline: entry_bytes,
+        baseline_name: "the entry's protobuf bytes".into(),
+        better: Better::Lower,
+        target: String::new(),
+        met: None,
+    };
+    let mut figures = Vec::new();
+    let long = 20_000u64;
+    for start in (1..=long).step_by(500) {
+        let batch: Vec<JournalEntry> = (start..start + 500)
+            .map(|s| entry("long-journal", s))
+            .collect();
+        storage
+            .append_batch(&batch)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let keys = journal_redis::keys::Keys::new(storage.key_prefix());
+    let stream = raw
+        .memory_usage(&keys.actor("long-journal").entries())
+        .await
+        .map_err(|e| e.to_string())?;
+    figures.push(figure(
+        format!("server memory per entry, one journal of {long} entries"),
+        stream as f64 / long as f64,
+    ));
+    for (actors, each) in [(5_000u64, 1u64), (1_000, 20)] {
+        let before = raw.used_memory().await.map_err(|e| e.to_string())?;
+        for a in 0..actors {
+            let actor = format!("short-{each}-{a}");
+            let batch: Vec<JournalEntry> = (1..=each).map(|s| entry(&actor, s)).collect();
+            storage
+                .append_batch(&batch)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let after = raw.used_memory().await.map_err(|e| e.to_string())?;
+        figures.push(figure(
+            format!("server memory per entry, {actors} journals of {each} entries (all keys)"),
+            after.saturating_sub(before) as f64 / (actors * each) as f64,
+        ));
+    }
+    Ok(figures)
+}
+
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream]",
+        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory]",
         BACKENDS.join("|")
     );
     ExitCode::from(2)

@@ -1,12 +1,13 @@
-//! Mapping fred's errors onto `JournalError`.
+//! Mapping redis-rs's errors onto `JournalError`.
 
-use fred::error::{Error, ErrorKind};
 use journal_core::JournalError;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 pub(crate) const BACKEND: &str = "redis";
 
-/// Server replies that a retry may cure: a server loading its data, a
-/// cluster reshaping or failing over, a replica not yet promoted.
+/// Server replies that a retry may cure beyond what the driver retried
+/// itself: a server loading its data, a cluster reshaping or failing over,
+/// a replica not yet promoted, a script running too long.
 const TRANSIENT_REPLIES: [&str; 7] = [
     "LOADING",
     "TRYAGAIN",
@@ -18,18 +19,28 @@ const TRANSIENT_REPLIES: [&str; 7] = [
 ];
 
 /// `Unavailable` for what a retry may cure (a lost connection, a timeout,
-/// a server in transition), `Storage` for the rest.
-pub(crate) fn redis_error(e: Error) -> JournalError {
+/// a server in transition), `Storage` for the rest. The message is the
+/// driver's, which names no password.
+pub(crate) fn redis_error(e: RedisError) -> JournalError {
     let transient = match e.kind() {
-        ErrorKind::IO
-        | ErrorKind::Timeout
-        | ErrorKind::Canceled
-        | ErrorKind::Backpressure
-        | ErrorKind::Routing
-        | ErrorKind::Cluster => true,
-        _ => TRANSIENT_REPLIES
-            .iter()
-            .any(|reply| e.details().starts_with(reply)),
+        ErrorKind::Io
+        | ErrorKind::ClusterConnectionNotFound
+        | ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::Moved
+            | ServerErrorKind::Ask
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly,
+        ) => true,
+        _ => {
+            e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.code()
+                    .is_some_and(|code| TRANSIENT_REPLIES.contains(&code))
+        }
     };
     if transient {
         JournalError::unavailable(BACKEND, e)
@@ -39,8 +50,8 @@ pub(crate) fn redis_error(e: Error) -> JournalError {
 }
 
 /// Whether the server lost its script cache.
-pub(crate) fn is_noscript(e: &Error) -> bool {
-    e.details().starts_with("NOSCRIPT")
+pub(crate) fn is_noscript(e: &RedisError) -> bool {
+    matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoScript)) || e.code() == Some("NOSCRIPT")
 }
 
 /// A reply of an unexpected shape.

@@ -9,8 +9,6 @@
 
 use std::sync::OnceLock;
 
-use fred::bytes::Bytes;
-
 /// Buckets actors are spread over. Part of the key layout: changing it
 /// moves every actor.
 pub const BUCKETS: u16 = 1024;
@@ -28,7 +26,7 @@ fn tags() -> &'static [String] {
         let mut candidate: u64 = 0;
         while missing > 0 {
             let text = candidate.to_string();
-            let slot = fred::util::redis_keyslot(text.as_bytes());
+            let slot = key_slot(text.as_bytes());
             if slot.is_multiple_of(step) {
                 let bucket = usize::from(slot / step);
                 if tags[bucket].is_none() {
@@ -40,6 +38,20 @@ fn tags() -> &'static [String] {
         }
         tags.into_iter().flatten().collect()
     })
+}
+
+/// The cluster slot of a key: CRC16 (XMODEM) of its hash tag, the part
+/// between the first `{` and the next `}` when that part is not empty, or of
+/// the whole key, modulo 16,384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter()
+            .position(|&b| b == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS
 }
 
 /// The bucket of an actor: FNV-1a (64 bit) of its id, modulo [`BUCKETS`].
@@ -74,22 +86,22 @@ pub struct ActorKeys<'a> {
 
 impl ActorKeys<'_> {
     /// The actor's highest sequence (a string holding an integer).
-    pub fn highest(&self) -> Bytes {
+    pub fn highest(&self) -> Vec<u8> {
         self.keys.key(self.bucket, "h:", self.actor_id)
     }
 
     /// The actor's entries (a stream, entry id `<sequence>-0`).
-    pub fn entries(&self) -> Bytes {
+    pub fn entries(&self) -> Vec<u8> {
         self.keys.key(self.bucket, "e:", self.actor_id)
     }
 
     /// The sequences of the actor's checkpoints (a sorted set).
-    pub fn checkpoint_index(&self) -> Bytes {
+    pub fn checkpoint_index(&self) -> Vec<u8> {
         self.keys.key(self.bucket, "k:", self.actor_id)
     }
 
     /// The actor's checkpoints by sequence (a hash).
-    pub fn checkpoints(&self) -> Bytes {
+    pub fn checkpoints(&self) -> Vec<u8> {
         self.keys.key(self.bucket, "c:", self.actor_id)
     }
 
@@ -113,14 +125,8 @@ pub struct BucketKeys<'a> {
 
 impl BucketKeys<'_> {
     /// The actor ids of the bucket (a sorted set, all scores 0).
-    pub fn actors(&self) -> Bytes {
+    pub fn actors(&self) -> Vec<u8> {
         self.keys.key(self.bucket, "actors", "")
-    }
-
-    /// The bucket's totals (a hash with fields `a`, `e`, `c`, and `w`,
-    /// which only no-op writes touch).
-    pub fn stats(&self) -> Bytes {
-        self.keys.key(self.bucket, "stats", "")
     }
 }
 
@@ -132,7 +138,7 @@ impl Keys {
         }
     }
 
-    fn key(&self, bucket: u16, kind: &str, actor_id: &str) -> Bytes {
+    fn key(&self, bucket: u16, kind: &str, actor_id: &str) -> Vec<u8> {
         let tag = &tags()[usize::from(bucket)];
         let mut key =
             Vec::with_capacity(self.prefix.len() + tag.len() + kind.len() + actor_id.len() + 4);
@@ -142,7 +148,7 @@ impl Keys {
         key.extend_from_slice(b"}:");
         key.extend_from_slice(kind.as_bytes());
         key.extend_from_slice(actor_id.as_bytes());
-        Bytes::from(key)
+        key
     }
 
     /// The keys of a bucket.
@@ -163,14 +169,25 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fred::util::redis_keyslot;
+
+    #[test]
+    fn key_slots_are_the_ones_redis_computes() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(key_slot(b"123456789"), 0x31C3 % SLOTS);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+    }
 
     #[test]
     fn every_bucket_has_a_tag_in_its_own_slot() {
         let tags = tags();
         assert_eq!(tags.len(), usize::from(BUCKETS));
         for (bucket, tag) in tags.iter().enumerate() {
-            assert_eq!(redis_keyslot(tag.as_bytes()), slot_of_bucket(bucket as u16));
+            assert_eq!(key_slot(tag.as_bytes()), slot_of_bucket(bucket as u16));
         }
     }
 
@@ -196,9 +213,8 @@ mod tests {
                 k.checkpoint_index(),
                 k.checkpoints(),
                 k.bucket().actors(),
-                k.bucket().stats(),
             ] {
-                assert_eq!(redis_keyslot(&key[..]), k.slot(), "{id:?}");
+                assert_eq!(key_slot(&key[..]), k.slot(), "{id:?}");
             }
         }
     }

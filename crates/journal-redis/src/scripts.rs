@@ -8,12 +8,10 @@
 //! reads and truncations are clamped to it, and `highest + 1` at the limit,
 //! 2^53, is still exact.
 //!
-//! The scripts are loaded once at connect time and called by SHA; a server
-//! that lost its script cache (restart, failover) answers `NOSCRIPT`, and
-//! the call loads them again and retries once.
+//! The scripts are called by SHA-1; a server that does not hold one yet (a
+//! new server, a restart, a failover) answers `NOSCRIPT`, and the call is
+//! sent once more with the script's text, which caches it.
 
-use fred::bytes::Bytes;
-use fred::types::Value;
 use journal_core::JournalEntry;
 use prost::Message;
 
@@ -21,26 +19,46 @@ use crate::keys::ActorKeys;
 
 /// Append one or more entries of one actor.
 ///
-/// KEYS: highest, entries, bucket actors, bucket stats.
+/// KEYS: highest, entries, and, only when the batch starts at sequence 1,
+/// the bucket's actor index. An append never names another actor's key or a
+/// key shared by the bucket beyond that first one, so moving a slot blocks
+/// an actor only while its own keys are split between two nodes.
 /// ARGV: actor id, last sequence, then per entry: sequence, entry id, bytes.
 /// Returns `{0}` when written, `{1}` for an idempotent retry (every entry
 /// stored with the same id), `{2, highest}` for a conflict.
 pub const APPEND: &str = r"
+-- The id of a stored entry: its `i` field (entries of the first layout),
+-- else field 1 of the protobuf bytes in `d` (tag 0x0A, a varint length,
+-- the UTF-8 id), which prost writes first.
+local function stored_id(fields)
+  local d
+  for f = 1, #fields, 2 do
+    if fields[f] == 'i' then return fields[f + 1] end
+    if fields[f] == 'd' then d = fields[f + 1] end
+  end
+  if not d or string.byte(d, 1) ~= 10 then return nil end
+  local len, scale, pos = 0, 1, 2
+  while true do
+    local b = string.byte(d, pos)
+    if not b or pos > 6 then return nil end
+    len = len + (b % 128) * scale
+    pos = pos + 1
+    if b < 128 then break end
+    scale = scale * 128
+  end
+  return string.sub(d, pos, pos + len - 1)
+end
 local hi_text = redis.call('GET', KEYS[1])
 local hi = tonumber(hi_text or '0')
 local first = tonumber(ARGV[3])
 if first == hi + 1 then
-  local n = 0
   for k = 3, #ARGV, 3 do
-    redis.call('XADD', KEYS[2], ARGV[k] .. '-0', 'i', ARGV[k + 1], 'd', ARGV[k + 2])
-    n = n + 1
+    redis.call('XADD', KEYS[2], ARGV[k] .. '-0', 'd', ARGV[k + 2])
   end
   redis.call('SET', KEYS[1], ARGV[2])
-  if hi == 0 then
+  if hi == 0 and KEYS[3] then
     redis.call('ZADD', KEYS[3], 0, ARGV[1])
-    redis.call('HINCRBY', KEYS[4], 'a', 1)
   end
-  redis.call('HINCRBY', KEYS[4], 'e', n)
   return {0}
 end
 if first <= hi then
@@ -49,17 +67,9 @@ if first <= hi then
     local got = redis.call('XRANGE', KEYS[2], id, id)
     local stored = got[1]
     if not stored then return {2, hi_text} end
-    local fields = stored[2]
-    local same = false
-    for f = 1, #fields, 2 do
-      if fields[f] == 'i' and fields[f + 1] == ARGV[k + 1] then same = true end
-    end
-    if not same then return {2, hi_text} end
+    if stored_id(stored[2]) ~= ARGV[k + 1] then return {2, hi_text} end
   end
-  -- A retry writes nothing, yet a WAIT after it must cover the first
-  -- attempt's write: one harmless write moves this connection's
-  -- replication offset past it.
-  redis.call('HINCRBY', KEYS[4], 'w', 0)
+  redis.call('SET', KEYS[1], hi_text)
   return {1}
 end
 return {2, hi_text or '0'}
@@ -67,69 +77,72 @@ return {2, hi_text or '0'}
 
 /// Remove entries up to a sequence.
 ///
-/// KEYS: highest, entries, bucket stats.
+/// KEYS: highest, entries.
 /// ARGV: the sequence, the first stream id to keep (`<sequence + 1>-0`).
 /// Returns the number of entries removed.
 pub const TRUNCATE: &str = r"
 local hi = redis.call('GET', KEYS[1])
--- Calls that change nothing still write once, so a WAIT after them covers
--- an earlier attempt's write (see APPEND).
-redis.call('HINCRBY', KEYS[3], 'w', 0)
-if not hi then return 0 end
+if not hi then
+  redis.call('SET', KEYS[1], '0')
+  redis.call('DEL', KEYS[1])
+  return 0
+end
 local removed
 if tonumber(ARGV[1]) >= tonumber(hi) then
   removed = redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
 else
   removed = redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
 end
-if removed > 0 then redis.call('HINCRBY', KEYS[3], 'e', -removed) end
+if removed == 0 then redis.call('SET', KEYS[1], hi) end
 return removed
 ";
 
 /// Delete an actor: journal, checkpoints, index entry.
 ///
-/// KEYS: highest, entries, checkpoint index, checkpoints, bucket actors,
-/// bucket stats. ARGV: actor id. Returns 1 when the actor existed.
+/// KEYS: highest, entries, checkpoint index, checkpoints, bucket actors.
+/// ARGV: actor id. Returns 1 when the actor existed.
 pub const DELETE: &str = r"
-redis.call('HINCRBY', KEYS[6], 'w', 0)
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local n = redis.call('XLEN', KEYS[2])
-local c = redis.call('ZCARD', KEYS[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], '0')
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  return 0
+end
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('HINCRBY', KEYS[6], 'a', -1)
--- Lua writes -0 as '-0', which HINCRBY refuses: only non-zero counts.
-if n > 0 then redis.call('HINCRBY', KEYS[6], 'e', -n) end
-if c > 0 then redis.call('HINCRBY', KEYS[6], 'c', -c) end
 return 1
 ";
 
 /// Save (or replace) a checkpoint at or below the highest sequence.
 ///
-/// KEYS: highest, checkpoint index, checkpoints, bucket stats.
+/// KEYS: highest, checkpoint index, checkpoints.
 /// ARGV: sequence, bytes. Returns `{1}` when saved, `{0, highest}` when
 /// the sequence is beyond the highest.
 pub const SAVE_CHECKPOINT: &str = r"
 local hi_text = redis.call('GET', KEYS[1]) or '0'
 if tonumber(ARGV[1]) > tonumber(hi_text) then return {0, hi_text} end
-if redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1]) == 1 then
-  redis.call('HINCRBY', KEYS[4], 'c', 1)
-end
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 return {1}
 ";
 
 /// Delete checkpoints below a sequence.
 ///
-/// KEYS: checkpoint index, checkpoints, bucket stats. ARGV: the sequence.
+/// KEYS: highest, checkpoint index, checkpoints. ARGV: the sequence.
 /// Returns the number removed.
 pub const DELETE_CHECKPOINTS_BEFORE: &str = r"
-redis.call('HINCRBY', KEYS[3], 'w', 0)
-local seqs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-for _, s in ipairs(seqs) do redis.call('HDEL', KEYS[2], s) end
+local seqs = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+for _, s in ipairs(seqs) do redis.call('HDEL', KEYS[3], s) end
 if #seqs > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-  redis.call('HINCRBY', KEYS[3], 'c', -#seqs)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+else
+  local v = redis.call('GET', KEYS[1])
+  if v then
+    redis.call('SET', KEYS[1], v)
+  else
+    redis.call('SET', KEYS[1], '0')
+    redis.call('DEL', KEYS[1])
+  end
 end
 return #seqs
 ";
@@ -152,30 +165,29 @@ pub const SUMMARY: &str = r"
 return {redis.call('GET', KEYS[1]) or '0', redis.call('XLEN', KEYS[2]), redis.call('ZCARD', KEYS[3])}
 ";
 
-/// `KEYS` of [`APPEND`] for an actor.
-pub fn append_keys(keys: &ActorKeys<'_>) -> [Bytes; 4] {
-    let bucket = keys.bucket();
-    [
-        keys.highest(),
-        keys.entries(),
-        bucket.actors(),
-        bucket.stats(),
-    ]
+/// `KEYS` of [`APPEND`] for a batch of an actor starting at `first`: the
+/// actor index only when the batch may create the actor.
+pub fn append_keys(keys: &ActorKeys<'_>, first: u64) -> Vec<Vec<u8>> {
+    let mut list = vec![keys.highest(), keys.entries()];
+    if first == 1 {
+        list.push(keys.bucket().actors());
+    }
+    list
 }
 
 /// `ARGV` of [`APPEND`] for a non-empty batch of one actor: the actor id,
 /// the last sequence, then sequence, id and protobuf bytes per entry.
-pub fn append_args(batch: &[JournalEntry]) -> Vec<Value> {
+pub fn append_args(batch: &[JournalEntry]) -> Vec<Vec<u8>> {
     let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
         return Vec::new();
     };
-    let mut args: Vec<Value> = Vec::with_capacity(2 + 3 * batch.len());
-    args.push(first.actor_id.clone().into());
-    args.push(last.sequence.to_string().into());
+    let mut args: Vec<Vec<u8>> = Vec::with_capacity(2 + 3 * batch.len());
+    args.push(first.actor_id.as_bytes().to_vec());
+    args.push(last.sequence.to_string().into_bytes());
     for entry in batch {
-        args.push(entry.sequence.to_string().into());
-        args.push(entry.id.clone().into());
-        args.push(Value::Bytes(Bytes::from(entry.encode_to_vec())));
+        args.push(entry.sequence.to_string().into_bytes());
+        args.push(entry.id.as_bytes().to_vec());
+        args.push(entry.encode_to_vec());
     }
     args
 }
@@ -190,6 +202,35 @@ pub const ALL: [&str; 7] = [
     LATEST_CHECKPOINT,
     SUMMARY,
 ];
+
+/// The SHA-1 of a script, as `EVALSHA` names it.
+pub fn sha(script: Script) -> &'static str {
+    static SHAS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let shas = SHAS.get_or_init(|| {
+        ALL.iter()
+            .map(|lua| redis::Script::new(lua).get_hash().to_owned())
+            .collect()
+    });
+    &shas[script as usize]
+}
+
+/// Whether a write script's reply is a refusal that wrote nothing: an
+/// append's conflict, a checkpoint beyond the highest sequence.
+pub fn refused(script: Script, reply: &redis::Value) -> bool {
+    let first = match reply {
+        redis::Value::Array(items) => items.first(),
+        _ => None,
+    };
+    let code = match first {
+        Some(redis::Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    match script {
+        Script::Append => code == Some(2),
+        Script::SaveCheckpoint => code == Some(0),
+        _ => false,
+    }
+}
 
 /// Names the scripts of [`ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,16 +25,18 @@ async fn the_storage_talks_to_a_cluster_and_spreads_actors_over_its_primaries() 
         );
         storage.append_entry(&e).await.expect("append");
     }
-    let nodes = common::faults::node_clients(&common::cluster_url().expect("cluster")).await;
+    let nodes = common::faults::node_addresses(&common::cluster_url().expect("cluster")).await;
     let mut primaries_with_keys = 0;
     for node in &nodes {
-        use fred::prelude::ClientLike;
-        let info: String = node
-            .info(Some(fred::types::InfoKind::Replication))
+        let mut node = common::faults::plain(node).await;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut node)
             .await
             .expect("INFO");
         if info.contains("role:master") {
-            let size: i64 = fred::interfaces::ServerInterface::dbsize::<i64>(node)
+            let size: i64 = redis::cmd("DBSIZE")
+                .query_async(&mut node)
                 .await
                 .expect("DBSIZE");
             primaries_with_keys += usize::from(size > 0);
@@ -70,9 +72,26 @@ async fn waiting_for_one_replica_succeeds_in_the_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_cluster_connections_lose_no_entry_and_duplicate_none() {
+    if common::cluster_storage(common::test_options())
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let url = common::cluster_url().expect("cluster");
+    common::faults::connection_loss_loses_nothing(&url, common::test_options()).await;
+}
+
+#[tokio::test]
+async fn persistence_is_read_on_every_node_of_the_cluster() {
     let Some(storage) = common::cluster_storage(common::test_options()).await else {
         return;
     };
-    let url = common::cluster_url().expect("cluster");
-    common::faults::connection_loss_loses_nothing(storage, &url).await;
+    let nodes = common::faults::node_addresses(&common::cluster_url().expect("cluster")).await;
+    let seen = storage.persistence();
+    assert_eq!(seen.len(), nodes.len(), "{seen:?}");
+    for node in seen {
+        assert!(nodes.contains(&node.node), "{node:?} not in {nodes:?}");
+        assert!(node.appendonly.is_some(), "{node:?}");
+    }
 }

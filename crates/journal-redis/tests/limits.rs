@@ -7,7 +7,6 @@ mod common;
 
 use std::sync::Arc;
 
-use fred::interfaces::KeysInterface;
 use journal_core::JournalStorage;
 use journal_redis::keys::Keys;
 
@@ -25,16 +24,13 @@ async fn near_the_top() {
         async move {
             // The highest sequence is a string holding the decimal number,
             // as APPEND's `SET` writes it.
-            let _: () = raw
-                .set(
-                    keys.actor(&actor).highest(),
-                    highest.to_string(),
-                    None,
-                    None,
-                    false,
-                )
-                .await
-                .expect("seed the highest sequence");
+            let () = common::raw(
+                &raw,
+                redis::cmd("SET")
+                    .arg(keys.actor(&actor).highest())
+                    .arg(highest.to_string()),
+            )
+            .await;
         }
     })
     .await;

@@ -6,11 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use fred::interfaces::{KeysInterface, LuaInterface, StreamsInterface};
-use fred::prelude::ClientLike;
 use journal_core::{journal_entry::Entry, JournalEntry, JournalError, JournalStorage};
 use journal_redis::keys::Keys;
 use journal_redis::{RedisJournalStorage, RedisOptions, ReplicaWait};
+
+/// An `XRANGE` item: the stream id and the field-value pairs.
+type StreamItem = (String, Vec<(String, Vec<u8>)>);
 
 fn entry(actor: &str, sequence: u64) -> JournalEntry {
     JournalEntry::new(
@@ -22,10 +23,10 @@ fn entry(actor: &str, sequence: u64) -> JournalEntry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connections_lose_no_entry_and_duplicate_none() {
-    let Some(storage) = common::storage(common::test_options()).await else {
+    if common::storage(common::test_options()).await.is_none() {
         return;
-    };
-    common::faults::connection_loss_loses_nothing(storage, &common::url()).await;
+    }
+    common::faults::connection_loss_loses_nothing(&common::url(), common::test_options()).await;
 }
 
 #[tokio::test]
@@ -37,7 +38,7 @@ async fn a_lost_script_cache_is_reloaded() {
     // As after a server restart or a failover to a fresh replica. Other
     // tests running now reload too: the same path.
     let raw = common::raw_client().await;
-    raw.script_flush(false).await.expect("SCRIPT FLUSH");
+    let () = common::raw(&raw, redis::cmd("SCRIPT").arg("FLUSH")).await;
     storage
         .append_entry(&entry("a", 2))
         .await
@@ -59,16 +60,30 @@ async fn waiting_for_a_missing_replica_is_unavailable_and_the_retry_stores_one_c
         return;
     };
     let e = entry("w", 1);
+    let error = storage
+        .append_entry(&e)
+        .await
+        .expect_err("no replica acknowledges");
+    assert!(
+        matches!(error, JournalError::Unavailable { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("0 of 1 replicas"), "{error}");
+    // The server has no replica at all: later calls fail at once, naming
+    // the cause, without writing and waiting out the timeout again.
     for _ in 0..2 {
         let error = storage
-            .append_entry(&e)
+            .append_entry(&entry("w", 2))
             .await
-            .expect_err("no replica acknowledges");
+            .expect_err("still no replica");
         assert!(
             matches!(error, JournalError::Unavailable { .. }),
             "{error:?}"
         );
-        assert!(error.to_string().contains("0 of 1 replicas"), "{error}");
+        assert!(
+            error.to_string().contains("0 connected replicas"),
+            "{error}"
+        );
     }
     let plain = common::storage(RedisOptions {
         key_prefix: prefix,
@@ -182,14 +197,23 @@ async fn keys_are_laid_out_as_documented() {
         .expect("append");
     let k = keys.actor(actor);
     let raw = common::raw_client().await;
-    let highest: String = raw.get(k.highest()).await.expect("GET");
+    let highest: String = common::raw(&raw, redis::cmd("GET").arg(k.highest())).await;
     assert_eq!(highest, "2");
-    let ids: Vec<(String, Vec<(String, fred::types::Value)>)> = raw
-        .xrange(k.entries(), "-", "+", None)
-        .await
-        .expect("XRANGE");
+    let ids: Vec<StreamItem> = common::raw(
+        &raw,
+        redis::cmd("XRANGE").arg(k.entries()).arg("-").arg("+"),
+    )
+    .await;
+    let fields: Vec<&str> = ids[0].1.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(fields, ["d"], "the id is read from the bytes");
     let ids: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["1-0", "2-0"]);
+    let members: Vec<String> = common::raw(
+        &raw,
+        redis::cmd("ZRANGE").arg(k.bucket().actors()).arg(0).arg(-1),
+    )
+    .await;
+    assert_eq!(members, [actor]);
     let key_text = String::from_utf8_lossy(&k.entries()).into_owned();
     assert!(key_text.ends_with(":e:}{odd} actor"), "{key_text}");
     assert_eq!(
@@ -210,28 +234,25 @@ async fn damaged_bytes_on_the_server_are_typed_errors() {
     let k = keys.actor("d");
     let raw = common::raw_client().await;
     // An entry whose bytes are not protobuf.
-    let _: String = raw
-        .xadd(
-            k.entries(),
-            false,
-            None,
-            "2-0",
-            vec![("i", "x"), ("d", "\u{ff}not protobuf")],
-        )
-        .await
-        .expect("XADD");
-    raw.set::<(), _, _>(k.highest(), "2", None, None, false)
-        .await
-        .expect("SET");
+    let _: String = common::raw(
+        &raw,
+        redis::cmd("XADD")
+            .arg(k.entries())
+            .arg("2-0")
+            .arg("i")
+            .arg("x")
+            .arg("d")
+            .arg(b"\xffnot protobuf".as_slice()),
+    )
+    .await;
+    let () = common::raw(&raw, redis::cmd("SET").arg(k.highest()).arg("2")).await;
     let error = storage.replay_from("d", 1).await.expect_err("corrupt");
     assert!(
         matches!(error, JournalError::CorruptEntry { sequence: 2, .. }),
         "{error:?}"
     );
     // A highest sequence that is not a number.
-    raw.set::<(), _, _>(k.highest(), "many", None, None, false)
-        .await
-        .expect("SET");
+    let () = common::raw(&raw, redis::cmd("SET").arg(k.highest()).arg("many")).await;
     assert!(matches!(
         storage.highest_sequence("d").await,
         Err(JournalError::Storage { .. })
@@ -240,7 +261,6 @@ async fn damaged_bytes_on_the_server_are_typed_errors() {
         storage.append_entry(&entry("d", 3)).await,
         Err(JournalError::Storage { .. })
     ));
-    raw.quit().await.expect("quit");
 }
 
 #[tokio::test]
@@ -378,20 +398,6 @@ async fn the_seeds_snippet_runs_on_redis() {
     };
     let _facet = DurabilityFacet::new(storage.clone(), config);
     storage.delete_actor(&actor).await.expect("delete");
-    // The bucket's totals are back to zero: drop the hash if nothing else
-    // counts in it, so the run leaves nothing behind.
-    let stats = Keys::new("journal").actor(&actor).bucket().stats();
-    let raw = common::raw_client().await;
-    let _: i64 = raw
-        .eval(
-            "for _, v in ipairs(redis.call('HVALS', KEYS[1])) do \
-               if v ~= '0' then return 0 end end \
-             return redis.call('DEL', KEYS[1])",
-            vec![stats],
-            Vec::<String>::new(),
-        )
-        .await
-        .expect("EVAL");
 }
 
 #[tokio::test]
@@ -422,4 +428,111 @@ async fn a_page_resumes_correctly_in_a_bucket_beyond_the_first_window() {
         .await
         .expect("page 2");
     assert_eq!(second.actors, [late]);
+}
+
+/// The append script as the first layout had it (journal-redis before the
+/// driver change): it also kept per-bucket totals in `{tag}:stats`, which
+/// every append wrote. Stores written by it must read and grow unchanged.
+const FIRST_LAYOUT_APPEND: &str = include_str!("data/first_layout_append.lua");
+
+#[tokio::test]
+async fn a_store_written_by_the_first_layout_reads_and_grows() {
+    let options = common::test_options();
+    let prefix = options.key_prefix.clone();
+    let keys = Keys::new(&prefix);
+    let raw = common::raw_client().await;
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    // Two actors written the old way: entries with `i` and `d` fields, the
+    // highest sequence, the bucket's index and its totals hash.
+    let actors = ["old-a", "old-b"];
+    let mut written = Vec::new();
+    for actor in actors {
+        let k = keys.actor(actor);
+        let batch: Vec<JournalEntry> = (1..=3).map(|s| entry(actor, s)).collect();
+        let stats = {
+            let mut key = k.bucket().actors();
+            key.truncate(key.len() - "actors".len());
+            key.extend_from_slice(b"stats");
+            key
+        };
+        let reply: Vec<i64> = common::raw(
+            &raw,
+            redis::cmd("EVAL")
+                .arg(FIRST_LAYOUT_APPEND)
+                .arg(4)
+                .arg(k.highest())
+                .arg(k.entries())
+                .arg(k.bucket().actors())
+                .arg(stats)
+                .arg(journal_redis::scripts::append_args(&batch)),
+        )
+        .await;
+        assert_eq!(reply, [0], "the first layout's append");
+        written.push(batch);
+    }
+    for (actor, batch) in actors.iter().zip(&written) {
+        assert_eq!(&storage.replay_from(actor, 1).await.expect("replay"), batch);
+        // A retry of an old entry is recognised, a new one appends.
+        storage
+            .append_entry(&batch[2])
+            .await
+            .expect("idempotent retry");
+        storage
+            .append_entry(&entry(actor, 4))
+            .await
+            .expect("append");
+    }
+    let stats = storage.stats().await.expect("stats");
+    assert_eq!((stats.actors, stats.entries), (2, 8));
+    let mut listed = storage
+        .list_actors_page(None, 10)
+        .await
+        .expect("list")
+        .actors;
+    listed.sort();
+    assert_eq!(listed, actors);
+    for actor in actors {
+        storage.delete_actor(actor).await.expect("delete");
+    }
+    assert_eq!(storage.stats().await.expect("stats").actors, 0);
+}
+
+#[tokio::test]
+async fn persistence_is_read_at_open_and_can_be_required() {
+    use journal_redis::PersistenceCheck;
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    let raw = common::raw_client().await;
+    let appendonly: Vec<String> =
+        common::raw(&raw, redis::cmd("CONFIG").arg("GET").arg("appendonly")).await;
+    let on = appendonly.get(1).is_some_and(|v| v == "yes");
+    let seen = storage.persistence();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].appendonly, Some(on), "{seen:?}");
+    assert_eq!(seen[0].restart_loses().is_none(), on, "{seen:?}");
+    let required = RedisJournalStorage::open(
+        &common::url(),
+        RedisOptions {
+            persistence_check: PersistenceCheck::Require,
+            ..common::test_options()
+        },
+    )
+    .await;
+    if on {
+        required.expect("an append-only server passes");
+    } else {
+        let error = required.expect_err("a server without an append-only file is refused");
+        assert!(matches!(error, JournalError::Storage { .. }), "{error:?}");
+        assert!(error.to_string().contains("appendonly yes"), "{error}");
+    }
+    let skipped = common::storage(RedisOptions {
+        persistence_check: PersistenceCheck::Skip,
+        ..common::test_options()
+    })
+    .await
+    .expect("same server");
+    assert!(skipped.persistence().is_empty());
 }

@@ -3,58 +3,93 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fred::interfaces::ClientInterface;
-use fred::prelude::{Client, ClientLike, Config};
-use fred::types::client::ClientKillFilter;
 use journal_core::{journal_entry::Entry, JournalEntry, JournalError, JournalStorage};
-use journal_redis::RedisJournalStorage;
+use journal_redis::{RedisJournalStorage, RedisOptions};
+use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
 
-/// One plain client per server behind `url` (every node of a cluster).
-pub async fn node_clients(url: &str) -> Vec<Client> {
-    let client =
-        fred::prelude::Builder::from_config(Config::from_url(url).expect("the test URL parses"))
-            .build()
-            .expect("a client");
-    client.init().await.expect("the admin client connects");
-    let nodes = if client.is_clustered() {
-        client.split_cluster().expect("the cluster's nodes")
-    } else {
-        vec![client.clone()]
-    };
-    for node in &nodes {
-        if !node.is_connected() {
-            node.init().await.expect("a node client connects");
-        }
+/// `host:port` of every server behind `url`: the one server, or every
+/// node (primaries and replicas) of a cluster.
+pub async fn node_addresses(url: &str) -> Vec<String> {
+    let first = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .and_then(|rest| rest.split(['/', '?', ',']).next())
+        .map(|authority| authority.rsplit('@').next().unwrap_or_default().to_owned())
+        .expect("the test URL names a server");
+    let mut connection = plain(&first).await;
+    let nodes: redis::RedisResult<String> = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut connection)
+        .await;
+    match nodes {
+        // Each line: `<id> <host:port@bus> <flags> ...`.
+        Ok(nodes) => nodes
+            .lines()
+            .filter_map(|line| line.split(' ').nth(1))
+            .filter_map(|address| address.split('@').next())
+            .map(str::to_owned)
+            .collect(),
+        Err(_) => vec![first],
     }
-    nodes
 }
 
-/// Kills, on every node, the connections whose name is one of `names`
-/// (`CLIENT KILL ID`, never anyone else's). Returns how many were killed.
-pub async fn kill_connections(nodes: &[Client], names: &[String]) -> usize {
-    let mut killed = 0;
-    for node in nodes {
-        let list: String = node
-            .client_list::<String, ()>(None, None)
+/// A plain connection to one server.
+pub async fn plain(address: &str) -> MultiplexedConnection {
+    redis::Client::open(format!("redis://{address}"))
+        .expect("a node address")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a node connects")
+}
+
+/// A user of the storage's own on every server behind `url` (`ACL
+/// SETUSER`), so that its connections, and only its, can be killed.
+/// Returns the user name and the URL with it; [`drop_user`] removes it.
+pub async fn with_own_user(url: &str) -> (String, String) {
+    let user = format!("jt-{}", journal_core::new_entry_id().to_lowercase());
+    for address in node_addresses(url).await {
+        let () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&user)
+            .arg("on")
+            .arg("nopass")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .query_async(&mut plain(&address).await)
             .await
-            .expect("CLIENT LIST");
-        for line in list.lines() {
-            let field = |key: &str| {
-                line.split(' ')
-                    .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-            };
-            let (Some(id), Some(name)) = (field("id"), field("name")) else {
-                continue;
-            };
-            if names.iter().any(|n| n == name) {
-                let n: i64 = node
-                    .client_kill(vec![ClientKillFilter::ID(id.to_owned())])
-                    .await
-                    .expect("CLIENT KILL");
-                killed += usize::try_from(n).unwrap_or(0);
-            }
-        }
+            .expect("ACL SETUSER");
+    }
+    let with_user = url.replacen("://", &format!("://{user}:x@"), 1);
+    (user, with_user)
+}
+
+/// Removes a user made by [`with_own_user`] (which also closes its
+/// connections).
+pub async fn drop_user(url: &str, user: &str) {
+    for address in node_addresses(url).await {
+        let _: redis::RedisResult<i64> = redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(user)
+            .query_async(&mut plain(&address).await)
+            .await;
+    }
+}
+
+/// Kills, on every node, the connections of `user` (`CLIENT KILL USER`,
+/// never anyone else's). Returns how many were killed.
+pub async fn kill_connections(url: &str, user: &str) -> usize {
+    let mut killed = 0;
+    for address in node_addresses(url).await {
+        let n: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("USER")
+            .arg(user)
+            .query_async(&mut plain(&address).await)
+            .await
+            .expect("CLIENT KILL");
+        killed += usize::try_from(n).unwrap_or(0);
     }
     killed
 }
@@ -75,11 +110,13 @@ async fn append_retrying(storage: &RedisJournalStorage, entry: &JournalEntry) ->
 /// Actors × appends while the storage's own connections are killed three
 /// times along the way; afterwards every journal is exactly 1..=appends,
 /// each entry the one appended.
-pub async fn connection_loss_loses_nothing(storage: RedisJournalStorage, url: &str) {
+pub async fn connection_loss_loses_nothing(url: &str, options: RedisOptions) {
     const ACTORS: usize = 16;
     const APPENDS: u64 = 60;
-    let nodes = node_clients(url).await;
-    let names = storage.connection_names();
+    let (user, own_url) = with_own_user(url).await;
+    let storage = RedisJournalStorage::open(&own_url, options)
+        .await
+        .expect("the storage opens as its own user");
     let done = Arc::new(AtomicU64::new(0));
     let progress = Arc::new(Notify::new());
     let mut writers = Vec::new();
@@ -111,7 +148,7 @@ pub async fn connection_loss_loses_nothing(storage: RedisJournalStorage, url: &s
         while done.load(Ordering::SeqCst) < threshold {
             progress.notified().await;
         }
-        kills += kill_connections(&nodes, &names).await;
+        kills += kill_connections(url, &user).await;
     }
     assert!(
         kills >= 3,
@@ -131,5 +168,6 @@ pub async fn connection_loss_loses_nothing(storage: RedisJournalStorage, url: &s
             APPENDS
         );
     }
+    drop_user(url, &user).await;
     eprintln!("killed {kills} connections; callers saw Unavailable {unavailable} times");
 }

@@ -4,10 +4,13 @@
 //! uses a key prefix of its own under the run's prefix
 //! (`JOURNAL_TEST_KEY_PREFIX`), whose keys `cargo xtask ci` deletes after
 //! the run. A missing server skips locally and fails under `CI=true`.
+//! `workload` holds the writers of the resharding and failover tests, which
+//! start clusters of their own (redis-test-cluster).
 
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod workload;
 
 use journal_core::redact_url;
 use journal_redis::{RedisJournalStorage, RedisOptions};
@@ -30,7 +33,8 @@ pub fn fresh_prefix() -> String {
     format!("{run}{}", journal_core::new_entry_id().to_lowercase())
 }
 
-fn skip_or_fail(advice: &str) {
+/// Skips with `advice` locally; fails with it under `CI=true`.
+pub fn skip_or_fail(advice: &str) {
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{advice}");
     eprintln!("SKIPPED: {advice}");
 }
@@ -85,14 +89,22 @@ pub async fn cluster_storage(options: RedisOptions) -> Option<RedisJournalStorag
     open(&url, options, advice).await
 }
 
-/// A plain client on the standalone server, to look at and tamper with
-/// what the storage wrote.
-pub async fn raw_client() -> fred::prelude::Client {
-    use fred::prelude::{ClientLike, Config};
-    let client =
-        fred::prelude::Builder::from_config(Config::from_url(&url()).expect("the test URL parses"))
-            .build()
-            .expect("a client");
-    client.init().await.expect("the raw client connects");
-    client
+/// A plain connection to the standalone server, to look at and tamper
+/// with what the storage wrote.
+pub async fn raw_client() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url().as_str())
+        .expect("the test URL parses")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the raw client connects")
+}
+
+/// Runs one command on a raw connection.
+pub async fn raw<T: redis::FromRedisValue>(
+    connection: &redis::aio::MultiplexedConnection,
+    cmd: &mut redis::Cmd,
+) -> T {
+    cmd.query_async(&mut connection.clone())
+        .await
+        .expect("a raw command")
 }
