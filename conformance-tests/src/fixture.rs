@@ -9,7 +9,7 @@ use journal_core::prost_types::{Duration, Timestamp};
 use journal_core::{
     Checkpoint, JournalEntry, JournalError, JournalResult, JournalStorage, MessageProcessed,
     MessageReceived, ProcessingResult, PromiseCreated, PromiseResolved, SideEffectExecuted,
-    StateChanged, TimerFired, TimerScheduled,
+    StateChanged, TimerCancelled, TimerFired, TimerScheduled,
 };
 
 /// An actor id no other test uses: `tag` plus a ULID.
@@ -53,7 +53,7 @@ pub fn rich_entry(actor_id: &str, sequence: u64) -> JournalEntry {
         seconds: 30 + small,
         nanos: 250,
     });
-    let variant = match sequence % 8 {
+    let variant = match sequence % 9 {
         0 => Entry::MessageReceived(MessageReceived {
             message_id: format!("m-{sequence}"),
             sender_id: "sender/1".into(),
@@ -85,6 +85,16 @@ pub fn rich_entry(actor_id: &str, sequence: u64) -> JournalEntry {
             timer_id: "t".into(),
             delay: duration,
             timer_data: bytes,
+            target_actor_id: "target \u{1F980}".into(),
+            target_actor_type: "Cart".into(),
+            due_at: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 999_999_999,
+            }),
+            message_type: "Abandon".into(),
+        }),
+        8 => Entry::TimerCancelled(TimerCancelled {
+            timer_id: "t".into(),
         }),
         5 => Entry::TimerFired(TimerFired {
             timer_id: "t".into(),

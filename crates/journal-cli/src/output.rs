@@ -233,6 +233,7 @@ pub fn entry_line(entry: &JournalEntry) -> String {
             bytes(&t.timer_data)
         ),
         Some(Entry::TimerFired(t)) => format!("timer_fired          {}", t.timer_id),
+        Some(Entry::TimerCancelled(t)) => format!("timer_cancelled      {}", t.timer_id),
         Some(Entry::PromiseCreated(p)) => format!(
             "promise_created      {} timeout={}",
             p.promise_id,
@@ -302,8 +303,20 @@ pub fn entry_json(entry: &JournalEntry) -> Value {
             object.insert("timer_id".into(), json!(t.timer_id));
             object.insert("delay".into(), json!(seconds(t.delay.as_ref())));
             put_bytes(&mut object, "timer_data", &t.timer_data);
+            object.insert("target_actor_id".into(), json!(t.target_actor_id));
+            object.insert("target_actor_type".into(), json!(t.target_actor_type));
+            object.insert("message_type".into(), json!(t.message_type));
+            if let Some(due) = &t.due_at {
+                object.insert(
+                    "due_at".into(),
+                    json!(format!("{}.{:09}", due.seconds, due.nanos)),
+                );
+            }
         }
         Some(Entry::TimerFired(t)) => {
+            object.insert("timer_id".into(), json!(t.timer_id));
+        }
+        Some(Entry::TimerCancelled(t)) => {
             object.insert("timer_id".into(), json!(t.timer_id));
         }
         Some(Entry::PromiseCreated(p)) => {

@@ -171,6 +171,7 @@ impl Entry {
             Entry::TimerFired(_) => "timer_fired",
             Entry::PromiseCreated(_) => "promise_created",
             Entry::PromiseResolved(_) => "promise_resolved",
+            Entry::TimerCancelled(_) => "timer_cancelled",
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod host;
 pub mod proto;
 pub mod redact;
 pub mod storage;
+pub mod timers;
 pub mod validate;
 
 pub use checkpoint::{CheckpointManager, CheckpointPolicy};
@@ -25,13 +26,14 @@ pub use proto::{
     durability_config, journal_entry, Checkpoint, CompressionType, DurabilityConfigMessage,
     FacetSnapshot, JournalBackend, JournalEntry, MessageProcessed, MessageReceived, PostgresConfig,
     ProcessedMessage, ProcessingResult, PromiseCreated, PromiseResolved, RedisConfig,
-    SideEffectExecuted, SqliteConfig, StateChanged, TimerFired, TimerScheduled,
+    SideEffectExecuted, SqliteConfig, StateChanged, TimerCancelled, TimerFired, TimerScheduled,
 };
 pub use redact::redact_url;
 pub use storage::{
     prefetched_replay, ActorPage, ActorStream, ActorSummary, EntryStream, JournalStats,
     JournalStorage,
 };
+pub use timers::{ClaimedTimer, TimerRecord, TimerStore};
 pub use validate::{Limits, MAX_SEQUENCE};
 
 /// Re-exported so users build timestamps and durations without naming

@@ -17,7 +17,7 @@ pub use generated::{
     durability_config, journal_entry, Checkpoint, CompressionType, FacetSnapshot, JournalBackend,
     JournalEntry, MessageProcessed, MessageReceived, PostgresConfig, ProcessedMessage,
     ProcessingResult, PromiseCreated, PromiseResolved, RedisConfig, SideEffectExecuted,
-    SqliteConfig, StateChanged, TimerFired, TimerScheduled,
+    SqliteConfig, StateChanged, TimerCancelled, TimerFired, TimerScheduled,
 };
 
 /// The wire form of [`crate::DurabilityConfig`] (the proto message
