@@ -126,6 +126,47 @@ enum Failure {
     Journal(JournalError),
 }
 
+/// How [`ExecutionContext::side_effect_retried`] retries an effect
+/// before journaling its outcome.
+#[derive(Debug, Clone)]
+pub struct EffectRetry {
+    /// Attempts in all, the first included (at least 1; default 3).
+    pub max_attempts: u32,
+    /// The pause after the first failed attempt; it doubles after each
+    /// further one (default 100 ms).
+    pub initial_backoff: Duration,
+    /// The longest pause (default 5 s).
+    pub max_backoff: Duration,
+    /// No attempt starts once this much time has passed since the first
+    /// (default: no limit beyond `max_attempts`).
+    pub max_duration: Option<Duration>,
+    /// Which errors (by their text) are worth another attempt; the others
+    /// are journaled at once (default: every error).
+    pub retry_if: fn(&str) -> bool,
+}
+
+impl Default for EffectRetry {
+    fn default() -> Self {
+        EffectRetry {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            max_duration: None,
+            retry_if: |_| true,
+        }
+    }
+}
+
+impl EffectRetry {
+    /// `attempts` attempts in all, with the default pauses.
+    pub fn attempts(attempts: u32) -> Self {
+        EffectRetry {
+            max_attempts: attempts,
+            ..EffectRetry::default()
+        }
+    }
+}
+
 /// How a journal error latched by the context fails the message.
 #[derive(Debug)]
 pub enum MessageFailure<'a> {
@@ -488,6 +529,60 @@ impl ExecutionContext {
             result: result.clone(),
         });
         Ok(result)
+    }
+
+    /// As [`ExecutionContext::side_effect_with`], retrying the effect under
+    /// `policy` before its outcome is journaled: a timeout that a second try
+    /// cures does not become a journaled failure. Only the final outcome
+    /// (the first success, or the last error once the attempts or the time
+    /// budget run out, or an error `policy` does not retry) is journaled,
+    /// and replay returns it without running anything, as for any effect.
+    ///
+    /// Each attempt calls `effect` again. What a crash means is unchanged:
+    /// if the process dies during any attempt, nothing of this effect was
+    /// journaled, and recovery runs it again from its first attempt
+    /// (at-least-once towards the outside world; give the other side an
+    /// idempotency key, such as the message id and the effect's position).
+    /// The pauses between attempts sleep on the runtime's clock.
+    pub async fn side_effect_retried<F, Fut, E>(
+        &mut self,
+        name: &str,
+        request: &[u8],
+        policy: &EffectRetry,
+        mut effect: F,
+    ) -> JournalResult<Result<Vec<u8>, String>>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<Vec<u8>, E>> + Send,
+        E: Display + Send,
+    {
+        let policy = policy.clone();
+        self.side_effect_with(name, request, move || async move {
+            let started = tokio::time::Instant::now();
+            let mut pause = policy.initial_backoff;
+            let mut attempt: u32 = 1;
+            loop {
+                let error = match effect().await {
+                    Ok(response) => return Ok(response),
+                    Err(error) => error.to_string(),
+                };
+                let out_of_attempts = attempt >= policy.max_attempts.max(1);
+                let out_of_time = policy
+                    .max_duration
+                    .is_some_and(|budget| started.elapsed().saturating_add(pause) > budget);
+                if out_of_attempts || out_of_time || !(policy.retry_if)(&error) {
+                    return Err(if attempt == 1 {
+                        error
+                    } else {
+                        format!("{error} (after {attempt} attempts)")
+                    });
+                }
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2).min(policy.max_backoff);
+                attempt += 1;
+            }
+        })
+        .await
     }
 
     /// The recorded effect at `position`, checked against what the code asks.

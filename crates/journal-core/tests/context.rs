@@ -311,3 +311,124 @@ async fn time_travel_never_runs_an_effect() {
     assert!(matches!(result, Err(JournalError::RecoveryFailed { .. })));
     assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
 }
+
+mod retries {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use journal_core::EffectRetry;
+
+    fn policy(attempts: u32) -> EffectRetry {
+        EffectRetry {
+            max_attempts: attempts,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            ..EffectRetry::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_a_retry_cures_is_never_journaled_and_replay_returns_the_success() {
+        let store = storage();
+        let mut ctx = ExecutionContext::live(store.clone(), "r", "m", 1, true);
+        let calls = AtomicU32::new(0);
+        let got = ctx
+            .side_effect_retried("charge", b"card-1/5", &policy(3), || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        Err(format!("timeout #{n}"))
+                    } else {
+                        Ok(b"receipt".to_vec())
+                    }
+                }
+            })
+            .await
+            .expect("journal");
+        assert_eq!(got, Ok(b"receipt".to_vec()));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let journaled = effects_of(store.replay_from("r", 1).await.expect("replay"));
+        assert_eq!(
+            journaled.len(),
+            1,
+            "one outcome journaled, not one per attempt"
+        );
+        assert!(journaled[0].error.is_empty());
+        assert_eq!(journaled[0].response, b"receipt");
+
+        // Replay returns the success without running anything.
+        let mut replay = ExecutionContext::replay(store, "r", "m", journaled, true, 2, true);
+        let again = replay
+            .side_effect_retried("charge", b"card-1/5", &policy(3), || async {
+                Err::<Vec<u8>, _>("must not run")
+            })
+            .await
+            .expect("journal");
+        assert_eq!(again, Ok(b"receipt".to_vec()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_error_is_journaled_once_the_attempts_run_out() {
+        let store = storage();
+        let mut ctx = ExecutionContext::live(store.clone(), "r", "m", 1, true);
+        let calls = AtomicU32::new(0);
+        let got = ctx
+            .side_effect_retried("charge", b"", &policy(4), || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<Vec<u8>, _>("gateway down") }
+            })
+            .await
+            .expect("journal");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        let error = got.expect_err("every attempt failed");
+        assert!(
+            error.contains("gateway down") && error.contains("4 attempts"),
+            "{error}"
+        );
+        let journaled = effects_of(store.replay_from("r", 1).await.expect("replay"));
+        assert_eq!(journaled.len(), 1);
+        assert_eq!(journaled[0].error, error);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_the_policy_does_not_retry_and_the_time_budget_stop_early() {
+        let store = storage();
+        let mut ctx = ExecutionContext::live(store.clone(), "r", "m", 1, true);
+        let permanent = EffectRetry {
+            retry_if: |e| !e.starts_with("declined"),
+            ..policy(5)
+        };
+        let calls = AtomicU32::new(0);
+        let got = ctx
+            .side_effect_retried("charge", b"", &permanent, || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<Vec<u8>, _>("declined: insufficient funds") }
+            })
+            .await
+            .expect("journal");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a permanent error is not retried"
+        );
+        assert_eq!(got, Err("declined: insufficient funds".to_owned()));
+
+        let budget = EffectRetry {
+            max_duration: Some(Duration::from_millis(25)),
+            ..policy(100)
+        };
+        let calls = AtomicU32::new(0);
+        let got = ctx
+            .side_effect_retried("ship", b"", &budget, || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<Vec<u8>, _>("busy") }
+            })
+            .await
+            .expect("journal");
+        // After the first attempt a 10 ms pause fits the 25 ms budget;
+        // after the second, 10 + 20 ms would not: no third attempt.
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(got.is_err());
+    }
+}
