@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use journal_core::timers::validate_timer;
+use journal_core::timers::{lease_until, validate_timer};
 use journal_core::{ClaimedTimer, JournalError, JournalResult, TimerRecord, TimerStore};
 use tokio_postgres::Row;
 
@@ -94,19 +94,20 @@ fn record(row: &Row) -> JournalResult<TimerRecord> {
     })
 }
 
-/// Milliseconds of a lease, saturating.
-fn millis(lease: Duration) -> u64 {
-    u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Times are `BIGINT` milliseconds. Due times are validated to at most
-/// `MAX_SEQUENCE` (2^53 - 1); `now` and lease ends beyond `i64::MAX`
-/// saturate, which compares the same against every stored due time.
+/// `MAX_SEQUENCE` (2^53 - 1); a `now` beyond `i64::MAX` is stored and
+/// compared as `i64::MAX`, which compares the same against every due time,
+/// and so is a lease end beyond it (a lease taken that late ends at
+/// `i64::MAX`; the claim still reports [`lease_until`]'s value).
 #[async_trait]
 impl TimerStore for PostgresJournalStorage {
+    fn max_timer_payload(&self) -> usize {
+        self.limits.max_entry_bytes
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, timer_id = %timer.timer_id, due_at_ms = timer.due_at_ms))]
     async fn schedule_timer(&self, timer: &TimerRecord) -> JournalResult<()> {
-        validate_timer(timer, self.limits.max_entry_bytes)?;
+        validate_timer(timer, self.max_timer_payload())?;
         self.execute(
             &self.sql.timers.schedule,
             &[
@@ -144,12 +145,12 @@ impl TimerStore for PostgresJournalStorage {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let lease_until = seq(now_ms.saturating_add(millis(lease)));
+        let until = lease_until(now_ms, lease);
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let rows = self
             .query(
                 &self.sql.timers.claim,
-                &[&seq(now_ms), &claim.as_bytes(), &lease_until, &limit],
+                &[&seq(now_ms), &claim.as_bytes(), &seq(until), &limit],
             )
             .await?;
         let mut claimed = rows
@@ -158,7 +159,7 @@ impl TimerStore for PostgresJournalStorage {
                 Ok(ClaimedTimer {
                     timer: record(row)?,
                     claim: claim.to_owned(),
-                    lease_until_ms: unseq(lease_until),
+                    lease_until_ms: until,
                 })
             })
             .collect::<JournalResult<Vec<_>>>()?;

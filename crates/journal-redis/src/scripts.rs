@@ -233,12 +233,11 @@ macro_rules! concat_timer_walk {
 /// first, without claiming them (read only).
 ///
 /// KEYS: a timer shard's due, leases. ARGV: now (ms), max.
-/// Returns `{id, due, id, due, ...}`, each due time an integer.
+/// Returns the due times, integers.
 pub const TIMER_PEEK: &str = concat_timer_walk!(
     r"
 local out = {}
 walk(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), function(id, due)
-  out[#out + 1] = id
   out[#out + 1] = tonumber(due)
   return true
 end)

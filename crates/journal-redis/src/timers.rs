@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use journal_core::timers::validate_timer;
+use journal_core::timers::{lease_until, validate_timer};
 use journal_core::validate::MAX_SEQUENCE;
 use journal_core::{ClaimedTimer, JournalError, JournalResult, TimerRecord, TimerStore};
 use redis::Value;
@@ -24,8 +24,10 @@ pub const CLAIM_ROUND: usize = 1_000;
 
 /// Times as the scripts compare them: sorted-set scores and Lua numbers
 /// are doubles, exact up to 2^53. Due times are validated to at most
-/// `MAX_SEQUENCE` = 2^53 - 1; a `now` or a lease end beyond 2^53 is taken
-/// as 2^53, which compares the same against every due time.
+/// `MAX_SEQUENCE` = 2^53 - 1; a `now` beyond 2^53 is taken as 2^53, which
+/// compares the same against every due time, and so is a lease end beyond
+/// it (a lease taken that late ends at 2^53 ms, in the year 287,396; the
+/// claim still reports [`lease_until`]'s value).
 const TIME_LIMIT: u64 = MAX_SEQUENCE + 1;
 
 /// The first byte of an encoded record: the encoding's version.
@@ -104,15 +106,17 @@ fn time_arg(ms: u64) -> Vec<u8> {
     ms.min(TIME_LIMIT).to_string().into_bytes()
 }
 
-/// A claimable timer a shard reported, before it is claimed.
+/// A claimable timer a shard reported, before it is claimed: its due
+/// time and its shard (a shard claims its own timers in due order, so
+/// their ids are not needed to say which).
 struct Candidate {
     due: u64,
-    id: String,
     shard: u16,
 }
 
 impl RedisJournalStorage {
-    /// Up to `max` claimable timers of one shard, earliest first.
+    /// The due times of up to `max` claimable timers of one shard,
+    /// earliest first.
     async fn peek_shard(&self, shard: u16, now: u64, max: usize) -> JournalResult<Vec<Candidate>> {
         let keys = self.inner.keys.timer_shard(shard);
         let reply = self
@@ -122,22 +126,15 @@ impl RedisJournalStorage {
                 &[time_arg(now), max.to_string().into_bytes()],
             )
             .await?;
-        let mut items = into_array(reply).into_iter();
-        let mut out = Vec::new();
-        while let Some(id) = items.next() {
-            let due = items
-                .next()
-                .as_ref()
-                .and_then(as_i64)
-                .and_then(|due| u64::try_from(due).ok())
-                .ok_or_else(|| bad_reply("timer due time"))?;
-            out.push(Candidate {
-                due,
-                id: text_of(id, "timer id")?,
-                shard,
-            });
-        }
-        Ok(out)
+        into_array(reply)
+            .iter()
+            .map(|due| {
+                as_i64(due)
+                    .and_then(|due| u64::try_from(due).ok())
+                    .map(|due| Candidate { due, shard })
+                    .ok_or_else(|| bad_reply("timer due time"))
+            })
+            .collect()
     }
 
     /// Claims up to `max` timers of one shard.
@@ -145,7 +142,7 @@ impl RedisJournalStorage {
         &self,
         shard: u16,
         now: u64,
-        lease_until: u64,
+        until: u64,
         claim: &str,
         max: usize,
     ) -> JournalResult<Vec<ClaimedTimer>> {
@@ -158,7 +155,7 @@ impl RedisJournalStorage {
                 &[
                     time_arg(now),
                     max.to_string().into_bytes(),
-                    time_arg(lease_until),
+                    time_arg(until),
                     claim.as_bytes().to_vec(),
                 ],
             )
@@ -172,7 +169,7 @@ impl RedisJournalStorage {
             out.push(ClaimedTimer {
                 timer,
                 claim: claim.to_owned(),
-                lease_until_ms: lease_until,
+                lease_until_ms: until,
             });
         }
         Ok(out)
@@ -185,7 +182,7 @@ impl RedisJournalStorage {
     async fn claim_round(
         &self,
         now: u64,
-        lease_until: u64,
+        until: u64,
         claim: &str,
         want: usize,
     ) -> JournalResult<(Vec<ClaimedTimer>, usize)> {
@@ -195,7 +192,7 @@ impl RedisJournalStorage {
         .await?;
         let mut candidates: Vec<Candidate> = peeks.into_iter().flatten().collect();
         let reported = candidates.len();
-        candidates.sort_by(|a, b| (a.due, a.id.as_bytes()).cmp(&(b.due, b.id.as_bytes())));
+        candidates.sort_by_key(|c| (c.due, c.shard));
         candidates.truncate(want);
         let mut per_shard: HashMap<u16, usize> = HashMap::new();
         for candidate in &candidates {
@@ -204,7 +201,7 @@ impl RedisJournalStorage {
         let claimed = futures::future::try_join_all(
             per_shard
                 .into_iter()
-                .map(|(shard, n)| self.claim_shard(shard, now, lease_until, claim, n)),
+                .map(|(shard, n)| self.claim_shard(shard, now, until, claim, n)),
         )
         .await?;
         Ok((claimed.into_iter().flatten().collect(), reported))
@@ -216,9 +213,13 @@ impl RedisJournalStorage {
 /// 2^53 (see the crate docs).
 #[async_trait]
 impl TimerStore for RedisJournalStorage {
+    fn max_timer_payload(&self) -> usize {
+        self.inner.limits.max_entry_bytes
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, timer_id = %timer.timer_id, due_at_ms = timer.due_at_ms))]
     async fn schedule_timer(&self, timer: &TimerRecord) -> JournalResult<()> {
-        validate_timer(timer, self.inner.limits.max_entry_bytes)?;
+        validate_timer(timer, self.max_timer_payload())?;
         let keys = self.inner.keys.timer_shard(timer_shard_of(&timer.timer_id));
         self.write_script(
             Script::TimerSchedule,
@@ -258,13 +259,11 @@ impl TimerStore for RedisJournalStorage {
         claim: &str,
         max: usize,
     ) -> JournalResult<Vec<ClaimedTimer>> {
-        let now = now_ms.min(TIME_LIMIT);
-        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-        let lease_until = now.saturating_add(lease_ms).min(TIME_LIMIT);
+        let until = lease_until(now_ms, lease);
         let mut claimed: Vec<ClaimedTimer> = Vec::new();
         while claimed.len() < max {
             let want = (max - claimed.len()).min(CLAIM_ROUND);
-            let (got, reported) = self.claim_round(now, lease_until, claim, want).await?;
+            let (got, reported) = self.claim_round(now_ms, until, claim, want).await?;
             let progress = !got.is_empty();
             claimed.extend(got);
             // Every claimable timer was in this round, or other hosts took
