@@ -1,7 +1,8 @@
-//! The due-timer index ([`TimerStore`]), sharded over
-//! [`TIMER_SHARDS`](crate::keys::TIMER_SHARDS) shards so that no one key
-//! (one slot, one node of a cluster) carries every timer. Each shard's keys
-//! share a hash tag; every write is one script on one shard.
+//! The due-timer index ([`TimerStore`]), sharded over [`TIMER_SHARDS`]
+//! shards so that no one key (one slot, one node of a cluster) carries
+//! every timer. Each shard's keys share a hash tag; every write is one
+//! script on one shard. The layout and the order claims keep across shards
+//! are in the crate docs.
 
 use std::collections::HashMap;
 use std::time::Duration;
