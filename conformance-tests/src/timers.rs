@@ -56,7 +56,7 @@ pub fn timers(prefix: &str, count: u64, due: impl Fn(u64) -> u64) -> Vec<TimerRe
         .collect()
 }
 
-/// Schedules every timer, [`IN_FLIGHT`] at a time, and panics on an error.
+/// Schedules every timer, 32 at a time, and panics on an error.
 pub async fn schedule_all(store: &dyn TimerStore, timers: &[TimerRecord]) {
     futures::stream::iter(timers)
         .map(|t| async move {
@@ -71,7 +71,7 @@ pub async fn schedule_all(store: &dyn TimerStore, timers: &[TimerRecord]) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Completes every claimed timer with its claim, [`IN_FLIGHT`] at a time,
+/// Completes every claimed timer with its claim, 32 at a time,
 /// and panics unless each was still held.
 pub async fn complete_all(store: &dyn TimerStore, claimed: &[ClaimedTimer]) {
     let results: Vec<(String, bool)> = futures::stream::iter(claimed)
