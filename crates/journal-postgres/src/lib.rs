@@ -4,6 +4,7 @@ mod error;
 mod group;
 pub mod migrate;
 mod options;
+mod timers;
 #[cfg(feature = "tls-rustls")]
 mod tls;
 
@@ -74,6 +75,7 @@ struct Sql {
     list_actors: String,
     actor_summary: String,
     stats: String,
+    timers: timers::TimerSql,
 }
 
 impl Sql {
@@ -116,6 +118,7 @@ impl Sql {
                 "SELECT (SELECT count(*) FROM {s}.actors), (SELECT count(*) FROM {s}.entries),
                         (SELECT count(*) FROM {s}.checkpoints)"
             ),
+            timers: timers::TimerSql::new(s),
         }
     }
 }

@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 use crate::error::pg_error;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The SQL of each migration, for schema `s` (already validated).
 #[allow(clippy::too_many_lines)] // the text of the migrations
@@ -136,6 +136,30 @@ BEGIN
 $fn$;
 ",
             items = item_by_item(s)
+        ),
+        // Version 3: the due-timer index (contract rules 23 and 24). Ids and
+        // actor names are `bytea`, as actor ids are, so any string
+        // round-trips. `claim` and `lease_until` are set by a claim and stay
+        // after its lease ends; a timer is claimable when it is due and its
+        // lease, if any, has ended.
+        format!(
+            r"
+CREATE TABLE {s}.timers (
+    timer_id     BYTEA PRIMARY KEY,
+    owner_actor  BYTEA NOT NULL,
+    target_actor BYTEA NOT NULL,
+    target_type  BYTEA NOT NULL,
+    due_at       BIGINT NOT NULL,
+    payload      BYTEA NOT NULL,
+    claim        BYTEA,
+    lease_until  BIGINT
+);
+-- Claims and next_due scan timers by due time, skipping leased ones.
+CREATE INDEX timers_due ON {s}.timers (due_at, timer_id);
+-- The leased timers only (as many as hosts have in flight): the earliest
+-- end of a lease.
+CREATE INDEX timers_leased ON {s}.timers (lease_until) WHERE lease_until IS NOT NULL;
+"
         ),
     ]
 }

@@ -54,14 +54,29 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS
 }
 
-/// The bucket of an actor: FNV-1a (64 bit) of its id, modulo [`BUCKETS`].
-pub fn bucket_of(actor_id: &str) -> u16 {
+/// FNV-1a (64 bit): a stable hash, the same in every process and release.
+fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in actor_id.as_bytes() {
+    for byte in bytes {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (hash % u64::from(BUCKETS)) as u16
+    hash
+}
+
+/// The bucket of an actor: FNV-1a (64 bit) of its id, modulo [`BUCKETS`].
+pub fn bucket_of(actor_id: &str) -> u16 {
+    (fnv1a(actor_id.as_bytes()) % u64::from(BUCKETS)) as u16
+}
+
+/// Shards of the due-timer index. Part of the key layout: changing it
+/// moves every timer.
+pub const TIMER_SHARDS: u16 = 16;
+
+/// The shard of a timer: FNV-1a (64 bit) of its id, modulo
+/// [`TIMER_SHARDS`].
+pub fn timer_shard_of(timer_id: &str) -> u16 {
+    (fnv1a(timer_id.as_bytes()) % u64::from(TIMER_SHARDS)) as u16
 }
 
 /// The cluster slot of a bucket.
@@ -130,7 +145,63 @@ impl BucketKeys<'_> {
     }
 }
 
+/// The keys of one shard of the due-timer index, all in one slot: the
+/// slot of bucket `shard * BUCKETS / TIMER_SHARDS`, so the shards spread
+/// evenly over the slots (shard `s` is in slot `1024 * s`).
+#[derive(Debug, Clone, Copy)]
+pub struct TimerShardKeys<'a> {
+    keys: &'a Keys,
+    shard: u16,
+}
+
+impl TimerShardKeys<'_> {
+    fn bucket(&self) -> u16 {
+        self.shard * (BUCKETS / TIMER_SHARDS)
+    }
+
+    /// Every timer of the shard by due time (a sorted set; equal due times
+    /// in byte order of the ids). Claimed timers stay in it.
+    pub fn due(&self) -> Vec<u8> {
+        self.keys.key(self.bucket(), "t:due", "")
+    }
+
+    /// The shard's claimed timers by the end of their lease (a sorted set).
+    pub fn leases(&self) -> Vec<u8> {
+        self.keys.key(self.bucket(), "t:lease", "")
+    }
+
+    /// The shard's timer records by id (a hash; see `timers::encode`).
+    pub fn records(&self) -> Vec<u8> {
+        self.keys.key(self.bucket(), "t:rec", "")
+    }
+
+    /// The token of each claimed timer's latest claim, by id (a hash).
+    pub fn claims(&self) -> Vec<u8> {
+        self.keys.key(self.bucket(), "t:claim", "")
+    }
+
+    /// The four keys in the order the timer scripts take them: due,
+    /// leases, records, claims.
+    pub fn all(&self) -> [Vec<u8>; 4] {
+        [self.due(), self.leases(), self.records(), self.claims()]
+    }
+
+    /// The cluster slot all of these keys are in.
+    pub fn slot(&self) -> u16 {
+        slot_of_bucket(self.bucket())
+    }
+}
+
 impl Keys {
+    /// The keys of a shard of the due-timer index (`shard <
+    /// TIMER_SHARDS`).
+    pub fn timer_shard(&self, shard: u16) -> TimerShardKeys<'_> {
+        TimerShardKeys {
+            keys: self,
+            shard: shard % TIMER_SHARDS,
+        }
+    }
+
     /// Keys under `prefix` (already validated).
     pub fn new(prefix: &str) -> Self {
         Keys {
@@ -217,6 +288,30 @@ mod tests {
                 assert_eq!(key_slot(&key[..]), k.slot(), "{id:?}");
             }
         }
+    }
+
+    #[test]
+    fn timer_shards_spread_over_the_slots_and_keep_their_keys_together() {
+        let keys = Keys::new("journal");
+        let mut slots = Vec::new();
+        for shard in 0..TIMER_SHARDS {
+            let k = keys.timer_shard(shard);
+            assert_eq!(k.slot(), shard * (SLOTS / TIMER_SHARDS));
+            for key in k.all() {
+                assert_eq!(key_slot(&key), k.slot());
+            }
+            slots.push(k.slot());
+        }
+        slots.dedup();
+        assert_eq!(slots.len(), usize::from(TIMER_SHARDS));
+        let mut counts = vec![0u32; usize::from(TIMER_SHARDS)];
+        for i in 0..16_000 {
+            counts[usize::from(timer_shard_of(&format!("order-{i}/reminder")))] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..=1_200).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

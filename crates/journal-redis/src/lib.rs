@@ -6,6 +6,7 @@ pub mod keys;
 mod options;
 mod persistence;
 pub mod scripts;
+pub mod timers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -165,6 +165,159 @@ pub const SUMMARY: &str = r"
 return {redis.call('GET', KEYS[1]) or '0', redis.call('XLEN', KEYS[2]), redis.call('ZCARD', KEYS[3])}
 ";
 
+/// Add or replace a timer, dropping any claim on it.
+///
+/// KEYS: a timer shard's due, leases, records, claims.
+/// ARGV: timer id, due time (ms, decimal), encoded record. Returns 1.
+pub const TIMER_SCHEDULE: &str = r"
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+return 1
+";
+
+/// Remove a timer nobody holds an unexpired lease on.
+///
+/// KEYS: a timer shard's due, leases, records, claims.
+/// ARGV: timer id, now (ms). Returns 1 when removed, 0 when absent or
+/// leased until after now.
+pub const TIMER_CANCEL: &str = r"
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return 0 end
+local lease = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if lease and tonumber(lease) > tonumber(ARGV[2]) then return 0 end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+return 1
+";
+
+/// The loop shared by [`TIMER_PEEK`] and [`TIMER_CLAIM`]: walks the due
+/// timers (score <= now) in due order, page by page, and calls `take(id,
+/// due)` for each one not leased beyond now, until `take` has been called
+/// `max` times. Claimed timers stay in the due set, so ranks do not shift
+/// while it walks; the timers it skips are the leased ones, as many as
+/// hosts are firing. (A macro, so that each script's text is one literal.)
+macro_rules! timer_walk {
+    () => {
+        r"
+local function walk(due_key, lease_key, now_text, max, take)
+  local now = tonumber(now_text)
+  local taken, offset, page = 0, 0, math.max(max, 64)
+  while taken < max do
+    local ids = redis.call('ZRANGEBYSCORE', due_key, '-inf', now_text, 'WITHSCORES', 'LIMIT', offset, page)
+    if #ids == 0 then break end
+    for i = 1, #ids, 2 do
+      local lease = redis.call('ZSCORE', lease_key, ids[i])
+      if not lease or tonumber(lease) <= now then
+        if take(ids[i], ids[i + 1]) then taken = taken + 1 end
+        if taken >= max then break end
+      end
+    end
+    offset = offset + #ids / 2
+  end
+end
+"
+    };
+}
+
+/// [`timer_walk!`]'s function, then `$body`.
+macro_rules! concat_timer_walk {
+    ($body:literal) => {
+        concat!(timer_walk!(), $body)
+    };
+}
+
+/// The due times of up to `max` claimable timers of a shard, earliest
+/// first, without claiming them (read only).
+///
+/// KEYS: a timer shard's due, leases. ARGV: now (ms), max.
+/// Returns the due times, integers.
+pub const TIMER_PEEK: &str = concat_timer_walk!(
+    r"
+local out = {}
+walk(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), function(id, due)
+  out[#out + 1] = tonumber(due)
+  return true
+end)
+return out
+"
+);
+
+/// Claim up to `max` due timers of a shard that nobody holds an unexpired
+/// lease on, earliest due first (equal due times in byte order of the
+/// ids).
+///
+/// KEYS: a timer shard's due, leases, records, claims.
+/// ARGV: now (ms), max, lease end (ms), claim token.
+/// Returns `{id, record, id, record, ...}`. A due entry without a record
+/// (which only a hand edit leaves) is dropped from the index, not claimed.
+pub const TIMER_CLAIM: &str = concat_timer_walk!(
+    r"
+local out, orphans = {}, {}
+walk(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), function(id, due)
+  local record = redis.call('HGET', KEYS[3], id)
+  if not record then
+    orphans[#orphans + 1] = id
+    return false
+  end
+  redis.call('ZADD', KEYS[2], ARGV[3], id)
+  redis.call('HSET', KEYS[4], id, ARGV[4])
+  out[#out + 1] = id
+  out[#out + 1] = record
+  return true
+end)
+for _, id in ipairs(orphans) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[4], id)
+end
+return out
+"
+);
+
+/// Remove a fired timer if its latest claim is the caller's.
+///
+/// KEYS: a timer shard's due, leases, records, claims.
+/// ARGV: timer id, claim token. Returns 1 when removed, else 0.
+pub const TIMER_COMPLETE: &str = r"
+if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+return 1
+";
+
+/// When a shard next needs a look (read only): the earliest due time
+/// among its timers not leased beyond now, and the earliest lease that
+/// ends after now.
+///
+/// KEYS: a timer shard's due, leases. ARGV: now (ms).
+/// Returns `{due, lease}`, each an integer, -1 for none.
+pub const TIMER_NEXT_DUE: &str = r"
+local now = tonumber(ARGV[1])
+local due = -1
+local offset = 0
+while due < 0 do
+  local ids = redis.call('ZRANGE', KEYS[1], offset, offset + 63, 'WITHSCORES')
+  if #ids == 0 then break end
+  for i = 1, #ids, 2 do
+    local lease = redis.call('ZSCORE', KEYS[2], ids[i])
+    if not lease or tonumber(lease) <= now then
+      due = tonumber(ids[i + 1])
+      break
+    end
+  end
+  offset = offset + 64
+end
+local leased = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local lease = -1
+if leased[2] then lease = tonumber(leased[2]) end
+return {due, lease}
+";
+
 /// `KEYS` of [`APPEND`] for a batch of an actor starting at `first`: the
 /// actor index only when the batch may create the actor.
 pub fn append_keys(keys: &ActorKeys<'_>, first: u64) -> Vec<Vec<u8>> {
@@ -193,7 +346,7 @@ pub fn append_args(batch: &[JournalEntry]) -> Vec<Vec<u8>> {
 }
 
 /// Every script, in the order of [`Script`].
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 13] = [
     APPEND,
     TRUNCATE,
     DELETE,
@@ -201,6 +354,12 @@ pub const ALL: [&str; 7] = [
     DELETE_CHECKPOINTS_BEFORE,
     LATEST_CHECKPOINT,
     SUMMARY,
+    TIMER_SCHEDULE,
+    TIMER_CANCEL,
+    TIMER_PEEK,
+    TIMER_CLAIM,
+    TIMER_COMPLETE,
+    TIMER_NEXT_DUE,
 ];
 
 /// The SHA-1 of a script, as `EVALSHA` names it.
@@ -228,6 +387,9 @@ pub fn refused(script: Script, reply: &redis::Value) -> bool {
     match script {
         Script::Append => code == Some(2),
         Script::SaveCheckpoint => code == Some(0),
+        // Nothing to cancel or complete, nothing due: nothing written.
+        Script::TimerCancel | Script::TimerComplete => matches!(reply, redis::Value::Int(0)),
+        Script::TimerClaim => matches!(reply, redis::Value::Array(items) if items.is_empty()),
         _ => false,
     }
 }
@@ -249,4 +411,16 @@ pub enum Script {
     LatestCheckpoint = 5,
     /// [`SUMMARY`]
     Summary = 6,
+    /// [`TIMER_SCHEDULE`]
+    TimerSchedule = 7,
+    /// [`TIMER_CANCEL`]
+    TimerCancel = 8,
+    /// [`TIMER_PEEK`]
+    TimerPeek = 9,
+    /// [`TIMER_CLAIM`]
+    TimerClaim = 10,
+    /// [`TIMER_COMPLETE`]
+    TimerComplete = 11,
+    /// [`TIMER_NEXT_DUE`]
+    TimerNextDue = 12,
 }

@@ -6,6 +6,14 @@ mod common;
 
 journal_conformance::suite!(optional: async { common::cluster_storage(common::test_options()).await });
 
+/// The due-timer index (contract rules 23, 24) on the cluster, its shards
+/// spread over the primaries.
+mod timers {
+    journal_conformance::timer_suite!(optional: async {
+        super::common::cluster_storage(super::common::test_options()).await
+    });
+}
+
 use std::time::Duration;
 
 use journal_core::{journal_entry::Entry, JournalEntry, JournalStorage};

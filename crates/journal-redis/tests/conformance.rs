@@ -19,3 +19,11 @@ mod pair {
         Some((one, other))
     });
 }
+
+/// The due-timer index (contract rules 23, 24), each test under a key
+/// prefix of its own.
+mod timers {
+    journal_conformance::timer_suite!(optional: async {
+        super::common::storage(super::common::test_options()).await
+    });
+}
