@@ -504,8 +504,7 @@ impl DurabilityFacet {
                 .replay_message(
                     actor,
                     &message,
-                    effects,
-                    timers,
+                    (effects, timers),
                     None,
                     next_sequence,
                     Mode::Finish,
@@ -638,8 +637,7 @@ impl DurabilityFacet {
                                 .replay_message(
                                     actor,
                                     &previous.message,
-                                    previous.effects,
-                                    previous.timers,
+                                    (previous.effects, previous.timers),
                                     None,
                                     to + 1,
                                     mode,
@@ -666,57 +664,31 @@ impl DurabilityFacet {
                             pending.effects.push_back(effect);
                         }
                     }
-                    Some(
-                        ref timer @ (Entry::TimerScheduled(_)
-                        | Entry::TimerCancelled(_)
-                        | Entry::TimerFired(_)),
-                    ) => {
-                        if let (Some(pending), Some(op)) =
-                            (pending.as_mut(), TimerOp::from_entry(timer))
-                        {
+                    Some(Entry::MessageProcessed(done)) => {
+                        let ends_pending = pending
+                            .as_ref()
+                            .is_some_and(|p| p.message.message_id == done.message_id);
+                        if let Some(p) = pending.take_if(|_| ends_pending) {
+                            self.replay_message(
+                                actor,
+                                &p.message,
+                                (p.effects, p.timers),
+                                Some(&done),
+                                to + 1,
+                                mode,
+                            )
+                            .await?;
+                            let recorded = outcome_of(&done);
+                            dedup.insert(p.message.message_id, entry.sequence, at, Some(recorded));
+                            report.replayed_messages += 1;
+                        }
+                    }
+                    other => {
+                        let op = other.as_ref().and_then(TimerOp::from_entry);
+                        if let (Some(pending), Some(op)) = (pending.as_mut(), op) {
                             pending.timers.push(op);
                         }
                     }
-                    Some(Entry::MessageProcessed(done)) => {
-                        if let Some(PendingMessage {
-                            message,
-                            effects,
-                            timers,
-                            sequence,
-                            at_ms,
-                        }) = pending.take()
-                        {
-                            if message.message_id == done.message_id {
-                                self.replay_message(
-                                    actor,
-                                    &message,
-                                    effects,
-                                    timers,
-                                    Some(&done),
-                                    to + 1,
-                                    mode,
-                                )
-                                .await?;
-                                let recorded = outcome_of(&done);
-                                dedup.insert(
-                                    message.message_id,
-                                    entry.sequence,
-                                    at,
-                                    Some(recorded),
-                                );
-                                report.replayed_messages += 1;
-                            } else {
-                                pending = Some(PendingMessage {
-                                    message,
-                                    effects,
-                                    timers,
-                                    sequence,
-                                    at_ms,
-                                });
-                            }
-                        }
-                    }
-                    _ => {}
                 }
             }
         }
@@ -760,8 +732,7 @@ impl DurabilityFacet {
         &self,
         actor: &mut dyn DurableActor,
         message: &MessageReceived,
-        effects: VecDeque<SideEffectExecuted>,
-        timers: Vec<TimerOp>,
+        (effects, timers): (VecDeque<SideEffectExecuted>, Vec<TimerOp>),
         recorded: Option<&MessageProcessed>,
         next_sequence: u64,
         mode: Mode,
