@@ -10,6 +10,7 @@ pub mod model;
 pub mod pair;
 pub mod rules;
 pub mod tck;
+pub mod timers;
 pub mod volume;
 
 /// Stamps out one `#[test]` per property of the suite, each calling the given
@@ -276,12 +277,110 @@ macro_rules! __pair_tests {
     };
 }
 
+/// Stamps out one `#[test]` per test of [`timers`], the due-timer index
+/// (contract rules 23 and 24), each calling the given async expression for a
+/// fresh [`TimerStore`](journal_core::TimerStore).
+///
+/// ```
+/// # use journal_memory::MemoryJournalStorage;
+/// journal_conformance::timer_suite!(async { MemoryJournalStorage::new() });
+/// ```
+///
+/// As with [`suite!`], `optional:` takes an expression giving an `Option`
+/// of the store, and `None` ends each test early (print why, and under
+/// `CI=true` panic instead).
+///
+/// The expression is evaluated once per test and must give a store of its
+/// own (a new file, schema or key prefix): a claim takes every due timer of
+/// the store, so tests sharing one would take each other's timers.
+#[macro_export]
+macro_rules! timer_suite {
+    (optional: $make:expr) => {
+        $crate::__timer_tests!(@optional $make);
+    };
+    ($make:expr) => {
+        $crate::__timer_tests!(@plain $make);
+    };
+}
+
+/// The list of the timer tests.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __timer_tests {
+    (@$mode:ident $make:expr) => {
+        $crate::__timer_tests! {@$mode $make;
+            timers_schedule_then_get,
+            timers_reschedule_replaces_and_drops_claim,
+            timers_cancel_before_due_never_fires,
+            timers_cancel_under_lease_is_refused,
+            timers_claim_due_earliest_first_at_most_max,
+            timers_lease_blocks_then_expires,
+            timers_complete_needs_the_current_claim,
+            timers_next_due,
+            timers_invalid_rejected_nothing_stored,
+            timers_hostile_ids_round_trip,
+            timers_racing_claimers_claim_each_once,
+            timers_dead_claimer_leaves_timers_to_another,
+            timers_ten_thousand_claimed_in_pages,
+            prop_timers_match_model
+        }
+    };
+    (@plain $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__private::run_timers(async { ::core::option::Option::Some($make.await) }, $crate::timers::$name);
+            }
+        )*
+    };
+    (@optional $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__private::run_timers($make, $crate::timers::$name);
+            }
+        )*
+    };
+    (@list $make:expr; $($name:ident),* $(,)?) => {
+        ::std::vec![
+            $(
+                $crate::TimerSuiteTest {
+                    name: ::core::stringify!($name),
+                    run: |store| ::std::boxed::Box::pin($crate::timers::$name(store)),
+                },
+            )*
+        ]
+    };
+}
+
+/// One test of [`timer_suite!`], to run the timer tests programmatically
+/// (as the mutation self-test does, against deliberately broken stores).
+#[derive(Clone, Copy)]
+pub struct TimerSuiteTest {
+    /// Its name, as [`timer_suite!`] stamps it out.
+    pub name: &'static str,
+    /// The test itself: panics when the store breaks the contract.
+    pub run: fn(std::sync::Arc<dyn journal_core::TimerStore>) -> TestFuture,
+}
+
+impl std::fmt::Debug for TimerSuiteTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "timers::{}", self.name)
+    }
+}
+
+/// Every test [`timer_suite!`] stamps out, in its order. Each must run on
+/// a multi-threaded tokio runtime, with a store of its own.
+pub fn timer_suite_tests() -> Vec<TimerSuiteTest> {
+    __timer_tests!(@list ())
+}
+
 #[doc(hidden)]
 pub mod __private {
     use std::future::Future;
     use std::sync::Arc;
 
-    use journal_core::JournalStorage;
+    use journal_core::{JournalStorage, TimerStore};
 
     /// The runtime each suite test runs on.
     pub fn runtime() -> tokio::runtime::Runtime {
@@ -304,6 +403,21 @@ pub mod __private {
         runtime().block_on(async move {
             if let Some((one, other)) = make.await {
                 test(Arc::new(one), Arc::new(other)).await;
+            }
+        });
+    }
+
+    /// Runs one timer test on a multi-threaded runtime of its own.
+    pub fn run_timers<S, M, T, F>(make: M, test: T)
+    where
+        S: TimerStore + 'static,
+        M: Future<Output = Option<S>>,
+        T: FnOnce(Arc<dyn TimerStore>) -> F,
+        F: Future<Output = ()>,
+    {
+        runtime().block_on(async move {
+            if let Some(store) = make.await {
+                test(Arc::new(store)).await;
             }
         });
     }

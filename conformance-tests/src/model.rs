@@ -241,7 +241,7 @@ fn cases(default: u32) -> Config {
 
 /// Runs a property whose check is async, on the current multi-threaded
 /// runtime, and panics with the shrunk failing input.
-fn run_property<S, V, F, Fut>(default_cases: u32, strategy: S, check: F)
+pub(crate) fn run_property<S, V, F, Fut>(default_cases: u32, strategy: S, check: F)
 where
     S: Strategy<Value = V>,
     V: Debug,

@@ -13,6 +13,16 @@
 //! Times are milliseconds since the Unix epoch, as the host's clock reads
 //! them: hosts sharing a store should keep their clocks in sync (leases
 //! tolerate skew up to their length).
+//!
+//! # Leases
+//!
+//! A claim's lease runs while `now_ms < lease_until_ms`: at `now_ms ==
+//! lease_until_ms` it has expired, and the timer may be claimed again (a
+//! timer is due the same way: at `now_ms == due_at_ms`). A lease's end is
+//! [`lease_until`]`(now_ms, lease)`, on every backend. An expired claim
+//! stays the timer's until another claim takes it or the timer is
+//! rescheduled: until then [`TimerStore::complete_timer`] with it still
+//! succeeds (the store takes no clock there).
 
 use std::time::Duration;
 
@@ -67,9 +77,11 @@ pub trait TimerStore: Send + Sync {
     async fn cancel_timer(&self, timer_id: &str, now_ms: u64) -> JournalResult<bool>;
 
     /// Claims up to `max` timers with `due_at_ms <= now_ms` that nobody
-    /// holds an unexpired lease on, earliest due first, each under a new
-    /// lease until `now_ms + lease` with the token `claim`. Two concurrent
-    /// calls never both get one timer while its lease runs.
+    /// holds an unexpired lease on, earliest due first (timers due at the
+    /// same instant in any order), each under a new lease until
+    /// [`lease_until`]`(now_ms, lease)` with the token `claim`. Two
+    /// concurrent calls never both get one timer while its lease runs.
+    /// `max = 0` claims nothing.
     async fn claim_due_timers(
         &self,
         now_ms: u64,
@@ -78,10 +90,11 @@ pub trait TimerStore: Send + Sync {
         max: usize,
     ) -> JournalResult<Vec<ClaimedTimer>>;
 
-    /// Removes a fired timer if `claim` still holds its lease. `Ok(false)`
-    /// when the lease was lost (it expired and another host claimed the
-    /// timer, or it was rescheduled): that host fires it, and delivery
-    /// stays exactly-once through the message id.
+    /// Removes a fired timer if `claim` still holds its lease (the timer's
+    /// latest claim is `claim`, expired or not). `Ok(false)` when the lease
+    /// was lost (it expired and another host claimed the timer, or it was
+    /// rescheduled or cancelled), or the timer was never claimed: that host
+    /// fires it, and delivery stays exactly-once through the message id.
     async fn complete_timer(&self, timer_id: &str, claim: &str) -> JournalResult<bool>;
 
     /// The earliest due time among timers nobody holds an unexpired lease
@@ -91,6 +104,14 @@ pub trait TimerStore: Send + Sync {
 
     /// A timer by id, claimed or not.
     async fn get_timer(&self, timer_id: &str) -> JournalResult<Option<TimerRecord>>;
+
+    /// The largest payload [`TimerStore::schedule_timer`] accepts, in
+    /// bytes ([`validate_timer`]'s `max_payload`): the storage's largest
+    /// entry, 16 MiB by default. A timer's payload goes into the
+    /// `TimerFired` entry and the delivered message, so it cannot be larger.
+    fn max_timer_payload(&self) -> usize {
+        crate::validate::DEFAULT_MAX_ENTRY_BYTES
+    }
 }
 
 #[async_trait]
@@ -119,6 +140,17 @@ impl<T: TimerStore + ?Sized> TimerStore for std::sync::Arc<T> {
     async fn get_timer(&self, timer_id: &str) -> JournalResult<Option<TimerRecord>> {
         (**self).get_timer(timer_id).await
     }
+    fn max_timer_payload(&self) -> usize {
+        (**self).max_timer_payload()
+    }
+}
+
+/// When a lease taken at `now_ms` for `lease` ends: `now_ms` plus the
+/// lease in whole milliseconds, rounded up (a lease is never shorter than
+/// asked), saturating at `u64::MAX`.
+pub fn lease_until(now_ms: u64, lease: Duration) -> u64 {
+    let millis = lease.as_nanos().div_ceil(1_000_000);
+    now_ms.saturating_add(u64::try_from(millis).unwrap_or(u64::MAX))
 }
 
 /// Checks a timer before it is stored: ids and actor names non-empty and
@@ -154,4 +186,19 @@ pub fn validate_timer(timer: &TimerRecord, max_payload: usize) -> JournalResult<
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_until_rounds_up_and_saturates() {
+        assert_eq!(lease_until(1_000, Duration::from_millis(250)), 1_250);
+        assert_eq!(lease_until(1_000, Duration::from_micros(1)), 1_001);
+        assert_eq!(lease_until(1_000, Duration::from_micros(1_500)), 1_002);
+        assert_eq!(lease_until(1_000, Duration::ZERO), 1_000);
+        assert_eq!(lease_until(u64::MAX - 1, Duration::from_secs(1)), u64::MAX);
+        assert_eq!(lease_until(0, Duration::MAX), u64::MAX);
+    }
 }

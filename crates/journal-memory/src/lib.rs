@@ -1,13 +1,16 @@
 #![doc = include_str!("../README.md")]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use journal_core::timers::{lease_until, validate_timer};
 use journal_core::validate::{self, AppendCheck, Limits};
 use journal_core::{
-    ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalResult, JournalStats, JournalStorage,
+    ActorPage, ActorSummary, Checkpoint, ClaimedTimer, JournalEntry, JournalResult, JournalStats,
+    JournalStorage, TimerRecord, TimerStore,
 };
 
 const BACKEND: &str = "memory";
@@ -22,6 +25,116 @@ pub struct MemoryJournalStorage {
 struct Inner {
     limits: Limits,
     actors: RwLock<BTreeMap<String, Arc<Mutex<ActorJournal>>>>,
+    timers: Mutex<TimerIndex>,
+}
+
+/// The due-timer index: every timer by id, ordered by due time, and the
+/// claimed ones ordered by the end of their lease.
+#[derive(Debug, Default)]
+struct TimerIndex {
+    timers: HashMap<String, StoredTimer>,
+    /// `(due_at_ms, timer_id)` of every timer.
+    by_due: BTreeSet<(u64, String)>,
+    /// `(lease_until_ms, timer_id)` of every claimed timer (expired leases
+    /// included, until the timer is claimed again or removed).
+    by_lease: BTreeSet<(u64, String)>,
+}
+
+#[derive(Debug)]
+struct StoredTimer {
+    record: TimerRecord,
+    /// The latest claim's token and lease end.
+    claim: Option<(String, u64)>,
+}
+
+impl StoredTimer {
+    /// Whether nobody holds an unexpired lease on it at `now_ms`.
+    fn free_at(&self, now_ms: u64) -> bool {
+        self.claim
+            .as_ref()
+            .is_none_or(|&(_, until)| until <= now_ms)
+    }
+}
+
+impl TimerIndex {
+    fn remove(&mut self, timer_id: &str) -> Option<StoredTimer> {
+        let stored = self.timers.remove(timer_id)?;
+        let key = (stored.record.due_at_ms, timer_id.to_owned());
+        self.by_due.remove(&key);
+        if let Some((_, until)) = stored.claim {
+            self.by_lease.remove(&(until, key.1));
+        }
+        Some(stored)
+    }
+
+    fn schedule(&mut self, timer: &TimerRecord) {
+        self.remove(&timer.timer_id);
+        self.by_due
+            .insert((timer.due_at_ms, timer.timer_id.clone()));
+        self.timers.insert(
+            timer.timer_id.clone(),
+            StoredTimer {
+                record: timer.clone(),
+                claim: None,
+            },
+        );
+    }
+
+    fn cancel(&mut self, timer_id: &str, now_ms: u64) -> bool {
+        let free = self.timers.get(timer_id).is_some_and(|t| t.free_at(now_ms));
+        free && self.remove(timer_id).is_some()
+    }
+
+    fn claim(&mut self, now_ms: u64, until: u64, claim: &str, max: usize) -> Vec<ClaimedTimer> {
+        // Timers under a running lease are skipped: at most those in flight.
+        let ids: Vec<String> = self
+            .by_due
+            .iter()
+            .take_while(|(due, _)| *due <= now_ms)
+            .filter(|(_, id)| self.timers.get(id).is_some_and(|t| t.free_at(now_ms)))
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(stored) = self.timers.get_mut(&id) else {
+                continue;
+            };
+            let previous = stored.claim.replace((claim.to_owned(), until));
+            claimed.push(ClaimedTimer {
+                timer: stored.record.clone(),
+                claim: claim.to_owned(),
+                lease_until_ms: until,
+            });
+            if let Some((_, old)) = previous {
+                self.by_lease.remove(&(old, id.clone()));
+            }
+            self.by_lease.insert((until, id));
+        }
+        claimed
+    }
+
+    fn complete(&mut self, timer_id: &str, claim: &str) -> bool {
+        let held = self
+            .timers
+            .get(timer_id)
+            .and_then(|t| t.claim.as_ref())
+            .is_some_and(|(token, _)| token == claim);
+        held && self.remove(timer_id).is_some()
+    }
+
+    fn next_due(&self, now_ms: u64) -> Option<u64> {
+        let free = self
+            .by_due
+            .iter()
+            .find(|(_, id)| self.timers.get(id).is_some_and(|t| t.free_at(now_ms)))
+            .map(|(due, _)| *due);
+        let lease_end = now_ms
+            .checked_add(1)
+            .and_then(|after| self.by_lease.range((after, String::new())..).next())
+            .map(|(until, _)| *until);
+        free.into_iter().chain(lease_end).min()
+    }
 }
 
 /// One actor's journal. `entries` holds sequences
@@ -99,6 +212,7 @@ impl MemoryJournalStorage {
             inner: Arc::new(Inner {
                 limits,
                 actors: RwLock::default(),
+                timers: Mutex::default(),
             }),
         }
     }
@@ -356,6 +470,69 @@ impl JournalStorage for MemoryJournalStorage {
             stats.checkpoints += j.checkpoints.len() as u64;
         }
         Ok(stats)
+    }
+}
+
+impl MemoryJournalStorage {
+    fn timers(&self) -> MutexGuard<'_, TimerIndex> {
+        self.inner
+            .timers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The due-timer index, in memory: one lock over the index, so a claim is
+/// atomic. Clones share it, as they share the journals.
+#[async_trait]
+impl TimerStore for MemoryJournalStorage {
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, timer_id = %timer.timer_id, due_at_ms = timer.due_at_ms))]
+    async fn schedule_timer(&self, timer: &TimerRecord) -> JournalResult<()> {
+        cooperate().await;
+        validate_timer(timer, self.max_timer_payload())?;
+        self.timers().schedule(timer);
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn cancel_timer(&self, timer_id: &str, now_ms: u64) -> JournalResult<bool> {
+        cooperate().await;
+        Ok(self.timers().cancel(timer_id, now_ms))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn claim_due_timers(
+        &self,
+        now_ms: u64,
+        lease: Duration,
+        claim: &str,
+        max: usize,
+    ) -> JournalResult<Vec<ClaimedTimer>> {
+        cooperate().await;
+        let until = lease_until(now_ms, lease);
+        Ok(self.timers().claim(now_ms, until, claim, max))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn complete_timer(&self, timer_id: &str, claim: &str) -> JournalResult<bool> {
+        cooperate().await;
+        Ok(self.timers().complete(timer_id, claim))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn next_due(&self, now_ms: u64) -> JournalResult<Option<u64>> {
+        cooperate().await;
+        Ok(self.timers().next_due(now_ms))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn get_timer(&self, timer_id: &str) -> JournalResult<Option<TimerRecord>> {
+        cooperate().await;
+        Ok(self.timers().timers.get(timer_id).map(|t| t.record.clone()))
+    }
+
+    fn max_timer_payload(&self) -> usize {
+        self.inner.limits.max_entry_bytes
     }
 }
 

@@ -1,5 +1,6 @@
-//! The whole conformance suite against `MemoryJournalStorage`, and the pair
-//! tests on two clones of one store (clones share the store).
+//! The whole conformance suite against `MemoryJournalStorage`, the pair
+//! tests on two clones of one store (clones share the store), and the
+//! due-timer index's tests.
 
 journal_conformance::suite!(async { journal_memory::MemoryJournalStorage::new() });
 
@@ -8,4 +9,8 @@ mod pair {
         let store = journal_memory::MemoryJournalStorage::new();
         (store.clone(), store)
     });
+}
+
+mod timers {
+    journal_conformance::timer_suite!(async { journal_memory::MemoryJournalStorage::new() });
 }

@@ -6,6 +6,7 @@ mod options;
 mod schema;
 mod stream;
 mod threads;
+mod timers;
 mod wal;
 
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ use crate::error::db_error;
 use crate::options::SqliteOptions;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 /// `PRAGMA application_id` of a journal file: "JRNL".
 pub const APPLICATION_ID: i64 = 0x4A52_4E4C;
 
@@ -116,6 +116,26 @@ const MIGRATIONS: &[Migration] = &[
     // one does not look). `actors` gains each actor's key, indexed, so that a
     // read knows whether another actor shares it.
     Migration::Code(into_log),
+    // Version 6: the due-timer index (contract rules 23 and 24). A timer
+    // is one row; `timers_by_due` orders them by due time and carries the
+    // lease's end, so a claim walks it from the earliest and skips those
+    // under a running lease without reading their rows; `timers_by_lease`
+    // holds the claimed ones, for the next lease to end. `claim` is the
+    // latest claim's token (`NULL` once rescheduled).
+    Migration::Sql(
+        "CREATE TABLE timers (
+         timer_id     TEXT PRIMARY KEY NOT NULL,
+         owner_actor  TEXT NOT NULL,
+         target_actor TEXT NOT NULL,
+         target_type  TEXT NOT NULL,
+         due_at       INTEGER NOT NULL,
+         payload      BLOB NOT NULL,
+         claim        TEXT,
+         lease_until  INTEGER
+     );
+     CREATE INDEX timers_by_due ON timers (due_at, lease_until);
+     CREATE INDEX timers_by_lease ON timers (lease_until) WHERE lease_until IS NOT NULL;",
+    ),
 ];
 
 /// Migration 5: see [`MIGRATIONS`]. The rows of `entries` go into epoch 0,

@@ -1,5 +1,5 @@
-//! The whole conformance suite, on a journal file and on an in-memory
-//! journal. Files live under cargo's per-target temporary directory, one per
+//! The whole conformance suite and the due-timer index's tests, on a
+//! journal file and on an in-memory journal. Files live under cargo's per-target temporary directory, one per
 //! test; `cargo xtask ci` empties it before each run.
 
 use std::path::PathBuf;
@@ -28,6 +28,12 @@ mod file {
             .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
     }
 
+    mod timers {
+        journal_conformance::timer_suite!(async {
+            super::journal_sqlite_storage(super::super::fresh_file()).await
+        });
+    }
+
     /// Two storages opened on one file, as two processes would.
     mod pair {
         journal_conformance::pair_suite!(async {
@@ -48,4 +54,12 @@ mod in_memory {
             .await
             .expect("in-memory journal")
     });
+
+    mod timers {
+        journal_conformance::timer_suite!(async {
+            super::super::SqliteJournalStorage::new(":memory:")
+                .await
+                .expect("in-memory journal")
+        });
+    }
 }
