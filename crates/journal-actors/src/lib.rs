@@ -8,6 +8,8 @@ pub mod timers;
 pub mod typed;
 
 pub use error::SendError;
-pub use system::{ActorSystem, ActorSystemBuilder, Factory, SystemConfig, TIMER_ID_KEY};
+pub use system::{
+    ActorSystem, ActorSystemBuilder, Factory, SystemConfig, SystemEvent, TIMER_ID_KEY,
+};
 pub use timers::{timer_message_id, CHECKPOINT_TIMER};
 pub use typed::{ActorRef, Context, Due, TimerId, TypedActor};

@@ -13,7 +13,7 @@ use journal_core::{
     Actor, Delivery, DurabilityConfig, DurabilityFacet, DurableActor, ExecutionContext,
     HandlerResult, JournalError, JournalStorage, MessageReceived, TimerStore,
 };
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::task::TaskTracker;
 
@@ -25,6 +25,44 @@ use crate::timers::{self, NotifyingTimerStore};
 /// timer's id. The system sets it; it is removed from messages sent by
 /// callers.
 pub const TIMER_ID_KEY: &str = "journal.timer_id";
+
+/// What happened in an [`ActorSystem`], for monitoring and tests: see
+/// [`ActorSystem::events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SystemEvent {
+    /// An actor was activated (recovered from its journal).
+    Activated {
+        /// Its type.
+        actor_type: String,
+        /// Its id.
+        actor_id: String,
+    },
+    /// An actor was passivated (checkpointed, dropped from memory).
+    Passivated {
+        /// Its type.
+        actor_type: String,
+        /// Its id.
+        actor_id: String,
+    },
+    /// A timer's message was delivered by this system (or found delivered
+    /// already), and the timer completed.
+    TimerFired {
+        /// The timer.
+        timer_id: String,
+        /// The target's type.
+        actor_type: String,
+        /// The target's id.
+        actor_id: String,
+    },
+    /// An actor was checkpointed by its `checkpoint_timeout` timer.
+    IdleCheckpoint {
+        /// Its type.
+        actor_type: String,
+        /// Its id.
+        actor_id: String,
+    },
+}
 
 /// How an [`ActorSystem`] hosts its actors and fires its timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,11 +181,13 @@ where
             config: self.config,
             resident: AtomicUsize::new(0),
             clock: Clock::start(),
+            started: std::time::Instant::now(),
             stopping: AtomicBool::new(false),
             wake,
             claim: format!("system-{}", ulid::Ulid::generate()),
             tasks: TaskTracker::new(),
             timer_loop: Mutex::new(None),
+            events: broadcast::channel(1024).0,
         });
         let handle = tokio::spawn(timers::fire_loop(Arc::clone(&inner)));
         *inner
@@ -255,6 +295,14 @@ where
         }
         message.metadata.remove(TIMER_ID_KEY);
         self.inner.deliver(actor_type, actor_id, message).await
+    }
+
+    /// What happens in the system from now on: activations,
+    /// passivations, timers fired, idle checkpoints. A receiver that falls
+    /// more than 1,024 events behind loses the oldest
+    /// ([`broadcast::error::RecvError::Lagged`]).
+    pub fn events(&self) -> broadcast::Receiver<SystemEvent> {
+        self.inner.events.subscribe()
     }
 
     /// Actors in memory now (activated, not yet passivated).
@@ -385,7 +433,8 @@ struct Slot {
     tx: mpsc::UnboundedSender<Command>,
     /// Commands sent and not yet handled.
     queued: AtomicUsize,
-    /// When it was last sent something (the system clock's ms).
+    /// When it was last sent something: nanoseconds since the system
+    /// started, on the monotonic clock (fine enough to order sends).
     last_used: AtomicU64,
     /// Activated (counted in `resident`).
     resident: AtomicBool,
@@ -402,12 +451,15 @@ pub(crate) struct Inner<S> {
     /// Actors activated or activating.
     resident: AtomicUsize,
     pub(crate) clock: Clock,
+    /// The monotonic clock's reading at start (least recently used order).
+    started: std::time::Instant,
     pub(crate) stopping: AtomicBool,
     /// Wakes the timer loop (a timer was scheduled, or shutdown).
     pub(crate) wake: Arc<Notify>,
     pub(crate) claim: String,
     tasks: TaskTracker,
     timer_loop: Mutex<Option<JoinHandle<()>>>,
+    events: broadcast::Sender<SystemEvent>,
 }
 
 impl<S> Inner<S>
@@ -459,7 +511,7 @@ where
         if self.stopping.load(Ordering::Acquire) {
             return Err(SendError::ShuttingDown);
         }
-        let now = self.clock.now_ms();
+        let now = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let mut command = command;
         if let Some(slot) = shard.get(&key) {
             slot.queued.fetch_add(1, Ordering::AcqRel);
@@ -615,6 +667,10 @@ async fn run_actor<S>(
         return;
     }
     slot.resident.store(true, Ordering::Release);
+    inner.emit(|| SystemEvent::Activated {
+        actor_type: key.0.clone(),
+        actor_id: key.1.clone(),
+    });
     let mut host = Host {
         inner: &inner,
         registration: &registration,
@@ -622,10 +678,11 @@ async fn run_actor<S>(
         actor,
         checkpoint_timer: false,
         broken: false,
+        stopping: false,
+        passivated: None,
     };
-    let mut stopping = false;
     loop {
-        let next = if stopping {
+        let next = if host.stopping {
             rx.try_recv().map_or(Next::Drained, Next::Command)
         } else {
             tokio::select! {
@@ -635,28 +692,7 @@ async fn run_actor<S>(
         };
         let retired = match next {
             Next::Command(command) => {
-                let retired = match command {
-                    Command::Deliver { message, reply } => {
-                        let answer = host.handle(message).await;
-                        let _ = reply.send(answer);
-                        false
-                    }
-                    Command::Checkpoint { done } => {
-                        host.checkpoint_timer = false;
-                        let _ = done.send(host.checkpoint().await);
-                        false
-                    }
-                    Command::Passivate { done } => {
-                        let passivated =
-                            host.prepare_passivation().await && inner.retire(&key, &slot, &rx);
-                        let _ = done.send(passivated);
-                        passivated
-                    }
-                    Command::Stop => {
-                        stopping = true;
-                        false
-                    }
-                };
+                let retired = host.command(command, &slot, &rx).await;
                 slot.queued.fetch_sub(1, Ordering::AcqRel);
                 retired
             }
@@ -680,8 +716,16 @@ async fn run_actor<S>(
         }
     }
     slot.resident.store(false, Ordering::Release);
+    let passivated = host.passivated.take();
     host.passivate().await;
     inner.resident.fetch_sub(1, Ordering::AcqRel);
+    inner.emit(|| SystemEvent::Passivated {
+        actor_type: key.0.clone(),
+        actor_id: key.1.clone(),
+    });
+    if let Some(done) = passivated {
+        let _ = done.send(true);
+    }
 }
 
 /// Leaves the table and answers everything queued for an actor that could
@@ -723,6 +767,13 @@ fn give_up<S>(
 }
 
 impl<S> Inner<S> {
+    /// Sends an event, if anyone listens.
+    pub(crate) fn emit(&self, event: impl FnOnce() -> SystemEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event());
+        }
+    }
+
     fn shard(&self, key: &Key) -> &Shard {
         let index = self.hasher.hash_one(key) as usize % self.shards.len();
         &self.shards[index]
@@ -739,12 +790,59 @@ struct Host<'a, S> {
     checkpoint_timer: bool,
     /// Its recovery failed: this task gives it up.
     broken: bool,
+    /// Shutdown: handle what is queued, then stop.
+    stopping: bool,
+    /// Answered once the actor is gone, so that the bound holds when the
+    /// asker activates another.
+    passivated: Option<oneshot::Sender<bool>>,
 }
 
 impl<S> Host<'_, S>
 where
     S: JournalStorage + TimerStore + Clone + 'static,
 {
+    /// Carries out one command; whether the actor left the table.
+    async fn command(
+        &mut self,
+        command: Command,
+        slot: &Arc<Slot>,
+        rx: &mpsc::UnboundedReceiver<Command>,
+    ) -> bool {
+        match command {
+            Command::Deliver { message, reply } => {
+                let answer = self.handle(message).await;
+                let _ = reply.send(answer);
+                false
+            }
+            Command::Checkpoint { done } => {
+                self.checkpoint_timer = false;
+                let checkpointed = self.checkpoint().await;
+                if checkpointed.is_ok() {
+                    self.inner.emit(|| SystemEvent::IdleCheckpoint {
+                        actor_type: self.key.0.clone(),
+                        actor_id: self.key.1.clone(),
+                    });
+                }
+                let _ = done.send(checkpointed);
+                false
+            }
+            Command::Passivate { done } => {
+                let retired =
+                    self.prepare_passivation().await && self.inner.retire(self.key, slot, rx);
+                if retired {
+                    self.passivated = Some(done);
+                } else {
+                    let _ = done.send(false);
+                }
+                retired
+            }
+            Command::Stop => {
+                self.stopping = true;
+                false
+            }
+        }
+    }
+
     /// Handles one message. A message that lost a race for its sequence to
     /// another system hosting the same actor is retried once, after the
     /// actor recovered what the other wrote (exactly-once by its id).

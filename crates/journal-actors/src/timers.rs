@@ -16,7 +16,7 @@ use prost::Message;
 use tokio::sync::Notify;
 
 use crate::error::SendError;
-use crate::system::{Inner, TIMER_ID_KEY};
+use crate::system::{Inner, SystemEvent, TIMER_ID_KEY};
 
 /// The `message_type` of the internal timer that checkpoints an actor
 /// after its `checkpoint_timeout` (it delivers no message).
@@ -186,7 +186,8 @@ where
             return;
         }
     };
-    let delivered = if scheduled.message_type == CHECKPOINT_TIMER {
+    let checkpoint = scheduled.message_type == CHECKPOINT_TIMER;
+    let delivered = if checkpoint {
         inner
             .checkpoint(&timer.target_type, &timer.target_actor)
             .await
@@ -204,7 +205,16 @@ where
             .map(drop)
     };
     match delivered {
-        Ok(()) => complete(inner, &timer.timer_id, &claimed.claim).await,
+        Ok(()) => {
+            complete(inner, &timer.timer_id, &claimed.claim).await;
+            if !checkpoint {
+                inner.emit(|| SystemEvent::TimerFired {
+                    timer_id: timer.timer_id.clone(),
+                    actor_type: timer.target_type.clone(),
+                    actor_id: timer.target_actor.clone(),
+                });
+            }
+        }
         // Left to a system that hosts this type.
         Err(SendError::UnknownType(actor_type)) => {
             tracing::debug!(timer_id = %timer.timer_id, actor_type, "timer for a type not hosted here");
