@@ -306,7 +306,8 @@ where
     }
 }
 
-/// A typed handle on one actor of an [`ActorSystem`].
+/// A typed handle on one actor of an [`ActorSystem`]. It holds a handle on
+/// the system, so the system lives while it does.
 pub struct ActorRef<A, S> {
     system: ActorSystem<S>,
     actor_id: String,

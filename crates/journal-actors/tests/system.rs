@@ -58,15 +58,18 @@ async fn two_messages_to_one_id_never_interleave() {
         })
         .collect();
     for send in sends {
-        send.await.unwrap().unwrap();
+        send.await.expect("the task ran").expect("replied");
     }
-    let log = probe.log.lock().unwrap().clone();
+    let log = probe.log.lock().expect("not poisoned").clone();
     assert_eq!(log.len(), 40);
     for pair in log.chunks(2) {
         let n = pair[0].strip_prefix("start ").expect("a start");
         assert_eq!(pair[1], format!("end {n}"), "interleaved: {log:?}");
     }
-    assert_eq!(cart.send(CounterMessage::Add(0)).await.unwrap(), 210);
+    assert_eq!(
+        cart.send(CounterMessage::Add(0)).await.expect("succeeds"),
+        210
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -83,8 +86,8 @@ async fn many_ids_run_concurrently() {
     tokio::time::timeout(Duration::from_secs(60), b.send(CounterMessage::Open))
         .await
         .expect("b was not held up by a")
-        .unwrap();
-    waiting.await.unwrap().unwrap();
+        .expect("present");
+    waiting.await.expect("the task ran").expect("replied");
 
     // And a hundred ids at once all complete.
     let sends: Vec<_> = (0..100)
@@ -94,7 +97,10 @@ async fn many_ids_run_concurrently() {
         })
         .collect();
     for (i, send) in sends.into_iter().enumerate() {
-        assert_eq!(send.await.unwrap().unwrap(), i as u64);
+        assert_eq!(
+            send.await.expect("the task ran").expect("replied"),
+            i as u64
+        );
     }
     assert_eq!(system.actors_in_memory(), 102);
 }
@@ -110,12 +116,18 @@ async fn idle_actors_are_passivated_and_reactivated_with_their_state() {
     let system = system(&storage, &probe, config);
     let mut events = system.events();
     let cart = system.actor::<Counter>("idle");
-    assert_eq!(cart.send(CounterMessage::Add(5)).await.unwrap(), 5);
-    assert_eq!(cart.send(CounterMessage::Add(2)).await.unwrap(), 7);
+    assert_eq!(
+        cart.send(CounterMessage::Add(5)).await.expect("succeeds"),
+        5
+    );
+    assert_eq!(
+        cart.send(CounterMessage::Add(2)).await.expect("succeeds"),
+        7
+    );
     assert!(storage
         .get_latest_checkpoint("idle")
         .await
-        .unwrap()
+        .expect("succeeds")
         .is_none());
 
     tokio::time::advance(Duration::from_secs(61)).await;
@@ -129,14 +141,17 @@ async fn idle_actors_are_passivated_and_reactivated_with_their_state() {
     let checkpoint = storage
         .get_latest_checkpoint("idle")
         .await
-        .unwrap()
-        .unwrap();
+        .expect("succeeds")
+        .expect("present");
     assert_eq!(
         checkpoint.sequence,
-        storage.highest_sequence("idle").await.unwrap()
+        storage.highest_sequence("idle").await.expect("succeeds")
     );
 
-    assert_eq!(cart.send(CounterMessage::Add(1)).await.unwrap(), 8);
+    assert_eq!(
+        cart.send(CounterMessage::Add(1)).await.expect("succeeds"),
+        8
+    );
     event(
         &mut events,
         |e| matches!(e, SystemEvent::Activated { actor_id, .. } if actor_id == "idle"),
@@ -156,7 +171,13 @@ async fn actors_in_memory_stay_within_the_bound() {
     let system = system(&storage, &probe, config);
     for i in 0..10_u64 {
         let actor = system.actor::<Counter>(format!("bounded-{i}"));
-        assert_eq!(actor.send(CounterMessage::Add(i + 1)).await.unwrap(), i + 1);
+        assert_eq!(
+            actor
+                .send(CounterMessage::Add(i + 1))
+                .await
+                .expect("succeeds"),
+            i + 1
+        );
         assert!(
             system.actors_in_memory() <= 3,
             "{} in memory",
@@ -167,13 +188,20 @@ async fn actors_in_memory_stay_within_the_bound() {
     // the others come back with their state.
     for i in 0..10_u64 {
         let actor = system.actor::<Counter>(format!("bounded-{i}"));
-        assert_eq!(actor.send(CounterMessage::Add(0)).await.unwrap(), i + 1);
+        assert_eq!(
+            actor.send(CounterMessage::Add(0)).await.expect("succeeds"),
+            i + 1
+        );
         assert!(system.actors_in_memory() <= 3);
     }
     for i in 0..7 {
         let id = format!("bounded-{i}");
         assert!(
-            storage.get_latest_checkpoint(&id).await.unwrap().is_some(),
+            storage
+                .get_latest_checkpoint(&id)
+                .await
+                .expect("succeeds")
+                .is_some(),
             "{id}"
         );
     }
@@ -198,7 +226,7 @@ async fn shutdown_finishes_messages_in_flight_and_checkpoints() {
         })
         .collect();
     let b = system.actor::<Counter>("shut-b");
-    b.send(CounterMessage::Add(3)).await.unwrap();
+    b.send(CounterMessage::Add(3)).await.expect("succeeds");
     tokio::task::yield_now().await;
 
     let shutdown = tokio::spawn({
@@ -211,20 +239,24 @@ async fn shutdown_finishes_messages_in_flight_and_checkpoints() {
         Err(SendError::ShuttingDown)
     ));
     probe.gate.notify_one();
-    shutdown.await.unwrap();
-    waiting.await.unwrap().unwrap();
+    shutdown.await.expect("succeeds");
+    waiting.await.expect("the task ran").expect("replied");
     let mut totals = Vec::new();
     for send in queued {
-        totals.push(send.await.unwrap().unwrap());
+        totals.push(send.await.expect("the task ran").expect("replied"));
     }
     totals.sort_unstable();
     assert_eq!(totals.last(), Some(&15));
     assert_eq!(system.actors_in_memory(), 0);
     for id in ["shut-a", "shut-b"] {
-        let checkpoint = storage.get_latest_checkpoint(id).await.unwrap().unwrap();
+        let checkpoint = storage
+            .get_latest_checkpoint(id)
+            .await
+            .expect("read")
+            .expect("present");
         assert_eq!(
             checkpoint.sequence,
-            storage.highest_sequence(id).await.unwrap()
+            storage.highest_sequence(id).await.expect("succeeds")
         );
     }
 }
@@ -241,9 +273,9 @@ async fn bad_sends_get_their_own_errors_and_the_system_goes_on() {
             sequence,
             Entry::message_received(format!("m-{sequence}"), "Add", b"{\"Add\":1}".to_vec()),
         );
-        storage.append_entry(&entry).await.unwrap();
+        storage.append_entry(&entry).await.expect("succeeds");
     }
-    storage.truncate_to("broken", 1).await.unwrap();
+    storage.truncate_to("broken", 1).await.expect("succeeds");
     let system = system(&storage, &probe, SystemConfig::default());
 
     let unknown = system.send("nobody", "x", MessageReceived::default()).await;
@@ -275,10 +307,13 @@ async fn bad_sends_get_their_own_errors_and_the_system_goes_on() {
             },
         )
         .await
-        .unwrap();
+        .expect("succeeds");
     assert!(matches!(garbage, Delivery::Failed(reason) if reason.contains("counter")));
     let fine = system.actor::<Counter>("fine");
-    assert_eq!(fine.send(CounterMessage::Add(4)).await.unwrap(), 4);
+    assert_eq!(
+        fine.send(CounterMessage::Add(4)).await.expect("succeeds"),
+        4
+    );
     assert_eq!(system.actors_in_memory(), 1);
 }
 
@@ -292,21 +327,27 @@ async fn caller_ids_are_exactly_once_and_missing_ids_are_generated() {
         actor
             .send_with_id("pay-1", CounterMessage::Add(5))
             .await
-            .unwrap(),
+            .expect("succeeds"),
         5
     );
     assert_eq!(
         actor
             .send_with_id("pay-1", CounterMessage::Add(5))
             .await
-            .unwrap(),
+            .expect("succeeds"),
         5
     );
-    assert_eq!(actor.send(CounterMessage::Add(1)).await.unwrap(), 6);
-    assert_eq!(actor.send(CounterMessage::Add(1)).await.unwrap(), 7);
+    assert_eq!(
+        actor.send(CounterMessage::Add(1)).await.expect("succeeds"),
+        6
+    );
+    assert_eq!(
+        actor.send(CounterMessage::Add(1)).await.expect("succeeds"),
+        7
+    );
     assert_eq!(probe::received(&storage, "ids", "pay-1").await, 1);
     // The message type is the variant's name.
-    let entries = storage.replay_from("ids", 1).await.unwrap();
+    let entries = storage.replay_from("ids", 1).await.expect("succeeds");
     let types: Vec<_> = entries
         .iter()
         .filter_map(|e| match &e.entry {
@@ -323,8 +364,11 @@ async fn caller_ids_are_exactly_once_and_missing_ids_are_generated() {
         actor
             .send_with_id("pay-1", CounterMessage::Add(5))
             .await
-            .unwrap(),
+            .expect("succeeds"),
         5
     );
-    assert_eq!(actor.send(CounterMessage::Add(0)).await.unwrap(), 7);
+    assert_eq!(
+        actor.send(CounterMessage::Add(0)).await.expect("succeeds"),
+        7
+    );
 }

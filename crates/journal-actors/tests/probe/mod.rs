@@ -101,14 +101,22 @@ impl TypedActor for Counter {
             CounterMessage::Add(n) => self.total += n,
             CounterMessage::Slow(n) => {
                 if live {
-                    self.probe.log.lock().unwrap().push(format!("start {n}"));
+                    self.probe
+                        .log
+                        .lock()
+                        .expect("not poisoned")
+                        .push(format!("start {n}"));
                 }
                 for _ in 0..3 {
                     tokio::task::yield_now().await;
                 }
                 self.total += n;
                 if live {
-                    self.probe.log.lock().unwrap().push(format!("end {n}"));
+                    self.probe
+                        .log
+                        .lock()
+                        .expect("not poisoned")
+                        .push(format!("end {n}"));
                 }
             }
             CounterMessage::Wait => {
@@ -176,7 +184,7 @@ pub async fn kinds(storage: &impl JournalStorage, actor: &str) -> Vec<&'static s
     storage
         .replay_from(actor, 1)
         .await
-        .unwrap()
+        .expect("succeeds")
         .iter()
         .map(journal_core::JournalEntry::kind)
         .collect()
@@ -187,7 +195,7 @@ pub async fn received(storage: &impl JournalStorage, actor: &str, message_id: &s
     storage
         .replay_from(actor, 1)
         .await
-        .unwrap()
+        .expect("succeeds")
         .iter()
         .filter(|e| {
             matches!(&e.entry, Some(journal_core::journal_entry::Entry::MessageReceived(m)) if m.message_id == message_id)
