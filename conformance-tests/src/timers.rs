@@ -595,8 +595,8 @@ pub async fn timers_invalid_rejected_nothing_stored(store: Arc<dyn TimerStore>) 
 
 /// Hostile ids, also as owner and target actors and as claim tokens:
 /// quotes, braces, `%`, `*`, `?`, SQL and Lua text, NUL, line breaks,
-/// emoji, ids differing only in case or Unicode normalisation, and ids of
-/// exactly 255 bytes. Each is stored, found, claimed, cancelled and
+/// emoji, ids differing only in case, Unicode normalisation, surrounding
+/// spaces or what follows a NUL, and ids of exactly 255 bytes. Each is stored, found, claimed, cancelled and
 /// completed exactly, and no two collide.
 pub async fn timers_hostile_ids_round_trip(store: Arc<dyn TimerStore>) {
     let store = &*store;
@@ -607,6 +607,10 @@ pub async fn timers_hostile_ids_round_trip(store: Arc<dyn TimerStore>) {
         format!("*{u}?[a-z]"),
         format!("{u}:a"),
         format!("{u}:A"),
+        format!("{u}:a "),
+        format!(" {u}:a"),
+        u.clone(),
+        format!("{u}\0after nul"),
         format!("{u}:\u{e9}"),
         format!("{u}:e\u{301}"),
         format!("{u}%2F"),
@@ -669,6 +673,7 @@ pub async fn timers_racing_claimers_claim_each_once(store: Arc<dyn TimerStore>) 
     let all = timers(&p, TIMERS, |i| T0 + i);
     schedule_all(&*store, &all).await;
     let now = T0 + TIMERS;
+    let all_count = all.len();
     let racers: Vec<_> = (0..CLAIMERS)
         .map(|r| {
             let store = Arc::clone(&store);
@@ -687,6 +692,10 @@ pub async fn timers_racing_claimers_claim_each_once(store: Arc<dyn TimerStore>) 
                     );
                     assert!(batch.iter().all(|c| c.claim == token));
                     mine.extend(batch);
+                    assert!(
+                        mine.len() <= all_count,
+                        "{token} claimed more timers than there are"
+                    );
                     tokio::task::yield_now().await;
                 }
             })
@@ -934,7 +943,10 @@ fn ensure<T: PartialEq + Debug>(what: &str, done: usize, got: &T, want: &T) -> R
 /// Claims and completes every timer in the store (all of them due and
 /// free at `MAX_SEQUENCE`), then checks it is empty.
 async fn drain(store: &dyn TimerStore) -> Result<(), String> {
-    loop {
+    for round in 0.. {
+        if round > 100 {
+            return Err("drain: the store hands out timers without end".into());
+        }
         let claimed = store
             .claim_due_timers(MAX_SEQUENCE, Duration::from_millis(1), "drain", 1_000)
             .await

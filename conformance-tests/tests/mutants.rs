@@ -13,6 +13,8 @@
 //! own, under `catch_unwind` and a time limit; a mutant stops at the first
 //! test that kills it. `JOURNAL_MUTANTS_ALL=1` runs every test against
 //! every mutant and prints which tests kill it.
+//!
+//! The timer tests have a self-test of their own (`mutants/timers.rs`).
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -32,6 +34,9 @@ use journal_core::{
     JournalResult, JournalStats, JournalStorage,
 };
 use journal_memory::MemoryJournalStorage;
+
+#[path = "mutants/timers.rs"]
+mod timers;
 
 /// One fault of a [`Mutant`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
