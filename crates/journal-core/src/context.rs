@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{JournalError, JournalResult};
-use crate::proto::{journal_entry::Entry, JournalEntry, SideEffectExecuted};
+use crate::proto::{
+    journal_entry::Entry, JournalEntry, SideEffectExecuted, TimerCancelled, TimerFired,
+    TimerScheduled,
+};
 use crate::storage::JournalStorage;
 use crate::validate::Limits;
 
@@ -213,6 +216,92 @@ pub struct ExecutionContext {
     /// next external side effect's result, or by the host with the
     /// message's end.
     pending: Mutex<Vec<JournalEntry>>,
+    /// Timer operations of this run, in order (journaled or replayed).
+    timer_ops: Vec<TimerOp>,
+    /// The timer entries the journal holds for this message (replay):
+    /// asked again, they are not journaled twice.
+    recorded_timers: VecDeque<TimerOp>,
+    /// Timers scheduled so far: the ordinal the next timer's id derives from.
+    timers_scheduled: u64,
+}
+
+/// A timer operation of the message being handled, as journaled: the host
+/// puts scheduled timers into its [`TimerStore`](crate::TimerStore) index
+/// and removes cancelled ones when the message completes successfully.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimerOp {
+    /// A timer was scheduled (`TimerScheduled`, with its id and due time).
+    Scheduled(TimerScheduled),
+    /// A timer was cancelled (`TimerCancelled`): its id.
+    Cancelled(String),
+    /// The message being handled is this timer's firing (`TimerFired`).
+    Fired(String),
+}
+
+impl TimerOp {
+    /// The timer's id.
+    pub fn timer_id(&self) -> &str {
+        match self {
+            TimerOp::Scheduled(t) => &t.timer_id,
+            TimerOp::Cancelled(id) | TimerOp::Fired(id) => id,
+        }
+    }
+
+    /// The op a journal entry records, if it is a timer entry.
+    pub fn from_entry(entry: &Entry) -> Option<TimerOp> {
+        match entry {
+            Entry::TimerScheduled(t) => Some(TimerOp::Scheduled(t.clone())),
+            Entry::TimerCancelled(c) => Some(TimerOp::Cancelled(c.timer_id.clone())),
+            Entry::TimerFired(f) => Some(TimerOp::Fired(f.timer_id.clone())),
+            _ => None,
+        }
+    }
+
+    fn entry(&self) -> Entry {
+        match self {
+            TimerOp::Scheduled(t) => Entry::TimerScheduled(t.clone()),
+            TimerOp::Cancelled(id) => Entry::TimerCancelled(TimerCancelled {
+                timer_id: id.clone(),
+            }),
+            TimerOp::Fired(id) => Entry::TimerFired(TimerFired {
+                timer_id: id.clone(),
+            }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            TimerOp::Scheduled(t) => format!("timer scheduled {}", t.timer_id),
+            TimerOp::Cancelled(id) => format!("timer cancelled {id}"),
+            TimerOp::Fired(id) => format!("timer fired {id}"),
+        }
+    }
+
+    fn same_kind(&self, other: &TimerOp) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.timer_id() == other.timer_id()
+    }
+}
+
+/// The id of the `ordinal`-th timer (from 0) that message `message_id` of
+/// `actor_id` schedules: `t-` and 32 hex digits of a digest of the three
+/// (see [`request_digest`]). Deterministic, so a message re-run on recovery
+/// schedules the same ids again (the index replaces them: idempotent), and
+/// at most 34 bytes whatever the ids' lengths.
+pub fn timer_id(actor_id: &str, message_id: &str, ordinal: u64) -> String {
+    use std::fmt::Write;
+    let mut input = Vec::with_capacity(actor_id.len() + message_id.len() + 24);
+    input.extend_from_slice(&(actor_id.len() as u64).to_le_bytes());
+    input.extend_from_slice(actor_id.as_bytes());
+    input.extend_from_slice(&(message_id.len() as u64).to_le_bytes());
+    input.extend_from_slice(message_id.as_bytes());
+    input.extend_from_slice(&ordinal.to_le_bytes());
+    let digest = request_digest(&input);
+    // After the version byte and the length: the two hashes.
+    digest[9..].iter().fold(String::from("t-"), |mut id, b| {
+        let _ = write!(id, "{b:02x}");
+        id
+    })
 }
 
 impl std::fmt::Debug for ExecutionContext {
@@ -246,6 +335,9 @@ impl ExecutionContext {
             effects: Vec::new(),
             failure: None,
             pending: Mutex::new(Vec::new()),
+            timer_ops: Vec::new(),
+            recorded_timers: VecDeque::new(),
+            timers_scheduled: 0,
         }
     }
 
@@ -338,6 +430,16 @@ impl ExecutionContext {
         if let Some(target) = self.target.as_mut() {
             target.batched = Some(target.storage.limits());
         }
+        self
+    }
+
+    /// The timer entries (`TimerScheduled`, `TimerCancelled`, `TimerFired`)
+    /// the journal holds for the message being replayed, in journal order:
+    /// asked for again, they are returned as recorded (a scheduled timer
+    /// keeps its recorded due time) and not journaled twice.
+    #[must_use]
+    pub fn with_recorded_timers(mut self, recorded: Vec<TimerOp>) -> Self {
+        self.recorded_timers = recorded.into();
         self
     }
 
@@ -674,14 +776,136 @@ impl ExecutionContext {
         })
     }
 
+    /// Schedules a timer: journals `TimerScheduled` within this message and
+    /// returns the timer's id, derived from this message ([`timer_id`]). The
+    /// fields the caller sets: `target_actor_type` (required: the actor
+    /// system's name of the target's type), `target_actor_id` (empty: this
+    /// actor), `message_type` and `timer_data` (the message it delivers),
+    /// and either `delay` (from now) or `due_at`; `timer_id` and the other
+    /// of `delay`/`due_at` are filled in.
+    ///
+    /// The timer is not yet due anywhere: the host puts it into its due-timer
+    /// index when the message completes successfully (a handler error drops
+    /// it), and delivers its message once, at or after the due time
+    /// (contract rule 23). Replay returns the recorded timer (with its
+    /// recorded due time) without journaling it again. A timer that cannot
+    /// be journaled (no target type, too large) fails the message alone.
+    pub async fn schedule_timer(&mut self, mut timer: TimerScheduled) -> JournalResult<String> {
+        self.check_failure()?;
+        timer.timer_id = timer_id(&self.actor_id, &self.message_id, self.timers_scheduled);
+        self.timers_scheduled += 1;
+        if timer.target_actor_type.is_empty() {
+            let error = JournalError::InvalidEntry(format!(
+                "timer {} has no target actor type",
+                timer.timer_id
+            ));
+            return Err(self.fail_message(error));
+        }
+        let now = SystemTime::now();
+        match (timer.due_at, timer.delay) {
+            (None, delay) => {
+                let delay = delay
+                    .and_then(|d| Duration::try_from(d).ok())
+                    .unwrap_or_default();
+                timer.due_at = Some(prost_types::Timestamp::from(now + delay));
+                timer.delay = Some(to_proto_duration(delay));
+            }
+            (Some(due), None) => {
+                let until = SystemTime::try_from(due)
+                    .ok()
+                    .and_then(|due| due.duration_since(now).ok())
+                    .unwrap_or_default();
+                timer.delay = Some(to_proto_duration(until));
+            }
+            (Some(_), Some(_)) => {}
+        }
+        let id = timer.timer_id.clone();
+        self.timer_op(TimerOp::Scheduled(timer)).await?;
+        Ok(id)
+    }
+
+    /// Cancels a timer this actor scheduled (by the id
+    /// [`ExecutionContext::schedule_timer`] returned): journals
+    /// `TimerCancelled`; the host removes it from its index when the message
+    /// completes successfully. A timer already being fired fires.
+    pub async fn cancel_timer(&mut self, timer_id: &str) -> JournalResult<()> {
+        self.check_failure()?;
+        self.timer_op(TimerOp::Cancelled(timer_id.to_owned())).await
+    }
+
+    /// Journals `TimerFired`: the message being handled is the firing of
+    /// timer `timer_id`. Called by the host that delivers timers, before the
+    /// handler runs.
+    pub async fn timer_fired(&mut self, timer_id: &str) -> JournalResult<()> {
+        self.check_failure()?;
+        self.timer_op(TimerOp::Fired(timer_id.to_owned())).await
+    }
+
+    /// The timer operations of this run so far, in order.
+    pub fn timer_ops(&self) -> &[TimerOp] {
+        &self.timer_ops
+    }
+
+    /// Journals `op` (or, in replay, takes the recorded one).
+    async fn timer_op(&mut self, op: TimerOp) -> JournalResult<()> {
+        if let Some(at) = self.recorded_timers.iter().position(|r| r.same_kind(&op)) {
+            if let Some(recorded) = self.recorded_timers.remove(at) {
+                self.timer_ops.push(recorded);
+            }
+            return Ok(());
+        }
+        if self.time_travel || (self.replaying && self.recorded_complete) {
+            // The message ended in the journal without this operation.
+            let recorded = self
+                .recorded_timers
+                .front()
+                .map_or_else(|| END_OF_MESSAGE.to_owned(), TimerOp::describe);
+            let divergence = self.divergence(self.position, &recorded, &op.describe());
+            return Err(self.fail_journal(divergence));
+        }
+        let entry = JournalEntry::new(self.actor_id.clone(), 0, op.entry());
+        let entry = match self.target.as_ref() {
+            Some(target) => entry.with_correlation_id(target.correlation_id.clone()),
+            None => entry,
+        };
+        match self.write(entry).await {
+            Ok(()) => {
+                self.timer_ops.push(op);
+                Ok(())
+            }
+            Err(e @ JournalError::InvalidEntry(_)) => Err(self.fail_message(e)),
+            Err(e) => Err(self.fail_journal(e)),
+        }
+    }
+
+    /// The latched failure, if any, as an error for the caller.
+    fn check_failure(&self) -> JournalResult<()> {
+        match &self.failure {
+            Some(Failure::Message(e) | Failure::Journal(e)) => Err(replicate(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Latches `error` as failing this message alone.
+    fn fail_message(&mut self, error: JournalError) -> JournalError {
+        let again = replicate(&error);
+        if self.failure.is_none() {
+            self.failure = Some(Failure::Message(error));
+        }
+        again
+    }
+
     /// Checks that a replayed, completed message used all its recorded side
-    /// effects: fewer than recorded is a divergence too.
+    /// effects and timer operations: fewer than recorded is a divergence too.
     pub fn finish_replay(&self) -> JournalResult<()> {
         match self.recorded.front() {
             Some(next) if self.replaying => {
                 Err(self.divergence(self.position, &next.effect_type, END_OF_MESSAGE))
             }
-            _ => Ok(()),
+            _ => match self.recorded_timers.front() {
+                Some(next) => Err(self.divergence(self.position, &next.describe(), END_OF_MESSAGE)),
+                None => Ok(()),
+            },
         }
     }
 
@@ -779,6 +1003,13 @@ impl ExecutionContext {
             sequence: 0,
             reason: format!("journaled {name} result is unusable: {why}"),
         }
+    }
+}
+
+fn to_proto_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
 

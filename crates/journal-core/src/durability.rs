@@ -13,7 +13,7 @@ use crate::checkpoint::{
     CheckpointManager, CheckpointPolicy, CheckpointRejection, SavedCheckpoint, SkippedCheckpoint,
 };
 use crate::config::DurabilityConfig;
-use crate::context::{ExecutionContext, MessageFailure, Retry};
+use crate::context::{ExecutionContext, MessageFailure, Retry, TimerOp};
 use crate::error::{JournalError, JournalResult};
 use crate::facet::{Admission, DurableActor, Facet, HandlerError, MessageOutcome};
 use crate::proto::{
@@ -21,6 +21,7 @@ use crate::proto::{
     ProcessedMessage, ProcessingResult, SideEffectExecuted,
 };
 use crate::storage::JournalStorage;
+use crate::timers::{TimerRecord, TimerStore};
 
 pub use crate::config::DEFAULT_DEDUP_WINDOW;
 
@@ -317,6 +318,8 @@ fn outcome_of(done: &MessageProcessed) -> MessageOutcome {
 struct PendingMessage {
     message: MessageReceived,
     effects: VecDeque<SideEffectExecuted>,
+    /// Its timer entries, in journal order.
+    timers: Vec<TimerOp>,
     sequence: u64,
     at_ms: i64,
 }
@@ -357,6 +360,8 @@ pub struct DurabilityFacet {
     config: DurabilityConfig,
     checkpoints: CheckpointManager,
     retry: Retry,
+    /// The due-timer index the timers of completed messages go into.
+    timer_store: Option<Arc<dyn TimerStore>>,
     actor_id: String,
     active: Option<Active>,
     observer: DurabilityObserver,
@@ -388,6 +393,73 @@ impl DurabilityFacet {
             actor_id: String::new(),
             active: None,
             observer: DurabilityObserver::default(),
+            timer_store: None,
+        }
+    }
+
+    /// The due-timer index this actor's timers go into: when a message that
+    /// scheduled or cancelled timers ([`ExecutionContext::schedule_timer`])
+    /// completes successfully, they are put into (or removed from) `store`
+    /// before its `MessageProcessed` is journaled, and likewise when
+    /// recovery completes an interrupted message. A crash in between leaves
+    /// at worst an index entry of a message that recovery runs again, which
+    /// schedules the same timer ids again (idempotent). A handler error
+    /// drops its message's timers. Without a store, timers are journaled
+    /// and never fire.
+    #[must_use]
+    pub fn with_timer_store(mut self, store: impl TimerStore + 'static) -> Self {
+        self.timer_store = Some(Arc::new(store));
+        self
+    }
+
+    /// Applies a completed message's timer operations to the index.
+    async fn index_timers(&self, ops: &[TimerOp]) -> JournalResult<()> {
+        let Some(store) = self.timer_store.as_deref() else {
+            return Ok(());
+        };
+        for op in ops {
+            let mut wait = self.retry.backoff.min(crate::config::MAX_RETRY_BACKOFF);
+            let mut attempt = 1;
+            loop {
+                let done = match op {
+                    TimerOp::Scheduled(timer) => {
+                        store.schedule_timer(&self.timer_record(timer)).await
+                    }
+                    TimerOp::Cancelled(id) => store
+                        .cancel_timer(id, u64::try_from(now_ms()).unwrap_or(0))
+                        .await
+                        .map(drop),
+                    TimerOp::Fired(_) => Ok(()),
+                };
+                match done {
+                    Ok(()) => break,
+                    Err(e) if e.is_retryable() && attempt < self.retry.attempts.max(1) => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(crate::config::MAX_RETRY_BACKOFF);
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The index record of a timer this actor scheduled: its payload is the
+    /// `TimerScheduled` entry itself (protobuf).
+    fn timer_record(&self, timer: &crate::proto::TimerScheduled) -> TimerRecord {
+        let target_actor = if timer.target_actor_id.is_empty() {
+            self.actor_id.clone()
+        } else {
+            timer.target_actor_id.clone()
+        };
+        TimerRecord {
+            timer_id: timer.timer_id.clone(),
+            owner_actor: self.actor_id.clone(),
+            target_actor,
+            target_type: timer.target_actor_type.clone(),
+            due_at_ms: u64::try_from(timestamp_ms(timer.due_at.as_ref())).unwrap_or(0),
+            payload: timer.encode_to_vec(),
         }
     }
 
@@ -421,12 +493,22 @@ impl DurabilityFacet {
 
         let mut next_sequence = highest + 1;
         if let Some(PendingMessage {
-            message, effects, ..
+            message,
+            effects,
+            timers,
+            ..
         }) = pending
         {
             // The last message was interrupted by a crash: finish it.
-            let (after, outcome) = self
-                .replay_message(actor, &message, effects, None, next_sequence, Mode::Finish)
+            let (after, outcome, timer_ops) = self
+                .replay_message(
+                    actor,
+                    &message,
+                    (effects, timers),
+                    None,
+                    next_sequence,
+                    Mode::Finish,
+                )
                 .await?;
             next_sequence = after;
             let (done, dropped) =
@@ -438,6 +520,9 @@ impl DurabilityFacet {
                 Some(Entry::MessageProcessed(p)) => outcome_of(p),
                 _ => outcome,
             };
+            if matches!(recorded, MessageOutcome::Replied(_)) {
+                self.index_timers(&timer_ops).await?;
+            }
             self.retry.append(&*self.storage, &done).await?;
             dedup.insert(message.message_id, next_sequence, now_ms(), Some(recorded));
             next_sequence += 1;
@@ -548,11 +633,11 @@ impl DurabilityFacet {
                             // Interrupted, with later messages after it: its
                             // recorded effects are all it may have. Its
                             // MessageReceived is what keeps it recognised.
-                            let (_, outcome) = self
+                            let (_, outcome, _) = self
                                 .replay_message(
                                     actor,
                                     &previous.message,
-                                    previous.effects,
+                                    (previous.effects, previous.timers),
                                     None,
                                     to + 1,
                                     mode,
@@ -569,6 +654,7 @@ impl DurabilityFacet {
                         pending = Some(PendingMessage {
                             message,
                             effects: VecDeque::new(),
+                            timers: Vec::new(),
                             sequence: entry.sequence,
                             at_ms: at,
                         });
@@ -579,42 +665,30 @@ impl DurabilityFacet {
                         }
                     }
                     Some(Entry::MessageProcessed(done)) => {
-                        if let Some(PendingMessage {
-                            message,
-                            effects,
-                            sequence,
-                            at_ms,
-                        }) = pending.take()
-                        {
-                            if message.message_id == done.message_id {
-                                self.replay_message(
-                                    actor,
-                                    &message,
-                                    effects,
-                                    Some(&done),
-                                    to + 1,
-                                    mode,
-                                )
-                                .await?;
-                                let recorded = outcome_of(&done);
-                                dedup.insert(
-                                    message.message_id,
-                                    entry.sequence,
-                                    at,
-                                    Some(recorded),
-                                );
-                                report.replayed_messages += 1;
-                            } else {
-                                pending = Some(PendingMessage {
-                                    message,
-                                    effects,
-                                    sequence,
-                                    at_ms,
-                                });
-                            }
+                        let ends_pending = pending
+                            .as_ref()
+                            .is_some_and(|p| p.message.message_id == done.message_id);
+                        if let Some(p) = pending.take_if(|_| ends_pending) {
+                            self.replay_message(
+                                actor,
+                                &p.message,
+                                (p.effects, p.timers),
+                                Some(&done),
+                                to + 1,
+                                mode,
+                            )
+                            .await?;
+                            let recorded = outcome_of(&done);
+                            dedup.insert(p.message.message_id, entry.sequence, at, Some(recorded));
+                            report.replayed_messages += 1;
                         }
                     }
-                    _ => {}
+                    other => {
+                        let op = other.as_ref().and_then(TimerOp::from_entry);
+                        if let (Some(pending), Some(op)) = (pending.as_mut(), op) {
+                            pending.timers.push(op);
+                        }
+                    }
                 }
             }
         }
@@ -658,17 +732,17 @@ impl DurabilityFacet {
         &self,
         actor: &mut dyn DurableActor,
         message: &MessageReceived,
-        effects: VecDeque<SideEffectExecuted>,
+        (effects, timers): (VecDeque<SideEffectExecuted>, Vec<TimerOp>),
         recorded: Option<&MessageProcessed>,
         next_sequence: u64,
         mode: Mode,
-    ) -> JournalResult<(u64, MessageOutcome)> {
+    ) -> JournalResult<(u64, MessageOutcome, Vec<TimerOp>)> {
         let (storage, actor_id, message_id) = (
             Arc::clone(&self.storage),
             self.actor_id.clone(),
             message.message_id.clone(),
         );
-        let mut context = match mode {
+        let context = match mode {
             Mode::TimeTravel => {
                 ExecutionContext::time_travel(storage, actor_id, message_id, effects)
             }
@@ -683,6 +757,7 @@ impl DurabilityFacet {
             )
             .with_retry(self.retry),
         };
+        let mut context = context.with_recorded_timers(timers);
         let handled = actor.handle(message, &mut context).await;
         let outcome = match context.take_failure() {
             Some((error, false)) => return Err(error),
@@ -721,7 +796,11 @@ impl DurabilityFacet {
             Some(done) if done.reply_dropped => outcome_of(done),
             _ => outcome,
         };
-        Ok((context.next_sequence().max(next_sequence), outcome))
+        Ok((
+            context.next_sequence().max(next_sequence),
+            outcome,
+            context.timer_ops().to_vec(),
+        ))
     }
 
     /// The `MessageProcessed` entry at `sequence` for `outcome`, within the
@@ -1123,6 +1202,11 @@ impl Facet for DurabilityFacet {
             Some(Entry::MessageProcessed(p)) => outcome_of(p),
             _ => outcome.clone(),
         };
+        // Its timers go into the index before its end is journaled; a
+        // message that failed drops them.
+        if matches!(recorded, MessageOutcome::Replied(_)) {
+            self.index_timers(context.timer_ops()).await?;
+        }
         // The message's end, with whatever waits in the context's batch.
         let mut batch = context.take_pending();
         batch.push(done);
@@ -1155,6 +1239,21 @@ impl Facet for DurabilityFacet {
             Some(reason) => Err(JournalError::InvalidEntry(reason)),
             None => Ok(()),
         }
+    }
+
+    async fn on_checkpoint(
+        &mut self,
+        _actor_id: &str,
+        actor: &dyn DurableActor,
+    ) -> JournalResult<()> {
+        let unsaved = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.next_sequence - 1 > a.checkpoint_sequence);
+        if unsaved {
+            self.checkpoint(actor).await?;
+        }
+        Ok(())
     }
 
     async fn on_idle(&mut self, _actor_id: &str, actor: &dyn DurableActor) -> JournalResult<()> {

@@ -152,6 +152,19 @@ pub trait Facet: Send + Sync {
         Ok(())
     }
 
+    /// Called when the host wants the actor's state saved now, whatever the
+    /// checkpoint policy says: before it passivates an idle actor, or when
+    /// the actor's `checkpoint_timeout` ran out (contract rule 19). A facet
+    /// saves what it has not saved yet.
+    async fn on_checkpoint(
+        &mut self,
+        actor_id: &str,
+        actor: &dyn DurableActor,
+    ) -> JournalResult<()> {
+        let _ = (actor_id, actor);
+        Ok(())
+    }
+
     /// Called when the actor is deactivated.
     async fn on_detach(&mut self, actor_id: &str) -> JournalResult<()> {
         let _ = actor_id;

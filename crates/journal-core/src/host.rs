@@ -235,6 +235,20 @@ impl<A: DurableActor> Actor<A> {
         Ok(())
     }
 
+    /// Has every facet save what it has not saved yet (a durability facet
+    /// takes a checkpoint when entries came after its last one), whatever
+    /// the checkpoint policy says: before passivating an idle actor, or when
+    /// its `checkpoint_timeout` ran out. An inactive actor does nothing.
+    pub async fn checkpoint_now(&mut self) -> JournalResult<()> {
+        if !self.active {
+            return Ok(());
+        }
+        for facet in &mut self.facets.list {
+            facet.on_checkpoint(&self.id, &self.behavior).await?;
+        }
+        Ok(())
+    }
+
     /// Runs every facet's `on_detach` and hands back the state. After a
     /// failed message that no recovery followed, the state is not the
     /// actor's: that is [`JournalError::RecoveryFailed`].

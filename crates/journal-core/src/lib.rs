@@ -16,7 +16,7 @@ pub mod validate;
 
 pub use checkpoint::{CheckpointManager, CheckpointPolicy};
 pub use config::DurabilityConfig;
-pub use context::{EffectRetry, ExecutionContext, MessageFailure, Retry};
+pub use context::{timer_id, EffectRetry, ExecutionContext, MessageFailure, Retry, TimerOp};
 pub use durability::{rebuild_at, DurabilityFacet, DurabilityObserver, DurabilityStats, Rebuilt};
 pub use entry::{new_entry_id, now_timestamp};
 pub use error::{BoxError, JournalError, JournalResult};

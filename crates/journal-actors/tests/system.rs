@@ -1,0 +1,374 @@
+//! The actor system on the memory backend: keyed concurrency, activation,
+//! passivation, the bound on actors in memory, shutdown, per-send errors,
+//! message ids. Tokio's clock is paused: idle times pass by
+//! `tokio::time::advance`, never by sleeping.
+
+mod probe;
+
+use std::time::Duration;
+
+use journal_actors::{ActorSystem, SendError, SystemConfig, SystemEvent, TypedActor};
+use journal_core::{
+    journal_entry::Entry, Delivery, DurabilityConfig, JournalEntry, JournalError, JournalStorage,
+    MessageReceived,
+};
+use journal_memory::MemoryJournalStorage;
+use probe::{Counter, CounterMessage, Probe};
+
+fn system(
+    storage: &MemoryJournalStorage,
+    probe: &Probe,
+    config: SystemConfig,
+) -> ActorSystem<MemoryJournalStorage> {
+    let probe = probe.clone();
+    ActorSystem::builder(storage.clone())
+        .config(config)
+        .register::<Counter>(DurabilityConfig::default(), move |_| Counter::new(&probe))
+        .start()
+}
+
+/// Waits for an event matching `wanted` (in virtual time: a missing event
+/// fails at once instead of hanging).
+async fn event(
+    events: &mut tokio::sync::broadcast::Receiver<SystemEvent>,
+    wanted: impl Fn(&SystemEvent) -> bool,
+) -> SystemEvent {
+    tokio::time::timeout(Duration::from_secs(24 * 3600), async {
+        loop {
+            let event = events.recv().await.expect("event");
+            if wanted(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the event came")
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_messages_to_one_id_never_interleave() {
+    let storage = MemoryJournalStorage::new();
+    let (probe, _) = Probe::new();
+    let system = system(&storage, &probe, SystemConfig::default());
+    let cart = system.actor::<Counter>("one");
+    let sends: Vec<_> = (1..=20)
+        .map(|n| {
+            let cart = cart.clone();
+            tokio::spawn(async move { cart.send(CounterMessage::Slow(n)).await })
+        })
+        .collect();
+    for send in sends {
+        send.await.expect("the task ran").expect("replied");
+    }
+    let log = probe.log.lock().expect("not poisoned").clone();
+    assert_eq!(log.len(), 40);
+    for pair in log.chunks(2) {
+        let n = pair[0].strip_prefix("start ").expect("a start");
+        assert_eq!(pair[1], format!("end {n}"), "interleaved: {log:?}");
+    }
+    assert_eq!(
+        cart.send(CounterMessage::Add(0)).await.expect("succeeds"),
+        210
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_ids_run_concurrently() {
+    let storage = MemoryJournalStorage::new();
+    let (probe, _) = Probe::new();
+    let system = system(&storage, &probe, SystemConfig::default());
+    // "a" waits for a gate that only a message to "b" opens: with one lock
+    // over all actors, "b" would wait for "a" forever.
+    let a = system.actor::<Counter>("a");
+    let waiting = tokio::spawn(async move { a.send(CounterMessage::Wait).await });
+    probe.waiting.notified().await;
+    let b = system.actor::<Counter>("b");
+    tokio::time::timeout(Duration::from_secs(60), b.send(CounterMessage::Open))
+        .await
+        .expect("b was not held up by a")
+        .expect("present");
+    waiting.await.expect("the task ran").expect("replied");
+
+    // And a hundred ids at once all complete.
+    let sends: Vec<_> = (0..100)
+        .map(|i| {
+            let actor = system.actor::<Counter>(format!("many-{i}"));
+            tokio::spawn(async move { actor.send(CounterMessage::Add(i)).await })
+        })
+        .collect();
+    for (i, send) in sends.into_iter().enumerate() {
+        assert_eq!(
+            send.await.expect("the task ran").expect("replied"),
+            i as u64
+        );
+    }
+    assert_eq!(system.actors_in_memory(), 102);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_actors_are_passivated_and_reactivated_with_their_state() {
+    let storage = MemoryJournalStorage::new();
+    let (probe, _) = Probe::new();
+    let config = SystemConfig {
+        passivate_after: Duration::from_secs(60),
+        ..SystemConfig::default()
+    };
+    let system = system(&storage, &probe, config);
+    let mut events = system.events();
+    let cart = system.actor::<Counter>("idle");
+    assert_eq!(
+        cart.send(CounterMessage::Add(5)).await.expect("succeeds"),
+        5
+    );
+    assert_eq!(
+        cart.send(CounterMessage::Add(2)).await.expect("succeeds"),
+        7
+    );
+    assert!(storage
+        .get_latest_checkpoint("idle")
+        .await
+        .expect("succeeds")
+        .is_none());
+
+    tokio::time::advance(Duration::from_secs(61)).await;
+    event(
+        &mut events,
+        |e| matches!(e, SystemEvent::Passivated { actor_id, .. } if actor_id == "idle"),
+    )
+    .await;
+    assert_eq!(system.actors_in_memory(), 0);
+    // Checkpointed before it was dropped: reactivation replays nothing.
+    let checkpoint = storage
+        .get_latest_checkpoint("idle")
+        .await
+        .expect("succeeds")
+        .expect("present");
+    assert_eq!(
+        checkpoint.sequence,
+        storage.highest_sequence("idle").await.expect("succeeds")
+    );
+
+    assert_eq!(
+        cart.send(CounterMessage::Add(1)).await.expect("succeeds"),
+        8
+    );
+    event(
+        &mut events,
+        |e| matches!(e, SystemEvent::Activated { actor_id, .. } if actor_id == "idle"),
+    )
+    .await;
+    assert_eq!(system.actors_in_memory(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn actors_in_memory_stay_within_the_bound() {
+    let storage = MemoryJournalStorage::new();
+    let (probe, _) = Probe::new();
+    let config = SystemConfig {
+        max_actors: 3,
+        ..SystemConfig::default()
+    };
+    let system = system(&storage, &probe, config);
+    for i in 0..10_u64 {
+        let actor = system.actor::<Counter>(format!("bounded-{i}"));
+        assert_eq!(
+            actor
+                .send(CounterMessage::Add(i + 1))
+                .await
+                .expect("succeeds"),
+            i + 1
+        );
+        assert!(
+            system.actors_in_memory() <= 3,
+            "{} in memory",
+            system.actors_in_memory()
+        );
+    }
+    // The least recently used went first: the last three are still there,
+    // the others come back with their state.
+    for i in 0..10_u64 {
+        let actor = system.actor::<Counter>(format!("bounded-{i}"));
+        assert_eq!(
+            actor.send(CounterMessage::Add(0)).await.expect("succeeds"),
+            i + 1
+        );
+        assert!(system.actors_in_memory() <= 3);
+    }
+    for i in 0..7 {
+        let id = format!("bounded-{i}");
+        assert!(
+            storage
+                .get_latest_checkpoint(&id)
+                .await
+                .expect("succeeds")
+                .is_some(),
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_finishes_messages_in_flight_and_checkpoints() {
+    let storage = MemoryJournalStorage::new();
+    let (probe, _) = Probe::new();
+    let system = system(&storage, &probe, SystemConfig::default());
+    let a = system.actor::<Counter>("shut-a");
+    let waiting = tokio::spawn({
+        let a = a.clone();
+        async move { a.send(CounterMessage::Wait).await }
+    });
+    probe.waiting.notified().await;
+    // Queued behind the waiting message.
+    let queued: Vec<_> = (1..=5)
+        .map(|n| {
+            let a = a.clone();
+            tokio::spawn(async move { a.send(CounterMessage::Add(n)).await })
+        })
+        .collect();
+    let b = system.actor::<Counter>("shut-b");
+    b.send(CounterMessage::Add(3)).await.expect("succeeds");
+    tokio::task::yield_now().await;
+
+    let shutdown = tokio::spawn({
+        let system = system.clone();
+        async move { system.shutdown().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(matches!(
+        b.send(CounterMessage::Add(1)).await,
+        Err(SendError::ShuttingDown)
+    ));
+    probe.gate.notify_one();
+    shutdown.await.expect("succeeds");
+    waiting.await.expect("the task ran").expect("replied");
+    let mut totals = Vec::new();
+    for send in queued {
+        totals.push(send.await.expect("the task ran").expect("replied"));
+    }
+    totals.sort_unstable();
+    assert_eq!(totals.last(), Some(&15));
+    assert_eq!(system.actors_in_memory(), 0);
+    for id in ["shut-a", "shut-b"] {
+        let checkpoint = storage
+            .get_latest_checkpoint(id)
+            .await
+            .expect("read")
+            .expect("present");
+        assert_eq!(
+            checkpoint.sequence,
+            storage.highest_sequence(id).await.expect("succeeds")
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_sends_get_their_own_errors_and_the_system_goes_on() {
+    let storage = MemoryJournalStorage::new();
+    let (probe, _) = Probe::new();
+    // A journal that cannot be recovered: it starts at 2 (truncated) and
+    // has no checkpoint.
+    for sequence in 1..=2 {
+        let entry = JournalEntry::new(
+            "broken",
+            sequence,
+            Entry::message_received(format!("m-{sequence}"), "Add", b"{\"Add\":1}".to_vec()),
+        );
+        storage.append_entry(&entry).await.expect("succeeds");
+    }
+    storage.truncate_to("broken", 1).await.expect("succeeds");
+    let system = system(&storage, &probe, SystemConfig::default());
+
+    let unknown = system.send("nobody", "x", MessageReceived::default()).await;
+    assert!(matches!(unknown, Err(SendError::UnknownType(t)) if t == "nobody"));
+    let empty_id = system
+        .send(Counter::TYPE, "", MessageReceived::default())
+        .await;
+    assert!(matches!(
+        empty_id,
+        Err(SendError::Journal(JournalError::InvalidEntry(_)))
+    ));
+    for _ in 0..2 {
+        let broken = system
+            .actor::<Counter>("broken")
+            .send(CounterMessage::Add(1))
+            .await;
+        assert!(
+            matches!(&broken, Err(SendError::Recovery { actor_id, .. }) if actor_id == "broken"),
+            "{broken:?}"
+        );
+    }
+    let garbage = system
+        .send(
+            Counter::TYPE,
+            "fine",
+            MessageReceived {
+                payload: b"not json".to_vec(),
+                ..MessageReceived::default()
+            },
+        )
+        .await
+        .expect("succeeds");
+    assert!(matches!(garbage, Delivery::Failed(reason) if reason.contains("counter")));
+    let fine = system.actor::<Counter>("fine");
+    assert_eq!(
+        fine.send(CounterMessage::Add(4)).await.expect("succeeds"),
+        4
+    );
+    assert_eq!(system.actors_in_memory(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn caller_ids_are_exactly_once_and_missing_ids_are_generated() {
+    let storage = MemoryJournalStorage::new();
+    let (probe, _) = Probe::new();
+    let system = system(&storage, &probe, SystemConfig::default());
+    let actor = system.actor::<Counter>("ids");
+    assert_eq!(
+        actor
+            .send_with_id("pay-1", CounterMessage::Add(5))
+            .await
+            .expect("succeeds"),
+        5
+    );
+    assert_eq!(
+        actor
+            .send_with_id("pay-1", CounterMessage::Add(5))
+            .await
+            .expect("succeeds"),
+        5
+    );
+    assert_eq!(
+        actor.send(CounterMessage::Add(1)).await.expect("succeeds"),
+        6
+    );
+    assert_eq!(
+        actor.send(CounterMessage::Add(1)).await.expect("succeeds"),
+        7
+    );
+    assert_eq!(probe::received(&storage, "ids", "pay-1").await, 1);
+    // The message type is the variant's name.
+    let entries = storage.replay_from("ids", 1).await.expect("succeeds");
+    let types: Vec<_> = entries
+        .iter()
+        .filter_map(|e| match &e.entry {
+            Some(Entry::MessageReceived(m)) => Some(m.message_type.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(types, ["CounterMessage::Add"; 3]);
+    // After a restart of the system, the id is still recognised.
+    system.shutdown().await;
+    let again = self::system(&storage, &probe, SystemConfig::default());
+    let actor = again.actor::<Counter>("ids");
+    assert_eq!(
+        actor
+            .send_with_id("pay-1", CounterMessage::Add(5))
+            .await
+            .expect("succeeds"),
+        5
+    );
+    assert_eq!(
+        actor.send(CounterMessage::Add(0)).await.expect("succeeds"),
+        7
+    );
+}
