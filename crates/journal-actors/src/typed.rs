@@ -169,6 +169,45 @@ impl<A: TypedActor> Context<'_, A> {
         }))
     }
 
+    /// As [`Context::side_effect`], retrying the effect under `policy`
+    /// before its outcome is journaled (see
+    /// [`ExecutionContext::side_effect_retried`]): a failure that a later
+    /// attempt cures is never journaled; the last error is, once the
+    /// attempts or the time budget run out.
+    pub async fn side_effect_retried<T, R, F, Fut, E>(
+        &mut self,
+        name: &str,
+        request: &R,
+        policy: &journal_core::EffectRetry,
+        mut effect: F,
+    ) -> Result<Result<T, String>, HandlerError>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        R: Serialize + ?Sized,
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send,
+        E: Display + Send,
+    {
+        let request =
+            serde_json::to_vec(request).map_err(|e| codec(format!("request of {name}"), e))?;
+        let result = self
+            .raw
+            .side_effect_retried(name, &request, policy, || {
+                let attempt = effect();
+                async move {
+                    match attempt.await {
+                        Ok(value) => serde_json::to_vec(&value).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            })
+            .await?;
+        Ok(result.and_then(|bytes| {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| format!("the journaled result of {name} does not decode: {e}"))
+        }))
+    }
+
     /// The current time, journaled.
     pub async fn now(&mut self) -> Result<SystemTime, HandlerError> {
         Ok(self.raw.now().await?)
