@@ -9,8 +9,8 @@ mod probe;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use journal_actors::{
-    timer_message_id, ActorSystem, SendError, SystemConfig, SystemEvent, TypedActor,
-    TypedDurable, TIMER_ID_KEY,
+    timer_message_id, ActorSystem, SendError, SystemConfig, SystemEvent, TypedActor, TypedDurable,
+    TIMER_ID_KEY,
 };
 use journal_core::{
     journal_entry::Entry, rebuild_at, DurabilityConfig, DurableActor, ExecutionContext,
