@@ -644,7 +644,7 @@ async fn a_typed_journal_with_timers_is_rebuilt_and_rerun_outside_the_system() {
             _ => None,
         }));
     }
-    assert_eq!(timers, [timer.timer_id.clone()]);
+    assert_eq!(timers, std::slice::from_ref(&timer.timer_id));
     let fired = timer_message_id(&timer.timer_id);
     let note = CounterMessage::Note("fired".into());
     let mut ctx = ExecutionContext::ephemeral("outside", fired.as_str());

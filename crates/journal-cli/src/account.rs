@@ -5,7 +5,7 @@
 //! reverses them. `journal demo` runs it; `journal at` rebuilds its state
 //! at any point of its journal.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{btree_map, BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -378,19 +378,18 @@ impl TypedActor for Account {
                 from,
                 amount,
             } => {
-                if !self.received.contains_key(&transfer) {
+                if let btree_map::Entry::Vacant(slot) = self.received.entry(transfer) {
                     let deadline = AccountMessage::Deadline {
-                        transfer: transfer.clone(),
+                        transfer: slot.key().clone(),
                     };
                     let deadline = ctx.schedule(CONFIRM_WITHIN, deadline).await?;
                     let standing = Standing::Held;
-                    let received = Received {
+                    slot.insert(Received {
                         from,
                         amount,
                         deadline,
                         standing,
-                    };
-                    self.received.insert(transfer, received);
+                    });
                 }
             }
             AccountMessage::Confirm { transfer } => {
@@ -456,11 +455,11 @@ pub fn messages(index: usize, count: u64) -> Vec<(String, AccountMessage)> {
         .map(|n| {
             let message = if n % 3 == 1 {
                 AccountMessage::Deposit {
-                    amount: (100 + next() % 200) as i64,
+                    amount: (100 + next() % 200).cast_signed(),
                 }
             } else {
                 AccountMessage::Payment {
-                    amount: (10 + next() % 130) as i64,
+                    amount: (10 + next() % 130).cast_signed(),
                 }
             };
             (format!("m{n}"), message)

@@ -91,7 +91,7 @@ impl Setup {
     /// Account `from`'s transfer: to the next account, 20 to 40.
     fn transfer(&self, from: usize) -> (usize, AccountMessage) {
         let to = (from + 1) % self.accounts;
-        let amount = 20 + 5 * (from % 5) as i64;
+        let amount = [20, 25, 30, 35, 40][from % 5];
         let to_id = account::actor_id(to);
         (to, AccountMessage::Transfer { to: to_id, amount })
     }
@@ -237,14 +237,7 @@ async fn crash_phase(
     let transferred_at = Instant::now();
     let (transfers, incoming) = transfer(setup, journal, &system, sim, report).await?;
 
-    let mut tasks = workloads(
-        &system,
-        setup,
-        &acked,
-        &bar,
-        setup.messages,
-        Some(stopped.clone()),
-    );
+    let mut tasks = workloads(&system, setup, &acked, &bar, setup.messages, Some(&stopped));
     drop(stopped);
     let mut waiting: BTreeSet<usize> = (0..setup.accounts).collect();
     let mut finished = 0;
@@ -732,14 +725,14 @@ fn workloads(
     acked: &Arc<Vec<AtomicU64>>,
     bar: &ProgressBar,
     until: u64,
-    finished: Option<UnboundedSender<usize>>,
+    finished: Option<&UnboundedSender<usize>>,
 ) -> JoinSet<Result<(), Failure>> {
     let mut tasks = JoinSet::new();
     for index in 0..setup.accounts {
         let account = system.actor::<Account>(account::actor_id(index));
         let first = acked[index].load(Ordering::Relaxed);
         let messages = account::messages(index, until);
-        let (acked, bar, finished) = (Arc::clone(acked), bar.clone(), finished.clone());
+        let (acked, bar, finished) = (Arc::clone(acked), bar.clone(), finished.cloned());
         tasks.spawn(async move {
             for (n, (id, message)) in (first + 1..).zip(messages.into_iter().skip(to_index(first)))
             {
