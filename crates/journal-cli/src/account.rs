@@ -23,10 +23,6 @@ pub const ACTOR_PREFIX: &str = "demo-account-";
 /// The side effect's name in the journal.
 pub const PAYMENT_EFFECT: &str = "payments.transfer";
 
-/// How long a receiving account waits for a transfer's confirmation
-/// before its timer reverses the transfer.
-pub const CONFIRM_WITHIN: Duration = Duration::from_secs(2);
-
 /// Operations an account keeps in its statement.
 const STATEMENT_LINES: usize = 32;
 
@@ -119,12 +115,14 @@ pub enum AccountMessage {
         amount: i64,
     },
     /// Money goes to another account of the bank, which must confirm it
-    /// within [`CONFIRM_WITHIN`].
+    /// in time.
     Transfer {
         /// The receiving account.
         to: String,
         /// How much.
         amount: i64,
+        /// How long the receiver waits for the confirmation, in seconds.
+        confirm_within_secs: u64,
     },
     /// A transfer arrives (a timer the sender scheduled, due at once):
     /// held until confirmed.
@@ -135,6 +133,8 @@ pub enum AccountMessage {
         from: String,
         /// How much.
         amount: i64,
+        /// How long to wait for the confirmation, in seconds.
+        confirm_within_secs: u64,
     },
     /// The receiver confirms a transfer it holds.
     Confirm {
@@ -349,7 +349,11 @@ impl TypedActor for Account {
                 self.note(format!("{id} deposit {amount}"));
             }
             AccountMessage::Payment { amount } => self.pay(amount, ctx).await?,
-            AccountMessage::Transfer { to, amount } => {
+            AccountMessage::Transfer {
+                to,
+                amount,
+                confirm_within_secs,
+            } => {
                 self.funds(positive(amount)?, "transfer")?;
                 let transfer = format!("{}/{id}", ctx.actor_id());
                 let from = ctx.actor_id().to_owned();
@@ -358,6 +362,7 @@ impl TypedActor for Account {
                     transfer: transfer.clone(),
                     from,
                     amount,
+                    confirm_within_secs,
                 };
                 ctx.schedule_to::<Account>(&to, Duration::ZERO, incoming)
                     .await?;
@@ -377,12 +382,14 @@ impl TypedActor for Account {
                 transfer,
                 from,
                 amount,
+                confirm_within_secs,
             } => {
                 if let btree_map::Entry::Vacant(slot) = self.received.entry(transfer) {
                     let deadline = AccountMessage::Deadline {
                         transfer: slot.key().clone(),
                     };
-                    let deadline = ctx.schedule(CONFIRM_WITHIN, deadline).await?;
+                    let within = Duration::from_secs(confirm_within_secs);
+                    let deadline = ctx.schedule(within, deadline).await?;
                     let standing = Standing::Held;
                     slot.insert(Received {
                         from,
@@ -632,6 +639,7 @@ mod tests {
             let transfer = AccountMessage::Transfer {
                 to: actor_id(to),
                 amount: 30,
+                confirm_within_secs: 60,
             };
             sim.send(from, "transfer", &transfer).await.expect("sent");
         }

@@ -21,9 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
-use crate::account::{
-    self, Account, AccountMessage, CrashPlan, PaymentNetwork, Simulation, CONFIRM_WITHIN,
-};
+use crate::account::{self, Account, AccountMessage, CrashPlan, PaymentNetwork, Simulation};
 use crate::backend::{self, Access, Failure, Journal, Store};
 use crate::output::{count, progress, size, Printer};
 
@@ -93,7 +91,20 @@ impl Setup {
         let to = (from + 1) % self.accounts;
         let amount = [20, 25, 30, 35, 40][from % 5];
         let to_id = account::actor_id(to);
-        (to, AccountMessage::Transfer { to: to_id, amount })
+        let confirm_within_secs = self.confirm_within().as_secs();
+        let transfer = AccountMessage::Transfer {
+            to: to_id,
+            amount,
+            confirm_within_secs,
+        };
+        (to, transfer)
+    }
+
+    /// How long the receivers wait for a transfer's confirmation: 2 s, and
+    /// more for many accounts, so that every deadline passes after the
+    /// crash (the confirmations and the run up to the crash take longer).
+    fn confirm_within(&self) -> Duration {
+        Duration::from_secs(2 + self.accounts as u64 / 250)
     }
 
     /// The workload messages before the crash zone.
@@ -187,7 +198,7 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
     recover_phase(&setup, &system, &log, &mut crashed, &mut sim, &mut report).await?;
 
     // Phase 3: the deadlines pass.
-    deadline_phase(&journal, &log, &crashed, &mut sim, &mut report).await?;
+    deadline_phase(&setup, &journal, &log, &crashed, &mut sim, &mut report).await?;
 
     // Phase 4: the senders carry on.
     say!(
@@ -323,27 +334,37 @@ async fn transfer(
         .fire(|m| matches!(m, AccountMessage::Incoming { .. }))
         .await;
     timers_done(journal, &incoming, PATIENCE, "the transfers' delivery").await?;
+    let mut tasks = JoinSet::new();
     for transfer in transfers.iter().filter(|t| t.confirmed) {
         let confirm = AccountMessage::Confirm {
             transfer: transfer.id.clone(),
         };
         let receiver = system.actor::<Account>(account::actor_id(transfer.to));
-        let live = acknowledged(receiver.send_with_id("confirm", confirm.clone()).await)?;
-        let expected = sim.send(transfer.to, "confirm", &confirm).await;
+        tasks.spawn(async move {
+            let live = receiver.send_with_id("confirm", confirm.clone()).await;
+            (receiver.id().to_owned(), confirm, live)
+        });
+    }
+    let mut confirms = BTreeMap::new();
+    while let Some(ended) = tasks.join_next().await {
+        let (receiver, confirm, live) =
+            ended.map_err(|e| Failure::new(format!("a confirmation's task failed: {e}")))?;
+        confirms.insert(receiver, (confirm, acknowledged(live)?));
+    }
+    for (receiver, (confirm, live)) in confirms {
+        let index = account::index_of(&receiver).unwrap_or_default();
+        let expected = sim.send(index, "confirm", &confirm).await;
         report.expect(
             live.is_ok() && expected.is_ok(),
-            format!(
-                "{}: confirming {} gave {live:?} (a run without a crash: {expected:?})",
-                receiver.id(),
-                transfer.id
-            ),
+            format!("{receiver}: confirming gave {live:?} (a run without a crash: {expected:?})"),
         );
     }
     let confirmed = transfers.iter().filter(|t| t.confirmed).count();
     say!(report,
-        "      transfers: {} accounts each sent 20 to 40 to the next, held by the receiver until it confirms; {confirmed} confirmed, {} left to their {CONFIRM_WITHIN:?} deadline timers",
+        "      transfers: {} made, each account sending 20 to 40 to the next, held by the receiver until it confirms; {confirmed} confirmed, {} left to their {:?} deadline timers",
         transfers.len(),
-        transfers.len() - confirmed
+        transfers.len() - confirmed,
+        setup.confirm_within()
     )?;
     Ok((transfers, incoming))
 }
@@ -466,6 +487,7 @@ async fn recover_phase(
 /// their timers reverse them, and the reversals' timers give the money
 /// back to the senders.
 async fn deadline_phase(
+    setup: &Setup,
     journal: &Journal,
     log: &EventLog,
     crashed: &Crashed,
@@ -485,7 +507,7 @@ async fn deadline_phase(
     // A reversal's timer is in the index before its deadline's delivery
     // completes: once the deadlines are gone, the reversals can be waited
     // for.
-    let patience = CONFIRM_WITHIN + PATIENCE;
+    let patience = setup.confirm_within() + PATIENCE;
     timers_done(journal, &deadlines, patience, "the deadlines").await?;
     timers_done(journal, &reversals, PATIENCE, "the reversals").await?;
     let waited = crashed.transferred_at.elapsed();
@@ -500,22 +522,27 @@ async fn deadline_phase(
     for id in &scheduled {
         left += usize::from(journal.store.get_timer(id).await?.is_some());
     }
-    let mut fired_after: BTreeMap<String, usize> = BTreeMap::new();
-    for id in log.fired() {
-        *fired_after.entry(id).or_default() += 1;
-    }
     let expected: BTreeMap<String, usize> = deadlines
         .iter()
         .chain(&reversals)
         .map(|id| (id.clone(), 1))
         .collect();
+    // A timer leaves the index just before its event is sent.
+    log.wait_for_fired(&expected, PATIENCE).await;
+    let mut fired_after: BTreeMap<String, usize> = BTreeMap::new();
+    for id in log.fired() {
+        *fired_after.entry(id).or_default() += 1;
+    }
     let early = deadlines
         .iter()
         .filter(|id| crashed.fired_before.contains(id))
         .count();
     report.expect(
         early == 0,
-        format!("{early} deadline timers fired before the crash (the transfers' confirmation window, {CONFIRM_WITHIN:?}, passed before it)"),
+        format!(
+            "{early} deadline timers fired before the crash (the transfers' confirmation window, {:?}, passed before it)",
+            setup.confirm_within()
+        ),
     );
     report.expect(
         fired_after == expected && log.lost() == 0,
@@ -528,8 +555,14 @@ async fn deadline_phase(
         left == 0,
         format!("{left} of the transfers' timers are still in the index"),
     );
+    let confirmed = crashed.transfers.len() - unconfirmed;
+    let cancelled = if confirmed > 0 {
+        format!("; the {confirmed} confirmed transfers' timers, cancelled before the crash, never fired")
+    } else {
+        String::new()
+    };
     say!(report,
-        "      {:.1}s after the transfers, after the restart: {} deadline timers fired and reversed their transfers, {} reversal timers gave the money back; the confirmed transfers' timers, cancelled before the crash, never fired",
+        "      the deadlines passed after the restart, {:.1}s after the transfers: {} deadline timers fired and reversed their transfers, {} reversal timers gave the money back to the senders{cancelled}",
         waited.as_secs_f64(),
         deadlines.len(),
         reversals.len()
@@ -887,6 +920,19 @@ impl EventLog {
                 .collect();
             if activated.len() >= wanted || Instant::now() > until {
                 return activated;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until every timer of `wanted` was reported fired (or
+    /// `patience` ran out).
+    async fn wait_for_fired(&self, wanted: &BTreeMap<String, usize>, patience: Duration) {
+        let until = Instant::now() + patience;
+        loop {
+            let fired: BTreeSet<String> = self.fired().into_iter().collect();
+            if wanted.keys().all(|id| fired.contains(id)) || Instant::now() > until {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
