@@ -12,4 +12,4 @@ pub use system::{
     ActorSystem, ActorSystemBuilder, Factory, SystemConfig, SystemEvent, TIMER_ID_KEY,
 };
 pub use timers::{timer_message_id, CHECKPOINT_TIMER};
-pub use typed::{ActorRef, Context, Due, TimerId, TypedActor};
+pub use typed::{ActorRef, Context, Due, TimerId, TypedActor, TypedDurable};

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use journal_core::durability::ActivationReport;
 use journal_core::{
     Actor, Delivery, DurabilityConfig, DurabilityFacet, DurableActor, ExecutionContext,
     HandlerResult, JournalError, JournalStorage, MessageReceived, TimerStore,
@@ -37,6 +38,10 @@ pub enum SystemEvent {
         actor_type: String,
         /// Its id.
         actor_id: String,
+        /// What recovery did: the checkpoint it started from, the entries
+        /// and messages replayed, whether it completed an interrupted
+        /// message, how long it took.
+        recovery: ActivationReport,
     },
     /// An actor was passivated (checkpointed, dropped from memory).
     Passivated {
@@ -616,9 +621,7 @@ impl DurableActor for Hosted {
         message: &MessageReceived,
         ctx: &mut ExecutionContext,
     ) -> HandlerResult {
-        if let Some(timer_id) = message.metadata.get(TIMER_ID_KEY) {
-            ctx.timer_fired(timer_id).await?;
-        }
+        journal_timer_fired(message, ctx).await?;
         self.0.handle(message, ctx).await
     }
 
@@ -633,6 +636,19 @@ impl DurableActor for Hosted {
     fn migrate(&mut self, state: &[u8], stored: u32, current: u32) -> Result<(), String> {
         self.0.migrate(state, stored, current)
     }
+}
+
+/// Journals `TimerFired` when `message` is a timer's delivery (it carries
+/// [`TIMER_ID_KEY`]), before the handler runs, as every host of the
+/// system's actors must for replays to agree.
+pub(crate) async fn journal_timer_fired(
+    message: &MessageReceived,
+    ctx: &mut ExecutionContext,
+) -> journal_core::JournalResult<()> {
+    if let Some(timer_id) = message.metadata.get(TIMER_ID_KEY) {
+        ctx.timer_fired(timer_id).await?;
+    }
+    Ok(())
 }
 
 /// What an actor's task does between two commands.
@@ -656,10 +672,9 @@ async fn run_actor<S>(
     inner.resident.fetch_add(1, Ordering::AcqRel);
     inner.make_room(&slot).await;
     let mut actor = Actor::new(key.1.clone(), Hosted((registration.factory)(&key.1)));
-    let attached = actor
-        .facets()
-        .attach(Box::new(inner.facet(&registration)))
-        .map(drop);
+    let facet = inner.facet(&registration);
+    let observer = facet.observer();
+    let attached = actor.facets().attach(Box::new(facet)).map(drop);
     if let Err(error) = attached.and(actor.activate().await) {
         tracing::warn!(actor_type = %key.0, actor_id = %key.1, %error, "activation failed");
         give_up(&inner, &key, &slot, &mut rx, error);
@@ -670,6 +685,7 @@ async fn run_actor<S>(
     inner.emit(|| SystemEvent::Activated {
         actor_type: key.0.clone(),
         actor_id: key.1.clone(),
+        recovery: observer.stats().activation,
     });
     let mut host = Host {
         inner: &inner,

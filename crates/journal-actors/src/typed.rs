@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SendError;
 use crate::name::message_type_of;
-use crate::system::{ActorSystem, ActorSystemBuilder, Registration};
+use crate::system::{journal_timer_fired, ActorSystem, ActorSystemBuilder, Registration};
 
 /// A durable actor with typed messages, replies and state.
 ///
@@ -307,6 +307,91 @@ impl<A: TypedActor> DurableActor for TypedHost<A> {
         let recovered: A = serde_json::from_slice(state).map_err(|e| e.to_string())?;
         self.0.restore_from(recovered);
         Ok(())
+    }
+}
+
+/// A typed actor as the system runs it, as a bytes-level [`DurableActor`]:
+/// messages, replies and state in the same encoding, and the `TimerFired`
+/// entry of a timer's delivery journaled as the system journals it. For
+/// reading a typed actor's journal outside a system: time travel with
+/// [`journal_core::rebuild_at`], or hosting it with [`journal_core::Actor`].
+/// Handling a message in an [`ExecutionContext::ephemeral`] context runs the
+/// handler with no journal at all (side effects run, timers are only
+/// recorded in [`ExecutionContext::timer_ops`]), which makes a reference
+/// run for tests.
+///
+/// ```
+/// # use journal_actors::{Context, TypedActor, TypedDurable};
+/// # use journal_core::{DurableActor, ExecutionContext, HandlerError, MessageReceived};
+/// # #[derive(Default, serde::Serialize, serde::Deserialize)]
+/// # struct Counter { total: u64 }
+/// # impl TypedActor for Counter {
+/// #     const TYPE: &'static str = "counter";
+/// #     type Message = u64;
+/// #     type Reply = u64;
+/// #     async fn handle(&mut self, n: u64, _: &mut Context<'_, Self>) -> Result<u64, HandlerError> {
+/// #         self.total += n;
+/// #         Ok(self.total)
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut counter = TypedDurable::new(Counter::default());
+/// let message = MessageReceived { message_id: "m-1".into(), payload: b"5".to_vec(), ..Default::default() };
+/// let reply = counter.handle(&message, &mut ExecutionContext::ephemeral("c-1", "m-1")).await;
+/// assert_eq!(reply.ok(), Some(b"5".to_vec()));
+/// assert_eq!(counter.actor().total, 5);
+/// # }
+/// ```
+pub struct TypedDurable<A>(TypedHost<A>);
+
+impl<A: TypedActor> TypedDurable<A> {
+    /// `actor`, as a [`DurableActor`].
+    pub fn new(actor: A) -> Self {
+        TypedDurable(TypedHost(actor))
+    }
+
+    /// The typed actor (its state).
+    pub fn actor(&self) -> &A {
+        &self.0 .0
+    }
+
+    /// The typed actor, to change.
+    pub fn actor_mut(&mut self) -> &mut A {
+        &mut self.0 .0
+    }
+
+    /// The typed actor, unwrapped.
+    pub fn into_inner(self) -> A {
+        self.0 .0
+    }
+}
+
+impl<A> std::fmt::Debug for TypedDurable<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TypedDurable")
+            .field(&std::any::type_name::<A>())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl<A: TypedActor> DurableActor for TypedDurable<A> {
+    async fn handle(
+        &mut self,
+        message: &MessageReceived,
+        ctx: &mut ExecutionContext,
+    ) -> HandlerResult {
+        journal_timer_fired(message, ctx).await?;
+        self.0.handle(message, ctx).await
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        self.0.snapshot()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.0.restore(state)
     }
 }
 

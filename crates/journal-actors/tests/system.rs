@@ -152,11 +152,21 @@ async fn idle_actors_are_passivated_and_reactivated_with_their_state() {
         cart.send(CounterMessage::Add(1)).await.expect("succeeds"),
         8
     );
-    event(
+    // The event says what recovery did: the checkpoint, nothing replayed.
+    let activated = event(
         &mut events,
         |e| matches!(e, SystemEvent::Activated { actor_id, .. } if actor_id == "idle"),
     )
     .await;
+    let SystemEvent::Activated { recovery, .. } = activated else {
+        unreachable!("matched above")
+    };
+    assert_eq!(recovery.checkpoint_sequence, Some(checkpoint.sequence));
+    assert_eq!(
+        (recovery.replayed_entries, recovery.replayed_messages),
+        (0, 0)
+    );
+    assert!(!recovery.completed_interrupted_message);
     assert_eq!(system.actors_in_memory(), 1);
 }
 

@@ -8,10 +8,13 @@ mod probe;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use journal_actors::{timer_message_id, ActorSystem, SendError, SystemConfig, SystemEvent};
+use journal_actors::{
+    timer_message_id, ActorSystem, SendError, SystemConfig, SystemEvent, TypedActor, TypedDurable,
+    TIMER_ID_KEY,
+};
 use journal_core::{
-    journal_entry::Entry, DurabilityConfig, JournalStorage, MessageReceived, TimerScheduled,
-    TimerStore,
+    journal_entry::Entry, rebuild_at, DurabilityConfig, DurableActor, ExecutionContext,
+    JournalStorage, MessageReceived, TimerOp, TimerScheduled, TimerStore,
 };
 use journal_memory::MemoryJournalStorage;
 use probe::{Counter, CounterMessage, Probe};
@@ -567,5 +570,98 @@ async fn an_idle_actor_checkpoints_after_its_checkpoint_timeout() {
             .await
             .expect("succeeds"),
         6
+    );
+}
+
+/// `CounterMessage` `message` under `id`, as the system delivers it (a
+/// timer's delivery carries the timer's id).
+fn delivered(id: &str, message: &CounterMessage, timer: Option<&str>) -> MessageReceived {
+    MessageReceived {
+        message_id: id.into(),
+        message_type: Counter::message_type(message),
+        payload: serde_json::to_vec(message).expect("encodes"),
+        metadata: timer
+            .map(|t| (TIMER_ID_KEY.to_owned(), t.to_owned()))
+            .into_iter()
+            .collect(),
+        ..MessageReceived::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_journal_with_timers_is_rebuilt_and_rerun_outside_the_system() {
+    let storage = MemoryJournalStorage::new();
+    let (system, mut notes) = system(&storage);
+    let actor = system.actor::<Counter>("outside");
+    actor
+        .send_with_id("m-1", CounterMessage::Add(3))
+        .await
+        .expect("succeeds");
+    actor
+        .send_with_id("m-2", remind(Duration::from_secs(5), "fired"))
+        .await
+        .expect("succeeds");
+    next_note(&mut notes).await;
+    actor
+        .send_with_id("m-3", CounterMessage::Add(4))
+        .await
+        .expect("succeeds");
+    let timer = scheduled(&storage, "outside").await.remove(0);
+    let highest = storage.highest_sequence("outside").await.expect("reads");
+
+    // Time travel: the delivery's `TimerFired` replays as the system
+    // journaled it.
+    let mut rebuilt = TypedDurable::new(Counter::default());
+    let report = rebuild_at(
+        storage.clone(),
+        &DurabilityConfig::default(),
+        "outside",
+        &mut rebuilt,
+        highest,
+        false,
+    )
+    .await
+    .expect("rebuilds");
+    assert_eq!(report.replayed_messages, 4);
+    assert_eq!(rebuilt.actor().total, 7);
+    assert_eq!(rebuilt.actor().notes, ["fired"]);
+
+    // A run without a journal: ephemeral contexts, the timer delivered by
+    // hand. Its id derives from the message, as the live one did.
+    let mut reference = TypedDurable::new(Counter::default());
+    let mut timers = Vec::new();
+    for (id, message) in [
+        ("m-1", CounterMessage::Add(3)),
+        ("m-2", remind(Duration::from_secs(5), "fired")),
+    ] {
+        let mut ctx = ExecutionContext::ephemeral("outside", id);
+        reference
+            .handle(&delivered(id, &message, None), &mut ctx)
+            .await
+            .expect("handled");
+        timers.extend(ctx.timer_ops().iter().filter_map(|op| match op {
+            TimerOp::Scheduled(t) => Some(t.timer_id.clone()),
+            _ => None,
+        }));
+    }
+    assert_eq!(timers, std::slice::from_ref(&timer.timer_id));
+    let fired = timer_message_id(&timer.timer_id);
+    let note = CounterMessage::Note("fired".into());
+    let mut ctx = ExecutionContext::ephemeral("outside", fired.as_str());
+    let reply = reference
+        .handle(&delivered(&fired, &note, Some(&timer.timer_id)), &mut ctx)
+        .await
+        .expect("handled");
+    assert_eq!(reply, b"1");
+    assert!(matches!(ctx.timer_ops(), [TimerOp::Fired(id)] if *id == timer.timer_id));
+    let (id, message) = ("m-3", CounterMessage::Add(4));
+    let mut ctx = ExecutionContext::ephemeral("outside", id);
+    reference
+        .handle(&delivered(id, &message, None), &mut ctx)
+        .await
+        .expect("handled");
+    assert_eq!(
+        reference.snapshot().expect("encodes"),
+        rebuilt.snapshot().expect("encodes")
     );
 }

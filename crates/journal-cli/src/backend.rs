@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use journal_core::{redact_url, ActorSummary, JournalError, JournalStorage};
+use journal_core::{redact_url, ActorSummary, JournalError, JournalStorage, TimerStore};
 use journal_memory::MemoryJournalStorage;
 use journal_postgres::{PostgresJournalStorage, PostgresOptions};
 use journal_redis::{RedisJournalStorage, RedisOptions};
@@ -52,10 +52,19 @@ enum Location {
     Redis { url: String, prefix: Option<String> },
 }
 
+/// A journal storage with its due-timer index: what an actor system runs
+/// on (every backend is both).
+pub trait Store: JournalStorage + TimerStore {}
+
+impl<T: JournalStorage + TimerStore + ?Sized> Store for T {}
+
 /// An open journal.
 pub struct Journal {
     /// The storage, shared by the command's tasks.
     pub storage: Arc<dyn JournalStorage>,
+    /// The same storage with its due-timer index, for the demo's actor
+    /// system.
+    pub store: Arc<dyn Store>,
     /// The URL as it may be shown: password redacted.
     pub shown: String,
     location: Location,
@@ -101,9 +110,12 @@ impl Journal {
     /// Closes connections and, for SQLite, the file (its threads end).
     pub async fn close(self) {
         let Journal {
-            storage, closer, ..
+            storage,
+            store,
+            closer,
+            ..
         } = self;
-        drop(storage);
+        drop((storage, store));
         match closer {
             Closer::None => {}
             Closer::Sqlite(sqlite) => {
@@ -189,7 +201,7 @@ pub async fn open(url: &str, access: Access) -> Result<Journal, Failure> {
 
 async fn connect(url: &str, access: Access, shown: String) -> Result<Journal, Failure> {
     let location = parse(url)?;
-    let (storage, closer): (Arc<dyn JournalStorage>, Closer) = match &location {
+    let (store, closer): (Arc<dyn Store>, Closer) = match &location {
         Location::Memory => (Arc::new(MemoryJournalStorage::new()), Closer::None),
         Location::Sqlite(path) => {
             if access == Access::Read && !path.exists() {
@@ -220,11 +232,13 @@ async fn connect(url: &str, access: Access, shown: String) -> Result<Journal, Fa
             (redis.clone(), Closer::Redis(redis))
         }
     };
+    let storage: Arc<dyn JournalStorage> = store.clone();
     // Connections are made lazily: try one now, so an unreachable server
     // or a missing schema fails before anything is printed.
     storage.list_actors_page(None, 1).await?;
     Ok(Journal {
         storage,
+        store,
         shown,
         location,
         closer,

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
+use journal_actors::TypedDurable;
 use journal_core::journal_entry::Entry;
 use journal_core::{rebuild_at, JournalBackend, JournalStorage};
 use prost::Message;
 use serde_json::{json, Value};
 
-use crate::account::{self, Account};
+use crate::account::{self, Account, Standing};
 use crate::backend::{self, known_actor, Access, Failure, Journal};
 use crate::output::{self, count, progress, size, Printer};
 use crate::Outcome;
@@ -265,19 +266,24 @@ pub async fn at(args: AtArgs) -> Result<Outcome, Failure> {
 
 /// A demo account's state rebuilt at `args.seq`.
 async fn account_at(journal: &Journal, args: &AtArgs, out: &mut Printer) -> Result<(), Failure> {
-    let mut state = Account::new(None, None);
+    let mut account = TypedDurable::new(Account::new(None, None));
     let config = account::config(JournalBackend::Unspecified);
     let rebuilt = rebuild_at(
         Arc::clone(&journal.storage),
         &config,
         &args.actor,
-        &mut state,
+        &mut account,
         args.seq,
         true,
     )
     .await?;
+    let state = account.actor();
     let in_flight = rebuilt.in_flight.as_ref().map(|m| m.message_id.clone());
     if args.json {
+        let mut fields = serde_json::to_value(state).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut fields {
+            map.insert("held".into(), state.held().into());
+        }
         out.line(json!({
             "actor_id": args.actor,
             "sequence": args.seq,
@@ -285,14 +291,7 @@ async fn account_at(journal: &Journal, args: &AtArgs, out: &mut Printer) -> Resu
             "replayed_entries": rebuilt.replayed_entries,
             "replayed_messages": rebuilt.replayed_messages,
             "in_flight": in_flight,
-            "state": {
-                "balance": state.balance,
-                "deposits": state.deposits,
-                "transfers": state.transfers,
-                "declined": state.declined,
-                "paid_out": state.paid_out,
-                "statement": state.statement,
-            },
+            "state": fields,
         }))?;
         return Ok(());
     }
@@ -306,9 +305,27 @@ async fn account_at(journal: &Journal, args: &AtArgs, out: &mut Printer) -> Resu
     ))?;
     out.line(format_args!("  balance    {}", state.balance))?;
     out.line(format_args!(
-        "  deposits   {}, transfers paid {} ({} in all), declined {}",
-        state.deposits, state.transfers, state.paid_out, state.declined
+        "  deposits   {} ({} in all), payments paid {} ({} in all), declined {}",
+        state.deposits, state.deposited, state.payments, state.paid_out, state.declined
     ))?;
+    for (id, sent) in &state.sent {
+        let how = if sent.reversed { "reversed" } else { "sent" };
+        out.line(format_args!(
+            "  transfer   {id}: {} to {}, {how}",
+            sent.amount, sent.to
+        ))?;
+    }
+    for (id, received) in &state.received {
+        let how = match received.standing {
+            Standing::Held => "held until confirmed",
+            Standing::Confirmed => "confirmed",
+            Standing::Reversed => "not confirmed in time: reversed",
+        };
+        out.line(format_args!(
+            "  transfer   {id}: {} from {}, {how}",
+            received.amount, received.from
+        ))?;
+    }
     if let Some(id) = in_flight {
         out.line(format_args!(
             "  in flight  {id}: received, not yet completed at this entry (not applied)"

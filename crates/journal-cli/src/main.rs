@@ -36,9 +36,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run durable bank accounts on an SQLite file, crash them part-way,
-    /// recover them, and check that nothing acknowledged was lost and no
-    /// payment was made twice.
+    /// Run durable bank accounts, typed actors of an actor system, on an
+    /// SQLite file: crash them part-way, recover them, let durable timers
+    /// reverse the transfers not confirmed in time after the restart, and
+    /// check that nothing acknowledged was lost, no payment was made twice
+    /// and every timer fired once.
     Demo(demo::DemoArgs),
     /// The actors, with entry counts and highest sequence.
     Actors {

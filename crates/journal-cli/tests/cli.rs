@@ -185,7 +185,7 @@ fn demo_then_verify_passes_and_a_second_demo_starts_over() {
         "{again}"
     );
     assert!(!again.contains("FAILED"), "{again}");
-    assert_eq!(again.matches("check ok").count(), 5, "{again}");
+    assert_eq!(again.matches("check ok").count(), 6, "{again}");
     expect(0, &["verify", &url]);
 }
 
@@ -249,7 +249,7 @@ fn show_prints_entries_as_text_or_json_lines_within_bounds() {
         assert!(entry["entry_id"].as_str().is_some_and(|id| id.len() == 26));
     }
     assert_eq!(all[0]["kind"], "message_received");
-    assert_eq!(all[0]["message_type"], "deposit");
+    assert_eq!(all[0]["message_type"], "AccountMessage::Deposit");
     let some = json_lines(&expect(
         0,
         &[
