@@ -156,8 +156,10 @@ pub async fn messages<S: SystemStore>(
 
 /// One run of the messages figure; messages per second.
 async fn message_rate<S: SystemStore>(system: &ActorSystem<S>, actors: usize) -> f64 {
-    let refs: Vec<_> = (0..actors)
-        .map(|_| system.actor::<Biller>(unique("biller")))
+    let ids: Vec<String> = (0..actors).map(|_| unique("biller")).collect();
+    let refs: Vec<_> = ids
+        .iter()
+        .map(|id| system.actor::<Biller>(id.as_str()))
         .collect();
     // Activated (and their first message journaled) before the clock starts.
     futures::future::try_join_all(refs.iter().map(|actor| actor.send(Charge::new(0))))
@@ -178,11 +180,20 @@ async fn message_rate<S: SystemStore>(system: &ActorSystem<S>, actors: usize) ->
             })
         })
         .collect();
-    let mut sent = 0;
+    let mut counts = Vec::with_capacity(actors);
     for task in tasks {
-        sent += task.await.expect("task");
+        counts.push(task.await.expect("task"));
     }
-    sent as f64 / started.elapsed().as_secs_f64()
+    let elapsed = started.elapsed();
+    // Three entries per message, the first one's included.
+    let (first, sent) = (&ids[0], counts[0]);
+    let highest = system
+        .storage()
+        .highest_sequence(first)
+        .await
+        .expect("highest");
+    assert_eq!(highest, 3 * (sent + 1), "entries of {first}");
+    counts.iter().sum::<u64>() as f64 / elapsed.as_secs_f64()
 }
 
 /// Single-entry appends per second of the raw backend, `clients` at once
@@ -310,7 +321,12 @@ pub async fn activation<S: SystemStore>(storage: S, backend: JournalBackend) -> 
     let (raw_time, raw_peak) = read_checkpoints(&storage, &ids).await;
     let (unbounded_time, unbounded_peak) =
         activate_all(storage.clone(), backend, &ids, usize::MAX).await;
-    let (bounded_time, bounded_peak) = activate_all(storage, backend, &ids, BOUND).await;
+    let (bounded_time, bounded_peak) = activate_all(storage.clone(), backend, &ids, BOUND).await;
+    // Activations wrote nothing: the opening message's two entries only.
+    for id in [&ids[0], &ids[ACTIVATED - 1]] {
+        let highest = storage.highest_sequence(id).await.expect("highest");
+        assert_eq!(highest, 2, "entries of {id}");
+    }
 
     let figure = |name: String, value: f64, unit, baseline: f64, baseline_name: String| Figure {
         name,
