@@ -74,6 +74,18 @@ pub fn start() {
     COUNTING.store(true, Ordering::SeqCst);
 }
 
+/// Bytes live now beyond what was live at [`start`] (negative when more
+/// was freed than allocated since); meaningful while counting.
+pub fn held() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// The most bytes live at once since [`start`], beyond what was live then;
+/// counting goes on.
+pub fn peak() -> usize {
+    usize::try_from(PEAK.load(Ordering::Relaxed)).unwrap_or(0)
+}
+
 /// Stops counting; returns the most bytes that were live at once, beyond
 /// what was live at [`start`].
 pub fn stop() -> usize {

@@ -4,6 +4,7 @@
 //! `cargo xtask bench [--backend NAME]` runs them and prints, writes JSON and
 //! draws an SVG chart under `target/bench/`.
 
+pub mod actor_system;
 pub mod alloc;
 pub mod baselines;
 pub mod report;

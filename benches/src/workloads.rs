@@ -76,7 +76,8 @@ pub fn bench_entry(actor_id: &str, sequence: u64) -> JournalEntry {
     )
 }
 
-fn unique(tag: &str) -> String {
+/// A fresh actor id: `bench-<tag>-<ULID>`.
+pub fn unique(tag: &str) -> String {
     format!("bench-{tag}-{}", journal_core::new_entry_id())
 }
 

@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use journal_benches::actor_system::{self, SystemStore};
 use journal_benches::baselines::{RawMemory, RawPostgres, RawRedis, RawSqlite};
 use journal_benches::workloads::{self, Sizes};
 use journal_benches::{alloc::Counting, report, Baseline, Better, Figure};
@@ -34,6 +35,16 @@ const MEMORY_TARGETS: &[Target] = &[
         ">= 0.3x raw appends/s",
         |f| f.ratio() >= 0.3,
     ),
+    (
+        "system messages/s (typed, 1 effect), 256 ",
+        ">= 0.3x raw appends/s",
+        |f| f.ratio() >= 0.3,
+    ),
+    (
+        "system activation peak memory, 10000 actors, max_actors 1000",
+        "<= 0.25x unbounded",
+        |f| f.ratio() <= 0.25,
+    ),
 ];
 
 const SQLITE_TARGETS: &[Target] = &[
@@ -48,6 +59,16 @@ const SQLITE_TARGETS: &[Target] = &[
         "facet messages/s (1 effect), 256 ",
         ">= 0.3x raw appends/s",
         |f| f.ratio() >= 0.3,
+    ),
+    (
+        "system messages/s (typed, 1 effect), 256 ",
+        ">= 0.3x raw appends/s",
+        |f| f.ratio() >= 0.3,
+    ),
+    (
+        "system activation peak memory, 10000 actors, max_actors 1000",
+        "<= 0.25x unbounded",
+        |f| f.ratio() <= 0.25,
     ),
 ];
 
@@ -166,12 +187,49 @@ async fn run_all(
     figures
 }
 
+/// The actor system's workloads (`journal-actors`) over `storage`, or
+/// those whose name starts with `only`; `baseline` is the raw backend.
+async fn run_system<S: SystemStore>(
+    storage: S,
+    baseline: Arc<dyn Baseline>,
+    only: Option<&str>,
+    backend: JournalBackend,
+) -> Vec<Figure> {
+    let want = |name: &str| only.is_none_or(|o| name.starts_with(o));
+    let took = |name: &str, started: Instant| {
+        println!("{name}: {:.1?}", started.elapsed());
+    };
+    let mut figures = Vec::new();
+    if want("system-messages") {
+        let started = Instant::now();
+        for actors in [1, 16, 256] {
+            figures.push(
+                actor_system::messages(storage.clone(), Arc::clone(&baseline), backend, actors)
+                    .await,
+            );
+        }
+        took("system-messages", started);
+    }
+    if want("system-activation") {
+        let started = Instant::now();
+        figures.extend(actor_system::activation(storage.clone(), backend).await);
+        took("system-activation", started);
+    }
+    if want("system-timers") {
+        let started = Instant::now();
+        figures.extend(actor_system::timers(storage, backend).await);
+        took("system-timers", started);
+    }
+    figures
+}
+
 async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Vec<Figure>, String> {
     Ok(match backend {
         "memory" => {
+            let raw: Arc<dyn Baseline> = Arc::new(RawMemory::default());
             let mut figures = run_all(
                 Arc::new(MemoryJournalStorage::new()),
-                Arc::new(RawMemory::default()),
+                Arc::clone(&raw),
                 Arc::new(MemoryJournalStorage::new()),
                 None,
                 only,
@@ -179,38 +237,19 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 JournalBackend::Memory,
             )
             .await;
+            figures.extend(
+                run_system(
+                    MemoryJournalStorage::new(),
+                    raw,
+                    only,
+                    JournalBackend::Memory,
+                )
+                .await,
+            );
             mark(&mut figures, MEMORY_TARGETS);
             figures
         }
-        "sqlite" => {
-            let files = dir.join(format!("sqlite-{}", journal_core::new_entry_id()));
-            std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
-            let open = |name: &str| SqliteJournalStorage::new(files.join(name));
-            let storage = open("journal.db").await.map_err(|e| e.to_string())?;
-            let fresh = open("stream.db").await.map_err(|e| e.to_string())?;
-            let raw = RawSqlite::create(&files.join("raw.db")).map_err(|e| e.to_string())?;
-            let storage = Arc::new(storage);
-            let mut figures = run_all(
-                Arc::clone(&storage) as Arc<dyn JournalStorage>,
-                Arc::new(raw),
-                Arc::new(fresh),
-                Some(1),
-                only,
-                Sizes::FULL,
-                JournalBackend::Sqlite,
-            )
-            .await;
-            let commits = storage.commit_stats();
-            println!(
-                "sqlite group commit: {} operations in {} transactions, {:.1} per transaction",
-                commits.operations,
-                commits.transactions,
-                commits.average_group()
-            );
-            mark(&mut figures, SQLITE_TARGETS);
-            let _ = std::fs::remove_dir_all(&files);
-            figures
-        }
+        "sqlite" => run_sqlite(dir, only).await?,
         "postgres" => {
             let url = std::env::var("JOURNAL_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
@@ -259,6 +298,41 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
         "redis" => run_redis(only).await?,
         other => return Err(format!("unknown backend {other:?}")),
     })
+}
+
+/// SQLite: the journal, the raw rusqlite baseline, and the actor system,
+/// each in its own file of a fresh directory under `dir`.
+async fn run_sqlite(dir: &Path, only: Option<&str>) -> Result<Vec<Figure>, String> {
+    let files = dir.join(format!("sqlite-{}", journal_core::new_entry_id()));
+    std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
+    let open = |name: &str| SqliteJournalStorage::new(files.join(name));
+    let storage = open("journal.db").await.map_err(|e| e.to_string())?;
+    let fresh = open("stream.db").await.map_err(|e| e.to_string())?;
+    let system = open("system.db").await.map_err(|e| e.to_string())?;
+    let raw: Arc<dyn Baseline> =
+        Arc::new(RawSqlite::create(&files.join("raw.db")).map_err(|e| e.to_string())?);
+    let storage = Arc::new(storage);
+    let mut figures = run_all(
+        Arc::clone(&storage) as Arc<dyn JournalStorage>,
+        Arc::clone(&raw),
+        Arc::new(fresh),
+        Some(1),
+        only,
+        Sizes::FULL,
+        JournalBackend::Sqlite,
+    )
+    .await;
+    let commits = storage.commit_stats();
+    println!(
+        "sqlite group commit: {} operations in {} transactions, {:.1} per transaction",
+        commits.operations,
+        commits.transactions,
+        commits.average_group()
+    );
+    figures.extend(run_system(system, raw, only, JournalBackend::Sqlite).await);
+    mark(&mut figures, SQLITE_TARGETS);
+    let _ = std::fs::remove_dir_all(&files);
+    Ok(figures)
 }
 
 /// Redis: the journal, the raw script baseline, and a plain `SET`.
@@ -394,7 +468,7 @@ async fn redis_memory(
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory]",
+        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers]",
         BACKENDS.join("|")
     );
     ExitCode::from(2)
