@@ -117,21 +117,35 @@ async fn connection_loss_is_unavailable_and_recoverable() {
     );
     // The pool serves new calls with fresh connections.
     assert_eq!(
-        storage
-            .highest_sequence("loss-0")
-            .await
-            .expect("after recovery"),
+        after_the_kills(|| storage.highest_sequence("loss-0")).await,
         PER_ACTOR
     );
+}
+
+/// A call made just after the kills, retried on `Unavailable` as callers
+/// are told to: a pooled connection whose backend was being terminated
+/// when it was handed out fails once, and the pool replaces it. A few
+/// attempts must do.
+async fn after_the_kills<T, F, Fut>(call: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = journal_core::JournalResult<T>>,
+{
+    let mut last = None;
+    for _ in 0..5 {
+        match call().await {
+            Ok(value) => return value,
+            Err(e) if e.is_retryable() => last = Some(e),
+            Err(e) => panic!("after the kills: {e}"),
+        }
+    }
+    panic!("still unavailable after 5 attempts: {last:?}");
 }
 
 /// The actor's journal holds exactly the acknowledged entries, with no gap
 /// and no duplicate.
 async fn assert_whole(storage: &dyn JournalStorage, actor: &str, sent: &BTreeMap<u64, String>) {
-    let stored = storage
-        .replay_from(actor, 1)
-        .await
-        .expect("replay after the kills");
+    let stored = after_the_kills(|| storage.replay_from(actor, 1)).await;
     let sequences: Vec<u64> = stored.iter().map(|e| e.sequence).collect();
     assert_eq!(
         sequences,
