@@ -578,7 +578,15 @@ where
             let (done, answer) = oneshot::channel();
             victim.queued.fetch_add(1, Ordering::AcqRel);
             if victim.tx.send(Command::Passivate { done }).is_ok() {
-                let _ = answer.await;
+                // The victim may be leaving on its own meanwhile (another
+                // activation passivated it): a command that reaches its
+                // channel as its task drops the receiver stays in the
+                // channel, which lives on in the slot held here, and is
+                // never answered. The end of its task answers as well.
+                tokio::select! {
+                    _ = answer => {}
+                    () = victim.tx.closed() => {}
+                }
             }
         }
     }

@@ -382,3 +382,42 @@ async fn caller_ids_are_exactly_once_and_missing_ids_are_generated() {
         7
     );
 }
+
+/// Many activations at once beyond the bound, on several threads: each
+/// makes room by passivating the least recently used idle actor, and many
+/// pick the same one as it leaves. An activation whose passivation
+/// request reached that actor's channel just as its task ended waited
+/// for an answer that never came (the request stayed in the channel,
+/// which the waiter itself kept alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_activations_beyond_the_bound_never_wait_forever() {
+    use futures::StreamExt;
+
+    let storage = MemoryJournalStorage::new();
+    let (probe, _) = Probe::new();
+    let config = SystemConfig {
+        max_actors: 200,
+        ..SystemConfig::default()
+    };
+    let system = system(&storage, &probe, config);
+    // A race: each round of 20,000 caught it about two times in five.
+    for round in 0..3 {
+        let activations = futures::stream::iter(0..20_000_u64).for_each_concurrent(64, |i| {
+            let actor = system.actor::<Counter>(format!("crowd-{round}-{i}"));
+            async move {
+                assert_eq!(
+                    actor.send(CounterMessage::Add(1)).await.expect("succeeds"),
+                    1
+                );
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(60), activations)
+            .await
+            .expect("every activation ended");
+        assert!(
+            system.actors_in_memory() <= 200,
+            "{} in memory",
+            system.actors_in_memory()
+        );
+    }
+}
