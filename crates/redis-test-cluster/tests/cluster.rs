@@ -57,6 +57,31 @@ fn a_slot_moves_with_its_keys_and_a_replica_takes_over_a_killed_primary() {
     let moved = cli(from, &["GET", keys[0].as_str()]).expect_err("the old owner redirects");
     assert!(moved.contains("MOVED"), "{moved}");
 
+    // Replication is asynchronous: the keys survive the kill only once the
+    // replica has them. Wait until its acknowledged offset reaches the
+    // primary's (a condition, checked until a deadline).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let info = cli(to, &["INFO", "replication"]).expect("INFO");
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .map(str::to_owned)
+        };
+        let master = field("master_repl_offset:").and_then(|v| v.parse::<u64>().ok());
+        let replica = field("slave0:").and_then(|v| {
+            v.split(',')
+                .find_map(|kv| kv.strip_prefix("offset="))
+                .and_then(|o| o.parse::<u64>().ok())
+        });
+        if master.is_some() && master == replica {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica of :{to} did not catch up: {info}"
+        );
+    }
     cluster.kill(to).expect("kill");
     let promoted = cluster
         .wait_for_failover(to, Duration::from_secs(30))
