@@ -86,8 +86,21 @@ struct Processed {
     sequence: u64,
     /// When it was processed, ms since the Unix epoch.
     at_ms: i64,
-    /// What it gave, while it is within the dedup window.
-    outcome: Option<MessageOutcome>,
+    /// While it is within the dedup window: where its record, with what it
+    /// gave, lies in [`Dedup::listed`].
+    kept: Option<Frame>,
+}
+
+/// Where one `processed` field of a `FacetSnapshot` lies in
+/// [`Dedup::listed`].
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    /// Its first byte, counted from the first byte ever listed.
+    at: u64,
+    /// Its length: the field's key and length, then the record.
+    len: usize,
+    /// The length of the key and length before the record.
+    head: usize,
 }
 
 /// The processed messages the facet recognises (contract rule 17): every
@@ -101,6 +114,21 @@ struct Dedup {
     /// `order[..stripped]` have had their outcomes dropped (outside the
     /// window; their replies are read back from the journal).
     stripped: usize,
+    /// The records of `order[stripped..]` with their outcomes, in that
+    /// order and nothing else: the `processed` fields of a `FacetSnapshot`,
+    /// encoded once, when the message completes, so that a checkpoint
+    /// copies the window instead of building it again.
+    listed: VecDeque<u8>,
+    /// How many bytes were ever taken off the front of `listed`.
+    listed_from: u64,
+    /// The highest sequence among `order[..stripped]` (at least: it may
+    /// stay above it when the record holding it left), 0 when `stripped`
+    /// is 0. Kept so that a checkpoint lists the window without walking
+    /// every older record.
+    stripped_through: u64,
+    /// Records in `order[..stripped]` without a sequence (from an older
+    /// build's checkpoint): a checkpoint lists those too.
+    stripped_unsequenced: usize,
     window: usize,
     retention: Option<Duration>,
     /// Entries up to here are truncated: records of messages processed
@@ -112,12 +140,44 @@ struct Dedup {
     unscanned_through: u64,
 }
 
+/// The field number of `FacetSnapshot.processed`.
+const PROCESSED_FIELD: u32 = 3;
+
+/// The `processed` field of a `FacetSnapshot` listing one message, and the
+/// length of its key and length.
+fn processed_field(
+    id: &str,
+    sequence: u64,
+    at_ms: i64,
+    outcome: Option<MessageOutcome>,
+) -> (Vec<u8>, usize) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let record = ProcessedMessage {
+        message_id: id.to_owned(),
+        processed_sequence: sequence,
+        processed_at_ms: at_ms,
+        // The outcome's own message id is left out: the record's says it.
+        outcome: outcome.map(|outcome| processed_message("", outcome)),
+    };
+    let len = record.encoded_len();
+    let mut field = Vec::with_capacity(len + 6);
+    encode_key(PROCESSED_FIELD, WireType::LengthDelimited, &mut field);
+    encode_varint(len as u64, &mut field);
+    let head = field.len();
+    record.encode_raw(&mut field);
+    (field, head)
+}
+
 impl Dedup {
     fn new(window: usize, retention: Option<Duration>) -> Self {
         Dedup {
             order: VecDeque::new(),
             records: HashMap::new(),
             stripped: 0,
+            listed: VecDeque::new(),
+            listed_from: 0,
+            stripped_through: 0,
+            stripped_unsequenced: 0,
             window: window.max(1),
             retention,
             truncated_to: 0,
@@ -166,11 +226,12 @@ impl Dedup {
             let record = Processed {
                 sequence,
                 at_ms: 0,
-                outcome: None,
+                kept: None,
             };
             self.records.insert(Arc::clone(&id), record);
             self.order.push_front(id);
             self.stripped += 1;
+            self.entered_prefix(sequence);
         }
         self.unscanned_through = 0;
         self.trim();
@@ -179,15 +240,21 @@ impl Dedup {
     fn insert(&mut self, id: String, sequence: u64, at_ms: i64, outcome: Option<MessageOutcome>) {
         // Processed again (an activation that did not recover): newest now.
         self.forget(&id);
-        let id: Arc<str> = id.into();
+        let (field, head) = processed_field(&id, sequence, at_ms, outcome);
+        let frame = Frame {
+            at: self.listed_from + self.listed.len() as u64,
+            len: field.len(),
+            head,
+        };
+        self.listed.extend(field);
         let record = Processed {
             sequence,
             at_ms,
-            outcome,
+            kept: Some(frame),
         };
-        if self.records.insert(Arc::clone(&id), record).is_none() {
-            self.order.push_back(id);
-        }
+        let id: Arc<str> = id.into();
+        self.records.insert(Arc::clone(&id), record);
+        self.order.push_back(id);
         self.trim();
     }
 
@@ -195,14 +262,61 @@ impl Dedup {
         self.records.get(id)
     }
 
+    /// What a remembered message gave, while it is within the dedup window.
+    fn outcome(&self, record: &Processed) -> Option<MessageOutcome> {
+        let frame = record.kept?;
+        let start = usize::try_from(frame.at.checked_sub(self.listed_from)?).ok()?;
+        let bytes: Vec<u8> = self
+            .listed
+            .range(start + frame.head..start + frame.len)
+            .copied()
+            .collect();
+        let record = ProcessedMessage::decode(bytes.as_slice()).ok()?;
+        record.outcome.as_ref().map(outcome_of)
+    }
+
     fn forget(&mut self, id: &str) {
-        if self.records.remove(id).is_some() {
-            if let Some(at) = self.order.iter().position(|o| &**o == id) {
-                self.order.remove(at);
-                if at < self.stripped {
-                    self.stripped -= 1;
-                }
-            }
+        let Some(record) = self.records.remove(id) else {
+            return;
+        };
+        let Some(at) = self.order.iter().position(|o| &**o == id) else {
+            return;
+        };
+        self.order.remove(at);
+        if at < self.stripped {
+            self.stripped -= 1;
+            self.left_prefix(record.sequence);
+        } else if record.kept.is_some() {
+            // A hole in the window's list: listed again without it.
+            self.relist();
+        }
+    }
+
+    /// Lists the records of the window again, in order, from where they
+    /// lie in the current list (after one left from the middle).
+    fn relist(&mut self) {
+        let old = std::mem::take(&mut self.listed);
+        let from = self.listed_from;
+        self.listed_from = 0;
+        for id in self.order.iter().skip(self.stripped) {
+            let Some(record) = self.records.get_mut(id) else {
+                continue;
+            };
+            let Some(mut frame) = record.kept.take() else {
+                continue;
+            };
+            let Some(start) = frame
+                .at
+                .checked_sub(from)
+                .and_then(|start| usize::try_from(start).ok())
+                .filter(|start| start + frame.len <= old.len())
+            else {
+                continue;
+            };
+            frame.at = self.listed.len() as u64;
+            self.listed
+                .extend(old.range(start..start + frame.len).copied());
+            record.kept = Some(frame);
         }
     }
 
@@ -226,8 +340,14 @@ impl Dedup {
             if oldest_kept.is_some_and(|oldest| record.at_ms >= oldest) {
                 break;
             }
-            record.outcome = None;
+            // The oldest of the window: its field is the list's first.
+            if let Some(frame) = record.kept.take() {
+                self.listed.drain(..frame.len.min(self.listed.len()));
+                self.listed_from += frame.len as u64;
+            }
+            let sequence = record.sequence;
             self.stripped += 1;
+            self.entered_prefix(sequence);
         }
         while self.stripped > 0 {
             let Some(front) = self.order.front() else {
@@ -240,37 +360,79 @@ impl Dedup {
             if !truncated {
                 break;
             }
-            if let Some(id) = self.order.pop_front() {
-                self.records.remove(&id);
-            }
+            let left = self
+                .order
+                .pop_front()
+                .and_then(|id| self.records.remove(&id));
             self.stripped -= 1;
+            self.left_prefix(left.map_or(0, |r| r.sequence));
+        }
+    }
+
+    /// A record of `sequence` joined `order[..stripped]`.
+    fn entered_prefix(&mut self, sequence: u64) {
+        self.stripped_through = self.stripped_through.max(sequence);
+        if sequence == 0 {
+            self.stripped_unsequenced += 1;
+        }
+    }
+
+    /// A record of `sequence` left `order[..stripped]`.
+    fn left_prefix(&mut self, sequence: u64) {
+        if sequence == 0 {
+            self.stripped_unsequenced = self.stripped_unsequenced.saturating_sub(1);
+        }
+        if self.stripped == 0 {
+            self.stripped_through = 0;
+            self.stripped_unsequenced = 0;
         }
     }
 
     /// What a checkpoint keeps: the records within the window (with their
-    /// replies), and up to which sequence the others may be missing. Ids of
-    /// older builds' checkpoints (no sequence, nothing to read back) are
-    /// kept too.
-    fn to_proto(&self) -> (Vec<ProcessedMessage>, u64) {
-        let mut unlisted_through = self.unscanned_through;
-        let mut listed = Vec::new();
-        for (index, id) in self.order.iter().enumerate() {
-            let Some(r) = self.records.get(id) else {
-                continue;
-            };
-            if index < self.stripped && r.sequence > 0 {
-                unlisted_through = unlisted_through.max(r.sequence);
-                continue;
+    /// replies), written to `out` as the encoded `processed` fields of a
+    /// `FacetSnapshot`; returns up to which sequence the others may be
+    /// missing. Ids of older builds' checkpoints (no sequence, nothing to
+    /// read back by) are listed also outside the window.
+    fn list_into(&self, out: &mut Vec<u8>) -> u64 {
+        if self.stripped_unsequenced > 0 {
+            for id in self.order.iter().take(self.stripped) {
+                match self.records.get(id) {
+                    Some(r) if r.sequence == 0 => {
+                        out.extend(processed_field(id, 0, r.at_ms, None).0);
+                    }
+                    _ => {}
+                }
             }
-            listed.push(ProcessedMessage {
-                message_id: id.to_string(),
-                processed_sequence: r.sequence,
-                processed_at_ms: r.at_ms,
-                outcome: r.outcome.as_ref().map(|o| processed_message(id, o)),
-            });
         }
-        (listed, unlisted_through)
+        let (front, back) = self.listed.as_slices();
+        out.extend_from_slice(front);
+        out.extend_from_slice(back);
+        self.unscanned_through.max(self.stripped_through)
     }
+
+    /// The bytes [`Dedup::list_into`] writes, about.
+    fn listed_len(&self) -> usize {
+        self.listed.len()
+    }
+}
+
+/// A facet snapshot's bytes: `actor_state`, the `processed` fields of
+/// `dedup`, then `unlisted_through` — what encoding the `FacetSnapshot`
+/// with those fields gives.
+fn encode_snapshot(actor_state: &[u8], dedup: &Dedup) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut out = Vec::with_capacity(actor_state.len() + dedup.listed_len() + 32);
+    if !actor_state.is_empty() {
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(actor_state.len() as u64, &mut out);
+        out.extend_from_slice(actor_state);
+    }
+    let unlisted_through = dedup.list_into(&mut out);
+    if unlisted_through != 0 {
+        encode_key(4, WireType::Varint, &mut out);
+        encode_varint(unlisted_through, &mut out);
+    }
+    out
 }
 
 /// At most the first 1 KiB of `text`, saying how long it was.
@@ -822,7 +984,7 @@ impl DurabilityFacet {
             )
             .with_correlation_id(message_id)
         };
-        let full = entry(processed_message(message_id, outcome));
+        let full = entry(processed_message(message_id, outcome.clone()));
         // The usual reply is far below the limit: no second encoding pass
         // (the storage checks the entry again anyway).
         let payload = match outcome {
@@ -862,7 +1024,6 @@ impl DurabilityFacet {
         let actor_id = self.actor_id.clone();
         let active = self.active()?;
         let sequence = active.next_sequence - 1;
-        let (processed, unlisted_through) = active.dedup.to_proto();
         let actor_state = match actor.snapshot() {
             Ok(state) => state,
             Err(reason) => {
@@ -874,13 +1035,7 @@ impl DurabilityFacet {
                 return Ok(());
             }
         };
-        let state = FacetSnapshot {
-            actor_state,
-            recent_message_ids: Vec::new(),
-            processed,
-            unlisted_through,
-        }
-        .encode_to_vec();
+        let state = encode_snapshot(&actor_state, &self.active()?.dedup);
         match self.checkpoints.save(&actor_id, sequence, state).await {
             Ok(saved) => {
                 let active = self.active()?;
@@ -917,8 +1072,8 @@ impl DurabilityFacet {
         let Some(record) = active.dedup.get(message_id) else {
             return Ok(None);
         };
-        if let Some(outcome) = &record.outcome {
-            return Ok(Some(Some(outcome.clone())));
+        if let Some(outcome) = active.dedup.outcome(record) {
+            return Ok(Some(Some(outcome)));
         }
         if record.sequence == 0 {
             return Ok(Some(None));
@@ -1058,10 +1213,10 @@ pub async fn rebuild_at(
 }
 
 /// The `MessageProcessed` record of `outcome`.
-fn processed_message(message_id: &str, outcome: &MessageOutcome) -> MessageProcessed {
+fn processed_message(message_id: &str, outcome: MessageOutcome) -> MessageProcessed {
     let (result, error, reply) = match outcome {
-        MessageOutcome::Replied(reply) => (ProcessingResult::Success, String::new(), reply.clone()),
-        MessageOutcome::Failed(reason) => (ProcessingResult::Error, reason.clone(), Vec::new()),
+        MessageOutcome::Replied(reply) => (ProcessingResult::Success, String::new(), reply),
+        MessageOutcome::Failed(reason) => (ProcessingResult::Error, reason, Vec::new()),
     };
     MessageProcessed {
         message_id: message_id.to_owned(),
@@ -1261,5 +1416,130 @@ impl Facet for DurabilityFacet {
             self.checkpoint(actor).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(dedup: &Dedup) -> FacetSnapshot {
+        FacetSnapshot::decode(encode_snapshot(b"state", dedup).as_slice()).expect("a snapshot")
+    }
+
+    fn ids(snapshot: &FacetSnapshot) -> Vec<&str> {
+        snapshot
+            .processed
+            .iter()
+            .map(|p| p.message_id.as_str())
+            .collect()
+    }
+
+    fn replied(n: u64) -> MessageOutcome {
+        MessageOutcome::Replied(n.to_be_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_checkpoint_encodes_as_the_snapshot_message_does() {
+        let mut dedup = Dedup::new(3, None);
+        dedup.insert("old".into(), 0, 0, None);
+        for n in 1..=6u64 {
+            let outcome = if n % 2 == 0 {
+                replied(n)
+            } else {
+                MessageOutcome::Failed(format!("no {n}"))
+            };
+            let at = 1_000 + i64::try_from(n).expect("small");
+            dedup.insert(format!("m{n}"), 10 * n, at, Some(outcome));
+        }
+        let ours = encode_snapshot(b"state", &dedup);
+        let snapshot = FacetSnapshot::decode(ours.as_slice()).expect("decodes");
+        assert_eq!(ours, snapshot.encode_to_vec(), "byte for byte prost's");
+        // The window: the 3 newest, with their outcomes (an id without a
+        // sequence outside it has nothing to be read back by, and goes).
+        assert_eq!(ids(&snapshot), ["m4", "m5", "m6"]);
+        assert_eq!(snapshot.unlisted_through, 30);
+        assert_eq!(snapshot.actor_state, b"state");
+        let m5 = &snapshot.processed[1];
+        assert_eq!((m5.processed_sequence, m5.processed_at_ms), (50, 1_005));
+        let outcome = m5.outcome.as_ref().map(outcome_of);
+        assert_eq!(outcome, Some(MessageOutcome::Failed("no 5".into())));
+        let of = |id: &str| dedup.get(id).and_then(|r| dedup.outcome(r));
+        assert_eq!(of("m6"), Some(replied(6)));
+        assert_eq!(of("m5"), Some(MessageOutcome::Failed("no 5".into())));
+        assert_eq!(of("m2"), None, "outside the window");
+    }
+
+    #[test]
+    fn the_list_follows_messages_leaving_from_anywhere() {
+        let mut dedup = Dedup::new(4, None);
+        for n in 1..=6u64 {
+            dedup.insert(format!("m{n}"), n, 0, Some(replied(n)));
+        }
+        assert_eq!(ids(&listed(&dedup)), ["m3", "m4", "m5", "m6"]);
+        // From the middle of the window.
+        dedup.forget("m4");
+        let snapshot = listed(&dedup);
+        assert_eq!(ids(&snapshot), ["m3", "m5", "m6"]);
+        let of = |dedup: &Dedup, id: &str| dedup.get(id).and_then(|r| dedup.outcome(r));
+        assert_eq!(of(&dedup, "m5"), Some(replied(5)));
+        // Processed again: newest now, listed last, with its new outcome.
+        dedup.insert("m3".into(), 9, 0, Some(replied(33)));
+        assert_eq!(ids(&listed(&dedup)), ["m5", "m6", "m3"]);
+        assert_eq!(of(&dedup, "m3"), Some(replied(33)));
+        for n in 7..=9u64 {
+            dedup.insert(format!("m{n}"), 9 + n, 0, Some(replied(n)));
+        }
+        let snapshot = listed(&dedup);
+        assert_eq!(ids(&snapshot), ["m3", "m7", "m8", "m9"]);
+        assert_eq!(of(&dedup, "m9"), Some(replied(9)));
+        assert_eq!(of(&dedup, "m3"), Some(replied(33)));
+        let outcomes: Vec<_> = snapshot
+            .processed
+            .iter()
+            .map(|p| p.outcome.as_ref().map(outcome_of))
+            .collect();
+        assert_eq!(outcomes, [33, 7, 8, 9].map(|n| Some(replied(n))));
+    }
+
+    #[test]
+    fn records_leaving_the_older_part_keep_the_unlisted_bound_safe() {
+        let mut dedup = Dedup::new(2, None);
+        for n in 1..=5u64 {
+            dedup.insert(format!("m{n}"), n, 0, Some(replied(n)));
+        }
+        assert_eq!(listed(&dedup).unlisted_through, 3);
+        // Truncated through 3: the older records go, and so does the bound.
+        dedup.truncated(3);
+        let snapshot = listed(&dedup);
+        assert_eq!(snapshot.unlisted_through, 0);
+        assert_eq!(ids(&snapshot), ["m4", "m5"]);
+        // Processed again: m4 leaves the window and comes back newest.
+        dedup.insert("m4".into(), 6, 0, Some(replied(4)));
+        let snapshot = listed(&dedup);
+        assert_eq!(ids(&snapshot), ["m5", "m4"]);
+        assert_eq!(snapshot.unlisted_through, 0);
+        // One leaving the older part: the bound still covers the others.
+        let mut dedup = Dedup::new(2, None);
+        for n in 1..=5u64 {
+            dedup.insert(format!("m{n}"), n, 0, Some(replied(n)));
+        }
+        dedup.insert("m3".into(), 6, 0, Some(replied(3)));
+        let snapshot = listed(&dedup);
+        assert_eq!(ids(&snapshot), ["m5", "m3"]);
+        assert_eq!(snapshot.unlisted_through, 4);
+    }
+
+    #[test]
+    fn ids_without_a_sequence_are_listed_outside_the_window_too() {
+        let mut dedup = Dedup::new(1, None);
+        dedup.insert("m1".into(), 1, 0, Some(replied(1)));
+        // As an older build's checkpoint recorded it: no sequence.
+        dedup.add_scanned(Vec::new());
+        dedup.insert("bare".into(), 0, 0, None);
+        dedup.insert("m2".into(), 2, 0, Some(replied(2)));
+        let snapshot = listed(&dedup);
+        assert_eq!(ids(&snapshot), ["bare", "m2"]);
+        assert_eq!(snapshot.unlisted_through, 1);
     }
 }
