@@ -9,6 +9,7 @@ pub mod limits;
 pub mod model;
 pub mod pair;
 pub mod rules;
+pub mod subscribe;
 pub mod tck;
 pub mod timers;
 pub mod volume;
@@ -353,6 +354,71 @@ macro_rules! __timer_tests {
     };
 }
 
+/// Stamps out the live-subscription tests (contract rule 27) for a
+/// [`JournalWatch`](journal_core::JournalWatch) store, one `#[test]` each:
+///
+/// ```
+/// # use journal_memory::MemoryJournalStorage;
+/// journal_conformance::subscribe_suite!(async { MemoryJournalStorage::new() });
+/// ```
+///
+/// `optional:` takes an expression giving an `Option` of the store, as for
+/// [`suite!`]. The subscriptions wait without polling: entries must reach
+/// them through the backend's own wake-up.
+#[macro_export]
+macro_rules! subscribe_suite {
+    (optional: $make:expr) => {
+        $crate::__subscribe_tests!(@optional $make);
+    };
+    ($make:expr) => {
+        $crate::__subscribe_tests!(@optional async { ::core::option::Option::Some($make.await) });
+    };
+}
+
+/// The list of the subscription tests.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __subscribe_tests {
+    (@optional $make:expr) => {
+        $crate::__subscribe_tests! {@each $make;
+            subscribe_stored_then_live,
+            subscribe_from_middle_and_future,
+            subscribe_unknown_actor_waits,
+            subscribe_batches_through_small_pages,
+            subscribe_sees_only_its_actor,
+            subscribe_many_subscribers_and_writers,
+            subscribe_truncation_is_reported,
+            subscribe_deletion_is_reported,
+            subscribe_backpressure_resumes_in_order
+        }
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__private::run_watch($make, $crate::subscribe::$name);
+            }
+        )*
+    };
+}
+
+/// Stamps out the subscription test across two storage values of one store
+/// (two pools, two connections, as two processes have): `$make` gives an
+/// `Option` of the pair, the first subscribed to, the second written
+/// through.
+#[macro_export]
+macro_rules! subscribe_pair_suite {
+    (optional: $make:expr) => {
+        #[test]
+        fn subscribe_sees_another_writer() {
+            $crate::__private::run_watch_pair(
+                $make,
+                $crate::subscribe::subscribe_sees_another_writer,
+            );
+        }
+    };
+}
+
 /// One test of [`timer_suite!`], to run the timer tests programmatically
 /// (as the mutation self-test does, against deliberately broken stores).
 #[derive(Clone, Copy)]
@@ -418,6 +484,37 @@ pub mod __private {
         runtime().block_on(async move {
             if let Some(store) = make.await {
                 test(Arc::new(store)).await;
+            }
+        });
+    }
+
+    /// Runs one subscription test on a multi-threaded runtime of its own.
+    pub fn run_watch<S, M, T, F>(make: M, test: T)
+    where
+        S: journal_core::JournalWatch + 'static,
+        M: Future<Output = Option<S>>,
+        T: FnOnce(Arc<dyn journal_core::JournalWatch>) -> F,
+        F: Future<Output = ()>,
+    {
+        runtime().block_on(async move {
+            if let Some(store) = make.await {
+                test(Arc::new(store)).await;
+            }
+        });
+    }
+
+    /// Runs the subscription test across two storage values of one store.
+    pub fn run_watch_pair<S, U, M, T, F>(make: M, test: T)
+    where
+        S: journal_core::JournalWatch + 'static,
+        U: JournalStorage + 'static,
+        M: Future<Output = Option<(S, U)>>,
+        T: FnOnce(Arc<dyn journal_core::JournalWatch>, Arc<dyn JournalStorage>) -> F,
+        F: Future<Output = ()>,
+    {
+        runtime().block_on(async move {
+            if let Some((one, other)) = make.await {
+                test(Arc::new(one), Arc::new(other)).await;
             }
         });
     }

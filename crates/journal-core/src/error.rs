@@ -79,6 +79,23 @@ pub enum JournalError {
         reason: String,
     },
 
+    /// A subscription's next entries are no longer stored: truncated (or
+    /// the actor deleted) before the subscriber read them (contract rule
+    /// 27). Subscribe again from `first_stored` to go on, knowing what was
+    /// missed.
+    #[error(
+        "the journal of actor {actor_id:?} no longer holds entry {wanted}: truncated or deleted \
+         (first stored: {first_stored}, 0 for none)"
+    )]
+    Truncated {
+        /// The actor subscribed to.
+        actor_id: String,
+        /// The sequence the subscriber was to read next.
+        wanted: u64,
+        /// The first sequence still stored from there on, 0 when none is.
+        first_stored: u64,
+    },
+
     /// During replay the actor asked for another side effect than the
     /// journal recorded at that point (other name, other order, or one more
     /// or one fewer). Replay stops rather than hand back a wrong cached

@@ -11,6 +11,7 @@ pub mod host;
 pub mod proto;
 pub mod redact;
 pub mod storage;
+pub mod subscribe;
 pub mod timers;
 pub mod validate;
 
@@ -33,6 +34,7 @@ pub use storage::{
     prefetched_replay, ActorPage, ActorStream, ActorSummary, EntryStream, JournalStats,
     JournalStorage,
 };
+pub use subscribe::{follow, JournalWatch, SubscribeOptions};
 pub use timers::{ClaimedTimer, TimerRecord, TimerStore};
 pub use validate::{Limits, MAX_SEQUENCE};
 
