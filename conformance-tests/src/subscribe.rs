@@ -36,7 +36,7 @@ async fn next_item(stream: &mut EntryStream<'_>, what: &str) -> Option<JournalEn
         Ok(Some(Ok(entry))) => Some(entry),
         Ok(Some(Err(e))) => panic!("{what}: the subscription failed: {e}"),
         Ok(None) => None,
-        Err(_) => panic!("{what}: nothing came within {PATIENCE:?}"),
+        Err(elapsed) => panic!("{what}: nothing came within {PATIENCE:?} ({elapsed})"),
     }
 }
 
