@@ -34,7 +34,7 @@ pub use storage::{
     prefetched_replay, ActorPage, ActorStream, ActorSummary, EntryStream, JournalStats,
     JournalStorage,
 };
-pub use subscribe::{follow, JournalWatch, SubscribeOptions};
+pub use subscribe::{follow, JournalWatch, SubscribeOptions, Watchers};
 pub use timers::{ClaimedTimer, TimerRecord, TimerStore};
 pub use validate::{Limits, MAX_SEQUENCE};
 

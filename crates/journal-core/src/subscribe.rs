@@ -154,6 +154,9 @@ async fn read_next<S>(
 where
     S: JournalWatch + ?Sized,
 {
+    // Set when the journal was seen to reach `next` after a read found
+    // nothing there: another read that finds nothing means it is gone.
+    let mut reached = false;
     loop {
         let entries = storage.replay_range(actor_id, next, u64::MAX, page).await?;
         if let Some(first) = entries.first() {
@@ -179,11 +182,19 @@ where
         }
         // Nothing from `next` on: caught up, or the entries are gone.
         // (Deleted, when the journal is now shorter than it was seen.)
+        if reached {
+            return Err(truncated(actor_id, next, 0));
+        }
         let highest = storage.highest_sequence(actor_id).await?;
-        if highest >= next || highest < *seen {
+        if highest < *seen {
             return Err(truncated(actor_id, next, 0));
         }
         *seen = highest;
+        if highest >= next {
+            // Appended since the read (or truncated): read again.
+            reached = true;
+            continue;
+        }
         storage
             .wait_for_entries(actor_id, next - 1, options.poll_interval)
             .await?;
@@ -195,5 +206,116 @@ fn truncated(actor_id: &str, wanted: u64, first_stored: u64) -> JournalError {
         actor_id: actor_id.to_owned(),
         wanted,
         first_stored,
+    }
+}
+
+/// Wake-ups per actor for the waiters of one process: a backend keeps one,
+/// calls [`Watchers::notify`] after each append commits (and
+/// [`Watchers::notify_all`] when it cannot say which actors changed), and
+/// waits through [`Watchers::wait`]. An append costs one atomic load while
+/// nobody waits.
+#[derive(Debug, Default)]
+pub struct Watchers {
+    /// Actors waited on, with how many waiters each.
+    waiting: std::sync::Mutex<
+        std::collections::HashMap<String, (tokio::sync::watch::Sender<u64>, usize)>,
+    >,
+    /// Waiters in all.
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl Watchers {
+    /// No waiters yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Watchers::default()
+    }
+
+    /// Whether anyone waits now.
+    pub fn is_waited_on(&self) -> bool {
+        self.count.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// Wakes the waiters of `actor_id`, if any.
+    pub fn notify(&self, actor_id: &str) {
+        if !self.is_waited_on() {
+            return;
+        }
+        if let Some((sender, _)) = self.lock().get(actor_id) {
+            sender.send_modify(|version| *version = version.wrapping_add(1));
+        }
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) {
+        if !self.is_waited_on() {
+            return;
+        }
+        for (sender, _) in self.lock().values() {
+            sender.send_modify(|version| *version = version.wrapping_add(1));
+        }
+    }
+
+    /// Waits for [`Watchers::notify`] of `actor_id` (or
+    /// [`Watchers::notify_all`]) or for `timeout`, unless `ready` (run once
+    /// the waiter is registered, so no wake-up in between is lost) says
+    /// there is no need: the shape of [`JournalWatch::wait_for_entries`].
+    pub async fn wait<F>(&self, actor_id: &str, timeout: Duration, ready: F) -> JournalResult<()>
+    where
+        F: std::future::Future<Output = JournalResult<bool>>,
+    {
+        let mut receiver = self.register(actor_id);
+        let _registered = Registered {
+            watchers: self,
+            actor_id,
+        };
+        if ready.await? {
+            return Ok(());
+        }
+        // Woken, timed out or the sender gone: the caller reads again.
+        let _ = tokio::time::timeout(timeout, receiver.changed()).await;
+        Ok(())
+    }
+
+    fn register(&self, actor_id: &str) -> tokio::sync::watch::Receiver<u64> {
+        let mut waiting = self.lock();
+        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let (sender, waiters) = waiting
+            .entry(actor_id.to_owned())
+            .or_insert_with(|| (tokio::sync::watch::channel(0).0, 0));
+        *waiters += 1;
+        sender.subscribe()
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, (tokio::sync::watch::Sender<u64>, usize)>,
+    > {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Takes a waiter off [`Watchers`] when its wait ends (or is dropped).
+struct Registered<'a> {
+    watchers: &'a Watchers,
+    actor_id: &'a str,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.watchers.lock();
+        if let Some((_, waiters)) = waiting.get_mut(self.actor_id) {
+            *waiters -= 1;
+            if *waiters == 0 {
+                waiting.remove(self.actor_id);
+            }
+        }
+        self.watchers
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

@@ -26,6 +26,8 @@ struct Inner {
     limits: Limits,
     actors: RwLock<BTreeMap<String, Arc<Mutex<ActorJournal>>>>,
     timers: Mutex<TimerIndex>,
+    /// Subscribers waiting for appends.
+    watchers: journal_core::Watchers,
 }
 
 /// The due-timer index: every timer by id, ordered by due time, and the
@@ -213,6 +215,7 @@ impl MemoryJournalStorage {
                 limits,
                 actors: RwLock::default(),
                 timers: Mutex::default(),
+                watchers: journal_core::Watchers::new(),
             }),
         }
     }
@@ -287,6 +290,7 @@ impl JournalStorage for MemoryJournalStorage {
         cooperate().await;
         validate::validate_entry(entry, &self.inner.limits)?;
         self.append_validated(std::slice::from_ref(entry))?;
+        self.inner.watchers.notify(&entry.actor_id);
         Ok(entry.sequence)
     }
 
@@ -294,7 +298,11 @@ impl JournalStorage for MemoryJournalStorage {
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
         cooperate().await;
         validate::validate_batch(entries, &self.inner.limits)?;
-        self.append_validated(entries)
+        self.append_validated(entries)?;
+        if let Some(first) = entries.first() {
+            self.inner.watchers.notify(&first.actor_id);
+        }
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -356,6 +364,8 @@ impl JournalStorage for MemoryJournalStorage {
                 ..ActorJournal::default()
             };
         }
+        // Its subscribers read again, and find it gone.
+        self.inner.watchers.notify(actor_id);
         Ok(())
     }
 
@@ -479,6 +489,23 @@ impl MemoryJournalStorage {
             .timers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Live subscriptions (contract rule 27): an append wakes the subscribers
+/// of its actor in this process. Clones share them, as they share the
+/// journals.
+#[async_trait]
+impl journal_core::JournalWatch for MemoryJournalStorage {
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn wait_for_entries(
+        &self,
+        actor_id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> JournalResult<()> {
+        let ready = async { Ok(self.with_actor(actor_id, |j| j.highest).unwrap_or(0) > after) };
+        self.inner.watchers.wait(actor_id, timeout, ready).await
     }
 }
 

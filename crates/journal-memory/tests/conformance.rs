@@ -1,6 +1,6 @@
 //! The whole conformance suite against `MemoryJournalStorage`, the pair
 //! tests on two clones of one store (clones share the store), and the
-//! due-timer index's tests.
+//! due-timer index's and the live subscriptions' tests.
 
 journal_conformance::suite!(async { journal_memory::MemoryJournalStorage::new() });
 
@@ -13,4 +13,16 @@ mod pair {
 
 mod timers {
     journal_conformance::timer_suite!(async { journal_memory::MemoryJournalStorage::new() });
+}
+
+/// Live subscriptions (contract rule 27).
+mod subscribe {
+    journal_conformance::subscribe_suite!(async { journal_memory::MemoryJournalStorage::new() });
+
+    mod pair {
+        journal_conformance::subscribe_pair_suite!(optional: async {
+            let store = journal_memory::MemoryJournalStorage::new();
+            Some((store.clone(), store))
+        });
+    }
 }

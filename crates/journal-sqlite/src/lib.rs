@@ -8,6 +8,7 @@ mod stream;
 mod threads;
 mod timers;
 mod wal;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
@@ -25,6 +26,7 @@ use rusqlite::Connection;
 pub use options::{SqliteOptions, Synchronous};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use threads::{EPOCH_ROWS, MAX_EPOCHS};
+pub use watch::FILE_CHECK;
 
 use threads::{append_job, job, read_job, send_write, stopped, ReadJob, Work};
 
@@ -90,6 +92,11 @@ struct Inner {
     /// Resolve when the connection threads have closed their connections.
     closed: Vec<tokio::sync::oneshot::Receiver<()>>,
     commits: Arc<CommitCounters>,
+    /// Subscribers waiting for appends (see [`JournalWatch`]).
+    watchers: journal_core::Watchers,
+    /// Whether the task watching the files for other processes' commits
+    /// runs.
+    file_watch: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SqliteJournalStorage {
@@ -176,6 +183,8 @@ impl SqliteJournalStorage {
                 readers,
                 closed,
                 commits,
+                watchers: journal_core::Watchers::new(),
+                file_watch: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -324,6 +333,7 @@ impl JournalStorage for SqliteJournalStorage {
         validate::validate_entry(entry, &self.inner.limits)?;
         self.append(entry.actor_id.clone(), rows(std::slice::from_ref(entry)))
             .await?;
+        self.inner.watchers.notify(&entry.actor_id);
         Ok(entry.sequence)
     }
 
@@ -333,7 +343,9 @@ impl JournalStorage for SqliteJournalStorage {
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        self.append(first.actor_id.clone(), rows(entries)).await
+        self.append(first.actor_id.clone(), rows(entries)).await?;
+        self.inner.watchers.notify(&first.actor_id);
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -383,9 +395,12 @@ impl JournalStorage for SqliteJournalStorage {
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
     async fn delete_actor(&self, actor_id: &str) -> JournalResult<()> {
-        let actor_id = actor_id.to_owned();
-        self.write_forgetting(move |conn| ops::delete_actor(conn, &actor_id))
-            .await
+        let owned = actor_id.to_owned();
+        self.write_forgetting(move |conn| ops::delete_actor(conn, &owned))
+            .await?;
+        // Its subscribers read again, and find it gone.
+        self.inner.watchers.notify(actor_id);
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %checkpoint.actor_id, sequence = checkpoint.sequence))]

@@ -1,4 +1,5 @@
-//! The whole conformance suite and the due-timer index's tests, on a
+//! The whole conformance suite, the due-timer index's and the live
+//! subscriptions' tests, on a
 //! journal file and on an in-memory journal. Files live under cargo's per-target temporary directory, one per
 //! test; `cargo xtask ci` empties it before each run.
 
@@ -34,6 +35,24 @@ mod file {
         });
     }
 
+    /// Live subscriptions (contract rule 27); across two storages on one
+    /// file, as two processes, through the file watcher.
+    mod subscribe {
+        journal_conformance::subscribe_suite!(async {
+            super::journal_sqlite_storage(super::super::fresh_file()).await
+        });
+
+        mod pair {
+            journal_conformance::subscribe_pair_suite!(optional: async {
+                let path = super::super::super::fresh_file();
+                Some((
+                    super::super::journal_sqlite_storage(path.clone()).await,
+                    super::super::journal_sqlite_storage(path).await,
+                ))
+            });
+        }
+    }
+
     /// Two storages opened on one file, as two processes would.
     mod pair {
         journal_conformance::pair_suite!(async {
@@ -57,6 +76,14 @@ mod in_memory {
 
     mod timers {
         journal_conformance::timer_suite!(async {
+            super::super::SqliteJournalStorage::new(":memory:")
+                .await
+                .expect("in-memory journal")
+        });
+    }
+
+    mod subscribe {
+        journal_conformance::subscribe_suite!(async {
             super::super::SqliteJournalStorage::new(":memory:")
                 .await
                 .expect("in-memory journal")
