@@ -8,6 +8,7 @@ pub mod actor_system;
 pub mod alloc;
 pub mod baselines;
 pub mod report;
+pub mod subscribe;
 pub mod workloads;
 
 use async_trait::async_trait;

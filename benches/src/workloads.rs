@@ -81,7 +81,8 @@ pub fn unique(tag: &str) -> String {
     format!("bench-{tag}-{}", journal_core::new_entry_id())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+/// The `p` quantile of `sorted`, in microseconds.
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }

@@ -223,6 +223,24 @@ async fn run_system<S: SystemStore>(
     figures
 }
 
+/// The live-subscription workloads over `storage`, unless `only` names
+/// another.
+async fn run_subscribe<S>(storage: S, only: Option<&str>) -> Vec<Figure>
+where
+    S: journal_core::JournalWatch + Clone + 'static,
+{
+    if !only.is_none_or(|o| "subscribe".starts_with(o)) {
+        return Vec::new();
+    }
+    let started = Instant::now();
+    let mut figures = Vec::new();
+    for actors in [1, 256] {
+        figures.extend(journal_benches::subscribe::lag(storage.clone(), actors).await);
+    }
+    println!("subscribe: {:.1?}", started.elapsed());
+    figures
+}
+
 async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Vec<Figure>, String> {
     Ok(match backend {
         "memory" => {
@@ -246,6 +264,7 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 )
                 .await,
             );
+            figures.extend(run_subscribe(MemoryJournalStorage::new(), only).await);
             mark(&mut figures, MEMORY_TARGETS);
             figures
         }
@@ -330,6 +349,8 @@ async fn run_sqlite(dir: &Path, only: Option<&str>) -> Result<Vec<Figure>, Strin
         commits.average_group()
     );
     figures.extend(run_system(system, raw, only, JournalBackend::Sqlite).await);
+    let followed = open("subscribe.db").await.map_err(|e| e.to_string())?;
+    figures.extend(run_subscribe(followed, only).await);
     mark(&mut figures, SQLITE_TARGETS);
     let _ = std::fs::remove_dir_all(&files);
     Ok(figures)
@@ -468,7 +489,7 @@ async fn redis_memory(
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers]",
+        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers|subscribe]",
         BACKENDS.join("|")
     );
     ExitCode::from(2)
