@@ -7,6 +7,7 @@ mod options;
 mod persistence;
 pub mod scripts;
 pub mod timers;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +19,7 @@ use futures::stream::{StreamExt, TryStreamExt};
 use journal_core::validate::{self, Limits};
 use journal_core::{
     ActorPage, ActorSummary, Checkpoint, EntryStream, JournalEntry, JournalError, JournalResult,
-    JournalStats, JournalStorage,
+    JournalStats, JournalStorage, JournalWatch,
 };
 use prost::Message;
 use redis::Value;
@@ -29,6 +30,7 @@ use keys::{Keys, BUCKETS};
 pub use options::{PersistenceCheck, RedisOptions, ReplicaWait};
 pub use persistence::NodePersistence;
 use scripts::Script;
+use watch::Watchers;
 
 /// Entries a streaming replay fetches per `XRANGE`.
 pub const REPLAY_PAGE: usize = 1_000;
@@ -64,6 +66,8 @@ struct Inner {
     /// when that was seen: their writes check the replicas first.
     short_of_replicas: Mutex<HashMap<u16, Instant>>,
     persistence: Vec<NodePersistence>,
+    /// Dedicated connections for `XREAD BLOCK` (live subscriptions).
+    watchers: Watchers,
     closed: AtomicBool,
 }
 
@@ -98,6 +102,7 @@ impl RedisJournalStorage {
         options::validate(&options)?;
         let target = connection::parse_url(url)?;
         let pool = Pool::connect(&target, &options).await?;
+        let watchers = Watchers::new(&target, &options)?;
         let persistence = match options.persistence_check {
             PersistenceCheck::Skip => Vec::new(),
             check => {
@@ -118,6 +123,7 @@ impl RedisJournalStorage {
                 command_timeout: options.command_timeout,
                 short_of_replicas: Mutex::new(HashMap::new()),
                 persistence,
+                watchers,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -147,6 +153,7 @@ impl RedisJournalStorage {
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.pool.close();
+        self.inner.watchers.close();
     }
 
     async fn lease(&self) -> JournalResult<Lease<'_>> {
@@ -739,5 +746,45 @@ impl JournalStorage for RedisJournalStorage {
                 None => return Ok(total),
             }
         }
+    }
+}
+
+/// Live subscriptions: `XREAD BLOCK` on the actor's entries stream, on a
+/// dedicated connection (see the crate docs).
+#[async_trait]
+impl JournalWatch for RedisJournalStorage {
+    /// Waits with `XREAD COUNT 1 BLOCK <ms> STREAMS <entries> <after>-0`:
+    /// the server answers as soon as an entry above `after` is stored (at
+    /// once when one already is), whoever appended it, or with nil after
+    /// the timeout. The wait is at most five minutes at a time and
+    /// at least a millisecond (`BLOCK 0` would wait for ever).
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn wait_for_entries(
+        &self,
+        actor_id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> JournalResult<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(JournalError::unavailable(BACKEND, "the storage was closed"));
+        }
+        let block = timeout.min(watch::MAX_BLOCK);
+        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
+        let keys = self.inner.keys.actor(actor_id);
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(keys.entries())
+            .arg(format!("{after}-0"));
+        // Nil: the time passed; anything else: an entry is there. Its
+        // content is not needed: the caller reads through the replay.
+        self.inner
+            .watchers
+            .blocking(&cmd, keys.slot(), Duration::from_millis(block_ms))
+            .await?;
+        Ok(())
     }
 }

@@ -14,6 +14,31 @@ mod timers {
     });
 }
 
+/// Live subscriptions (contract rule 27) on the cluster: each `XREAD
+/// BLOCK` goes to the primary of its actor's slot.
+mod subscribe {
+    journal_conformance::subscribe_suite!(optional: async {
+        super::common::cluster_storage(super::common::test_options()).await
+    });
+}
+
+/// A subscriber on the cluster woken by appends made through another
+/// client of the same key prefix.
+mod subscribe_pair {
+    journal_conformance::subscribe_pair_suite!(optional: async {
+        let one = super::common::cluster_storage(super::common::test_options()).await?;
+        let options = journal_redis::RedisOptions {
+            key_prefix: one.key_prefix().to_owned(),
+            ..super::common::test_options()
+        };
+        let url = super::common::cluster_url().expect("a cluster URL");
+        let other = journal_redis::RedisJournalStorage::open(&url, options)
+            .await
+            .expect("a second client on the test's key prefix");
+        Some((one, other))
+    });
+}
+
 use std::time::Duration;
 
 use journal_core::{journal_entry::Entry, JournalEntry, JournalStorage};

@@ -27,3 +27,28 @@ mod timers {
         super::common::storage(super::common::test_options()).await
     });
 }
+
+/// Live subscriptions (contract rule 27), each test under a key prefix of
+/// its own: woken by `XREAD BLOCK` alone (the tests' poll interval is a
+/// minute).
+mod subscribe {
+    journal_conformance::subscribe_suite!(optional: async {
+        super::common::storage(super::common::test_options()).await
+    });
+}
+
+/// A subscriber woken by appends made through another client of the same
+/// key prefix (another pool, as another process would).
+mod subscribe_pair {
+    journal_conformance::subscribe_pair_suite!(optional: async {
+        let one = super::common::storage(super::common::test_options()).await?;
+        let options = journal_redis::RedisOptions {
+            key_prefix: one.key_prefix().to_owned(),
+            ..super::common::test_options()
+        };
+        let other = journal_redis::RedisJournalStorage::open(&super::common::url(), options)
+            .await
+            .expect("a second client on the test's key prefix");
+        Some((one, other))
+    });
+}

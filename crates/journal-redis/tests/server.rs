@@ -536,3 +536,93 @@ async fn persistence_is_read_at_open_and_can_be_required() {
     .expect("same server");
     assert!(skipped.persistence().is_empty());
 }
+
+/// `wait_for_entries`: at once when an entry is stored, after its timeout
+/// when none comes (a zero timeout included: never `BLOCK 0`).
+#[tokio::test]
+async fn waits_end_at_once_with_an_entry_stored_and_after_their_timeout() {
+    use journal_core::JournalWatch;
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    storage.append_entry(&entry("w", 1)).await.expect("append");
+    let bound = Duration::from_secs(5);
+    tokio::time::timeout(
+        bound,
+        storage.wait_for_entries("w", 0, Duration::from_secs(60)),
+    )
+    .await
+    .expect("an entry is stored: no wait")
+    .expect("the wait");
+    tokio::time::timeout(bound, storage.wait_for_entries("w", 1, Duration::ZERO))
+        .await
+        .expect("a zero timeout does not block for ever")
+        .expect("the wait");
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        bound,
+        storage.wait_for_entries("w", 1, Duration::from_millis(300)),
+    )
+    .await
+    .expect("the timeout ends the wait")
+    .expect("the wait");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+/// A blocked wait holds a connection of its own: with one shared
+/// connection, other calls go on while it waits, and an append ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_wait_stalls_no_other_call() {
+    use journal_core::JournalWatch;
+    let options = RedisOptions {
+        pool_size: 1,
+        ..common::test_options()
+    };
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    let waiter = {
+        let storage = storage.clone();
+        tokio::spawn(async move {
+            storage
+                .wait_for_entries("blocked", 0, Duration::from_secs(60))
+                .await
+        })
+    };
+    // Until the server holds a blocked XREAD (this test's, or another's
+    // running beside it: then this test proves less, never wrongly fails).
+    let raw = common::raw_client().await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let clients: String = common::raw(&raw, redis::cmd("CLIENT").arg("LIST")).await;
+            if clients
+                .lines()
+                .any(|c| c.contains("cmd=xread") && c.contains("flags=b"))
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the wait blocks on the server");
+    for s in 1..=20 {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            storage.append_entry(&entry("other", s)),
+        )
+        .await
+        .expect("an append beside a blocked wait is not stalled")
+        .expect("append");
+    }
+    assert!(!waiter.is_finished(), "nothing woke the wait yet");
+    storage
+        .append_entry(&entry("blocked", 1))
+        .await
+        .expect("append");
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the append ends the wait")
+        .expect("the task")
+        .expect("the wait");
+}
