@@ -86,18 +86,19 @@ pub async fn subscribe_stored_then_live(store: Arc<dyn JournalWatch>) {
 /// above it, none before.
 pub async fn subscribe_from_middle_and_future(store: Arc<dyn JournalWatch>) {
     let actor = fresh_actor("sub-from");
-    append_each(&*store, &entries(&actor, 1, 5)).await;
+    let all = entries(&actor, 1, 12);
+    append_each(&*store, &all[..5]).await;
     let mut middle = follow(&*store, &actor, 3, woken(0));
     let got = take(&mut middle, 3, "from 3").await;
-    assert_entries("from 3", &got, &entries(&actor, 3, 5));
+    assert_entries("from 3", &got, &all[2..5]);
 
     let mut future = follow(&*store, &actor, 9, woken(0));
     assert_waiting(&mut future, "from 9 with 5 stored").await;
-    append_each(&*store, &entries(&actor, 6, 12)).await;
+    append_each(&*store, &all[5..]).await;
     let got = take(&mut future, 4, "from 9").await;
-    assert_entries("from 9", &got, &entries(&actor, 9, 12));
+    assert_entries("from 9", &got, &all[8..]);
     let got = take(&mut middle, 7, "from 3, live").await;
-    assert_entries("from 3, live", &got, &entries(&actor, 6, 12));
+    assert_entries("from 3, live", &got, &all[5..]);
 }
 
 /// An actor with no journal yet: the subscription waits, then follows it
@@ -106,9 +107,10 @@ pub async fn subscribe_unknown_actor_waits(store: Arc<dyn JournalWatch>) {
     let actor = fresh_actor("sub-new");
     let mut stream = follow(&*store, &actor, 0, woken(0));
     assert_waiting(&mut stream, "an actor without entries").await;
-    append_each(&*store, &entries(&actor, 1, 3)).await;
+    let written = entries(&actor, 1, 3);
+    append_each(&*store, &written).await;
     let got = take(&mut stream, 3, "the new actor").await;
-    assert_entries("the new actor", &got, &entries(&actor, 1, 3));
+    assert_entries("the new actor", &got, &written);
 }
 
 /// Batches arrive whole and in order, through pages smaller than them.
@@ -138,9 +140,10 @@ pub async fn subscribe_sees_only_its_actor(store: Arc<dyn JournalWatch>) {
         let (store, other) = (Arc::clone(&store), other.clone());
         tokio::spawn(async move { append_each(&*store, &entries(&other, 21, 60)).await })
     };
-    append_each(&*store, &entries(&mine, 1, 10)).await;
+    let written = entries(&mine, 1, 10);
+    append_each(&*store, &written).await;
     let got = take(&mut stream, 10, "mine").await;
-    assert_entries("mine", &got, &entries(&mine, 1, 10));
+    assert_entries("mine", &got, &written);
     writer.await.expect("the other writer");
     assert_waiting(&mut stream, "after mine").await;
 }
@@ -151,25 +154,31 @@ pub async fn subscribe_many_subscribers_and_writers(store: Arc<dyn JournalWatch>
     const ACTORS: usize = 8;
     const PER_ACTOR: u64 = 40;
     const SUBSCRIBERS: usize = 3;
-    let actors: Vec<String> = (0..ACTORS).map(|_| fresh_actor("sub-many")).collect();
+    let actors: Vec<(String, Arc<Vec<JournalEntry>>)> = (0..ACTORS)
+        .map(|_| {
+            let actor = fresh_actor("sub-many");
+            let written = Arc::new(entries(&actor, 1, PER_ACTOR));
+            (actor, written)
+        })
+        .collect();
     let mut readers = Vec::new();
-    for actor in &actors {
+    for (actor, written) in &actors {
         for _ in 0..SUBSCRIBERS {
-            let (store, actor) = (Arc::clone(&store), actor.clone());
+            let (store, actor, written) = (Arc::clone(&store), actor.clone(), Arc::clone(written));
             readers.push(tokio::spawn(async move {
                 let mut stream = follow(&*store, &actor, 1, woken(0));
                 let got = take(&mut stream, PER_ACTOR as usize, "many").await;
-                assert_entries("many", &got, &entries(&actor, 1, PER_ACTOR));
+                assert_entries("many", &got, &written);
             }));
         }
     }
     let writers: Vec<_> = actors
         .iter()
-        .map(|actor| {
-            let (store, actor) = (Arc::clone(&store), actor.clone());
+        .map(|(_, written)| {
+            let (store, written) = (Arc::clone(&store), Arc::clone(written));
             tokio::spawn(async move {
-                for s in 1..=PER_ACTOR {
-                    store.append_entry(&entry(&actor, s)).await.expect("append");
+                for e in written.iter() {
+                    store.append_entry(e).await.expect("append");
                 }
             })
         })
@@ -183,10 +192,11 @@ pub async fn subscribe_many_subscribers_and_writers(store: Arc<dyn JournalWatch>
 /// skipped; entries it read before stay read.
 pub async fn subscribe_truncation_is_reported(store: Arc<dyn JournalWatch>) {
     let actor = fresh_actor("sub-trunc");
-    append_each(&*store, &entries(&actor, 1, 10)).await;
+    let written = entries(&actor, 1, 10);
+    append_each(&*store, &written).await;
     let mut stream = follow(&*store, &actor, 1, woken(2));
     let got = take(&mut stream, 2, "before truncation").await;
-    assert_entries("before truncation", &got, &entries(&actor, 1, 2));
+    assert_entries("before truncation", &got, &written[..2]);
     store.truncate_to(&actor, 6).await.expect("truncate");
     match tokio::time::timeout(PATIENCE, stream.next()).await {
         Ok(Some(Err(JournalError::Truncated {
@@ -214,7 +224,7 @@ pub async fn subscribe_truncation_is_reported(store: Arc<dyn JournalWatch>) {
     // From the first stored one: all there.
     let mut resumed = follow(&*store, &actor, 7, woken(0));
     let got = take(&mut resumed, 4, "resumed").await;
-    assert_entries("resumed", &got, &entries(&actor, 7, 10));
+    assert_entries("resumed", &got, &written[6..]);
 }
 
 /// An actor deleted under a waiting subscriber: reported (found by the poll
@@ -240,14 +250,14 @@ pub async fn subscribe_deletion_is_reported(store: Arc<dyn JournalWatch>) {
 pub async fn subscribe_backpressure_resumes_in_order(store: Arc<dyn JournalWatch>) {
     let actor = fresh_actor("sub-slow");
     let mut stream = follow(&*store, &actor, 1, woken(4));
-    append_each(&*store, &entries(&actor, 1, 3)).await;
+    let written = entries(&actor, 1, 60);
+    append_each(&*store, &written[..3]).await;
     let got = take(&mut stream, 1, "first").await;
-    assert_entries("first", &got, &entries(&actor, 1, 1));
+    assert_entries("first", &got, &written[..1]);
     // Written while the consumer does not poll.
-    let more: Vec<_> = (4..=60).map(|s| entry(&actor, s)).collect();
-    store.append_batch(&more).await.expect("a batch");
+    store.append_batch(&written[3..]).await.expect("a batch");
     let got = take(&mut stream, 59, "the rest").await;
-    assert_entries("the rest", &got, &entries(&actor, 2, 60));
+    assert_entries("the rest", &got, &written[1..]);
 }
 
 /// Through another storage value on the same store (another pool, another
@@ -261,11 +271,9 @@ pub async fn subscribe_sees_another_writer(
     let mut stream = follow(&*store, &actor, 1, woken(0));
     assert_waiting(&mut stream, "nothing written yet").await;
     for s in 1..=5 {
-        other
-            .append_entry(&entry(&actor, s))
-            .await
-            .expect("append there");
+        let written = entry(&actor, s);
+        other.append_entry(&written).await.expect("append there");
         let got = take(&mut stream, 1, "written there").await;
-        assert_entries("written there", &got, &entries(&actor, s, s));
+        assert_entries("written there", &got, std::slice::from_ref(&written));
     }
 }
