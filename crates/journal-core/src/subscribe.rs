@@ -154,6 +154,10 @@ async fn read_next<S>(
 where
     S: JournalWatch + ?Sized,
 {
+    // Set once the journal was seen to reach `next` although the replay
+    // before found nothing there: an append between the two reads, or
+    // entries removed. A second replay tells which.
+    let mut recheck = false;
     loop {
         let entries = storage.replay_range(actor_id, next, u64::MAX, page).await?;
         if let Some(first) = entries.first() {
@@ -180,9 +184,19 @@ where
         // Nothing from `next` on: caught up, or the entries are gone.
         // (Deleted, when the journal is now shorter than it was seen.)
         let highest = storage.highest_sequence(actor_id).await?;
-        if highest >= next || highest < *seen {
+        if highest < *seen {
             return Err(truncated(actor_id, next, 0));
         }
+        if highest >= next {
+            // Appended since the replay (read again: an entry stored
+            // before `highest` was read is there now), or removed.
+            if recheck {
+                return Err(truncated(actor_id, next, 0));
+            }
+            recheck = true;
+            continue;
+        }
+        recheck = false;
         *seen = highest;
         storage
             .wait_for_entries(actor_id, next - 1, options.poll_interval)
