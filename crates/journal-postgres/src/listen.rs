@@ -376,6 +376,21 @@ mod tests {
     }
 
     #[test]
+    fn waiters_deregister() {
+        let watch = Watch::new("journal_test", None);
+        let one = watch.register("a");
+        let two = watch.register("a");
+        let other = watch.register("b");
+        assert_eq!(watch.shared.lock().actors.len(), 2);
+        drop(one);
+        watch.shared.dispatch("a");
+        assert!(two.wake.has_changed().unwrap_or(false));
+        assert!(!other.wake.has_changed().unwrap_or(true));
+        drop((two, other));
+        assert!(watch.shared.lock().actors.is_empty());
+    }
+
+    #[test]
     fn channel_fits_a_name() {
         assert_eq!(channel("journal"), "journal_journal");
         assert_eq!(channel(&"x".repeat(63)).len(), 63);
