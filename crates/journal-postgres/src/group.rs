@@ -25,6 +25,8 @@ pub(crate) struct Pending {
 pub(crate) struct GroupSql {
     pub(crate) append_many: String,
     pub(crate) append_one: String,
+    /// The channel each group's transaction announces its actors on.
+    pub(crate) channel: String,
 }
 
 /// Most bytes of entries sent in one group (a bind must stay far below the
@@ -93,6 +95,9 @@ async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
     let sequences: Vec<i64> = group.iter().map(|p| crate::seq(p.sequence)).collect();
     let ids: Vec<&str> = group.iter().map(|p| p.id.as_str()).collect();
     let bytes: Vec<&[u8]> = group.iter().map(|p| p.bytes.as_slice()).collect();
+    // One announcement for the whole group (its actors are sorted, so
+    // duplicates are neighbours).
+    let announce = crate::listen::payload(group.iter().map(|p| p.actor_id.as_str()));
     let result = async {
         let client = pool.get().await.map_err(pool_error)?;
         let statement = client
@@ -100,7 +105,10 @@ async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
             .await
             .map_err(pg_error)?;
         client
-            .query(&statement, &[&actors, &sequences, &ids, &bytes])
+            .query(
+                &statement,
+                &[&actors, &sequences, &ids, &bytes, &sql.channel, &announce],
+            )
             .await
             .map_err(pg_error)
     }
@@ -111,7 +119,7 @@ async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
             // One item broke the whole transaction (nothing of the group is
             // stored): send each alone, so only that one fails.
             for p in group {
-                let result = append_one(pool, &sql.append_one, &p).await;
+                let result = append_one(pool, sql, &p).await;
                 let _ = p.reply.send(result);
             }
             return;
@@ -167,9 +175,13 @@ async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
 }
 
 /// One append on its own, through the single-actor `append` function.
-async fn append_one(pool: &Pool, sql: &str, p: &Pending) -> JournalResult<()> {
+async fn append_one(pool: &Pool, sql: &GroupSql, p: &Pending) -> JournalResult<()> {
     let client = pool.get().await.map_err(pool_error)?;
-    let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+    let statement = client
+        .prepare_cached(&sql.append_one)
+        .await
+        .map_err(pg_error)?;
+    let announce = crate::listen::payload([p.actor_id.as_str()]);
     let row = client
         .query_one(
             &statement,
@@ -178,6 +190,8 @@ async fn append_one(pool: &Pool, sql: &str, p: &Pending) -> JournalResult<()> {
                 &vec![crate::seq(p.sequence)],
                 &vec![p.id.as_str()],
                 &vec![p.bytes.as_slice()],
+                &sql.channel,
+                &announce,
             ],
         )
         .await

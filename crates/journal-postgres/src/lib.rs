@@ -2,6 +2,7 @@
 
 mod error;
 mod group;
+mod listen;
 pub mod migrate;
 mod options;
 mod timers;
@@ -13,7 +14,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use journal_core::validate::{self, Limits};
 use journal_core::{
     redact_url, ActorPage, ActorSummary, Checkpoint, EntryStream, JournalEntry, JournalError,
-    JournalResult, JournalStats, JournalStorage,
+    JournalResult, JournalStats, JournalStorage, JournalWatch,
 };
 use prost::Message;
 use tokio_postgres::types::ToSql;
@@ -45,6 +46,8 @@ pub struct PostgresJournalStorage {
     group: Option<tokio::sync::mpsc::UnboundedSender<group::Pending>>,
     sql: std::sync::Arc<Sql>,
     limits: Limits,
+    /// Waiters of live subscriptions, and the listener that wakes them.
+    watch: std::sync::Arc<listen::Watch>,
 }
 
 impl std::fmt::Debug for PostgresJournalStorage {
@@ -61,6 +64,8 @@ impl std::fmt::Debug for PostgresJournalStorage {
 /// The statements, with the schema name in them.
 struct Sql {
     schema: String,
+    /// The channel appends announce themselves on.
+    channel: String,
     append: String,
     append_many: String,
     replay_range: String,
@@ -80,10 +85,21 @@ struct Sql {
 
 impl Sql {
     fn new(s: &str) -> Self {
+        // Each append statement announces itself once, whatever the number
+        // of rows: `pg_notify($5, $6)` in a materialized CTE runs once, and
+        // the server delivers it on commit only.
         Sql {
             schema: s.to_owned(),
-            append: format!("SELECT o_outcome, o_highest FROM {s}.append($1, $2, $3, $4)"),
-            append_many: format!("SELECT o_index, o_outcome, o_highest FROM {s}.append_many($1, $2, $3, $4)"),
+            channel: listen::channel(s),
+            append: format!(
+                "WITH n AS MATERIALIZED (SELECT pg_notify($5, $6))
+                 SELECT r.o_outcome, r.o_highest FROM {s}.append($1, $2, $3, $4) r CROSS JOIN n"
+            ),
+            append_many: format!(
+                "WITH n AS MATERIALIZED (SELECT pg_notify($5, $6))
+                 SELECT r.o_index, r.o_outcome, r.o_highest
+                 FROM {s}.append_many($1, $2, $3, $4) r CROSS JOIN n"
+            ),
             replay_range: format!(
                 "SELECT sequence, entry FROM {s}.entries
                  WHERE actor_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence LIMIT $4"
@@ -174,8 +190,9 @@ impl PostgresJournalStorage {
                 ),
             ));
         }
+        let listener = listen::connector(config.clone(), NoTls);
         let manager = Manager::from_config(config, NoTls, Self::manager_config());
-        Self::with_manager(manager, options).await
+        Self::with_manager(manager, options, listener).await
     }
 
     /// Connects to `url` over TLS configured by `tls` (your roots, client
@@ -188,8 +205,9 @@ impl PostgresJournalStorage {
     ) -> JournalResult<Self> {
         let config = Self::config(url, &options)?;
         let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+        let listener = listen::connector(config.clone(), connector.clone());
         let manager = Manager::from_config(config, connector, Self::manager_config());
-        Self::with_manager(manager, options).await
+        Self::with_manager(manager, options, listener).await
     }
 
     fn config(url: &str, options: &PostgresOptions) -> JournalResult<tokio_postgres::Config> {
@@ -213,7 +231,11 @@ impl PostgresJournalStorage {
         }
     }
 
-    async fn with_manager(manager: Manager, options: PostgresOptions) -> JournalResult<Self> {
+    async fn with_manager(
+        manager: Manager,
+        options: PostgresOptions,
+        listener: listen::Connector,
+    ) -> JournalResult<Self> {
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -221,13 +243,50 @@ impl PostgresJournalStorage {
             .create_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| JournalError::storage(BACKEND, e.to_string()))?;
-        Self::from_pool(pool, options).await
+        Self::build(pool, options, Some(listener)).await
     }
 
     /// Uses an existing pool (deadpool-postgres over tokio-postgres). Of
-    /// `options`, `schema`, `run_migrations` and `max_entry_bytes` apply;
-    /// the pool's own settings stay as they are.
+    /// `options`, `schema`, `run_migrations`, `max_entry_bytes` and
+    /// `group_commit` apply; the pool's own settings stay as they are.
+    ///
+    /// A pool does not tell how it connects, so such a storage has no
+    /// listener of its own: its [`JournalWatch::wait_for_entries`] waits
+    /// out its timeout (subscriptions then read at their poll interval)
+    /// until [`with_listener`](Self::with_listener) gives it one.
     pub async fn from_pool(pool: Pool, options: PostgresOptions) -> JournalResult<Self> {
+        Self::build(pool, options, None).await
+    }
+
+    /// The same storage with a listener for live subscriptions that
+    /// connects with `config` and `tls` (the settings of the pool, as a
+    /// rule): one connection of its own, opened on the first
+    /// [`JournalWatch::wait_for_entries`]. Clones made before keep the
+    /// listener they had.
+    #[must_use]
+    pub fn with_listener<T>(mut self, config: tokio_postgres::Config, tls: T) -> Self
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>
+            + Clone
+            + Sync
+            + Send
+            + 'static,
+        T::Stream: Sync + Send,
+        T::TlsConnect: Sync + Send,
+        <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+    {
+        self.watch = std::sync::Arc::new(listen::Watch::new(
+            &self.sql.channel,
+            Some(listen::connector(config, tls)),
+        ));
+        self
+    }
+
+    async fn build(
+        pool: Pool,
+        options: PostgresOptions,
+        listener: Option<listen::Connector>,
+    ) -> JournalResult<Self> {
         if !options::valid_schema(&options.schema) {
             return Err(JournalError::storage(
                 BACKEND,
@@ -243,12 +302,15 @@ impl PostgresJournalStorage {
             let statements = group::GroupSql {
                 append_many: sql.append_many.clone(),
                 append_one: sql.append.clone(),
+                channel: sql.channel.clone(),
             };
             group::spawn(pool.clone(), statements, slots, 1024)
         });
+        let watch = std::sync::Arc::new(listen::Watch::new(&sql.channel, listener));
         let storage = PostgresJournalStorage {
             pool,
             group,
+            watch,
             sql: std::sync::Arc::new(sql),
             limits: Limits {
                 max_entry_bytes: options.max_entry_bytes,
@@ -295,8 +357,19 @@ impl PostgresJournalStorage {
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         let bytes: Vec<Vec<u8>> = entries.iter().map(Message::encode_to_vec).collect();
         let actor = first.actor_id.as_bytes();
+        let announce = listen::payload([first.actor_id.as_str()]);
         let rows = self
-            .query(&self.sql.append, &[&actor, &sequences, &ids, &bytes])
+            .query(
+                &self.sql.append,
+                &[
+                    &actor,
+                    &sequences,
+                    &ids,
+                    &bytes,
+                    &self.sql.channel,
+                    &announce,
+                ],
+            )
             .await?;
         let row = rows
             .first()
@@ -535,5 +608,36 @@ impl JournalStorage for PostgresJournalStorage {
             entries: get(1)?,
             checkpoints: get(2)?,
         })
+    }
+}
+
+#[async_trait]
+impl JournalWatch for PostgresJournalStorage {
+    /// Registers the waiter, makes sure the listener runs, then reads the
+    /// actor's highest sequence: an append committed after that read is
+    /// announced to the listener, or (committed before its `LISTEN` took
+    /// effect) answered by the wake-up of every waiter that follows each
+    /// `LISTEN`. Without a listener (down, or none for a pool of the
+    /// caller's), it waits out `timeout`.
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn wait_for_entries(
+        &self,
+        actor_id: &str,
+        after: u64,
+        timeout: std::time::Duration,
+    ) -> JournalResult<()> {
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        let mut waiter = self.watch.register(actor_id);
+        if self.highest_sequence(actor_id).await? > after {
+            return Ok(());
+        }
+        match deadline {
+            Some(deadline) => {
+                // Timing out is an answer too: the caller reads again.
+                let _ = tokio::time::timeout_at(deadline, waiter.woken()).await;
+            }
+            None => waiter.woken().await,
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The whole conformance suite against the real PostgreSQL server, each
 //! test in a schema of its own; and the pair tests, on two pools of one
-//! schema.
+//! schema; and the live-subscription tests, alone and across two pools.
 
 mod common;
 
@@ -25,5 +25,29 @@ mod pair {
 mod timers {
     journal_conformance::timer_suite!(optional: async {
         super::common::storage(super::common::test_options()).await
+    });
+}
+
+/// Live subscriptions (contract rule 27), woken by `LISTEN/NOTIFY`, each
+/// test in a schema of its own.
+mod subscribe {
+    journal_conformance::subscribe_suite!(optional: async {
+        super::common::storage(super::common::test_options()).await
+    });
+}
+
+/// Live subscriptions across two pools of one schema: appends through the
+/// second wake subscribers of the first.
+mod subscribe_pair {
+    journal_conformance::subscribe_pair_suite!(optional: async {
+        let one = super::common::storage(super::common::test_options()).await?;
+        let options = journal_postgres::PostgresOptions {
+            schema: one.schema().to_owned(),
+            ..super::common::test_options()
+        };
+        let other = journal_postgres::PostgresJournalStorage::open(&super::common::url(), options)
+            .await
+            .expect("a second pool on the test's schema");
+        Some((one, other))
     });
 }
