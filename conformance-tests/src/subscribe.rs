@@ -27,6 +27,7 @@ pub fn woken(page: usize) -> SubscribeOptions {
     SubscribeOptions {
         page,
         poll_interval: NO_POLL,
+        ..SubscribeOptions::default()
     }
 }
 
@@ -230,8 +231,8 @@ pub async fn subscribe_deletion_is_reported(store: Arc<dyn JournalWatch>) {
     let actor = fresh_actor("sub-del");
     append_each(&*store, &entries(&actor, 1, 3)).await;
     let options = SubscribeOptions {
-        page: 0,
         poll_interval: Duration::from_millis(50),
+        ..SubscribeOptions::default()
     };
     let mut stream = follow(&*store, &actor, 1, options);
     take(&mut stream, 3, "before deletion").await;

@@ -303,6 +303,7 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 JournalBackend::Postgres,
             )
             .await;
+            figures.extend(run_subscribe(storage.clone(), only).await);
             mark(&mut figures, POSTGRES_TARGETS);
             for schema in [storage.schema(), fresh.schema()] {
                 let client = storage.pool().get().await.map_err(|e| e.to_string())?;
@@ -417,6 +418,7 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
         let memory = open(format!("{run}_memory")).await?;
         figures.extend(redis_memory(&memory, &raw).await?);
     }
+    figures.extend(run_subscribe(storage.clone(), only).await);
     mark(&mut figures, REDIS_TARGETS);
     raw.delete_keys(&run).await.map_err(|e| e.to_string())?;
     Ok(figures)

@@ -31,6 +31,12 @@ pub struct SubscribeOptions {
     /// (another process's write it did not hear of, a dropped connection)
     /// costs at most this much latency. Default 1 s.
     pub poll_interval: Duration,
+    /// How long the subscription keeps retrying a read or wait that failed
+    /// with a retryable error ([`JournalError::is_retryable`]: a lost
+    /// connection, a timeout) before it yields the error and ends: pauses
+    /// of 10 ms, doubled up to 1 s, from where it was, so a reconnect of the
+    /// backend costs latency, not an entry. Default 30 s.
+    pub retry_for: Duration,
 }
 
 impl Default for SubscribeOptions {
@@ -38,6 +44,7 @@ impl Default for SubscribeOptions {
         SubscribeOptions {
             page: 0,
             poll_interval: Duration::from_secs(1),
+            retry_for: Duration::from_secs(30),
         }
     }
 }
@@ -91,9 +98,7 @@ where
     S: JournalWatch + ?Sized,
 {
     struct State {
-        next: u64,
-        /// The highest sequence the journal was seen to hold.
-        seen: u64,
+        cursor: Cursor,
         buffer: VecDeque<JournalEntry>,
         done: bool,
     }
@@ -103,8 +108,11 @@ where
         options.page
     };
     let start = State {
-        next: from.max(1),
-        seen: 0,
+        cursor: Cursor {
+            next: from.max(1),
+            seen: 0,
+            caught_up: false,
+        },
         buffer: VecDeque::new(),
         done: false,
     };
@@ -116,28 +124,48 @@ where
             }
             loop {
                 if let Some(entry) = state.buffer.pop_front() {
-                    state.next = entry.sequence + 1;
+                    state.cursor.next = entry.sequence + 1;
                     return Some((Ok(entry), state));
                 }
-                let read = read_next(
-                    storage,
-                    actor_id,
-                    state.next,
-                    &mut state.seen,
-                    page,
-                    &options,
-                );
-                match read.await {
-                    Ok(entries) => state.buffer = entries.into(),
-                    Err(e) => {
-                        state.done = true;
-                        return Some((Err(e), state));
+                let mut failing: Option<(std::time::Instant, Duration)> = None;
+                let entries = loop {
+                    let read = read_next(storage, actor_id, &mut state.cursor, page, &options);
+                    match read.await {
+                        Ok(entries) => break entries,
+                        Err(e) if e.is_retryable() => {
+                            let (since, pause) =
+                                failing.get_or_insert((std::time::Instant::now(), RETRY_PAUSE));
+                            if since.elapsed() >= options.retry_for {
+                                state.done = true;
+                                return Some((Err(e), state));
+                            }
+                            tracing::debug!(actor_id, error = %e, "subscription retrying");
+                            tokio::time::sleep(*pause).await;
+                            *pause = (*pause * 2).min(MAX_RETRY_PAUSE);
+                        }
+                        Err(e) => {
+                            state.done = true;
+                            return Some((Err(e), state));
+                        }
                     }
-                }
+                };
+                state.cursor.caught_up = entries.len() < page;
+                state.buffer = entries.into();
             }
         }
     })
     .boxed()
+}
+
+/// Where a subscription is.
+struct Cursor {
+    /// The sequence it yields next.
+    next: u64,
+    /// The highest sequence the journal was seen to hold.
+    seen: u64,
+    /// Whether the last read found everything stored: the next one waits
+    /// first.
+    caught_up: bool,
 }
 
 /// The next page of entries from `next` on, waiting (woken by the backend,
@@ -146,18 +174,24 @@ where
 async fn read_next<S>(
     storage: &S,
     actor_id: &str,
-    next: u64,
-    seen: &mut u64,
+    cursor: &mut Cursor,
     page: usize,
     options: &SubscribeOptions,
 ) -> JournalResult<Vec<JournalEntry>>
 where
     S: JournalWatch + ?Sized,
 {
+    let next = cursor.next;
     // Set when the journal was seen to reach `next` after a read found
     // nothing there: another read that finds nothing means it is gone.
     let mut reached = false;
     loop {
+        if cursor.caught_up {
+            storage
+                .wait_for_entries(actor_id, next - 1, options.poll_interval)
+                .await?;
+        }
+        cursor.caught_up = false;
         let entries = storage.replay_range(actor_id, next, u64::MAX, page).await?;
         if let Some(first) = entries.first() {
             if first.sequence != next {
@@ -176,7 +210,7 @@ where
                 }
             }
             if let Some(last) = entries.last() {
-                *seen = (*seen).max(last.sequence);
+                cursor.seen = cursor.seen.max(last.sequence);
             }
             return Ok(entries);
         }
@@ -186,20 +220,22 @@ where
             return Err(truncated(actor_id, next, 0));
         }
         let highest = storage.highest_sequence(actor_id).await?;
-        if highest < *seen {
+        if highest < cursor.seen {
             return Err(truncated(actor_id, next, 0));
         }
-        *seen = highest;
+        cursor.seen = highest;
         if highest >= next {
             // Appended since the read (or truncated): read again.
             reached = true;
             continue;
         }
-        storage
-            .wait_for_entries(actor_id, next - 1, options.poll_interval)
-            .await?;
+        cursor.caught_up = true;
     }
 }
+
+/// The first pause before a retry, and the longest.
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 fn truncated(actor_id: &str, wanted: u64, first_stored: u64) -> JournalError {
     JournalError::Truncated {
