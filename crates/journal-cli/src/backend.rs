@@ -52,11 +52,12 @@ enum Location {
     Redis { url: String, prefix: Option<String> },
 }
 
-/// A journal storage with its due-timer index: what an actor system runs
-/// on (every backend is both).
-pub trait Store: JournalStorage + TimerStore {}
+/// A journal storage with its due-timer index and live subscriptions: what
+/// an actor system runs on, and what `journal tail` follows (every backend
+/// is all three).
+pub trait Store: JournalStorage + TimerStore + journal_core::JournalWatch {}
 
-impl<T: JournalStorage + TimerStore + ?Sized> Store for T {}
+impl<T: JournalStorage + TimerStore + journal_core::JournalWatch + ?Sized> Store for T {}
 
 /// An open journal.
 pub struct Journal {

@@ -13,6 +13,7 @@ mod copy;
 mod demo;
 mod inspect;
 mod output;
+mod tail;
 mod verify;
 
 use std::process::ExitCode;
@@ -71,6 +72,10 @@ enum Command {
     },
     /// Time travel: an actor as it was after entry SEQ.
     At(inspect::AtArgs),
+    /// Follow an actor's journal live, like `tail -f`: its last entries
+    /// (or those from `--from`), then each new one as it is appended, until
+    /// interrupted.
+    Tail(tail::TailArgs),
     /// Copy journals and checkpoints to another journal, in batches;
     /// re-running continues where it stopped and never duplicates. Verified
     /// at the end.
@@ -95,6 +100,7 @@ async fn run(command: Command) -> Result<Outcome, Failure> {
         Command::Verify { url, actor } => verify::run(&url, actor.as_deref()).await,
         Command::At(args) => inspect::at(args).await,
         Command::Copy(args) => copy::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
     }
 }
 

@@ -686,3 +686,87 @@ fn copy_goes_on_after_the_source_truncated_behind_a_checkpoint() {
     // The copy still has them.
     expect(0, &["at", &target_url, actor, "3", "--raw"]);
 }
+
+/// Reads JSON lines from `lines` until one with sequence `sequence` came,
+/// returning the sequences seen.
+fn read_until(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    sequence: u64,
+) -> Vec<u64> {
+    let mut seen = Vec::new();
+    for line in lines {
+        let line = line.expect("a line from journal tail");
+        let value: Value = serde_json::from_str(&line).expect("a JSON line");
+        let got = value["sequence"].as_u64().expect("a sequence");
+        seen.push(got);
+        if got >= sequence {
+            break;
+        }
+    }
+    seen
+}
+
+#[test]
+fn tail_shows_the_last_entries_then_follows_another_process_s_appends() {
+    use std::io::BufRead;
+    let db = fresh_db("tail");
+    let actor = "tailed";
+    let entry = |s: u64| {
+        JournalEntry::new(
+            actor,
+            s,
+            Entry::message_received(format!("m{s}"), "Test", b"x".to_vec()),
+        )
+    };
+    let first: Vec<_> = (1..=12).map(entry).collect();
+    write_journal(&db, &first, &[]);
+    let url = sqlite_url(&db);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_journal"))
+        .args(["tail", url.as_str(), actor, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn journal tail");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    // The last 10 entries first.
+    assert_eq!(read_until(&mut lines, 12), (3..=12).collect::<Vec<_>>());
+    // Then what this process appends, as it is appended: the tail learns of
+    // it from the file (another process's commits).
+    runtime().block_on(async {
+        let storage = journal_sqlite::SqliteJournalStorage::new(&db)
+            .await
+            .expect("open");
+        for s in 13..=15 {
+            storage.append_entry(&entry(s)).await.expect("append");
+        }
+        storage.close().await;
+    });
+    assert_eq!(read_until(&mut lines, 15), vec![13, 14, 15]);
+    child.kill().expect("stop journal tail");
+    let _ = child.wait();
+
+    // From a sequence: that one on.
+    let output = {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_journal"))
+            .args(["tail", url.as_str(), actor, "--from", "14"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn journal tail --from");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let shown: Vec<String> = (0..2)
+            .map(|_| lines.next().expect("a line").expect("a line"))
+            .collect();
+        child.kill().expect("stop");
+        let _ = child.wait();
+        shown
+    };
+    // Text lines: the sequence right-aligned in 8 columns, then the time.
+    let sequences: Vec<&str> = output.iter().map(|l| l[..8].trim_start()).collect();
+    assert_eq!(sequences, ["14", "15"], "{output:?}");
+    assert!(
+        output[0].contains("message_received     m14 "),
+        "{output:?}"
+    );
+}
