@@ -3,6 +3,7 @@
 pub mod adversarial;
 pub mod cutoff;
 pub mod facet;
+pub mod feed;
 pub mod fixture;
 pub mod forwarding;
 pub mod limits;
@@ -354,6 +355,52 @@ macro_rules! __timer_tests {
     };
 }
 
+/// Stamps out the feed tests (contract rule 28) for a
+/// [`JournalFeed`](journal_core::JournalFeed) store, one `#[test]` each:
+///
+/// ```
+/// # use journal_memory::MemoryJournalStorage;
+/// journal_conformance::feed_suite!(async { MemoryJournalStorage::new() });
+/// ```
+///
+/// The expression is evaluated once per test and must give a store of its
+/// own: a feed over all actors carries every actor of the store.
+/// `optional:` takes an expression giving an `Option`, as for [`suite!`].
+#[macro_export]
+macro_rules! feed_suite {
+    (optional: $make:expr) => {
+        $crate::__feed_tests!($make);
+    };
+    ($make:expr) => {
+        $crate::__feed_tests!(async { ::core::option::Option::Some($make.await) });
+    };
+}
+
+/// The list of the feed tests.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __feed_tests {
+    ($make:expr) => {
+        $crate::__feed_tests! {@each $make;
+            feed_every_entry_once_in_actor_order,
+            feed_resumes_from_a_stored_offset,
+            feed_follows_new_entries,
+            feed_concurrent_writers_never_skip,
+            feed_by_tag,
+            feed_refuses_foreign_offsets,
+            feed_after_truncation_and_deletion
+        }
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__private::run_feed($make, $crate::feed::$name);
+            }
+        )*
+    };
+}
+
 /// Stamps out the live-subscription tests (contract rule 27) for a
 /// [`JournalWatch`](journal_core::JournalWatch) store, one `#[test]` each:
 ///
@@ -479,6 +526,21 @@ pub mod __private {
         S: TimerStore + 'static,
         M: Future<Output = Option<S>>,
         T: FnOnce(Arc<dyn TimerStore>) -> F,
+        F: Future<Output = ()>,
+    {
+        runtime().block_on(async move {
+            if let Some(store) = make.await {
+                test(Arc::new(store)).await;
+            }
+        });
+    }
+
+    /// Runs one feed test on a multi-threaded runtime of its own.
+    pub fn run_feed<S, M, T, F>(make: M, test: T)
+    where
+        S: journal_core::JournalFeed + 'static,
+        M: Future<Output = Option<S>>,
+        T: FnOnce(Arc<dyn journal_core::JournalFeed>) -> F,
         F: Future<Output = ()>,
     {
         runtime().block_on(async move {

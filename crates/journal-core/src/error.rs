@@ -79,6 +79,11 @@ pub enum JournalError {
         reason: String,
     },
 
+    /// A feed offset this backend did not give (contract rule 28): made by
+    /// another backend or feed, or damaged. Nothing was read.
+    #[error("invalid feed offset: {0}")]
+    InvalidOffset(String),
+
     /// A subscription's next entries are no longer stored: truncated (or
     /// the actor deleted) before the subscriber read them (contract rule
     /// 27). Subscribe again from `first_stored` to go on, knowing what was

@@ -7,6 +7,7 @@ pub mod durability;
 pub mod entry;
 pub mod error;
 pub mod facet;
+pub mod feed;
 pub mod host;
 pub mod proto;
 pub mod redact;
@@ -22,6 +23,7 @@ pub use durability::{rebuild_at, DurabilityFacet, DurabilityObserver, Durability
 pub use entry::{new_entry_id, now_timestamp};
 pub use error::{BoxError, JournalError, JournalResult};
 pub use facet::{Admission, DurableActor, Facet, HandlerError, HandlerResult, MessageOutcome};
+pub use feed::{FeedFilter, FeedItem, FeedOffset, FeedOptions, JournalFeed};
 pub use host::{Actor, Delivery, Facets};
 pub use proto::{
     durability_config, journal_entry, Checkpoint, CompressionType, DurabilityConfigMessage,

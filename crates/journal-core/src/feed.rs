@@ -1,0 +1,262 @@
+//! A feed over all actors, or over one tag (contract rule 28): every stored
+//! entry once, each actor's in sequence order, with an offset the reader
+//! stores and resumes from.
+//!
+//! A backend offers it by implementing [`JournalFeed`], a capability of its
+//! own beside [`JournalStorage`]. The one promise that is hard to keep is
+//! the last of rule 28: an entry that commits after entries with higher
+//! offsets (concurrent writers) is never skipped by a reader that resumes
+//! from a stored offset. Each backend's implementation says how it keeps
+//! it (one writer committing in offset order; offsets only handed out up to
+//! where every earlier transaction has ended; ...).
+//!
+//! Until event-sourced actors bring tags of their own, an entry's tags are
+//! those its message listed under the metadata key [`TAGS_KEY`]
+//! ([`entry_tags`]).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+
+use crate::error::{JournalError, JournalResult};
+use crate::proto::{journal_entry::Entry, JournalEntry};
+use crate::storage::JournalStorage;
+
+/// The metadata key of a message whose entries are tagged: tags separated
+/// by commas (`"cart,eu"`), each trimmed; empty ones are ignored.
+pub const TAGS_KEY: &str = "journal.tags";
+
+/// The longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 255;
+
+/// An entry's tags: for a `MessageReceived`, the tags its metadata lists
+/// under [`TAGS_KEY`], each at most [`MAX_TAG_BYTES`] (longer ones are
+/// ignored); none for other entries. Sorted, without duplicates.
+pub fn entry_tags(entry: &JournalEntry) -> Vec<String> {
+    let Some(Entry::MessageReceived(message)) = &entry.entry else {
+        return Vec::new();
+    };
+    let Some(listed) = message.metadata.get(TAGS_KEY) else {
+        return Vec::new();
+    };
+    let mut tags: Vec<String> = listed
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_BYTES)
+        .map(str::to_owned)
+        .collect();
+    tags.sort_unstable();
+    tags.dedup();
+    tags
+}
+
+/// A reader's position in a feed: text the backend made, which the reader
+/// stores (anywhere: it is plain text) and hands back to resume after it.
+/// [`FeedOffset::start`] is before the first entry. An offset is only
+/// meaningful to the backend (and the feed: all actors or one tag) that
+/// gave it; another is refused with [`JournalError::InvalidOffset`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FeedOffset(String);
+
+impl FeedOffset {
+    /// Before the first entry.
+    #[must_use]
+    pub fn start() -> Self {
+        FeedOffset(String::new())
+    }
+
+    /// An offset as a backend wrote it, or as it was stored.
+    pub fn new(text: impl Into<String>) -> Self {
+        FeedOffset(text.into())
+    }
+
+    /// Whether this is [`FeedOffset::start`].
+    #[must_use]
+    pub fn is_start(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The text to store.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for FeedOffset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An entry read from a feed, with the offset to resume after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedItem {
+    /// Store this to resume after the entry.
+    pub offset: FeedOffset,
+    /// The entry.
+    pub entry: JournalEntry,
+}
+
+/// Which entries a feed carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FeedFilter {
+    /// Every actor's.
+    #[default]
+    All,
+    /// Those tagged with this ([`entry_tags`]). Backends find them through
+    /// an index, never by scanning.
+    Tag(String),
+}
+
+/// How a followed feed reads and waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedOptions {
+    /// Entries read at once (and so at most held). Default 256.
+    pub page: usize,
+    /// The longest a caught-up feed waits without reading again, whatever
+    /// the backend's wake-ups say. Default 1 s.
+    pub poll_interval: Duration,
+    /// How long retryable errors are retried before the stream yields one
+    /// and ends (pauses of 10 ms doubled up to 1 s). Default 30 s.
+    pub retry_for: Duration,
+}
+
+impl Default for FeedOptions {
+    fn default() -> Self {
+        FeedOptions {
+            page: 256,
+            poll_interval: Duration::from_secs(1),
+            retry_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A stream of feed items.
+pub type FeedStream<'a> = BoxStream<'a, JournalResult<FeedItem>>;
+
+/// A storage whose entries can be read as one feed over all actors (and
+/// per tag), with offsets: contract rule 28.
+#[async_trait]
+pub trait JournalFeed: JournalStorage {
+    /// At most `max` entries after `after`, in feed order: every entry the
+    /// filter takes, once, each actor's in sequence order. An empty page
+    /// means none is readable yet; a later call may return entries that
+    /// committed since, never entries before an offset already returned.
+    async fn read_feed(
+        &self,
+        filter: &FeedFilter,
+        after: &FeedOffset,
+        max: usize,
+    ) -> JournalResult<Vec<FeedItem>>;
+
+    /// Returns once the feed may have entries after `after`, or after
+    /// `timeout`. Returning early is allowed. The default waits out the
+    /// timeout: backends with a wake-up of their own override it.
+    async fn wait_for_feed(
+        &self,
+        filter: &FeedFilter,
+        after: &FeedOffset,
+        timeout: Duration,
+    ) -> JournalResult<()> {
+        let _ = (filter, after);
+        tokio::time::sleep(timeout).await;
+        Ok(())
+    }
+
+    /// The feed from after `after`: the entries stored, then each new one
+    /// as it commits, without end. Memory stays bounded by one page;
+    /// nothing is read while the consumer does not poll.
+    fn feed(&self, filter: FeedFilter, after: FeedOffset, options: FeedOptions) -> FeedStream<'_>
+    where
+        Self: Sized,
+    {
+        follow_feed(self, filter, after, options)
+    }
+}
+
+/// [`JournalFeed::feed`] for any feed storage (`dyn` included).
+pub fn follow_feed<S>(
+    storage: &S,
+    filter: FeedFilter,
+    after: FeedOffset,
+    options: FeedOptions,
+) -> FeedStream<'_>
+where
+    S: JournalFeed + ?Sized,
+{
+    struct State {
+        filter: FeedFilter,
+        after: FeedOffset,
+        caught_up: bool,
+        buffer: VecDeque<FeedItem>,
+        done: bool,
+    }
+    let page = options.page.max(1);
+    let start = State {
+        filter,
+        after,
+        caught_up: false,
+        buffer: VecDeque::new(),
+        done: false,
+    };
+    stream::unfold(start, move |mut state| {
+        let options = options.clone();
+        async move {
+            if state.done {
+                return None;
+            }
+            let mut failing: Option<(std::time::Instant, Duration)> = None;
+            loop {
+                if let Some(item) = state.buffer.pop_front() {
+                    state.after = item.offset.clone();
+                    return Some((Ok(item), state));
+                }
+                let read = async {
+                    if state.caught_up {
+                        storage
+                            .wait_for_feed(&state.filter, &state.after, options.poll_interval)
+                            .await?;
+                    }
+                    storage.read_feed(&state.filter, &state.after, page).await
+                };
+                match read.await {
+                    Ok(items) => {
+                        failing = None;
+                        state.caught_up = items.len() < page;
+                        state.buffer = items.into();
+                    }
+                    Err(e) if e.is_retryable() => {
+                        let (since, pause) =
+                            failing.get_or_insert((std::time::Instant::now(), RETRY_PAUSE));
+                        if since.elapsed() >= options.retry_for {
+                            state.done = true;
+                            return Some((Err(e), state));
+                        }
+                        tracing::debug!(error = %e, "feed retrying");
+                        tokio::time::sleep(*pause).await;
+                        *pause = (*pause * 2).min(MAX_RETRY_PAUSE);
+                    }
+                    Err(e) => {
+                        state.done = true;
+                        return Some((Err(e), state));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The error for an offset a backend did not make.
+pub fn invalid_offset(backend: &str, offset: &FeedOffset, why: &str) -> JournalError {
+    JournalError::InvalidOffset(format!(
+        "{backend}: feed offset {:?} is not one this backend gave: {why}",
+        offset.as_str()
+    ))
+}
