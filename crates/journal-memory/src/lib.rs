@@ -5,6 +5,8 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
+mod feed;
+
 use async_trait::async_trait;
 use journal_core::timers::{lease_until, validate_timer};
 use journal_core::validate::{self, AppendCheck, Limits};
@@ -26,8 +28,11 @@ struct Inner {
     limits: Limits,
     actors: RwLock<BTreeMap<String, Arc<Mutex<ActorJournal>>>>,
     timers: Mutex<TimerIndex>,
-    /// Subscribers waiting for appends.
+    /// Subscribers waiting for appends; the feed's wait under the actor id
+    /// `""` (no actor's).
     watchers: journal_core::Watchers,
+    /// The feed over all actors (contract rule 28).
+    feed: Mutex<feed::FeedLog>,
 }
 
 /// The due-timer index: every timer by id, ordered by due time, and the
@@ -145,6 +150,10 @@ impl TimerIndex {
 struct ActorJournal {
     highest: u64,
     entries: VecDeque<JournalEntry>,
+    /// The feed position of each of `entries`.
+    positions: VecDeque<u64>,
+    /// The actor's id, shared by its feed references.
+    name: Option<Arc<str>>,
     checkpoints: BTreeMap<u64, Checkpoint>,
     /// Set when the actor was deleted while a caller held this journal: it
     /// must look the actor up again.
@@ -162,23 +171,25 @@ impl ActorJournal {
         self.entries.get(usize::try_from(index).ok()?)
     }
 
-    /// Appends `batch` (validated, one actor, contiguous) under rule 1 and 5.
-    fn append(&mut self, batch: &[JournalEntry]) -> JournalResult<()> {
+    /// Appends `batch` (validated, one actor, contiguous) under rule 1 and
+    /// 5; whether it wrote (a retry of stored entries does not). The caller
+    /// gives the new entries their feed positions.
+    fn append(&mut self, batch: &[JournalEntry]) -> JournalResult<bool> {
         let Some(first) = batch.first() else {
-            return Ok(());
+            return Ok(false);
         };
         match AppendCheck::of(first.sequence, self.highest) {
             AppendCheck::Write => {
                 self.entries.extend(batch.iter().cloned());
                 self.highest += batch.len() as u64;
-                Ok(())
+                Ok(true)
             }
             AppendCheck::CompareStored
                 if batch
                     .iter()
                     .all(|e| self.stored(e.sequence).is_some_and(|s| s.id == e.id)) =>
             {
-                Ok(())
+                Ok(false)
             }
             AppendCheck::CompareStored | AppendCheck::Conflict => Err(validate::sequence_conflict(
                 &first.actor_id,
@@ -216,6 +227,7 @@ impl MemoryJournalStorage {
                 actors: RwLock::default(),
                 timers: Mutex::default(),
                 watchers: journal_core::Watchers::new(),
+                feed: Mutex::default(),
             }),
         }
     }
@@ -269,7 +281,19 @@ impl MemoryJournalStorage {
             };
             let mut guard = lock(&journal);
             if !guard.deleted {
-                return guard.append(batch);
+                if guard.append(batch)? {
+                    // Still under the actor's lock: its entries take their
+                    // positions in sequence order, and a position is
+                    // readable from the moment it exists.
+                    let name = Arc::clone(
+                        guard
+                            .name
+                            .get_or_insert_with(|| Arc::from(first.actor_id.as_str())),
+                    );
+                    let positions = feed::lock(&self.inner.feed).add(&name, batch);
+                    guard.positions.extend(positions);
+                }
+                return Ok(());
             }
         }
     }
@@ -291,6 +315,7 @@ impl JournalStorage for MemoryJournalStorage {
         validate::validate_entry(entry, &self.inner.limits)?;
         self.append_validated(std::slice::from_ref(entry))?;
         self.inner.watchers.notify(&entry.actor_id);
+        self.inner.watchers.notify(feed::WAIT_KEY);
         Ok(entry.sequence)
     }
 
@@ -301,6 +326,7 @@ impl JournalStorage for MemoryJournalStorage {
         self.append_validated(entries)?;
         if let Some(first) = entries.first() {
             self.inner.watchers.notify(&first.actor_id);
+            self.inner.watchers.notify(feed::WAIT_KEY);
         }
         Ok(())
     }
@@ -339,9 +365,12 @@ impl JournalStorage for MemoryJournalStorage {
     async fn truncate_to(&self, actor_id: &str, to: u64) -> JournalResult<()> {
         cooperate().await;
         self.with_actor(actor_id, |j| {
+            let mut gone = Vec::new();
             while j.entries.front().is_some_and(|e| e.sequence <= to) {
                 j.entries.pop_front();
+                gone.extend(j.positions.pop_front());
             }
+            feed::lock(&self.inner.feed).remove(&gone);
         });
         Ok(())
     }
@@ -359,6 +388,8 @@ impl JournalStorage for MemoryJournalStorage {
         };
         if let Some(journal) = removed {
             let mut guard = lock(&journal);
+            let gone: Vec<u64> = guard.positions.iter().copied().collect();
+            feed::lock(&self.inner.feed).remove(&gone);
             *guard = ActorJournal {
                 deleted: true,
                 ..ActorJournal::default()

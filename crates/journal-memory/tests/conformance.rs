@@ -26,3 +26,8 @@ mod subscribe {
         });
     }
 }
+
+/// The feed over all actors and per tag (contract rule 28).
+mod feed {
+    journal_conformance::feed_suite!(async { journal_memory::MemoryJournalStorage::new() });
+}

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod error;
+mod feed;
 mod ops;
 mod options;
 mod schema;
@@ -318,6 +319,7 @@ fn rows(entries: &[JournalEntry]) -> Vec<ops::Row> {
             sequence: e.sequence,
             id: e.id.clone(),
             bytes: e.encode_to_vec(),
+            tags: journal_core::feed::entry_tags(e),
         })
         .collect()
 }
@@ -334,6 +336,7 @@ impl JournalStorage for SqliteJournalStorage {
         self.append(entry.actor_id.clone(), rows(std::slice::from_ref(entry)))
             .await?;
         self.inner.watchers.notify(&entry.actor_id);
+        self.inner.watchers.notify(feed::WAIT_KEY);
         Ok(entry.sequence)
     }
 
@@ -345,6 +348,7 @@ impl JournalStorage for SqliteJournalStorage {
         };
         self.append(first.actor_id.clone(), rows(entries)).await?;
         self.inner.watchers.notify(&first.actor_id);
+        self.inner.watchers.notify(feed::WAIT_KEY);
         Ok(())
     }
 

@@ -13,6 +13,8 @@ pub(crate) struct Row {
     pub(crate) sequence: u64,
     pub(crate) id: String,
     pub(crate) bytes: Vec<u8>,
+    /// Its feed tags (`journal_core::feed::entry_tags`), mostly none.
+    pub(crate) tags: Vec<String>,
 }
 
 /// A sequence as SQLite stores it (sequences beyond `i64::MAX` cannot be
@@ -221,6 +223,15 @@ pub(crate) fn append_checked(
                     row.id,
                     row.bytes
                 ])?;
+                if !row.tags.is_empty() {
+                    let position = conn.last_insert_rowid();
+                    let mut tag = conn.prepare_cached(
+                        "INSERT OR IGNORE INTO entry_tags (position, tag) VALUES (?1, ?2)",
+                    )?;
+                    for name in &row.tags {
+                        tag.execute(params![position, name])?;
+                    }
+                }
             }
             if !stored.listed {
                 conn.prepare_cached(
@@ -760,6 +771,46 @@ pub(crate) fn stats(conn: &Connection) -> JournalResult<JournalStats> {
         checkpoints: unseq(checkpoints),
     })
     .map_err(sql)
+}
+
+/// A feed row: `(position, actor_id, sequence, entry bytes)`.
+pub(crate) type FeedRow = (i64, String, i64, Vec<u8>);
+
+/// Up to `max` rows of the feed after `after` (positions), all actors' or
+/// those tagged `tag`.
+pub(crate) fn feed_page(
+    conn: &Connection,
+    tag: Option<&str>,
+    after: i64,
+    max: usize,
+) -> JournalResult<Vec<FeedRow>> {
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
+    let map = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+    let rows = match tag {
+        None => conn
+            .prepare_cached(
+                "SELECT position, actor_id, sequence, entry FROM entry_log
+                 WHERE position > ?1 ORDER BY position LIMIT ?2",
+            )
+            .and_then(|mut s| s.query_map(params![after, max], map)?.collect()),
+        Some(tag) => conn
+            .prepare_cached(
+                "SELECT l.position, l.actor_id, l.sequence, l.entry
+                 FROM entry_tags AS t JOIN entry_log AS l ON l.position = t.position
+                 WHERE t.tag = ?1 AND t.position > ?2 ORDER BY t.position LIMIT ?3",
+            )
+            .and_then(|mut s| s.query_map(params![tag, after, max], map)?.collect()),
+    };
+    rows.map_err(sql)
+}
+
+/// Decodes a feed row's entry.
+pub(crate) fn decode_feed_entry(
+    actor_id: &str,
+    sequence: i64,
+    bytes: &[u8],
+) -> JournalResult<JournalEntry> {
+    decode_entry(actor_id, sequence, bytes)
 }
 
 #[cfg(test)]

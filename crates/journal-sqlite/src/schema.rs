@@ -10,7 +10,7 @@ use crate::error::db_error;
 use crate::options::SqliteOptions;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 /// `PRAGMA application_id` of a journal file: "JRNL".
 pub const APPLICATION_ID: i64 = 0x4A52_4E4C;
 
@@ -135,6 +135,41 @@ const MIGRATIONS: &[Migration] = &[
      );
      CREATE INDEX timers_by_due ON timers (due_at, lease_until);
      CREATE INDEX timers_by_lease ON timers (lease_until) WHERE lease_until IS NOT NULL;",
+    ),
+    // Version 7: the feed over all actors (contract rule 28). An entry's
+    // `position` is its feed position: the one writer hands positions out
+    // in commit order, so readers never see one before an earlier one.
+    // `entry_log` is rebuilt with AUTOINCREMENT so that a position is never
+    // handed out twice, also after the newest rows were deleted (a reader
+    // holding that position would skip the new rows). `entry_tags` indexes
+    // tagged entries by tag (and by position, for the trigger that forgets
+    // them with their entries).
+    Migration::Sql(
+        "CREATE TABLE entry_log_v7 (
+             position  INTEGER PRIMARY KEY AUTOINCREMENT,
+             epoch     INTEGER NOT NULL,
+             actor_key INTEGER NOT NULL,
+             actor_id  TEXT NOT NULL,
+             sequence  INTEGER NOT NULL,
+             entry_id  TEXT NOT NULL,
+             entry     BLOB NOT NULL
+         );
+         INSERT INTO entry_log_v7 (position, epoch, actor_key, actor_id, sequence, entry_id, entry)
+             SELECT position, epoch, actor_key, actor_id, sequence, entry_id, entry
+             FROM entry_log ORDER BY position;
+         DROP TABLE entry_log;
+         ALTER TABLE entry_log_v7 RENAME TO entry_log;
+         CREATE INDEX entry_log_by_epoch ON entry_log (epoch, actor_key, sequence);
+         CREATE TABLE entry_tags (
+             position INTEGER NOT NULL,
+             tag      TEXT NOT NULL,
+             PRIMARY KEY (position, tag)
+         ) WITHOUT ROWID;
+         CREATE INDEX entry_tags_by_tag ON entry_tags (tag, position);
+         CREATE TRIGGER entry_log_forgets_tags AFTER DELETE ON entry_log
+         BEGIN
+             DELETE FROM entry_tags WHERE position = old.position;
+         END;",
     ),
 ];
 

@@ -41,7 +41,7 @@ impl JournalWatch for SqliteJournalStorage {
 impl SqliteJournalStorage {
     /// Starts the watcher of other connections' commits unless it runs
     /// (not for an in-memory journal: no other process reaches it).
-    fn watch_files(&self) {
+    pub(crate) fn watch_files(&self) {
         if crate::schema::is_memory(&self.inner.path)
             || self.inner.file_watch.swap(true, Ordering::AcqRel)
         {

@@ -53,6 +53,13 @@ mod file {
         }
     }
 
+    /// The feed over all actors and per tag (contract rule 28).
+    mod feed {
+        journal_conformance::feed_suite!(async {
+            super::journal_sqlite_storage(super::super::fresh_file()).await
+        });
+    }
+
     /// Two storages opened on one file, as two processes would.
     mod pair {
         journal_conformance::pair_suite!(async {
@@ -76,6 +83,14 @@ mod in_memory {
 
     mod timers {
         journal_conformance::timer_suite!(async {
+            super::super::SqliteJournalStorage::new(":memory:")
+                .await
+                .expect("in-memory journal")
+        });
+    }
+
+    mod feed {
+        journal_conformance::feed_suite!(async {
             super::super::SqliteJournalStorage::new(":memory:")
                 .await
                 .expect("in-memory journal")

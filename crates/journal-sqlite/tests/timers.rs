@@ -93,7 +93,6 @@ async fn version_5_file_is_migrated_and_holds_timers() {
     assert_eq!(claimed[0].timer, fired);
     storage.close().await;
     assert_eq!(schema_version(&path), journal_sqlite::SCHEMA_VERSION);
-    assert_eq!(journal_sqlite::SCHEMA_VERSION, 6);
 
     // Reopened: the timers, their claim and its lease are still there.
     let storage = SqliteJournalStorage::new(&path).await.expect("reopen");
