@@ -9,6 +9,7 @@ pub mod forwarding;
 pub mod limits;
 pub mod model;
 pub mod pair;
+pub mod projection;
 pub mod rules;
 pub mod subscribe;
 pub mod tck;
@@ -401,6 +402,46 @@ macro_rules! __feed_tests {
     };
 }
 
+/// Stamps out the projection tests (contract rule 29) for a
+/// [`ProjectionStore`](journal_core::ProjectionStore), one `#[test]` each:
+///
+/// ```
+/// # use journal_memory::MemoryJournalStorage;
+/// journal_conformance::projection_suite!(async { MemoryJournalStorage::new() });
+/// ```
+///
+/// Each test needs a store of its own; `optional:` as for [`suite!`].
+#[macro_export]
+macro_rules! projection_suite {
+    (optional: $make:expr) => {
+        $crate::__projection_tests!($make);
+    };
+    ($make:expr) => {
+        $crate::__projection_tests!(async { ::core::option::Option::Some($make.await) });
+    };
+}
+
+/// The list of the projection tests.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __projection_tests {
+    ($make:expr) => {
+        $crate::__projection_tests! {@each $make;
+            projection_offsets_round_trip,
+            projection_resumes_from_its_stored_offset,
+            projection_failure_before_the_offset_redelivers
+        }
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__private::run_projection($make, $crate::projection::$name);
+            }
+        )*
+    };
+}
+
 /// Stamps out the live-subscription tests (contract rule 27) for a
 /// [`JournalWatch`](journal_core::JournalWatch) store, one `#[test]` each:
 ///
@@ -526,6 +567,21 @@ pub mod __private {
         S: TimerStore + 'static,
         M: Future<Output = Option<S>>,
         T: FnOnce(Arc<dyn TimerStore>) -> F,
+        F: Future<Output = ()>,
+    {
+        runtime().block_on(async move {
+            if let Some(store) = make.await {
+                test(Arc::new(store)).await;
+            }
+        });
+    }
+
+    /// Runs one projection test on a multi-threaded runtime of its own.
+    pub fn run_projection<S, M, T, F>(make: M, test: T)
+    where
+        S: journal_core::ProjectionStore + 'static,
+        M: Future<Output = Option<S>>,
+        T: FnOnce(Arc<dyn journal_core::ProjectionStore>) -> F,
         F: Future<Output = ()>,
     {
         runtime().block_on(async move {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod facet;
 pub mod feed;
 pub mod host;
+pub mod projection;
 pub mod proto;
 pub mod redact;
 pub mod storage;
@@ -25,6 +26,7 @@ pub use error::{BoxError, JournalError, JournalResult};
 pub use facet::{Admission, DurableActor, Facet, HandlerError, HandlerResult, MessageOutcome};
 pub use feed::{FeedFilter, FeedItem, FeedOffset, FeedOptions, JournalFeed};
 pub use host::{Actor, Delivery, Facets};
+pub use projection::{Projection, ProjectionStore};
 pub use proto::{
     durability_config, journal_entry, Checkpoint, CompressionType, DurabilityConfigMessage,
     FacetSnapshot, JournalBackend, JournalEntry, MessageProcessed, MessageReceived, PostgresConfig,

@@ -181,3 +181,33 @@ impl JournalFeed for MemoryJournalStorage {
         self.inner.watchers.wait(WAIT_KEY, timeout, ready).await
     }
 }
+
+/// Projections' offsets, kept with the journals (and as durable as they).
+#[async_trait]
+impl journal_core::ProjectionStore for MemoryJournalStorage {
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn load_offset(&self, projection: &str) -> JournalResult<Option<FeedOffset>> {
+        cooperate().await;
+        journal_core::projection::validate_projection_name(projection)?;
+        let offsets = self
+            .inner
+            .projections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(offsets.get(projection).cloned())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn save_offset(&self, projection: &str, offset: &FeedOffset) -> JournalResult<()> {
+        cooperate().await;
+        journal_core::projection::validate_projection_name(projection)?;
+        position(offset)?;
+        let mut offsets = self
+            .inner
+            .projections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        offsets.insert(projection.to_owned(), offset.clone());
+        Ok(())
+    }
+}

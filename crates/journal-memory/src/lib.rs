@@ -33,6 +33,8 @@ struct Inner {
     watchers: journal_core::Watchers,
     /// The feed over all actors (contract rule 28).
     feed: Mutex<feed::FeedLog>,
+    /// Projections' offsets (contract rule 29).
+    projections: Mutex<HashMap<String, journal_core::FeedOffset>>,
 }
 
 /// The due-timer index: every timer by id, ordered by due time, and the
@@ -228,6 +230,7 @@ impl MemoryJournalStorage {
                 timers: Mutex::default(),
                 watchers: journal_core::Watchers::new(),
                 feed: Mutex::default(),
+                projections: Mutex::default(),
             }),
         }
     }

@@ -31,3 +31,8 @@ mod subscribe {
 mod feed {
     journal_conformance::feed_suite!(async { journal_memory::MemoryJournalStorage::new() });
 }
+
+/// Projections' offsets and runs (contract rule 29).
+mod projection {
+    journal_conformance::projection_suite!(async { journal_memory::MemoryJournalStorage::new() });
+}

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use journal_core::feed::{invalid_offset, FeedFilter, FeedItem, FeedOffset, JournalFeed};
+use journal_core::projection::{validate_projection_name, Projection, ProjectionStore};
 use journal_core::JournalResult;
+use rusqlite::OptionalExtension;
 
 use crate::{ops, SqliteJournalStorage, BACKEND};
 
@@ -74,5 +76,83 @@ impl JournalFeed for SqliteJournalStorage {
         let waiting = self.inner.watchers.wait(WAIT_KEY, timeout, ready);
         self.watch_files();
         waiting.await
+    }
+}
+
+/// Stores `offset` for `projection` on `conn` (in the caller's
+/// transaction).
+pub(crate) fn store_offset(
+    conn: &rusqlite::Connection,
+    projection: &str,
+    offset: &FeedOffset,
+) -> JournalResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO projection_offsets (name, position) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+    )
+    .and_then(|mut s| s.execute(rusqlite::params![projection, offset.as_str()]))
+    .map_err(|e| journal_core::JournalError::storage(BACKEND, e))?;
+    Ok(())
+}
+
+/// Projections' offsets in `projection_offsets`, written by the writer.
+#[async_trait]
+impl ProjectionStore for SqliteJournalStorage {
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn load_offset(&self, projection: &str) -> JournalResult<Option<FeedOffset>> {
+        validate_projection_name(projection)?;
+        let name = projection.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT position FROM projection_offsets WHERE name = ?1")
+                .and_then(|mut s| s.query_row([name], |r| r.get::<_, String>(0)).optional())
+                .map(|found| found.map(FeedOffset::new))
+                .map_err(|e| journal_core::JournalError::storage(BACKEND, e))
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn save_offset(&self, projection: &str, offset: &FeedOffset) -> JournalResult<()> {
+        validate_projection_name(projection)?;
+        position(offset)?;
+        let (name, offset) = (projection.to_owned(), offset.clone());
+        self.write(move |conn| store_offset(conn, &name, &offset))
+            .await
+    }
+}
+
+impl SqliteJournalStorage {
+    /// Runs `projection` exactly-once into this same file: each batch is
+    /// applied by `apply` (given the writer's connection, inside its
+    /// transaction) and the projection's offset stored in the same
+    /// transaction, so a crash leaves both or neither. `apply` runs on the
+    /// writer thread, between commits of appends: keep it short (it holds
+    /// up every writer meanwhile). An error from `apply` rolls its batch
+    /// back and ends the run with that error (as
+    /// [`JournalError::Storage`](journal_core::JournalError::Storage)).
+    /// Runs until an error; drop the future to stop it.
+    pub async fn run_projection_in_transaction<A>(
+        &self,
+        projection: &Projection,
+        apply: A,
+    ) -> JournalResult<()>
+    where
+        A: Fn(&rusqlite::Connection, &[FeedItem]) -> Result<(), journal_core::BoxError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let apply = std::sync::Arc::new(apply);
+        let name = projection.name.clone();
+        projection
+            .run_with(self, |batch, last| {
+                let (apply, name) = (std::sync::Arc::clone(&apply), name.clone());
+                self.write(move |conn| {
+                    apply(conn, &batch)
+                        .map_err(|e| journal_core::JournalError::storage("projection", e))?;
+                    store_offset(conn, &name, &last)
+                })
+            })
+            .await
     }
 }

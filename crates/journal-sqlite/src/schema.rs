@@ -143,7 +143,9 @@ const MIGRATIONS: &[Migration] = &[
     // handed out twice, also after the newest rows were deleted (a reader
     // holding that position would skip the new rows). `entry_tags` indexes
     // tagged entries by tag (and by position, for the trigger that forgets
-    // them with their entries).
+    // them with their entries). `projection_offsets` holds each projection's
+    // offset (contract rule 29), written in the same transaction as what
+    // the projection wrote when it runs exactly-once.
     Migration::Sql(
         "CREATE TABLE entry_log_v7 (
              position  INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -169,7 +171,11 @@ const MIGRATIONS: &[Migration] = &[
          CREATE TRIGGER entry_log_forgets_tags AFTER DELETE ON entry_log
          BEGIN
              DELETE FROM entry_tags WHERE position = old.position;
-         END;",
+         END;
+         CREATE TABLE projection_offsets (
+             name     TEXT PRIMARY KEY NOT NULL,
+             position TEXT NOT NULL
+         ) WITHOUT ROWID;",
     ),
 ];
 

@@ -60,6 +60,13 @@ mod file {
         });
     }
 
+    /// Projections' offsets and runs (contract rule 29).
+    mod projection {
+        journal_conformance::projection_suite!(async {
+            super::journal_sqlite_storage(super::super::fresh_file()).await
+        });
+    }
+
     /// Two storages opened on one file, as two processes would.
     mod pair {
         journal_conformance::pair_suite!(async {
