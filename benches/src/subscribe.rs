@@ -85,3 +85,110 @@ where
         })
         .collect()
 }
+
+/// Entries written for the feed figures, over [`FEED_ACTORS`] actors.
+pub const FEED_ENTRIES: u64 = 60_000;
+
+/// Actors the feed figures' entries are spread over.
+pub const FEED_ACTORS: u64 = 100;
+
+/// Entries per second through the feed over all actors (pages of 1,000)
+/// and through a projection (no-op handler, offset stored per batch of
+/// 1,000), beside the replay of the same entries actor by actor in the same
+/// run. `storage` must be a store of its own: the feed carries every actor.
+pub async fn feed_throughput<S>(storage: S) -> Vec<Figure>
+where
+    S: journal_core::ProjectionStore + Clone + 'static,
+{
+    use journal_core::feed::{FeedFilter, FeedOffset};
+    use journal_core::projection::Projection;
+
+    let per_actor = FEED_ENTRIES / FEED_ACTORS;
+    let actors: Vec<String> = (0..FEED_ACTORS).map(|_| unique("feed")).collect();
+    // Written interleaved, 10 entries per batch, as concurrent actors do.
+    for chunk in (1..=per_actor).step_by(10) {
+        for actor in &actors {
+            let batch: Vec<_> = (chunk..(chunk + 10).min(per_actor + 1))
+                .map(|s| bench_entry(actor, s))
+                .collect();
+            storage.append_batch(&batch).await.expect("append");
+        }
+    }
+    let total = per_actor * FEED_ACTORS;
+
+    let started = Instant::now();
+    let mut replayed = 0u64;
+    for actor in &actors {
+        let mut stream = storage.replay_stream(actor, 1);
+        while let Some(entry) = stream.next().await {
+            entry.expect("replay");
+            replayed += 1;
+        }
+    }
+    let replay_rate = replayed as f64 / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let (mut fed, mut at) = (0u64, FeedOffset::start());
+    loop {
+        let page = storage
+            .read_feed(&FeedFilter::All, &at, 1000)
+            .await
+            .expect("feed");
+        let Some(last) = page.last() else { break };
+        at = last.offset.clone();
+        fed += page.len() as u64;
+    }
+    let feed_rate = fed as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(fed, total, "the feed gives every entry");
+
+    let mut projection = Projection::new(unique("projection"));
+    projection.batch = 1000;
+    let end = at;
+    let started = Instant::now();
+    let projected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let counter = std::sync::Arc::clone(&projected);
+        let run = projection.run(&storage, move |batch| {
+            counter.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            async { Ok(()) }
+        });
+        let done = async {
+            loop {
+                if storage.load_offset(&projection.name).await.expect("offset") == Some(end.clone())
+                {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            ended = run => panic!("the projection ended: {ended:?}"),
+            () = done => {}
+        }
+    }
+    let projection_rate =
+        projected.load(std::sync::atomic::Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let baseline_name = format!("replay, actor by actor, of the same {total} entries, same run");
+    vec![
+        Figure {
+            name: format!("feed entries/s, all actors, {total} entries"),
+            value: feed_rate,
+            unit: "entries/s",
+            baseline: replay_rate,
+            baseline_name: baseline_name.clone(),
+            better: Better::Higher,
+            target: String::new(),
+            met: None,
+        },
+        Figure {
+            name: format!("projection entries/s, offset stored per 1,000, {total} entries"),
+            value: projection_rate,
+            unit: "entries/s",
+            baseline: replay_rate,
+            baseline_name,
+            better: Better::Higher,
+            target: String::new(),
+            met: None,
+        },
+    ]
+}

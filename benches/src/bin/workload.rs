@@ -45,6 +45,8 @@ const MEMORY_TARGETS: &[Target] = &[
         "<= 0.25x unbounded",
         |f| f.ratio() <= 0.25,
     ),
+    ("feed entries/s", ">= 0.5x replay", |f| f.ratio() >= 0.5),
+    ("projection entries/s", ">= 0.5x replay", |f| f.ratio() >= 0.5),
 ];
 
 const SQLITE_TARGETS: &[Target] = &[
@@ -70,6 +72,8 @@ const SQLITE_TARGETS: &[Target] = &[
         "<= 0.25x unbounded",
         |f| f.ratio() <= 0.25,
     ),
+    ("feed entries/s", ">= 0.5x replay", |f| f.ratio() >= 0.5),
+    ("projection entries/s", ">= 0.5x replay", |f| f.ratio() >= 0.5),
 ];
 
 const POSTGRES_TARGETS: &[Target] = &[
@@ -84,6 +88,8 @@ const POSTGRES_TARGETS: &[Target] = &[
         ">= 0.3x raw appends/s",
         |f| f.ratio() >= 0.3,
     ),
+    ("feed entries/s", ">= 0.5x replay", |f| f.ratio() >= 0.5),
+    ("projection entries/s", ">= 0.5x replay", |f| f.ratio() >= 0.5),
 ];
 
 const REDIS_TARGETS: &[Target] = &[
@@ -100,6 +106,8 @@ const REDIS_TARGETS: &[Target] = &[
         ">= 0.3x raw appends/s",
         |f| f.ratio() >= 0.3,
     ),
+    ("feed entries/s", ">= 0.5x replay", |f| f.ratio() >= 0.5),
+    ("projection entries/s", ">= 0.5x replay", |f| f.ratio() >= 0.5),
 ];
 
 fn mark(figures: &mut [Figure], targets: &[Target]) {
@@ -241,6 +249,21 @@ where
     figures
 }
 
+/// The feed and projection workloads over `storage` (a store of its own),
+/// unless `only` names another.
+async fn run_feed<S>(storage: S, only: Option<&str>) -> Vec<Figure>
+where
+    S: journal_core::ProjectionStore + Clone + 'static,
+{
+    if !only.is_none_or(|o| "feed".starts_with(o)) {
+        return Vec::new();
+    }
+    let started = Instant::now();
+    let figures = journal_benches::subscribe::feed_throughput(storage).await;
+    println!("feed: {:.1?}", started.elapsed());
+    figures
+}
+
 async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Vec<Figure>, String> {
     Ok(match backend {
         "memory" => {
@@ -265,6 +288,7 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 .await,
             );
             figures.extend(run_subscribe(MemoryJournalStorage::new(), only).await);
+            figures.extend(run_feed(MemoryJournalStorage::new(), only).await);
             mark(&mut figures, MEMORY_TARGETS);
             figures
         }
@@ -352,6 +376,8 @@ async fn run_sqlite(dir: &Path, only: Option<&str>) -> Result<Vec<Figure>, Strin
     figures.extend(run_system(system, raw, only, JournalBackend::Sqlite).await);
     let followed = open("subscribe.db").await.map_err(|e| e.to_string())?;
     figures.extend(run_subscribe(followed, only).await);
+    let fed = open("feed.db").await.map_err(|e| e.to_string())?;
+    figures.extend(run_feed(fed, only).await);
     mark(&mut figures, SQLITE_TARGETS);
     let _ = std::fs::remove_dir_all(&files);
     Ok(figures)
@@ -491,7 +517,7 @@ async fn redis_memory(
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers|subscribe]",
+        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers|subscribe|feed]",
         BACKENDS.join("|")
     );
     ExitCode::from(2)
