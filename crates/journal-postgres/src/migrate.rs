@@ -179,10 +179,12 @@ CREATE INDEX timers_leased ON {s}.timers (lease_until) WHERE lease_until IS NOT 
 fn feed_migration(s: &str) -> String {
     format!(
         r"
-ALTER TABLE {s}.entries ADD COLUMN feed_pos BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE {s}.actors ADD COLUMN feed_pos BIGINT NOT NULL DEFAULT 0;
--- The feed's keyset: a page is one range scan in feed order.
-CREATE INDEX entries_feed ON {s}.entries (feed_pos, actor_id, sequence);
+ALTER TABLE {s}.entries ADD COLUMN IF NOT EXISTS feed_pos BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE {s}.actors ADD COLUMN IF NOT EXISTS feed_pos BIGINT NOT NULL DEFAULT 0;
+-- The feed's keyset: a page is one range scan in feed order. (IF NOT
+-- EXISTS: on a big table, add the column and build the index CONCURRENTLY
+-- by hand before upgrading.)
+CREATE INDEX IF NOT EXISTS entries_feed ON {s}.entries (feed_pos, actor_id, sequence);
 CREATE TABLE {s}.entry_tags (
     tag      BYTEA NOT NULL,
     feed_pos BIGINT NOT NULL,
