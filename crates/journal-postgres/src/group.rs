@@ -17,6 +17,8 @@ pub(crate) struct Pending {
     pub(crate) sequence: u64,
     pub(crate) id: String,
     pub(crate) bytes: Vec<u8>,
+    /// The entry's tags, for the feed's tag index.
+    pub(crate) tags: Vec<String>,
     pub(crate) reply: oneshot::Sender<JournalResult<()>>,
 }
 
@@ -95,6 +97,7 @@ async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
     let sequences: Vec<i64> = group.iter().map(|p| crate::seq(p.sequence)).collect();
     let ids: Vec<&str> = group.iter().map(|p| p.id.as_str()).collect();
     let bytes: Vec<&[u8]> = group.iter().map(|p| p.bytes.as_slice()).collect();
+    let (tag_items, tags) = crate::feed::tag_arrays(group.iter().map(|p| p.tags.clone()));
     // One announcement for the whole group (its actors are sorted, so
     // duplicates are neighbours).
     let announce = crate::listen::payload(group.iter().map(|p| p.actor_id.as_str()));
@@ -107,7 +110,16 @@ async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
         client
             .query(
                 &statement,
-                &[&actors, &sequences, &ids, &bytes, &sql.channel, &announce],
+                &[
+                    &actors,
+                    &sequences,
+                    &ids,
+                    &bytes,
+                    &tag_items,
+                    &tags,
+                    &sql.channel,
+                    &announce,
+                ],
             )
             .await
             .map_err(pg_error)
@@ -182,6 +194,7 @@ async fn append_one(pool: &Pool, sql: &GroupSql, p: &Pending) -> JournalResult<(
         .await
         .map_err(pg_error)?;
     let announce = crate::listen::payload([p.actor_id.as_str()]);
+    let (tag_items, tags) = crate::feed::tag_arrays([p.tags.clone()]);
     let row = client
         .query_one(
             &statement,
@@ -190,6 +203,8 @@ async fn append_one(pool: &Pool, sql: &GroupSql, p: &Pending) -> JournalResult<(
                 &vec![crate::seq(p.sequence)],
                 &vec![p.id.as_str()],
                 &vec![p.bytes.as_slice()],
+                &tag_items,
+                &tags,
                 &sql.channel,
                 &announce,
             ],

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod error;
+mod feed;
 mod group;
 mod listen;
 pub mod migrate;
@@ -46,6 +47,8 @@ pub struct PostgresJournalStorage {
     group: Option<tokio::sync::mpsc::UnboundedSender<group::Pending>>,
     sql: std::sync::Arc<Sql>,
     limits: Limits,
+    /// [`PostgresOptions::feed_settle`].
+    feed_settle: std::time::Duration,
     /// Waiters of live subscriptions, and the listener that wakes them.
     watch: std::sync::Arc<listen::Watch>,
 }
@@ -81,6 +84,7 @@ struct Sql {
     actor_summary: String,
     stats: String,
     timers: timers::TimerSql,
+    feed: feed::FeedSql,
 }
 
 impl Sql {
@@ -92,20 +96,23 @@ impl Sql {
             schema: s.to_owned(),
             channel: listen::channel(s),
             append: format!(
-                "WITH n AS MATERIALIZED (SELECT pg_notify($5, $6))
-                 SELECT r.o_outcome, r.o_highest FROM {s}.append($1, $2, $3, $4) r CROSS JOIN n"
+                "WITH n AS MATERIALIZED (SELECT pg_notify($7, $8))
+                 SELECT r.o_outcome, r.o_highest FROM {s}.append($1, $2, $3, $4, $5, $6) r CROSS JOIN n"
             ),
             append_many: format!(
-                "WITH n AS MATERIALIZED (SELECT pg_notify($5, $6))
+                "WITH n AS MATERIALIZED (SELECT pg_notify($7, $8))
                  SELECT r.o_index, r.o_outcome, r.o_highest
-                 FROM {s}.append_many($1, $2, $3, $4) r CROSS JOIN n"
+                 FROM {s}.append_many($1, $2, $3, $4, $5, $6) r CROSS JOIN n"
             ),
             replay_range: format!(
                 "SELECT sequence, entry FROM {s}.entries
                  WHERE actor_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence LIMIT $4"
             ),
             highest: format!("SELECT highest FROM {s}.actors WHERE actor_id = $1"),
-            truncate: format!("DELETE FROM {s}.entries WHERE actor_id = $1 AND sequence <= $2"),
+            truncate: format!(
+                "WITH t AS (DELETE FROM {s}.entry_tags WHERE actor_id = $1 AND sequence <= $2)
+                 DELETE FROM {s}.entries WHERE actor_id = $1 AND sequence <= $2"
+            ),
             delete_actor: format!("SELECT {s}.delete_actor($1)"),
             save_checkpoint: format!(
                 "INSERT INTO {s}.checkpoints (actor_id, sequence, checkpoint)
@@ -135,6 +142,7 @@ impl Sql {
                         (SELECT count(*) FROM {s}.checkpoints)"
             ),
             timers: timers::TimerSql::new(s),
+            feed: feed::FeedSql::new(s),
         }
     }
 }
@@ -152,7 +160,11 @@ fn unseq(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn decode_entry(actor_id: &str, sequence: i64, bytes: &[u8]) -> JournalResult<JournalEntry> {
+pub(crate) fn decode_entry(
+    actor_id: &str,
+    sequence: i64,
+    bytes: &[u8],
+) -> JournalResult<JournalEntry> {
     JournalEntry::decode_stored(actor_id, unseq(sequence), bytes)
 }
 
@@ -247,8 +259,8 @@ impl PostgresJournalStorage {
     }
 
     /// Uses an existing pool (deadpool-postgres over tokio-postgres). Of
-    /// `options`, `schema`, `run_migrations`, `max_entry_bytes` and
-    /// `group_commit` apply; the pool's own settings stay as they are.
+    /// `options`, `schema`, `run_migrations`, `max_entry_bytes`,
+    /// `group_commit` and `feed_settle` apply; the pool's own settings stay as they are.
     ///
     /// A pool does not tell how it connects, so such a storage has no
     /// listener of its own: its [`JournalWatch::wait_for_entries`] waits
@@ -315,6 +327,7 @@ impl PostgresJournalStorage {
             limits: Limits {
                 max_entry_bytes: options.max_entry_bytes,
             },
+            feed_settle: options.feed_settle,
         };
         if options.run_migrations {
             let mut client = storage.client().await?;
@@ -358,6 +371,8 @@ impl PostgresJournalStorage {
         let bytes: Vec<Vec<u8>> = entries.iter().map(Message::encode_to_vec).collect();
         let actor = first.actor_id.as_bytes();
         let announce = listen::payload([first.actor_id.as_str()]);
+        let (tag_items, tags) =
+            feed::tag_arrays(entries.iter().map(journal_core::feed::entry_tags));
         let rows = self
             .query(
                 &self.sql.append,
@@ -366,6 +381,8 @@ impl PostgresJournalStorage {
                     &sequences,
                     &ids,
                     &bytes,
+                    &tag_items,
+                    &tags,
                     &self.sql.channel,
                     &announce,
                 ],
@@ -404,6 +421,7 @@ impl JournalStorage for PostgresJournalStorage {
                     sequence: entry.sequence,
                     id: entry.id.clone(),
                     bytes: entry.encode_to_vec(),
+                    tags: journal_core::feed::entry_tags(entry),
                     reply,
                 };
                 group.send(pending).map_err(|_| {

@@ -154,9 +154,20 @@ pub(crate) struct Watch {
     stop: watch::Sender<()>,
 }
 
-#[derive(Default)]
 struct Shared {
     state: Mutex<State>,
+    /// Woken by every announcement, whatever its actors: the feed's
+    /// waiters.
+    any: watch::Sender<()>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            state: Mutex::default(),
+            any: watch::Sender::new(()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -182,11 +193,13 @@ impl Shared {
         for slot in self.lock().actors.values() {
             slot.wake.send_replace(());
         }
+        self.any.send_replace(());
     }
 
     /// Wakes the waiters of the actors a payload names (all of them for an
     /// empty or malformed one).
     fn dispatch(&self, payload: &str) {
+        self.any.send_replace(());
         let state = self.lock();
         if payload.is_empty() {
             drop(state);
@@ -228,6 +241,31 @@ impl Watch {
             });
         slot.waiters += 1;
         let wake = slot.wake.subscribe();
+        self.start(&mut state);
+        Waiter {
+            shared: Arc::clone(&self.shared),
+            actor: Some(actor.to_owned()),
+            wake,
+        }
+    }
+
+    /// Registers a waiter woken by every announcement (of any actor) from
+    /// now on, until dropped: the feed's. Starts the listener if it is not
+    /// running.
+    pub(crate) fn register_any(&self) -> Waiter {
+        let mut state = self.shared.lock();
+        let wake = self.shared.any.subscribe();
+        self.start(&mut state);
+        Waiter {
+            shared: Arc::clone(&self.shared),
+            actor: None,
+            wake,
+        }
+    }
+
+    /// Starts the listener unless it runs (or cannot: no connector, or no
+    /// runtime).
+    fn start(&self, state: &mut State) {
         if !state.running {
             if let (Some(connect), Ok(runtime)) =
                 (&self.connect, tokio::runtime::Handle::try_current())
@@ -241,18 +279,14 @@ impl Watch {
                 ));
             }
         }
-        Waiter {
-            shared: Arc::clone(&self.shared),
-            actor: actor.to_owned(),
-            wake,
-        }
     }
 }
 
 /// One registered waiter; deregisters when dropped.
 pub(crate) struct Waiter {
     shared: Arc<Shared>,
-    actor: String,
+    /// `None` for a waiter of every announcement.
+    actor: Option<String>,
     wake: watch::Receiver<()>,
 }
 
@@ -268,11 +302,14 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
+        let Some(actor) = &self.actor else {
+            return;
+        };
         let mut state = self.shared.lock();
-        if let Some(slot) = state.actors.get_mut(&self.actor) {
+        if let Some(slot) = state.actors.get_mut(actor) {
             slot.waiters = slot.waiters.saturating_sub(1);
             if slot.waiters == 0 {
-                state.actors.remove(&self.actor);
+                state.actors.remove(actor);
             }
         }
     }

@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 use crate::error::pg_error;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The SQL of each migration, for schema `s` (already validated).
 #[allow(clippy::too_many_lines)] // the text of the migrations
@@ -161,7 +161,184 @@ CREATE INDEX timers_due ON {s}.timers (due_at, timer_id);
 CREATE INDEX timers_leased ON {s}.timers (lease_until) WHERE lease_until IS NOT NULL;
 "
         ),
+        feed_migration(s),
     ]
+}
+
+/// Version 4: the feed (contract rule 28). Each entry gets `feed_pos`, the
+/// id of the transaction that wrote it (`pg_current_xact_id()`), raised to
+/// at least the actor's previous entry's (kept in `actors.feed_pos`, which
+/// survives truncation), so an actor's entries never go backwards even when
+/// one transaction took its id before another committed the actor's
+/// earlier entry. Rows from before have 0 (added as a constant default:
+/// no table rewrite). Tags get an index table written by the append
+/// functions in the same transaction as the entries. The functions take
+/// the tags as two more arrays; the old four-argument ones stay, as
+/// wrappers without tags, for processes of an older version.
+#[allow(clippy::too_many_lines)] // the text of the migration
+fn feed_migration(s: &str) -> String {
+    format!(
+        r"
+ALTER TABLE {s}.entries ADD COLUMN IF NOT EXISTS feed_pos BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE {s}.actors ADD COLUMN IF NOT EXISTS feed_pos BIGINT NOT NULL DEFAULT 0;
+-- The feed's keyset: a page is one range scan in feed order. (IF NOT
+-- EXISTS: on a big table, add the column and build the index CONCURRENTLY
+-- by hand before upgrading.)
+CREATE INDEX IF NOT EXISTS entries_feed ON {s}.entries (feed_pos, actor_id, sequence);
+CREATE TABLE {s}.entry_tags (
+    tag      BYTEA NOT NULL,
+    feed_pos BIGINT NOT NULL,
+    actor_id BYTEA NOT NULL,
+    sequence BIGINT NOT NULL,
+    PRIMARY KEY (tag, feed_pos, actor_id, sequence)
+);
+-- Truncation and deletion remove an actor's tag rows by sequence.
+CREATE INDEX entry_tags_entry ON {s}.entry_tags (actor_id, sequence);
+-- As version 1's append, plus the feed position and the tags: p_tags[k]
+-- tags the entry at index p_tag_items[k] (1-based) of the call.
+CREATE FUNCTION {s}.append(p_actor BYTEA, p_seqs BIGINT[], p_ids TEXT[], p_entries BYTEA[],
+                           p_tag_items INT[], p_tags BYTEA[])
+RETURNS TABLE (o_outcome INT, o_highest BIGINT)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_highest BIGINT;
+    v_last    BIGINT;
+    v_pos     BIGINT;
+    v_count   INT := cardinality(p_seqs);
+    v_first   BIGINT := p_seqs[1];
+    v_matched INT;
+BEGIN
+    IF v_first = 1 THEN
+        INSERT INTO {s}.actors (actor_id, highest) VALUES (p_actor, 0)
+            ON CONFLICT (actor_id) DO NOTHING;
+    END IF;
+    SELECT a.highest, a.feed_pos INTO v_highest, v_last
+        FROM {s}.actors a WHERE a.actor_id = p_actor FOR UPDATE;
+    v_highest := coalesce(v_highest, 0);
+    IF v_first = v_highest + 1 THEN
+        v_pos := greatest(pg_current_xact_id()::text::bigint, coalesce(v_last, 0));
+        INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry, feed_pos)
+            SELECT p_actor, t.s, t.i, t.e, v_pos FROM unnest(p_seqs, p_ids, p_entries) AS t(s, i, e);
+        IF coalesce(cardinality(p_tags), 0) > 0 THEN
+            INSERT INTO {s}.entry_tags (tag, feed_pos, actor_id, sequence)
+                SELECT DISTINCT t.g, v_pos, p_actor, p_seqs[t.n]
+                FROM unnest(p_tag_items, p_tags) AS t(n, g)
+                WHERE t.n BETWEEN 1 AND v_count AND t.g IS NOT NULL
+                ON CONFLICT DO NOTHING;
+        END IF;
+        UPDATE {s}.actors SET highest = v_highest + v_count, feed_pos = v_pos
+            WHERE actor_id = p_actor;
+        RETURN QUERY SELECT 0, v_highest;
+    ELSIF v_first <= v_highest THEN
+        SELECT count(*) INTO v_matched
+            FROM {s}.entries e JOIN unnest(p_seqs, p_ids) AS t(s, i) ON e.sequence = t.s AND e.entry_id = t.i
+            WHERE e.actor_id = p_actor;
+        RETURN QUERY SELECT CASE WHEN v_matched = v_count THEN 1 ELSE 2 END, v_highest;
+    ELSE
+        RETURN QUERY SELECT 2, v_highest;
+    END IF;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION {s}.append(p_actor BYTEA, p_seqs BIGINT[], p_ids TEXT[], p_entries BYTEA[])
+RETURNS TABLE (o_outcome INT, o_highest BIGINT)
+LANGUAGE sql AS $fn$
+    SELECT * FROM {s}.append(p_actor, p_seqs, p_ids, p_entries, '{{}}'::INT[], '{{}}'::BYTEA[])
+$fn$;
+-- As version 2's append_many, plus the feed position and the tags.
+CREATE FUNCTION {s}.append_many(p_actors BYTEA[], p_seqs BIGINT[], p_ids TEXT[], p_entries BYTEA[],
+                                p_tag_items INT[], p_tags BYTEA[])
+RETURNS TABLE (o_index INT, o_outcome INT, o_highest BIGINT)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_highest BIGINT;
+    v_last    BIGINT;
+    v_pos     BIGINT;
+    v_xid     BIGINT;
+    v_matched INT;
+    v_simple  BOOLEAN;
+BEGIN
+    IF coalesce(cardinality(p_actors), 0) > 2 THEN
+        INSERT INTO {s}.actors (actor_id, highest)
+            SELECT DISTINCT u.a, 0 FROM unnest(p_actors, p_seqs) AS u(a, q) WHERE u.q = 1
+            ORDER BY 1
+            ON CONFLICT (actor_id) DO NOTHING;
+        SELECT count(DISTINCT u.a) = cardinality(p_actors) INTO v_simple
+            FROM (SELECT a.actor_id, a.highest FROM {s}.actors a
+                  WHERE a.actor_id = ANY (p_actors) ORDER BY a.actor_id FOR UPDATE) AS locked
+            JOIN unnest(p_actors, p_seqs) AS u(a, q)
+              ON u.a = locked.actor_id AND u.q = locked.highest + 1;
+        IF v_simple THEN
+            v_xid := pg_current_xact_id()::text::bigint;
+            INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry, feed_pos)
+                SELECT u.a, u.q, u.i, u.e, greatest(v_xid, a.feed_pos)
+                FROM unnest(p_actors, p_seqs, p_ids, p_entries) AS u(a, q, i, e)
+                JOIN {s}.actors a ON a.actor_id = u.a;
+            IF coalesce(cardinality(p_tags), 0) > 0 THEN
+                INSERT INTO {s}.entry_tags (tag, feed_pos, actor_id, sequence)
+                    SELECT DISTINCT t.g, e.feed_pos, e.actor_id, e.sequence
+                    FROM unnest(p_tag_items, p_tags) AS t(n, g)
+                    JOIN {s}.entries e ON e.actor_id = p_actors[t.n] AND e.sequence = p_seqs[t.n]
+                                      AND e.entry_id = p_ids[t.n]
+                    WHERE t.g IS NOT NULL
+                    ON CONFLICT DO NOTHING;
+            END IF;
+            UPDATE {s}.actors a SET highest = u.q, feed_pos = greatest(v_xid, a.feed_pos)
+                FROM unnest(p_actors, p_seqs) AS u(a, q) WHERE a.actor_id = u.a;
+            RETURN QUERY SELECT u.n::INT, 0, u.q - 1 FROM unnest(p_seqs) WITH ORDINALITY AS u(q, n);
+            RETURN;
+        END IF;
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(p_actors), 0) LOOP
+        IF p_seqs[i] = 1 THEN
+            INSERT INTO {s}.actors (actor_id, highest) VALUES (p_actors[i], 0)
+                ON CONFLICT (actor_id) DO NOTHING;
+        END IF;
+        SELECT a.highest, a.feed_pos INTO v_highest, v_last
+            FROM {s}.actors a WHERE a.actor_id = p_actors[i] FOR UPDATE;
+        v_highest := coalesce(v_highest, 0);
+        o_index := i;
+        o_highest := v_highest;
+        IF p_seqs[i] = v_highest + 1 THEN
+            v_pos := greatest(pg_current_xact_id()::text::bigint, coalesce(v_last, 0));
+            INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry, feed_pos)
+                VALUES (p_actors[i], p_seqs[i], p_ids[i], p_entries[i], v_pos);
+            IF i = ANY (p_tag_items) THEN
+                INSERT INTO {s}.entry_tags (tag, feed_pos, actor_id, sequence)
+                    SELECT DISTINCT t.g, v_pos, p_actors[i], p_seqs[i]
+                    FROM unnest(p_tag_items, p_tags) AS t(n, g)
+                    WHERE t.n = i AND t.g IS NOT NULL
+                    ON CONFLICT DO NOTHING;
+            END IF;
+            UPDATE {s}.actors SET highest = p_seqs[i], feed_pos = v_pos WHERE actor_id = p_actors[i];
+            o_outcome := 0;
+        ELSIF p_seqs[i] <= v_highest THEN
+            SELECT count(*) INTO v_matched FROM {s}.entries e
+                WHERE e.actor_id = p_actors[i] AND e.sequence = p_seqs[i] AND e.entry_id = p_ids[i];
+            o_outcome := CASE WHEN v_matched = 1 THEN 1 ELSE 2 END;
+        ELSE
+            o_outcome := 2;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION {s}.append_many(p_actors BYTEA[], p_seqs BIGINT[], p_ids TEXT[], p_entries BYTEA[])
+RETURNS TABLE (o_index INT, o_outcome INT, o_highest BIGINT)
+LANGUAGE sql AS $fn$
+    SELECT * FROM {s}.append_many(p_actors, p_seqs, p_ids, p_entries, '{{}}'::INT[], '{{}}'::BYTEA[])
+$fn$;
+CREATE OR REPLACE FUNCTION {s}.delete_actor(p_actor BYTEA) RETURNS VOID
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM 1 FROM {s}.actors WHERE actor_id = p_actor FOR UPDATE;
+    DELETE FROM {s}.entry_tags WHERE actor_id = p_actor;
+    DELETE FROM {s}.entries WHERE actor_id = p_actor;
+    DELETE FROM {s}.checkpoints WHERE actor_id = p_actor;
+    DELETE FROM {s}.actors WHERE actor_id = p_actor;
+END
+$fn$;
+"
+    )
 }
 
 /// Creates the schema if needed and applies the missing migrations, in one

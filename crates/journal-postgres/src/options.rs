@@ -32,6 +32,12 @@ pub struct PostgresOptions {
     /// transaction per group (default `true`). Each caller still gets its
     /// own result.
     pub group_commit: bool,
+    /// How long a feed read waits, at most, for transactions that hold the
+    /// feed's horizon back when committed entries lie beyond it (default
+    /// 1 s): enough for in-flight appends of any schema to end, so a
+    /// reader sees what committed before its read. Zero returns at once
+    /// with what is readable. Never changes what is returned, only when.
+    pub feed_settle: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -46,6 +52,7 @@ impl Default for PostgresOptions {
             application_name: "journal".into(),
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             group_commit: true,
+            feed_settle: Duration::from_secs(1),
         }
     }
 }

@@ -51,3 +51,11 @@ mod subscribe_pair {
         Some((one, other))
     });
 }
+
+/// The feed over all actors and per tag (contract rule 28), each test in a
+/// schema of its own.
+mod feed {
+    journal_conformance::feed_suite!(optional: async {
+        super::common::storage(super::common::test_options()).await
+    });
+}
