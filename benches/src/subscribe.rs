@@ -166,8 +166,8 @@ where
             () = done => {}
         }
     }
-    let projection_rate =
-        projected.load(std::sync::atomic::Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let projection_rate = projected.load(std::sync::atomic::Ordering::Relaxed) as f64
+        / started.elapsed().as_secs_f64();
     let baseline_name = format!("replay, actor by actor, of the same {total} entries, same run");
     vec![
         Figure {

@@ -302,6 +302,116 @@ impl PostgresJournalStorage {
     }
 }
 
+/// Stores `offset` for `projection` through `client` (in its transaction,
+/// if one is open).
+async fn store_offset(
+    client: &impl tokio_postgres::GenericClient,
+    schema: &str,
+    projection: &str,
+    offset: &FeedOffset,
+) -> JournalResult<()> {
+    let sql = format!(
+        "INSERT INTO {schema}.projection_offsets (name, position) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+    );
+    client
+        .execute(&sql, &[&projection.as_bytes(), &offset.as_str()])
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Projections' offsets in `projection_offsets`.
+#[async_trait]
+impl journal_core::ProjectionStore for PostgresJournalStorage {
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn load_offset(&self, projection: &str) -> JournalResult<Option<FeedOffset>> {
+        journal_core::projection::validate_projection_name(projection)?;
+        let sql = format!(
+            "SELECT position FROM {}.projection_offsets WHERE name = $1",
+            self.schema()
+        );
+        let rows = self.query(&sql, &[&projection.as_bytes()]).await?;
+        Ok(rows
+            .first()
+            .map(|row| row.try_get::<_, String>(0))
+            .transpose()
+            .map_err(pg_error)?
+            .map(FeedOffset::new))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn save_offset(&self, projection: &str, offset: &FeedOffset) -> JournalResult<()> {
+        journal_core::projection::validate_projection_name(projection)?;
+        Position::decode(offset)?;
+        let client = self.client().await?;
+        store_offset(&**client, self.schema(), projection, offset).await
+    }
+}
+
+/// What an exactly-once projection's apply step gets: the transaction its
+/// writes go in (the offset is stored in it too) and the batch.
+pub type ApplyFuture<'t> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), journal_core::BoxError>> + Send + 't>,
+>;
+
+/// Helps the compiler see a closure as an exactly-once projection's apply
+/// step (a closure whose future borrows the transaction needs the hint):
+///
+/// ```
+/// let apply = journal_postgres::apply_step(|tx, batch| {
+///     Box::pin(async move {
+///         for item in batch {
+///             tx.execute("SELECT $1::bigint", &[&(item.entry.sequence as i64)]).await?;
+///         }
+///         Ok(())
+///     })
+/// });
+/// # let _ = apply;
+/// ```
+pub fn apply_step<A>(apply: A) -> A
+where
+    A: for<'t> Fn(&'t tokio_postgres::Transaction<'t>, &'t [FeedItem]) -> ApplyFuture<'t>
+        + Send
+        + Sync,
+{
+    apply
+}
+
+impl PostgresJournalStorage {
+    /// Runs `projection` exactly-once into this same database: each batch
+    /// is applied by `apply` in a transaction, and the projection's offset
+    /// stored in that same transaction before it commits, so a crash leaves
+    /// both or neither. An error from `apply` rolls its batch back and ends
+    /// the run with that error (as
+    /// [`JournalError::Storage`](journal_core::JournalError::Storage)).
+    /// Runs until an error; drop the future to stop it.
+    pub async fn run_projection_in_transaction<A>(
+        &self,
+        projection: &journal_core::Projection,
+        apply: A,
+    ) -> JournalResult<()>
+    where
+        A: for<'t> Fn(&'t tokio_postgres::Transaction<'t>, &'t [FeedItem]) -> ApplyFuture<'t>
+            + Send
+            + Sync,
+    {
+        let name = projection.name.as_str();
+        let apply = &apply;
+        projection
+            .run_with(self, |batch, last| async move {
+                let mut client = self.client().await?;
+                let transaction = client.transaction().await.map_err(pg_error)?;
+                apply(&transaction, &batch)
+                    .await
+                    .map_err(|e| journal_core::JournalError::storage("projection", e))?;
+                store_offset(&*transaction, self.schema(), name, &last).await?;
+                transaction.commit().await.map_err(pg_error)
+            })
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use error::{pg_error, pool_error};
+pub use feed::{apply_step, ApplyFuture};
 pub use migrate::SCHEMA_VERSION;
 pub use options::PostgresOptions;
 /// The rustls version the `tls-rustls` feature uses, to build a

@@ -175,6 +175,7 @@ CREATE INDEX timers_leased ON {s}.timers (lease_until) WHERE lease_until IS NOT 
 /// functions in the same transaction as the entries. The functions take
 /// the tags as two more arrays; the old four-argument ones stay, as
 /// wrappers without tags, for processes of an older version.
+/// `projection_offsets` holds projections' offsets (rule 29).
 #[allow(clippy::too_many_lines)] // the text of the migration
 fn feed_migration(s: &str) -> String {
     format!(
@@ -194,6 +195,12 @@ CREATE TABLE {s}.entry_tags (
 );
 -- Truncation and deletion remove an actor's tag rows by sequence.
 CREATE INDEX entry_tags_entry ON {s}.entry_tags (actor_id, sequence);
+-- Projections' offsets (contract rule 29), written in the projection's
+-- own transaction when it runs exactly-once.
+CREATE TABLE {s}.projection_offsets (
+    name     BYTEA PRIMARY KEY,
+    position TEXT NOT NULL
+);
 -- As version 1's append, plus the feed position and the tags: p_tags[k]
 -- tags the entry at index p_tag_items[k] (1-based) of the call.
 CREATE FUNCTION {s}.append(p_actor BYTEA, p_seqs BIGINT[], p_ids TEXT[], p_entries BYTEA[],

@@ -343,3 +343,97 @@ async fn version_3_schema_is_upgraded_with_its_entries_in_the_feed() {
     let order: Vec<&JournalEntry> = got.iter().map(|i| &i.entry).collect();
     assert_eq!(order[..2], [&want[0], &want[1]]);
 }
+
+/// Exactly-once into the same database: a batch whose apply step fails
+/// after writing leaves neither its rows nor its offset; the run after it
+/// applies every entry once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projection_in_transaction_applies_each_entry_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use journal_core::{JournalStorage, Projection, ProjectionStore};
+
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    let schema = storage.schema().to_owned();
+    {
+        let client = storage.pool().get().await.expect("client");
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {schema}.projected (actor_id TEXT NOT NULL, sequence BIGINT NOT NULL)"
+            ))
+            .await
+            .expect("the projection's table");
+    }
+    let written: Vec<_> = (1..=20)
+        .map(|s| journal_conformance::fixture::entry("projected", s))
+        .collect();
+    storage.append_batch(&written).await.expect("append");
+    let mut projection = Projection::new("exactly-once");
+    projection.batch = 6;
+    let insert = format!("INSERT INTO {schema}.projected (actor_id, sequence) VALUES ($1, $2)");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let run = |fail_at: usize| {
+        let (insert, calls) = (insert.clone(), Arc::clone(&calls));
+        journal_postgres::apply_step(move |tx, batch| {
+            let (insert, calls) = (insert.clone(), Arc::clone(&calls));
+            Box::pin(async move {
+                for item in batch {
+                    let sequence = i64::try_from(item.entry.sequence)?;
+                    tx.execute(&insert, &[&item.entry.actor_id, &sequence])
+                        .await?;
+                }
+                if calls.fetch_add(1, Ordering::SeqCst) + 1 == fail_at {
+                    return Err("failed after writing its rows".into());
+                }
+                Ok(())
+            })
+        })
+    };
+    // The second batch fails after its inserts: rolled back with its offset.
+    let ended = storage
+        .run_projection_in_transaction(&projection, run(2))
+        .await;
+    assert!(ended.is_err(), "the failing batch ends the run: {ended:?}");
+    let stored = storage.load_offset("exactly-once").await.expect("offset");
+    assert!(stored.is_some(), "the first batch's offset");
+    // Again, to the end of the feed.
+    let end = {
+        let mut at = journal_core::FeedOffset::start();
+        loop {
+            let page = journal_core::JournalFeed::read_feed(
+                &storage,
+                &journal_core::FeedFilter::All,
+                &at,
+                100,
+            )
+            .await
+            .expect("feed");
+            let Some(last) = page.last() else { break at };
+            at = last.offset.clone();
+        }
+    };
+    let again = storage.run_projection_in_transaction(&projection, run(usize::MAX));
+    let caught_up = async {
+        while storage.load_offset("exactly-once").await.expect("offset") != Some(end.clone()) {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        ended = again => panic!("the run ended: {ended:?}"),
+        () = caught_up => {}
+    }
+    let client = storage.pool().get().await.expect("client");
+    let rows = client
+        .query(
+            &format!("SELECT sequence, count(*) FROM {schema}.projected GROUP BY sequence ORDER BY sequence"),
+            &[],
+        )
+        .await
+        .expect("rows");
+    let counts: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let want: Vec<(i64, i64)> = (1..=20).map(|s| (s, 1)).collect();
+    assert_eq!(counts, want, "each entry applied exactly once");
+}
