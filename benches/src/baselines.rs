@@ -300,7 +300,7 @@ impl RawRedis {
             return;
         };
         let keys =
-            journal_redis::scripts::append_keys(&self.keys.actor(&first.actor_id), first.sequence);
+            journal_redis::scripts::append_keys(&self.keys.actor(&first.actor_id), batch);
         let _: redis::Value = redis::cmd("EVALSHA")
             .arg(&self.append_sha)
             .arg(keys.len())

@@ -296,6 +296,24 @@ impl Lease<'_> {
         pipe: &redis::Pipeline,
         slot: u16,
     ) -> RedisResult<Vec<Value>> {
+        let values = self.query_pipe_values(pipe, slot).await?;
+        if let Some(Value::ServerError(error)) =
+            values.iter().find(|v| matches!(v, Value::ServerError(_)))
+        {
+            return Err(error.clone().into());
+        }
+        Ok(values)
+    }
+
+    /// Sends a pipeline to the primary of `slot` (the server when not
+    /// clustered) and returns each command's reply, error replies
+    /// included: commands for other slots that node serves are answered
+    /// too, the others get their redirection as their reply.
+    pub(crate) async fn query_pipe_values(
+        &mut self,
+        pipe: &redis::Pipeline,
+        slot: u16,
+    ) -> RedisResult<Vec<Value>> {
         let values: Vec<Value> = match &mut self.connection {
             Leased::Single(c) => pipe.query_async(c).await?,
             Leased::Cluster(c) => {
@@ -305,11 +323,6 @@ impl Lease<'_> {
                     .await?
             }
         };
-        if let Some(Value::ServerError(error)) =
-            values.iter().find(|v| matches!(v, Value::ServerError(_)))
-        {
-            return Err(error.clone().into());
-        }
         Ok(values)
     }
 }

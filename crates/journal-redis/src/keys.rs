@@ -143,7 +143,41 @@ impl BucketKeys<'_> {
     pub fn actors(&self) -> Vec<u8> {
         self.keys.key(self.bucket, "actors", "")
     }
+
+    /// The bucket's feed (a stream): one reference per append, `a` the
+    /// actor id, `f` and `l` the first and last sequence of the batch, `g`
+    /// the actor's incarnation when it was deleted before. Written by the
+    /// append script, in the bucket's commit order.
+    pub fn feed(&self) -> Vec<u8> {
+        self.keys.key(self.bucket, "feed", "")
+    }
+
+    /// The bucket's feed of one tag (a stream of references, as
+    /// [`BucketKeys::feed`]). The tag is hex-encoded after the hash tag:
+    /// its text never shapes a key's slot.
+    pub fn tag_feed(&self, tag: &str) -> Vec<u8> {
+        let mut hex = String::with_capacity(2 * tag.len());
+        for byte in tag.as_bytes() {
+            hex.push(char::from(HEX[usize::from(byte >> 4)]));
+            hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
+        self.keys.key(self.bucket, "g:", &hex)
+    }
+
+    /// How many times each actor of the bucket was deleted (a hash, actor
+    /// id to count; actors never deleted have no field): a feed reference
+    /// made before a deletion names another incarnation and is skipped.
+    pub fn incarnations(&self) -> Vec<u8> {
+        self.keys.key(self.bucket, "gen", "")
+    }
+
+    /// The cluster slot of the bucket's keys.
+    pub fn slot(&self) -> u16 {
+        slot_of_bucket(self.bucket)
+    }
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The keys of one shard of the due-timer index, all in one slot: the
 /// slot of bucket `shard * BUCKETS / TIMER_SHARDS`, so the shards spread
@@ -284,6 +318,9 @@ mod tests {
                 k.checkpoint_index(),
                 k.checkpoints(),
                 k.bucket().actors(),
+                k.bucket().feed(),
+                k.bucket().incarnations(),
+                k.bucket().tag_feed(id),
             ] {
                 assert_eq!(key_slot(&key[..]), k.slot(), "{id:?}");
             }

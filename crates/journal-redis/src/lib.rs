@@ -2,6 +2,7 @@
 
 mod connection;
 mod error;
+mod feed;
 pub mod keys;
 mod options;
 mod persistence;
@@ -68,6 +69,8 @@ struct Inner {
     persistence: Vec<NodePersistence>,
     /// Dedicated connections for `XREAD BLOCK` (live subscriptions).
     watchers: Watchers,
+    /// The cluster's slot map, for grouping feed reads per node.
+    feed_nodes: Mutex<feed::NodeMap>,
     closed: AtomicBool,
 }
 
@@ -124,6 +127,7 @@ impl RedisJournalStorage {
                 short_of_replicas: Mutex::new(HashMap::new()),
                 persistence,
                 watchers,
+                feed_nodes: Mutex::new(None),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -306,7 +310,7 @@ impl RedisJournalStorage {
             .write_script(
                 Script::Append,
                 keys.slot(),
-                &scripts::append_keys(&keys, first.sequence),
+                &scripts::append_keys(&keys, batch),
                 &scripts::append_args(batch),
             )
             .await?;
@@ -546,6 +550,7 @@ impl JournalStorage for RedisJournalStorage {
                 keys.checkpoint_index(),
                 keys.checkpoints(),
                 keys.bucket().actors(),
+                keys.bucket().incarnations(),
             ],
             &[actor_id.as_bytes().to_vec()],
         )

@@ -12,20 +12,28 @@
 //! new server, a restart, a failover) answers `NOSCRIPT`, and the call is
 //! sent once more with the script's text, which caches it.
 
+use std::collections::BTreeMap;
+
+use journal_core::feed::entry_tags;
 use journal_core::JournalEntry;
 use prost::Message;
 
 use crate::keys::ActorKeys;
 
-/// Append one or more entries of one actor.
+/// Append one or more entries of one actor, with their feed references.
 ///
-/// KEYS: highest, entries, and, only when the batch starts at sequence 1,
-/// the bucket's actor index. An append never names another actor's key or a
-/// key shared by the bucket beyond that first one, so moving a slot blocks
-/// an actor only while its own keys are split between two nodes.
-/// ARGV: actor id, last sequence, then per entry: sequence, entry id, bytes.
+/// KEYS: highest, entries, the bucket's actor index, the bucket's feed,
+/// the bucket's incarnations, then the bucket's feed of each tag the batch
+/// carries. Apart from the actor's own keys, an append names only keys of
+/// its bucket (one slot), so moving a slot blocks the bucket's appends
+/// while its keys are split between two nodes.
+/// ARGV: actor id, last sequence, then per entry: sequence, entry id,
+/// bytes (as many entries as the sequences cover), then per run of tagged
+/// entries: the index in KEYS of the tag's feed, first and last sequence.
 /// Returns `{0}` when written, `{1}` for an idempotent retry (every entry
-/// stored with the same id), `{2, highest}` for a conflict.
+/// stored with the same id), `{2, highest}` for a conflict. Only a write
+/// adds feed references: one to the bucket's feed for the batch, one to a
+/// tag's feed per run, in the same script, so they commit with the entries.
 pub const APPEND: &str = r"
 -- The id of a stored entry: its `i` field (entries of the first layout),
 -- else field 1 of the protobuf bytes in `d` (tag 0x0A, a varint length,
@@ -51,18 +59,31 @@ end
 local hi_text = redis.call('GET', KEYS[1])
 local hi = tonumber(hi_text or '0')
 local first = tonumber(ARGV[3])
+local stop = 2 + 3 * (tonumber(ARGV[2]) - first + 1)
 if first == hi + 1 then
-  for k = 3, #ARGV, 3 do
+  for k = 3, stop, 3 do
     redis.call('XADD', KEYS[2], ARGV[k] .. '-0', 'd', ARGV[k + 2])
   end
   redis.call('SET', KEYS[1], ARGV[2])
-  if hi == 0 and KEYS[3] then
+  if hi == 0 then
     redis.call('ZADD', KEYS[3], 0, ARGV[1])
+  end
+  local gen = redis.call('HGET', KEYS[5], ARGV[1])
+  local function ref(key, f, l)
+    if gen then
+      redis.call('XADD', key, '*', 'a', ARGV[1], 'f', f, 'l', l, 'g', gen)
+    else
+      redis.call('XADD', key, '*', 'a', ARGV[1], 'f', f, 'l', l)
+    end
+  end
+  ref(KEYS[4], ARGV[3], ARGV[2])
+  for k = stop + 1, #ARGV, 3 do
+    ref(KEYS[tonumber(ARGV[k])], ARGV[k + 1], ARGV[k + 2])
   end
   return {0}
 end
 if first <= hi then
-  for k = 3, #ARGV, 3 do
+  for k = 3, stop, 3 do
     local id = ARGV[k] .. '-0'
     local got = redis.call('XRANGE', KEYS[2], id, id)
     local stored = got[1]
@@ -97,10 +118,11 @@ if removed == 0 then redis.call('SET', KEYS[1], hi) end
 return removed
 ";
 
-/// Delete an actor: journal, checkpoints, index entry.
+/// Delete an actor: journal, checkpoints, index entry; its incarnation
+/// grows by one, so the feed references it left behind are skipped.
 ///
-/// KEYS: highest, entries, checkpoint index, checkpoints, bucket actors.
-/// ARGV: actor id. Returns 1 when the actor existed.
+/// KEYS: highest, entries, checkpoint index, checkpoints, bucket actors,
+/// bucket incarnations. ARGV: actor id. Returns 1 when the actor existed.
 pub const DELETE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], '0')
@@ -110,7 +132,30 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
 return 1
+";
+
+/// Resolve feed references of one bucket into entries (read only), each
+/// checked against its actor's incarnation in the same step.
+///
+/// KEYS: the bucket's incarnations, then the entries of each actor named.
+/// ARGV: per reference: the index in KEYS of its actor's entries, actor
+/// id, first and last sequence, incarnation (empty for none).
+/// Returns per reference the `XRANGE` reply (entries truncated or deleted
+/// since are not in it), or an empty array when the actor was deleted
+/// after the reference was made.
+pub const RESOLVE: &str = r"
+local out = {}
+for i = 1, #ARGV, 5 do
+  local gen = redis.call('HGET', KEYS[1], ARGV[i + 1]) or ''
+  if gen == ARGV[i + 4] then
+    out[#out + 1] = redis.call('XRANGE', KEYS[tonumber(ARGV[i])], ARGV[i + 2] .. '-0', ARGV[i + 3])
+  else
+    out[#out + 1] = {}
+  end
+end
+return out
 ";
 
 /// Save (or replace) a checkpoint at or below the highest sequence.
@@ -318,18 +363,51 @@ if leased[2] then lease = tonumber(leased[2]) end
 return {due, lease}
 ";
 
-/// `KEYS` of [`APPEND`] for a batch of an actor starting at `first`: the
-/// actor index only when the batch may create the actor.
-pub fn append_keys(keys: &ActorKeys<'_>, first: u64) -> Vec<Vec<u8>> {
-    let mut list = vec![keys.highest(), keys.entries()];
-    if first == 1 {
-        list.push(keys.bucket().actors());
+/// `KEYS` of [`APPEND`] for a non-empty batch of one actor: the actor's
+/// and its bucket's keys, then the bucket's feed of each tag the batch
+/// carries, in tag order ([`batch_tags`]).
+pub fn append_keys(keys: &ActorKeys<'_>, batch: &[JournalEntry]) -> Vec<Vec<u8>> {
+    let bucket = keys.bucket();
+    let mut list = vec![
+        keys.highest(),
+        keys.entries(),
+        bucket.actors(),
+        bucket.feed(),
+        bucket.incarnations(),
+    ];
+    for (tag, _) in batch_tags(batch) {
+        list.push(bucket.tag_feed(&tag));
     }
     list
 }
 
+/// The tags of a batch's entries ([`entry_tags`]), each with the runs of
+/// consecutive entries that carry it (first and last sequence), in tag
+/// order.
+pub fn batch_tags(batch: &[JournalEntry]) -> BTreeMap<String, Vec<(u64, u64)>> {
+    let mut tags: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    for entry in batch {
+        for tag in entry_tags(entry) {
+            let runs = tags.entry(tag).or_default();
+            match runs.last_mut() {
+                Some((_, last)) if last.checked_add(1) == Some(entry.sequence) => {
+                    *last = entry.sequence;
+                }
+                _ => runs.push((entry.sequence, entry.sequence)),
+            }
+        }
+    }
+    tags
+}
+
+/// The first `KEYS` index (1-based, as Lua counts) of the tag feeds in
+/// [`append_keys`].
+const FIRST_TAG_KEY: usize = 6;
+
 /// `ARGV` of [`APPEND`] for a non-empty batch of one actor: the actor id,
-/// the last sequence, then sequence, id and protobuf bytes per entry.
+/// the last sequence, then sequence, id and protobuf bytes per entry, then
+/// per run of tagged entries the index of its tag's feed in
+/// [`append_keys`], its first and last sequence.
 pub fn append_args(batch: &[JournalEntry]) -> Vec<Vec<u8>> {
     let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
         return Vec::new();
@@ -342,11 +420,18 @@ pub fn append_args(batch: &[JournalEntry]) -> Vec<Vec<u8>> {
         args.push(entry.id.as_bytes().to_vec());
         args.push(entry.encode_to_vec());
     }
+    for (i, (_, runs)) in batch_tags(batch).into_iter().enumerate() {
+        for (from, to) in runs {
+            args.push((FIRST_TAG_KEY + i).to_string().into_bytes());
+            args.push(from.to_string().into_bytes());
+            args.push(to.to_string().into_bytes());
+        }
+    }
     args
 }
 
 /// Every script, in the order of [`Script`].
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     APPEND,
     TRUNCATE,
     DELETE,
@@ -360,6 +445,7 @@ pub const ALL: [&str; 13] = [
     TIMER_CLAIM,
     TIMER_COMPLETE,
     TIMER_NEXT_DUE,
+    RESOLVE,
 ];
 
 /// The SHA-1 of a script, as `EVALSHA` names it.
@@ -423,4 +509,6 @@ pub enum Script {
     TimerComplete = 11,
     /// [`TIMER_NEXT_DUE`]
     TimerNextDue = 12,
+    /// [`RESOLVE`]
+    Resolve = 13,
 }

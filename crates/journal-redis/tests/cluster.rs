@@ -14,6 +14,15 @@ mod timers {
     });
 }
 
+/// The feed over all actors and per tag (contract rule 28) on the
+/// cluster, its bucket streams spread over the primaries, each test under
+/// a key prefix of its own.
+mod feed {
+    journal_conformance::feed_suite!(optional: async {
+        super::common::cluster_storage(super::common::test_options()).await
+    });
+}
+
 /// Live subscriptions (contract rule 27) on the cluster: each `XREAD
 /// BLOCK` goes to the primary of its actor's slot.
 mod subscribe {

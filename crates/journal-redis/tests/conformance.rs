@@ -52,3 +52,12 @@ mod subscribe_pair {
         Some((one, other))
     });
 }
+
+/// The feed over all actors and per tag (contract rule 28), each test
+/// under a key prefix of its own (a feed carries every actor of its
+/// prefix).
+mod feed {
+    journal_conformance::feed_suite!(optional: async {
+        super::common::storage(super::common::test_options()).await
+    });
+}

@@ -1,0 +1,650 @@
+//! The feed over all actors and per tag (contract rule 28): per-bucket
+//! streams of references, written by the append script (see the crate
+//! docs, "Feed").
+//!
+//! Each bucket has a feed stream; the append script adds one reference
+//! (actor id, first and last sequence of the batch) to it in the same
+//! script as the entries, so references are in the bucket's commit order
+//! and a stream only ever grows at its end. An offset holds, per bucket
+//! that moved, the id of the last reference read (and, when a page ended
+//! inside a batch, the last sequence given of it). A read takes the next
+//! references of every bucket, interleaves them by stream id, and resolves
+//! them into entries with [`RESOLVE`](crate::scripts::RESOLVE).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use journal_core::feed::{invalid_offset, FeedFilter, FeedItem, FeedOffset, JournalFeed};
+use journal_core::{JournalEntry, JournalResult};
+use redis::Value;
+
+use crate::error::{bad_reply, redis_error, BACKEND};
+use crate::keys::{self, BUCKETS};
+use crate::scripts::Script;
+use crate::{decode_entries, into_array, RedisJournalStorage};
+
+/// References read per bucket in the first round of a page: every bucket
+/// is read in that round, so this keeps it small.
+const FIRST_COUNT: usize = 16;
+
+/// The most references read per bucket in one later round.
+const MAX_COUNT: usize = 1_000;
+
+/// Rounds of reads a page makes once it holds an entry (while it holds
+/// none, it reads on until the references run out).
+const MAX_ROUNDS: usize = 4;
+
+/// Buckets resolved at once.
+const RESOLVE_CONCURRENCY: usize = 16;
+
+/// How long the cluster's slot map is used before it is read again (it is
+/// read again at once after any redirection).
+const NODE_MAP_TTL: Duration = Duration::from_secs(5);
+
+/// A stream entry id, `<ms>-<seq>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct StreamId {
+    ms: u64,
+    seq: u64,
+}
+
+impl StreamId {
+    fn parse(text: &str) -> Option<Self> {
+        let (ms, seq) = text.split_once('-')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return None;
+        }
+        Some(StreamId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+
+    /// The smallest id after this one, if any.
+    fn next(self) -> Option<Self> {
+        match self.seq.checked_add(1) {
+            Some(seq) => Some(StreamId { ms: self.ms, seq }),
+            None => self.ms.checked_add(1).map(|ms| StreamId { ms, seq: 0 }),
+        }
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// Where a reader is in one bucket's feed: the last reference read, and
+/// the last sequence given of it when only part of it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    id: StreamId,
+    through: Option<u64>,
+}
+
+/// The first character of an offset: which feed made it.
+fn marker(filter: &FeedFilter) -> char {
+    match filter {
+        FeedFilter::All => 'a',
+        FeedFilter::Tag(_) => 't',
+    }
+}
+
+/// Reads an offset: empty (the start), or the feed's marker, then
+/// `bucket:ms-seq[:through]` per bucket that moved, in bucket order,
+/// separated by commas.
+fn parse_offset(
+    filter: &FeedFilter,
+    offset: &FeedOffset,
+) -> JournalResult<BTreeMap<u16, Position>> {
+    let mut positions = BTreeMap::new();
+    if offset.is_start() {
+        return Ok(positions);
+    }
+    let bad = |why: &str| invalid_offset(BACKEND, offset, why);
+    let text = offset.as_str();
+    let Some(rest) = text.strip_prefix(marker(filter)) else {
+        return Err(bad("it does not start with this feed's marker"));
+    };
+    let mut previous: Option<u16> = None;
+    for part in rest.split(',') {
+        let mut fields = part.split(':');
+        let (Some(bucket), Some(id), through, None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(bad("a part is not bucket:id[:sequence]"));
+        };
+        let bucket = bucket
+            .parse::<u16>()
+            .ok()
+            .filter(|b| *b < BUCKETS && bucket.bytes().all(|c| c.is_ascii_digit()))
+            .ok_or_else(|| bad("a bucket out of range"))?;
+        if previous.is_some_and(|p| p >= bucket) {
+            return Err(bad("buckets out of order"));
+        }
+        previous = Some(bucket);
+        let id = StreamId::parse(id).ok_or_else(|| bad("a stream id that is not ms-seq"))?;
+        let through = match through {
+            None => None,
+            Some(t) if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) => Some(
+                t.parse::<u64>()
+                    .map_err(|_| bad("a sequence out of range"))?,
+            ),
+            Some(_) => return Err(bad("a sequence that is not a number")),
+        };
+        positions.insert(bucket, Position { id, through });
+    }
+    Ok(positions)
+}
+
+fn encode_offset(filter: &FeedFilter, positions: &BTreeMap<u16, Position>) -> FeedOffset {
+    let mut text = String::with_capacity(1 + positions.len() * 24);
+    text.push(marker(filter));
+    for (i, (bucket, position)) in positions.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{bucket}:{}", position.id);
+        if let Some(through) = position.through {
+            let _ = write!(text, ":{through}");
+        }
+    }
+    FeedOffset::new(text)
+}
+
+/// One feed reference: a batch of one actor, or a run of its tagged
+/// entries.
+#[derive(Debug, Clone)]
+struct Reference {
+    bucket: u16,
+    id: StreamId,
+    actor: String,
+    first: u64,
+    last: u64,
+    incarnation: Vec<u8>,
+}
+
+/// Reads an `XRANGE` reply of a feed stream.
+fn parse_references(bucket: u16, reply: Value) -> JournalResult<Vec<Reference>> {
+    let bad = || bad_reply("a feed reference");
+    let mut references = Vec::new();
+    for item in into_array(reply) {
+        let mut parts = into_array(item).into_iter();
+        let (Some(Value::BulkString(id)), Some(fields)) = (parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let id = std::str::from_utf8(&id)
+            .ok()
+            .and_then(StreamId::parse)
+            .ok_or_else(bad)?;
+        let (mut actor, mut first, mut last, mut incarnation) = (None, None, None, Vec::new());
+        for pair in into_array(fields).chunks_exact(2) {
+            let (Value::BulkString(name), Value::BulkString(value)) = (&pair[0], &pair[1]) else {
+                return Err(bad());
+            };
+            let number = || {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+            };
+            match name.as_slice() {
+                b"a" => actor = String::from_utf8(value.clone()).ok(),
+                b"f" => first = number(),
+                b"l" => last = number(),
+                b"g" => incarnation.clone_from(value),
+                _ => {}
+            }
+        }
+        let (Some(actor), Some(first), Some(last)) = (actor, first, last) else {
+            return Err(bad());
+        };
+        references.push(Reference {
+            bucket,
+            id,
+            actor,
+            first,
+            last,
+            incarnation,
+        });
+    }
+    Ok(references)
+}
+
+/// The slot ranges of a cluster and the node serving each, as `CLUSTER
+/// SLOTS` gives them, and when they were read.
+pub(crate) type NodeMap = Option<(Instant, Vec<(u16, u16, String)>)>;
+
+fn parse_slots(reply: Value) -> Vec<(u16, u16, String)> {
+    let mut ranges = Vec::new();
+    for range in into_array(reply) {
+        let mut parts = into_array(range).into_iter();
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(node)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let mut node = into_array(node).into_iter();
+        let (Some(host), Some(Value::Int(port))) = (node.next(), node.next()) else {
+            continue;
+        };
+        let host = match host {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::SimpleString(text) => text,
+            _ => continue,
+        };
+        if let (Ok(start), Ok(end)) = (u16::try_from(start), u16::try_from(end)) {
+            ranges.push((start, end, format!("{host}:{port}")));
+        }
+    }
+    ranges
+}
+
+impl RedisJournalStorage {
+    fn feed_key(&self, filter: &FeedFilter, bucket: u16) -> Vec<u8> {
+        let keys = self.inner.keys.bucket(bucket);
+        match filter {
+            FeedFilter::All => keys.feed(),
+            FeedFilter::Tag(tag) => keys.tag_feed(tag),
+        }
+    }
+
+    /// The buckets grouped by the node serving them: one group of all on
+    /// one server; per primary on a cluster (the slot map read at most
+    /// every few seconds).
+    async fn bucket_groups(&self, buckets: &[u16]) -> Vec<Vec<u16>> {
+        if !self.is_clustered() {
+            return vec![buckets.to_vec()];
+        }
+        let cached = self
+            .inner
+            .feed_nodes
+            .lock()
+            .ok()
+            .and_then(|map| map.clone())
+            .filter(|(at, _)| at.elapsed() < NODE_MAP_TTL)
+            .map(|(_, ranges)| ranges);
+        let ranges = if let Some(ranges) = cached {
+            ranges
+        } else {
+            let read = async {
+                let mut lease = self.lease().await.ok()?;
+                let reply: Value = lease
+                    .query_slot(&redis::cmd("CLUSTER").arg("SLOTS").clone(), 0)
+                    .await
+                    .ok()?;
+                Some(parse_slots(reply))
+            };
+            let ranges = read.await.unwrap_or_default();
+            if let Ok(mut map) = self.inner.feed_nodes.lock() {
+                *map = Some((Instant::now(), ranges.clone()));
+            }
+            ranges
+        };
+        let mut groups: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+        for &bucket in buckets {
+            let slot = keys::slot_of_bucket(bucket);
+            let node = ranges
+                .iter()
+                .find(|(start, end, _)| (*start..=*end).contains(&slot))
+                .map_or_else(|| format!("slot {slot}"), |(_, _, node)| node.clone());
+            groups.entry(node).or_default().push(bucket);
+        }
+        groups.into_values().collect()
+    }
+
+    fn forget_nodes(&self) {
+        if let Ok(mut map) = self.inner.feed_nodes.lock() {
+            *map = None;
+        }
+    }
+
+    /// Up to `count` references of each bucket after its position:
+    /// one pipeline per node, and a command of its own (which the cluster
+    /// client routes and redirects) for a bucket the pipeline's node did
+    /// not serve.
+    async fn read_references(
+        &self,
+        filter: &FeedFilter,
+        buckets: &[u16],
+        positions: &BTreeMap<u16, Position>,
+        count: usize,
+    ) -> JournalResult<Vec<(u16, Vec<Reference>)>> {
+        let command = |bucket: u16| -> Option<redis::Cmd> {
+            let start = match positions.get(&bucket) {
+                None => "-".to_owned(),
+                Some(Position {
+                    id,
+                    through: Some(_),
+                }) => id.to_string(),
+                Some(Position { id, through: None }) => id.next()?.to_string(),
+            };
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(self.feed_key(filter, bucket))
+                .arg(start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(count);
+            Some(cmd)
+        };
+        let groups = self.bucket_groups(buckets).await;
+        let clustered = self.is_clustered();
+        let reads = groups.into_iter().map(|group| {
+            let command = &command;
+            async move {
+                let commands: Vec<(u16, redis::Cmd)> = group
+                    .iter()
+                    .filter_map(|&b| command(b).map(|cmd| (b, cmd)))
+                    .collect();
+                let Some(&(first, _)) = commands.first() else {
+                    return Ok(Vec::new());
+                };
+                let mut pipe = redis::pipe();
+                for (_, cmd) in &commands {
+                    pipe.add_command(cmd.clone());
+                }
+                let replies = {
+                    let mut lease = self.lease().await?;
+                    lease
+                        .query_pipe_values(&pipe, keys::slot_of_bucket(first))
+                        .await
+                };
+                let replies = match replies {
+                    Ok(replies) if replies.len() == commands.len() => replies,
+                    Ok(_) if !clustered => return Err(bad_reply("a feed read")),
+                    Err(e) if !clustered => return Err(redis_error(e)),
+                    // The node map is stale (a slot moved, a failover):
+                    // each bucket on its own, redirected as needed.
+                    _ => {
+                        self.forget_nodes();
+                        vec![Value::Nil; 0]
+                    }
+                };
+                let mut out = Vec::with_capacity(commands.len());
+                let mut retry = Vec::new();
+                if replies.is_empty() {
+                    retry.extend(commands.iter().cloned());
+                } else {
+                    for ((bucket, cmd), reply) in commands.iter().zip(replies) {
+                        match reply {
+                            Value::ServerError(e) if clustered => {
+                                tracing::debug!(backend = BACKEND, bucket, error = ?e, "feed read redirected");
+                                retry.push((*bucket, cmd.clone()));
+                            }
+                            Value::ServerError(e) => return Err(redis_error(e.into())),
+                            reply => out.push((*bucket, parse_references(*bucket, reply)?)),
+                        }
+                    }
+                }
+                if !retry.is_empty() {
+                    self.forget_nodes();
+                    let retried: Vec<(u16, Vec<Reference>)> = stream::iter(retry)
+                        .map(|(bucket, cmd)| async move {
+                            let reply: Value = self.query(&cmd).await?;
+                            Ok::<_, journal_core::JournalError>((
+                                bucket,
+                                parse_references(bucket, reply)?,
+                            ))
+                        })
+                        .buffer_unordered(RESOLVE_CONCURRENCY)
+                        .try_collect()
+                        .await?;
+                    out.extend(retried);
+                }
+                Ok::<_, journal_core::JournalError>(out)
+            }
+        });
+        let read = futures::future::try_join_all(reads).await?;
+        Ok(read.into_iter().flatten().collect())
+    }
+
+    /// The entries of each reference (in the order given), each checked
+    /// against its actor's incarnation: one script per bucket.
+    async fn resolve(&self, references: &[Reference]) -> JournalResult<Vec<Vec<JournalEntry>>> {
+        let mut by_bucket: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, reference) in references.iter().enumerate() {
+            // A reference naming an actor of another bucket (which only a
+            // hand edit makes) would read across slots: it gives nothing.
+            if keys::bucket_of(&reference.actor) == reference.bucket {
+                by_bucket.entry(reference.bucket).or_default().push(i);
+            }
+        }
+        let resolved: Vec<Vec<(usize, Vec<JournalEntry>)>> = stream::iter(by_bucket)
+            .map(|(bucket, indices)| async move {
+                let mut keys = vec![self.inner.keys.bucket(bucket).incarnations()];
+                let mut key_of: HashMap<&str, usize> = HashMap::new();
+                let mut args: Vec<Vec<u8>> = Vec::with_capacity(indices.len() * 5);
+                for &i in &indices {
+                    let Some(reference) = references.get(i) else {
+                        continue;
+                    };
+                    let key = *key_of.entry(reference.actor.as_str()).or_insert_with(|| {
+                        keys.push(self.inner.keys.actor(&reference.actor).entries());
+                        keys.len()
+                    });
+                    args.push(key.to_string().into_bytes());
+                    args.push(reference.actor.as_bytes().to_vec());
+                    args.push(reference.first.to_string().into_bytes());
+                    args.push(reference.last.to_string().into_bytes());
+                    args.push(reference.incarnation.clone());
+                }
+                let reply = self.script(Script::Resolve, &keys, &args).await?;
+                let replies = into_array(reply);
+                if replies.len() != indices.len() {
+                    return Err(bad_reply("resolving feed references"));
+                }
+                let mut out = Vec::with_capacity(indices.len());
+                for (i, reply) in indices.into_iter().zip(replies) {
+                    let actor = references.get(i).map_or("", |r| r.actor.as_str());
+                    out.push((i, decode_entries(actor, reply)?));
+                }
+                Ok(out)
+            })
+            .buffer_unordered(RESOLVE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut entries = vec![Vec::new(); references.len()];
+        for (i, got) in resolved.into_iter().flatten() {
+            if let Some(slot) = entries.get_mut(i) {
+                *slot = got;
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// The feed (contract rule 28) from per-bucket streams of references that
+/// the append script writes with the entries (see the crate docs, "Feed").
+#[async_trait]
+impl JournalFeed for RedisJournalStorage {
+    /// Reads the next references of every bucket (one pipelined `XRANGE`
+    /// per bucket, a pipeline per node), interleaves them by stream id,
+    /// and resolves them into entries. Each bucket's references are taken
+    /// in stream order, so each actor's entries come in sequence order.
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn read_feed(
+        &self,
+        filter: &FeedFilter,
+        after: &FeedOffset,
+        max: usize,
+    ) -> JournalResult<Vec<FeedItem>> {
+        let mut positions = parse_offset(filter, after)?;
+        let mut items: Vec<FeedItem> = Vec::new();
+        if max == 0 {
+            return Ok(items);
+        }
+        let mut active: Vec<u16> = (0..BUCKETS).collect();
+        let mut rounds = 0;
+        'rounds: while items.len() < max && !active.is_empty() {
+            if !items.is_empty() && rounds >= MAX_ROUNDS {
+                break;
+            }
+            rounds += 1;
+            let need = max - items.len();
+            let count = if rounds == 1 {
+                need.min(FIRST_COUNT)
+            } else {
+                need.div_ceil(active.len()).clamp(1, MAX_COUNT)
+            };
+            let read = self
+                .read_references(filter, &active, &positions, count)
+                .await?;
+            active = read
+                .iter()
+                .filter(|(_, refs)| refs.len() >= count)
+                .map(|(bucket, _)| *bucket)
+                .collect();
+            active.sort_unstable();
+            let mut references: Vec<Reference> =
+                read.into_iter().flat_map(|(_, refs)| refs).collect();
+            references.sort_by_key(|r| (r.id, r.bucket));
+            for reference in &mut references {
+                if let Some(Position {
+                    id,
+                    through: Some(through),
+                }) = positions.get(&reference.bucket)
+                {
+                    if *id == reference.id {
+                        reference.first = reference.first.max(through.saturating_add(1));
+                    }
+                }
+            }
+            let mut rest = references.as_slice();
+            while !rest.is_empty() {
+                let need = u64::try_from(max - items.len()).unwrap_or(u64::MAX);
+                let mut estimate = 0u64;
+                let mut take = 0;
+                for reference in rest {
+                    take += 1;
+                    let size = reference
+                        .last
+                        .checked_sub(reference.first)
+                        .map_or(0, |d| d.saturating_add(1));
+                    estimate = estimate.saturating_add(size);
+                    if estimate >= need {
+                        break;
+                    }
+                }
+                let (chunk, tail) = rest.split_at(take.min(rest.len()));
+                rest = tail;
+                let resolved = self.resolve(chunk).await?;
+                for (reference, entries) in chunk.iter().zip(resolved) {
+                    for entry in entries {
+                        if entry.sequence < reference.first || entry.sequence > reference.last {
+                            continue;
+                        }
+                        if items.len() >= max {
+                            break 'rounds;
+                        }
+                        let whole = entry.sequence >= reference.last;
+                        positions.insert(
+                            reference.bucket,
+                            Position {
+                                id: reference.id,
+                                through: (!whole).then_some(entry.sequence),
+                            },
+                        );
+                        items.push(FeedItem {
+                            offset: encode_offset(filter, &positions),
+                            entry,
+                        });
+                    }
+                    // Read to its end (entries truncated or deleted since
+                    // are not there): the next read starts after it.
+                    positions.insert(
+                        reference.bucket,
+                        Position {
+                            id: reference.id,
+                            through: None,
+                        },
+                    );
+                }
+                if items.len() >= max {
+                    break 'rounds;
+                }
+            }
+        }
+        Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_round_trip_and_foreign_ones_are_refused() {
+        let mut positions = BTreeMap::new();
+        positions.insert(
+            3,
+            Position {
+                id: StreamId { ms: 17, seq: 2 },
+                through: None,
+            },
+        );
+        positions.insert(
+            1023,
+            Position {
+                id: StreamId { ms: 18, seq: 0 },
+                through: Some(5),
+            },
+        );
+        let offset = encode_offset(&FeedFilter::All, &positions);
+        assert_eq!(offset.as_str(), "a3:17-2,1023:18-0:5");
+        assert_eq!(
+            parse_offset(&FeedFilter::All, &offset).ok(),
+            Some(positions)
+        );
+        let tag = FeedFilter::Tag("x".into());
+        assert!(parse_offset(&tag, &offset).is_err());
+        for bad in [
+            "a",
+            "a1024:1-0",
+            "a3:1-0,3:1-0",
+            "a3:1-0,2:1-0",
+            "a3:1",
+            "a3:1-0:",
+            "a3:1-0:x",
+            "a3:1-0:1:2",
+            "a+3:1-0",
+            "a3:+1-0",
+            "-1",
+            "\u{0}",
+            "99999999999999999999999999999",
+        ] {
+            assert!(
+                parse_offset(&FeedFilter::All, &FeedOffset::new(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stream_ids_step_on() {
+        assert_eq!(
+            StreamId { ms: 1, seq: 2 }.next(),
+            Some(StreamId { ms: 1, seq: 3 })
+        );
+        assert_eq!(
+            StreamId {
+                ms: 1,
+                seq: u64::MAX
+            }
+            .next(),
+            Some(StreamId { ms: 2, seq: 0 })
+        );
+        assert_eq!(
+            StreamId {
+                ms: u64::MAX,
+                seq: u64::MAX
+            }
+            .next(),
+            None
+        );
+    }
+}
