@@ -455,6 +455,8 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
         figures.extend(redis_memory(&memory, &raw).await?);
     }
     figures.extend(run_subscribe(storage.clone(), only).await);
+    let fed = open(format!("{run}_feed")).await?;
+    figures.extend(run_feed(fed, only).await);
     mark(&mut figures, REDIS_TARGETS);
     raw.delete_keys(&run).await.map_err(|e| e.to_string())?;
     Ok(figures)

@@ -52,12 +52,22 @@ enum Location {
     Redis { url: String, prefix: Option<String> },
 }
 
-/// A journal storage with its due-timer index and live subscriptions: what
-/// an actor system runs on, and what `journal tail` follows (every backend
-/// is all three).
-pub trait Store: JournalStorage + TimerStore + journal_core::JournalWatch {}
+/// A journal storage with its due-timer index, live subscriptions and
+/// feed: what an actor system runs on, and what `journal tail` follows
+/// (every backend is all of these).
+pub trait Store:
+    JournalStorage + TimerStore + journal_core::JournalWatch + journal_core::ProjectionStore
+{
+}
 
-impl<T: JournalStorage + TimerStore + journal_core::JournalWatch + ?Sized> Store for T {}
+impl<T> Store for T where
+    T: JournalStorage
+        + TimerStore
+        + journal_core::JournalWatch
+        + journal_core::ProjectionStore
+        + ?Sized
+{
+}
 
 /// An open journal.
 pub struct Journal {

@@ -770,3 +770,70 @@ fn tail_shows_the_last_entries_then_follows_another_process_s_appends() {
         "{output:?}"
     );
 }
+
+#[test]
+fn tail_without_an_actor_follows_the_feed_and_resumes_from_an_offset() {
+    use std::io::BufRead;
+    let db = fresh_db("tail-feed");
+    let tagged = |actor: &str, s: u64, tags: &str| {
+        let mut message = journal_core::MessageReceived {
+            message_id: format!("{actor}-{s}"),
+            message_type: "T".into(),
+            ..Default::default()
+        };
+        message
+            .metadata
+            .insert(journal_core::feed::TAGS_KEY.into(), tags.into());
+        JournalEntry::new(actor, s, Entry::MessageReceived(message))
+    };
+    write_journal(&db, &[tagged("a", 1, "red"), tagged("a", 2, "blue")], &[]);
+    write_journal(&db, &[tagged("b", 1, "red")], &[]);
+    let url = sqlite_url(&db);
+    let follow = |args: &[&str], n: usize| -> Vec<Value> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_journal"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn journal tail");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines: Vec<Value> = std::io::BufReader::new(stdout)
+            .lines()
+            .take(n)
+            .map(|l| serde_json::from_str(&l.expect("a line")).expect("JSON"))
+            .collect();
+        child.kill().expect("stop");
+        let _ = child.wait();
+        lines
+    };
+    let key = |v: &Value| {
+        (
+            v["actor_id"].as_str().expect("actor").to_owned(),
+            v["sequence"].as_u64().expect("sequence"),
+        )
+    };
+    let all = follow(&["tail", url.as_str(), "--json"], 3);
+    let keys: Vec<_> = all.iter().map(key).collect();
+    assert_eq!(
+        keys,
+        [
+            ("a".to_owned(), 1),
+            ("a".to_owned(), 2),
+            ("b".to_owned(), 1)
+        ]
+    );
+    let offset = all[0]["offset"].as_str().expect("an offset").to_owned();
+    let rest = follow(&["tail", url.as_str(), "--json", "--from", &offset], 2);
+    let keys: Vec<_> = rest.iter().map(key).collect();
+    assert_eq!(keys, [("a".to_owned(), 2), ("b".to_owned(), 1)]);
+    let red = follow(&["tail", url.as_str(), "--tag", "red", "--json"], 2);
+    let keys: Vec<_> = red.iter().map(key).collect();
+    assert_eq!(keys, [("a".to_owned(), 1), ("b".to_owned(), 1)]);
+    // A foreign offset: a one-line error, exit 1.
+    let output = journal(&["tail", url.as_str(), "--from", "garbage"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid feed offset"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -573,6 +573,45 @@ impl JournalFeed for RedisJournalStorage {
     }
 }
 
+/// Projections' offsets in one hash (`projections`, in bucket 0's slot), by
+/// name: as durable as the server's persistence makes a write (no `WAIT`).
+#[async_trait]
+impl journal_core::ProjectionStore for RedisJournalStorage {
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn load_offset(&self, projection: &str) -> JournalResult<Option<FeedOffset>> {
+        journal_core::projection::validate_projection_name(projection)?;
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(self.inner.keys.projections())
+            .arg(projection.as_bytes());
+        let stored: Option<Vec<u8>> = self.query(&cmd).await?;
+        stored
+            .map(|bytes| {
+                String::from_utf8(bytes).map(FeedOffset::new).map_err(|_| {
+                    journal_core::JournalError::storage(
+                        BACKEND,
+                        "a stored projection offset is not UTF-8",
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn save_offset(&self, projection: &str, offset: &FeedOffset) -> JournalResult<()> {
+        journal_core::projection::validate_projection_name(projection)?;
+        let any_tag = FeedFilter::Tag(String::new());
+        if parse_offset(&FeedFilter::All, offset).is_err() {
+            parse_offset(&any_tag, offset)?;
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.inner.keys.projections())
+            .arg(projection.as_bytes())
+            .arg(offset.as_str().as_bytes());
+        let _: i64 = self.query(&cmd).await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

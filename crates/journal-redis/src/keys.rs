@@ -236,6 +236,11 @@ impl Keys {
         }
     }
 
+    /// Projections' offsets by name (a hash, in bucket 0's slot).
+    pub fn projections(&self) -> Vec<u8> {
+        self.key(0, "projections", "")
+    }
+
     /// Keys under `prefix` (already validated).
     pub fn new(prefix: &str) -> Self {
         Keys {

@@ -23,6 +23,13 @@ mod feed {
     });
 }
 
+/// Projections (contract rule 29) on the cluster.
+mod projection {
+    journal_conformance::projection_suite!(optional: async {
+        super::common::cluster_storage(super::common::test_options()).await
+    });
+}
+
 /// Live subscriptions (contract rule 27) on the cluster: each `XREAD
 /// BLOCK` goes to the primary of its actor's slot.
 mod subscribe {

@@ -61,3 +61,11 @@ mod feed {
         super::common::storage(super::common::test_options()).await
     });
 }
+
+/// Projections' offsets and runs (contract rule 29), each test under a key
+/// prefix of its own.
+mod projection {
+    journal_conformance::projection_suite!(optional: async {
+        super::common::storage(super::common::test_options()).await
+    });
+}
