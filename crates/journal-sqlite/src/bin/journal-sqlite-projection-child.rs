@@ -9,7 +9,7 @@
 //! batch's effect is written and before its offset is, and waits for a
 //! line on stdin: the test kills it there.
 //!
-//! usage: journal-sqlite-projection-child DB_PATH exact|atleast PAUSE [OUT]
+//! usage: `journal-sqlite-projection-child DB_PATH exact|atleast PAUSE [OUT]`
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
