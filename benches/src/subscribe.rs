@@ -143,6 +143,7 @@ where
 
     let mut projection = Projection::new(unique("projection"));
     projection.batch = 1000;
+    projection.feed.page = 1000;
     let end = at;
     let started = Instant::now();
     let projected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

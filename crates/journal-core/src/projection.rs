@@ -52,7 +52,8 @@ pub struct Projection {
     /// Which entries it follows.
     pub filter: FeedFilter,
     /// Entries handed over at once, at most: as many as are ready, up to
-    /// this. Default 256.
+    /// this (the feed's page bounds what is ready at once: raise
+    /// `feed.page` with it). Default 256.
     pub batch: usize,
     /// How the feed is read and waited on.
     pub feed: FeedOptions,
