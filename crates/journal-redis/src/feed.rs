@@ -65,6 +65,19 @@ impl StreamId {
     }
 
     /// The smallest id after this one, if any.
+    /// The id just before this one (`0-0` stays): reading after it reads
+    /// this one again.
+    fn previous(self) -> Self {
+        match (self.ms, self.seq) {
+            (ms, seq) if seq > 0 => StreamId { ms, seq: seq - 1 },
+            (ms, _) if ms > 0 => StreamId {
+                ms: ms - 1,
+                seq: u64::MAX,
+            },
+            _ => self,
+        }
+    }
+
     fn next(self) -> Option<Self> {
         match self.seq.checked_add(1) {
             Some(seq) => Some(StreamId { ms: self.ms, seq }),
@@ -146,6 +159,10 @@ fn parse_offset(
 fn encode_offset(filter: &FeedFilter, positions: &BTreeMap<u16, Position>) -> FeedOffset {
     Segments::of(positions).offset(filter)
 }
+
+/// One bucket's resolving script: the indices of its references (in the
+/// caller's list), its keys and its arguments.
+type ResolveCall = (Vec<usize>, Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 /// One bucket's part of an offset: `bucket:ms-seq[:through]`.
 fn segment(bucket: u16, position: &Position) -> String {
@@ -365,8 +382,13 @@ impl RedisJournalStorage {
                 .arg(count);
             Some(cmd)
         };
-        let groups = self.bucket_groups(buckets).await;
         let clustered = self.is_clustered();
+        if !clustered {
+            return self
+                .read_references_at_once(filter, buckets, positions, count)
+                .await;
+        }
+        let groups = self.bucket_groups(buckets).await;
         let reads = groups.into_iter().map(|group| {
             let command = &command;
             async move {
@@ -436,8 +458,83 @@ impl RedisJournalStorage {
         Ok(read.into_iter().flatten().collect())
     }
 
+    /// [`Self::read_references`] on one server: one `XREAD` over every
+    /// bucket's stream, which answers only for the streams that hold
+    /// references after their position (most buckets have none).
+    async fn read_references_at_once(
+        &self,
+        filter: &FeedFilter,
+        buckets: &[u16],
+        positions: &BTreeMap<u16, Position>,
+        count: usize,
+    ) -> JournalResult<Vec<(u16, Vec<Reference>)>> {
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(buckets.len());
+        let mut after: Vec<String> = Vec::with_capacity(buckets.len());
+        let mut bucket_of: HashMap<Vec<u8>, u16> = HashMap::with_capacity(buckets.len());
+        for &bucket in buckets {
+            // XREAD reads after an id: a reference read in part is read
+            // again from just before it.
+            let id = match positions.get(&bucket) {
+                None => "0-0".to_owned(),
+                Some(Position { id, through: None }) => id.to_string(),
+                Some(Position {
+                    id,
+                    through: Some(_),
+                }) => id.previous().to_string(),
+            };
+            let key = self.feed_key(filter, bucket);
+            bucket_of.insert(key.clone(), bucket);
+            keys.push(key);
+            after.push(id);
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(&keys)
+            .arg(&after);
+        let reply: Value = self.query(&cmd).await?;
+        let streams: Vec<(Value, Value)> = match reply {
+            Value::Nil => Vec::new(),
+            Value::Map(pairs) => pairs,
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::Array(pair) if pair.len() == 2 => {
+                        let mut pair = pair.into_iter();
+                        match (pair.next(), pair.next()) {
+                            (Some(key), Some(entries)) => Ok((key, entries)),
+                            _ => Err(bad_reply("a feed read")),
+                        }
+                    }
+                    _ => Err(bad_reply("a feed read")),
+                })
+                .collect::<JournalResult<_>>()?,
+            _ => return Err(bad_reply("a feed read")),
+        };
+        let mut out = Vec::with_capacity(streams.len());
+        for (key, entries) in streams {
+            let key = match key {
+                Value::BulkString(bytes) => bytes,
+                Value::SimpleString(text) => text.into_bytes(),
+                _ => return Err(bad_reply("a feed read")),
+            };
+            let Some(&bucket) = bucket_of.get(&key) else {
+                return Err(bad_reply("a feed read"));
+            };
+            out.push((bucket, parse_references(bucket, entries)?));
+        }
+        Ok(out)
+    }
+
     /// The entries of each reference (in the order given), each checked
-    /// against its actor's incarnation: one script per bucket.
+    /// against its actor's incarnation: one script per bucket, the scripts
+    /// of one node sent as one pipeline (a pipeline that fails, for a
+    /// script the server lost or a slot that moved, is sent again script by
+    /// script, redirected as needed).
     async fn resolve(&self, references: &[Reference]) -> JournalResult<Vec<Vec<JournalEntry>>> {
         let mut by_bucket: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
         for (i, reference) in references.iter().enumerate() {
@@ -447,36 +544,88 @@ impl RedisJournalStorage {
                 by_bucket.entry(reference.bucket).or_default().push(i);
             }
         }
-        let resolved: Vec<Vec<(usize, Vec<JournalEntry>)>> = stream::iter(by_bucket)
-            .map(|(bucket, indices)| async move {
-                let mut keys = vec![self.inner.keys.bucket(bucket).incarnations()];
-                let mut key_of: HashMap<&str, usize> = HashMap::new();
-                let mut args: Vec<Vec<u8>> = Vec::with_capacity(indices.len() * 5);
-                for &i in &indices {
-                    let Some(reference) = references.get(i) else {
+        // Each bucket's script: its keys and arguments.
+        let mut calls: BTreeMap<u16, ResolveCall> = BTreeMap::new();
+        for (bucket, indices) in by_bucket {
+            let mut keys = vec![self.inner.keys.bucket(bucket).incarnations()];
+            let mut key_of: HashMap<&str, usize> = HashMap::new();
+            let mut args: Vec<Vec<u8>> = Vec::with_capacity(indices.len() * 5);
+            for &i in &indices {
+                let Some(reference) = references.get(i) else {
+                    continue;
+                };
+                let key = *key_of.entry(reference.actor.as_str()).or_insert_with(|| {
+                    keys.push(self.inner.keys.actor(&reference.actor).entries());
+                    keys.len()
+                });
+                args.push(key.to_string().into_bytes());
+                args.push(reference.actor.as_bytes().to_vec());
+                args.push(reference.first.to_string().into_bytes());
+                args.push(reference.last.to_string().into_bytes());
+                args.push(reference.incarnation.clone());
+            }
+            calls.insert(bucket, (indices, keys, args));
+        }
+        let buckets: Vec<u16> = calls.keys().copied().collect();
+        let groups = self.bucket_groups(&buckets).await;
+        let calls = &calls;
+        let resolved: Vec<Vec<(usize, Vec<JournalEntry>)>> = stream::iter(groups)
+            .map(|group| async move {
+                let mut pipe = redis::pipe();
+                for bucket in &group {
+                    if let Some((_, keys, args)) = calls.get(bucket) {
+                        pipe.cmd("EVALSHA")
+                            .arg(crate::scripts::sha(Script::Resolve))
+                            .arg(keys.len())
+                            .arg(keys)
+                            .arg(args);
+                    }
+                }
+                let Some(&first) = group.first() else {
+                    return Ok(Vec::new());
+                };
+                let replies = {
+                    let mut lease = self.lease().await?;
+                    lease
+                        .query_pipe_values(&pipe, keys::slot_of_bucket(first))
+                        .await
+                };
+                let replies = match replies {
+                    Ok(replies) if replies.len() == group.len() => replies,
+                    _ => {
+                        let mut one_by_one = Vec::with_capacity(group.len());
+                        for bucket in &group {
+                            if let Some((_, keys, args)) = calls.get(bucket) {
+                                one_by_one.push(self.script(Script::Resolve, keys, args).await?);
+                            }
+                        }
+                        one_by_one
+                    }
+                };
+                let mut out = Vec::new();
+                for (bucket, reply) in group.iter().zip(replies) {
+                    let Some((indices, keys, args)) = calls.get(bucket) else {
                         continue;
                     };
-                    let key = *key_of.entry(reference.actor.as_str()).or_insert_with(|| {
-                        keys.push(self.inner.keys.actor(&reference.actor).entries());
-                        keys.len()
-                    });
-                    args.push(key.to_string().into_bytes());
-                    args.push(reference.actor.as_bytes().to_vec());
-                    args.push(reference.first.to_string().into_bytes());
-                    args.push(reference.last.to_string().into_bytes());
-                    args.push(reference.incarnation.clone());
+                    // A script the node lost, a slot that moved: this one
+                    // again on its own (loaded, redirected as needed).
+                    let reply = match reply {
+                        Value::ServerError(e) => {
+                            tracing::debug!(backend = BACKEND, bucket, error = ?e, "feed resolve sent again");
+                            self.script(Script::Resolve, keys, args).await?
+                        }
+                        reply => reply,
+                    };
+                    let replies = into_array(reply);
+                    if replies.len() != indices.len() {
+                        return Err(bad_reply("resolving feed references"));
+                    }
+                    for (&i, reply) in indices.iter().zip(replies) {
+                        let actor = references.get(i).map_or("", |r| r.actor.as_str());
+                        out.push((i, decode_entries(actor, reply)?));
+                    }
                 }
-                let reply = self.script(Script::Resolve, &keys, &args).await?;
-                let replies = into_array(reply);
-                if replies.len() != indices.len() {
-                    return Err(bad_reply("resolving feed references"));
-                }
-                let mut out = Vec::with_capacity(indices.len());
-                for (i, reply) in indices.into_iter().zip(replies) {
-                    let actor = references.get(i).map_or("", |r| r.actor.as_str());
-                    out.push((i, decode_entries(actor, reply)?));
-                }
-                Ok(out)
+                Ok::<_, journal_core::JournalError>(out)
             })
             .buffer_unordered(RESOLVE_CONCURRENCY)
             .try_collect()
