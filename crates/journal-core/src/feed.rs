@@ -23,6 +23,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use crate::error::{JournalError, JournalResult};
 use crate::proto::{journal_entry::Entry, JournalEntry};
 use crate::storage::JournalStorage;
+use crate::subscribe::Backoff;
 
 /// The metadata key of a message whose entries are tagged: tags separated
 /// by commas (`"cart,eu"`), each trimmed; empty ones are ignored.
@@ -208,7 +209,7 @@ where
             if state.done {
                 return None;
             }
-            let mut failing: Option<(std::time::Instant, Duration)> = None;
+            let mut backoff = Backoff::new(options.retry_for);
             loop {
                 if let Some(item) = state.buffer.pop_front() {
                     state.after = item.offset.clone();
@@ -224,24 +225,15 @@ where
                 };
                 match read.await {
                     Ok(items) => {
-                        failing = None;
+                        backoff.reset();
                         state.caught_up = items.len() < page;
                         state.buffer = items.into();
                     }
-                    Err(e) if e.is_retryable() => {
-                        let (since, pause) =
-                            failing.get_or_insert((std::time::Instant::now(), RETRY_PAUSE));
-                        if since.elapsed() >= options.retry_for {
+                    Err(e) => {
+                        if let Err(e) = backoff.retry(e).await {
                             state.done = true;
                             return Some((Err(e), state));
                         }
-                        tracing::debug!(error = %e, "feed retrying");
-                        tokio::time::sleep(*pause).await;
-                        *pause = (*pause * 2).min(MAX_RETRY_PAUSE);
-                    }
-                    Err(e) => {
-                        state.done = true;
-                        return Some((Err(e), state));
                     }
                 }
             }
@@ -250,8 +242,20 @@ where
     .boxed()
 }
 
-const RETRY_PAUSE: Duration = Duration::from_millis(10);
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// The number of an offset written as `prefix` then decimal digits (as
+/// the memory and SQLite backends write theirs), 0 for the start, or
+/// [`JournalError::InvalidOffset`].
+pub fn numbered_offset(backend: &str, offset: &FeedOffset, prefix: char) -> JournalResult<u64> {
+    if offset.is_start() {
+        return Ok(0);
+    }
+    offset
+        .as_str()
+        .strip_prefix(prefix)
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| invalid_offset(backend, offset, &format!("expected {prefix}<position>")))
+}
 
 /// The error for an offset a backend did not make.
 pub fn invalid_offset(backend: &str, offset: &FeedOffset, why: &str) -> JournalError {

@@ -127,25 +127,16 @@ where
                     state.cursor.next = entry.sequence + 1;
                     return Some((Ok(entry), state));
                 }
-                let mut failing: Option<(std::time::Instant, Duration)> = None;
+                let mut backoff = Backoff::new(options.retry_for);
                 let entries = loop {
                     let read = read_next(storage, actor_id, &mut state.cursor, page, &options);
                     match read.await {
                         Ok(entries) => break entries,
-                        Err(e) if e.is_retryable() => {
-                            let (since, pause) =
-                                failing.get_or_insert((std::time::Instant::now(), RETRY_PAUSE));
-                            if since.elapsed() >= options.retry_for {
+                        Err(e) => {
+                            if let Err(e) = backoff.retry(e).await {
                                 state.done = true;
                                 return Some((Err(e), state));
                             }
-                            tracing::debug!(actor_id, error = %e, "subscription retrying");
-                            tokio::time::sleep(*pause).await;
-                            *pause = (*pause * 2).min(MAX_RETRY_PAUSE);
-                        }
-                        Err(e) => {
-                            state.done = true;
-                            return Some((Err(e), state));
                         }
                     }
                 };
@@ -237,6 +228,47 @@ where
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// Retries of a followed stream (a subscription, a feed): retryable errors
+/// are waited out, pauses doubling from [`RETRY_PAUSE`] to
+/// [`MAX_RETRY_PAUSE`], for at most the budget since the first of a run of
+/// failures.
+pub(crate) struct Backoff {
+    budget: Duration,
+    failing: Option<(std::time::Instant, Duration)>,
+}
+
+impl Backoff {
+    pub(crate) fn new(budget: Duration) -> Self {
+        Backoff {
+            budget,
+            failing: None,
+        }
+    }
+
+    /// Waits before the next try after `error`, or gives it back when it
+    /// is not retryable or the budget is spent.
+    pub(crate) async fn retry(&mut self, error: JournalError) -> JournalResult<()> {
+        if !error.is_retryable() {
+            return Err(error);
+        }
+        let (since, pause) = self
+            .failing
+            .get_or_insert((std::time::Instant::now(), RETRY_PAUSE));
+        if since.elapsed() >= self.budget {
+            return Err(error);
+        }
+        tracing::debug!(error = %error, "retrying");
+        tokio::time::sleep(*pause).await;
+        *pause = (*pause * 2).min(MAX_RETRY_PAUSE);
+        Ok(())
+    }
+
+    /// A try succeeded: the next failure starts a new run.
+    pub(crate) fn reset(&mut self) {
+        self.failing = None;
+    }
+}
+
 fn truncated(actor_id: &str, wanted: u64, first_stored: u64) -> JournalError {
     JournalError::Truncated {
         actor_id: actor_id.to_owned(),
@@ -244,6 +276,10 @@ fn truncated(actor_id: &str, wanted: u64, first_stored: u64) -> JournalError {
         first_stored,
     }
 }
+
+/// The key [`Watchers`] wait under for a feed (rule 28) rather than an
+/// actor: no actor has an empty id.
+pub const FEED_WAIT_KEY: &str = "";
 
 /// Wake-ups per actor for the waiters of one process: a backend keeps one,
 /// calls [`Watchers::notify`] after each append commits (and

@@ -11,15 +11,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use journal_core::feed::{
-    entry_tags, invalid_offset, FeedFilter, FeedItem, FeedOffset, JournalFeed,
-};
+use journal_core::feed::{entry_tags, FeedFilter, FeedItem, FeedOffset, JournalFeed};
 use journal_core::{JournalEntry, JournalResult};
 
 use crate::{cooperate, MemoryJournalStorage, BACKEND};
 
-/// The key the feed's waiters wait under (no actor has an empty id).
-pub(crate) const WAIT_KEY: &str = "";
+pub(crate) use journal_core::subscribe::FEED_WAIT_KEY as WAIT_KEY;
 
 /// Where each position's entry is, and the tag index.
 #[derive(Debug, Default)]
@@ -118,15 +115,7 @@ impl FeedLog {
 
 /// The position an offset names (0 for the start).
 fn position(offset: &FeedOffset) -> JournalResult<u64> {
-    if offset.is_start() {
-        return Ok(0);
-    }
-    offset
-        .as_str()
-        .strip_prefix('m')
-        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|digits| digits.parse().ok())
-        .ok_or_else(|| invalid_offset(BACKEND, offset, "expected m<position>"))
+    journal_core::feed::numbered_offset(BACKEND, offset, 'm')
 }
 
 /// The feed over every actor of this store (and its clones), and per tag.

@@ -18,20 +18,12 @@ use rusqlite::OptionalExtension;
 
 use crate::{ops, SqliteJournalStorage, BACKEND};
 
-/// The key the feed's waiters wait under (no actor has an empty id).
-pub(crate) const WAIT_KEY: &str = "";
+pub(crate) use journal_core::subscribe::FEED_WAIT_KEY as WAIT_KEY;
 
 /// The position an offset names (0 for the start).
 fn position(offset: &FeedOffset) -> JournalResult<i64> {
-    if offset.is_start() {
-        return Ok(0);
-    }
-    offset
-        .as_str()
-        .strip_prefix('s')
-        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|digits| digits.parse().ok())
-        .ok_or_else(|| invalid_offset(BACKEND, offset, "expected s<position>"))
+    let number = journal_core::feed::numbered_offset(BACKEND, offset, 's')?;
+    i64::try_from(number).map_err(|_| invalid_offset(BACKEND, offset, "beyond any position"))
 }
 
 #[async_trait]
