@@ -7,9 +7,9 @@ use futures::TryStreamExt;
 use journal_core::journal_entry::Entry;
 use journal_core::prost_types::{Duration, Timestamp};
 use journal_core::{
-    Checkpoint, JournalEntry, JournalError, JournalResult, JournalStorage, MessageProcessed,
-    MessageReceived, ProcessingResult, PromiseCreated, PromiseResolved, SideEffectExecuted,
-    StateChanged, TimerCancelled, TimerFired, TimerScheduled,
+    Checkpoint, EventRecorded, JournalEntry, JournalError, JournalResult, JournalStorage,
+    MessageProcessed, MessageReceived, ProcessingResult, PromiseCreated, PromiseResolved,
+    SideEffectExecuted, StateChanged, TimerCancelled, TimerFired, TimerScheduled,
 };
 
 /// An actor id no other test uses: `tag` plus a ULID.
@@ -35,7 +35,7 @@ pub fn entries(actor_id: &str, from: u64, to: u64) -> Vec<JournalEntry> {
     (from..=to).map(|s| entry(actor_id, s)).collect()
 }
 
-/// An entry exercising every field: the variant cycles through all eight by
+/// An entry exercising every field: the variant cycles through all ten by
 /// sequence, with binary payloads (every byte value), metadata maps with
 /// unusual keys, and a timestamp with nanoseconds.
 pub fn rich_entry(actor_id: &str, sequence: u64) -> JournalEntry {
@@ -53,7 +53,7 @@ pub fn rich_entry(actor_id: &str, sequence: u64) -> JournalEntry {
         seconds: 30 + small,
         nanos: 250,
     });
-    let variant = match sequence % 9 {
+    let variant = match sequence % 10 {
         0 => Entry::MessageReceived(MessageReceived {
             message_id: format!("m-{sequence}"),
             sender_id: "sender/1".into(),
@@ -95,6 +95,13 @@ pub fn rich_entry(actor_id: &str, sequence: u64) -> JournalEntry {
         }),
         8 => Entry::TimerCancelled(TimerCancelled {
             timer_id: "t".into(),
+        }),
+        9 => Entry::EventRecorded(EventRecorded {
+            event_type: "Deposited ✓".into(),
+            schema_version: u32::try_from(sequence % 4).unwrap_or(1),
+            payload: bytes,
+            tags: vec!["account".into(), format!("region-{}", sequence % 3)],
+            metadata,
         }),
         5 => Entry::TimerFired(TimerFired {
             timer_id: "t".into(),

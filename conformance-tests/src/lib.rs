@@ -2,6 +2,7 @@
 
 pub mod adversarial;
 pub mod cutoff;
+pub mod events;
 pub mod facet;
 pub mod feed;
 pub mod fixture;
@@ -154,6 +155,11 @@ macro_rules! __suite_tests {
             facet::facet_random_key_is_durable_before_the_outside_sees_it,
             facet::facet_unjournaled_effect_runs_again_on_recovery,
             facet::facet_refused_end_of_message_keeps_no_state,
+            events::rule25_events_persist_with_the_command_end,
+            events::rule25_recovery_applies_events_and_runs_no_command,
+            events::rule25_time_travel_stands_after_any_event,
+            events::rule26_old_versions_read_through_the_upcaster,
+            events::rule26_unknown_event_type_is_named,
             adversarial::ids_round_trip_everywhere,
             adversarial::ids_do_not_collide,
             limits::limits_sequence_above_max_rejected,

@@ -2,12 +2,14 @@
 
 mod clock;
 pub mod error;
+pub mod event_sourced;
 mod name;
 pub mod system;
 pub mod timers;
 pub mod typed;
 
 pub use error::SendError;
+pub use event_sourced::{Decision, EventSourced, EventSourcedDurable, EventSourcedRef, Persist};
 pub use system::{
     ActorSystem, ActorSystemBuilder, Factory, SystemConfig, SystemEvent, TIMER_ID_KEY,
 };

@@ -11,8 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use journal_core::durability::ActivationReport;
 use journal_core::{
-    Actor, Delivery, DurabilityConfig, DurabilityFacet, DurableActor, ExecutionContext,
-    HandlerResult, JournalError, JournalStorage, MessageReceived, TimerStore,
+    Actor, Delivery, DurabilityConfig, DurabilityFacet, DurableActor, EventRecorded,
+    ExecutionContext, HandlerResult, JournalError, JournalStorage, MessageOutcome, MessageReceived,
+    TimerStore,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -643,6 +644,18 @@ impl DurableActor for Hosted {
 
     fn migrate(&mut self, state: &[u8], stored: u32, current: u32) -> Result<(), String> {
         self.0.migrate(state, stored, current)
+    }
+
+    fn is_event_sourced(&self) -> bool {
+        self.0.is_event_sourced()
+    }
+
+    fn apply_event(&mut self, event: &EventRecorded, sequence: u64) -> Result<(), String> {
+        self.0.apply_event(event, sequence)
+    }
+
+    fn after_persist(&mut self, outcome: &MessageOutcome) {
+        self.0.after_persist(outcome);
     }
 }
 

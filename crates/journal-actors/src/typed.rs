@@ -116,7 +116,32 @@ fn codec(what: impl Display, error: impl Display) -> HandlerError {
     HandlerError::Failed(format!("{what}: {error}"))
 }
 
+impl<'a, A: ?Sized> Context<'a, A> {
+    /// A typed context over `raw`.
+    pub(crate) fn new(raw: &'a mut ExecutionContext) -> Self {
+        Context {
+            raw,
+            actor: PhantomData,
+        }
+    }
+}
+
 impl<A: TypedActor> Context<'_, A> {
+    /// Schedules `message` to this actor, due after a delay or at an
+    /// instant. It is delivered once, also if this actor is passivated or
+    /// every process restarted in between, unless cancelled first; if this
+    /// message fails, the timer is dropped.
+    pub async fn schedule(
+        &mut self,
+        due: impl Into<Due>,
+        message: A::Message,
+    ) -> Result<TimerId, HandlerError> {
+        let id = self.actor_id().to_owned();
+        self.schedule_to::<A>(&id, due, message).await
+    }
+}
+
+impl<A: ?Sized> Context<'_, A> {
     /// This actor's id.
     pub fn actor_id(&self) -> &str {
         self.raw.actor_id()
@@ -218,19 +243,6 @@ impl<A: TypedActor> Context<'_, A> {
         Ok(self.raw.random_u64().await?)
     }
 
-    /// Schedules `message` to this actor, due after a delay or at an
-    /// instant. It is delivered once, also if this actor is passivated or
-    /// every process restarted in between, unless cancelled first; if this
-    /// message fails, the timer is dropped.
-    pub async fn schedule(
-        &mut self,
-        due: impl Into<Due>,
-        message: A::Message,
-    ) -> Result<TimerId, HandlerError> {
-        let id = self.actor_id().to_owned();
-        self.schedule_to::<A>(&id, due, message).await
-    }
-
     /// Schedules `message` to actor `actor_id` of type `B`, as
     /// [`Context::schedule`] does to this one.
     pub async fn schedule_to<B: TypedActor>(
@@ -239,16 +251,31 @@ impl<A: TypedActor> Context<'_, A> {
         due: impl Into<Due>,
         message: B::Message,
     ) -> Result<TimerId, HandlerError> {
-        let payload = serde_json::to_vec(&message)
-            .map_err(|e| codec(format!("timer message for {}", B::TYPE), e))?;
+        let message_type = B::message_type(&message);
+        self.schedule_typed(B::TYPE, actor_id, due, &message, message_type)
+            .await
+    }
+
+    /// Schedules `message` (of type name `message_type`) to actor
+    /// `actor_id` of the registered type `actor_type`.
+    pub(crate) async fn schedule_typed<M: Serialize>(
+        &mut self,
+        actor_type: &str,
+        actor_id: &str,
+        due: impl Into<Due>,
+        message: &M,
+        message_type: String,
+    ) -> Result<TimerId, HandlerError> {
+        let payload = serde_json::to_vec(message)
+            .map_err(|e| codec(format!("timer message for {actor_type}"), e))?;
         let mut timer = TimerScheduled {
             target_actor_id: if actor_id == self.actor_id() {
                 String::new()
             } else {
                 actor_id.to_owned()
             },
-            target_actor_type: B::TYPE.to_owned(),
-            message_type: B::message_type(&message),
+            target_actor_type: actor_type.to_owned(),
+            message_type,
             timer_data: payload,
             ..TimerScheduled::default()
         };
@@ -480,23 +507,48 @@ where
         message_id: impl Into<String>,
         message: A::Message,
     ) -> Result<A::Reply, SendError> {
-        let payload = serde_json::to_vec(&message).map_err(|e| SendError::Codec(e.to_string()))?;
-        let message = MessageReceived {
-            message_id: message_id.into(),
-            message_type: A::message_type(&message),
-            payload,
-            ..MessageReceived::default()
-        };
-        let message_id = message.message_id.clone();
-        let reply = match self.system.send(A::TYPE, &self.actor_id, message).await? {
-            Delivery::Replied(reply)
-            | Delivery::Duplicate(Some(MessageOutcome::Replied(reply))) => reply,
-            Delivery::Failed(reason)
-            | Delivery::Duplicate(Some(MessageOutcome::Failed(reason))) => {
-                return Err(SendError::Handler(reason))
-            }
-            Delivery::Duplicate(None) => return Err(SendError::ReplyUnknown(message_id)),
-        };
-        serde_json::from_slice(&reply).map_err(|e| SendError::Codec(e.to_string()))
+        let message_type = A::message_type(&message);
+        send_json(
+            &self.system,
+            (A::TYPE, &self.actor_id),
+            message_id.into(),
+            message_type,
+            &message,
+        )
+        .await
     }
+}
+
+/// Sends `message` (JSON) under `message_id` to actor `(type, id)` of
+/// `system` and decodes its reply.
+pub(crate) async fn send_json<S, M, R>(
+    system: &ActorSystem<S>,
+    (actor_type, actor_id): (&str, &str),
+    message_id: String,
+    message_type: String,
+    message: &M,
+) -> Result<R, SendError>
+where
+    S: JournalStorage + TimerStore + Clone + 'static,
+    M: Serialize,
+    R: DeserializeOwned,
+{
+    let payload = serde_json::to_vec(message).map_err(|e| SendError::Codec(e.to_string()))?;
+    let message = MessageReceived {
+        message_id,
+        message_type,
+        payload,
+        ..MessageReceived::default()
+    };
+    let message_id = message.message_id.clone();
+    let reply = match system.send(actor_type, actor_id, message).await? {
+        Delivery::Replied(reply) | Delivery::Duplicate(Some(MessageOutcome::Replied(reply))) => {
+            reply
+        }
+        Delivery::Failed(reason) | Delivery::Duplicate(Some(MessageOutcome::Failed(reason))) => {
+            return Err(SendError::Handler(reason))
+        }
+        Delivery::Duplicate(None) => return Err(SendError::ReplyUnknown(message_id)),
+    };
+    serde_json::from_slice(&reply).map_err(|e| SendError::Codec(e.to_string()))
 }

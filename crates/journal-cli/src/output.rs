@@ -234,6 +234,18 @@ pub fn entry_line(entry: &JournalEntry) -> String {
         ),
         Some(Entry::TimerFired(t)) => format!("timer_fired          {}", t.timer_id),
         Some(Entry::TimerCancelled(t)) => format!("timer_cancelled      {}", t.timer_id),
+        Some(Entry::EventRecorded(e)) => {
+            let mut line = format!(
+                "event_recorded       {} v{} {}",
+                e.event_type,
+                e.schema_version.max(1),
+                bytes(&e.payload)
+            );
+            if !e.tags.is_empty() {
+                let _ = write!(line, " tags={}", e.tags.join(","));
+            }
+            line
+        }
         Some(Entry::PromiseCreated(p)) => format!(
             "promise_created      {} timeout={}",
             p.promise_id,
@@ -318,6 +330,13 @@ pub fn entry_json(entry: &JournalEntry) -> Value {
         }
         Some(Entry::TimerCancelled(t)) => {
             object.insert("timer_id".into(), json!(t.timer_id));
+        }
+        Some(Entry::EventRecorded(e)) => {
+            object.insert("event_type".into(), json!(e.event_type));
+            object.insert("schema_version".into(), json!(e.schema_version.max(1)));
+            put_bytes(&mut object, "payload", &e.payload);
+            object.insert("tags".into(), json!(e.tags));
+            object.insert("metadata".into(), json!(e.metadata));
         }
         Some(Entry::PromiseCreated(p)) => {
             object.insert("promise_id".into(), json!(p.promise_id));

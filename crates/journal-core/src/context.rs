@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{JournalError, JournalResult};
 use crate::proto::{
-    journal_entry::Entry, JournalEntry, SideEffectExecuted, TimerCancelled, TimerFired,
-    TimerScheduled,
+    journal_entry::Entry, EventRecorded, JournalEntry, SideEffectExecuted, TimerCancelled,
+    TimerFired, TimerScheduled,
 };
 use crate::storage::JournalStorage;
 use crate::validate::Limits;
@@ -223,6 +223,8 @@ pub struct ExecutionContext {
     recorded_timers: VecDeque<TimerOp>,
     /// Timers scheduled so far: the ordinal the next timer's id derives from.
     timers_scheduled: u64,
+    /// Domain events this message decided, journaled with its end.
+    events: Vec<EventRecorded>,
 }
 
 /// A timer operation of the message being handled, as journaled: the host
@@ -338,6 +340,7 @@ impl ExecutionContext {
             timer_ops: Vec::new(),
             recorded_timers: VecDeque::new(),
             timers_scheduled: 0,
+            events: Vec::new(),
         }
     }
 
@@ -876,6 +879,46 @@ impl ExecutionContext {
             Err(e @ JournalError::InvalidEntry(_)) => Err(self.fail_message(e)),
             Err(e) => Err(self.fail_journal(e)),
         }
+    }
+
+    /// Records a domain event this message decided (an event-sourced
+    /// actor's command: contract rule 25). Events wait in memory and are
+    /// journaled as `EventRecorded` entries in one atomic batch with the
+    /// message's `MessageProcessed`, in the order recorded, and only if
+    /// the message succeeds: a failed message persists none. A version of
+    /// 0 is written as 1; tags are sorted and made distinct.
+    ///
+    /// An event that cannot be journaled (no type, larger than the
+    /// storage's entry limit) fails the message alone, as a side effect's
+    /// result too large does (rule 21).
+    pub fn record_event(&mut self, mut event: EventRecorded) -> JournalResult<()> {
+        self.check_failure()?;
+        event.schema_version = event.schema_version.max(1);
+        event.tags.sort_unstable();
+        event.tags.dedup();
+        let entry = JournalEntry::new(self.actor_id.clone(), 1, Entry::EventRecorded(event))
+            .with_correlation_id(self.message_id.clone());
+        if let Some(target) = self.target.as_ref() {
+            let limits = target.storage.limits();
+            if let Err(e) = crate::validate::validate_entry(&entry, &limits) {
+                return Err(self.fail_message(e));
+            }
+        } else if let Some(Entry::EventRecorded(event)) = &entry.entry {
+            if event.event_type.is_empty() {
+                return Err(self.fail_message(JournalError::InvalidEntry(
+                    "an event needs a non-empty event_type".into(),
+                )));
+            }
+        }
+        if let Some(Entry::EventRecorded(event)) = entry.entry {
+            self.events.push(event);
+        }
+        Ok(())
+    }
+
+    /// The domain events this message recorded so far, in order.
+    pub fn events(&self) -> &[EventRecorded] {
+        &self.events
     }
 
     /// The latched failure, if any, as an error for the caller.

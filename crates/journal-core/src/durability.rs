@@ -17,8 +17,8 @@ use crate::context::{ExecutionContext, MessageFailure, Retry, TimerOp};
 use crate::error::{JournalError, JournalResult};
 use crate::facet::{Admission, DurableActor, Facet, HandlerError, MessageOutcome};
 use crate::proto::{
-    journal_entry::Entry, FacetSnapshot, JournalEntry, MessageProcessed, MessageReceived,
-    ProcessedMessage, ProcessingResult, SideEffectExecuted,
+    journal_entry::Entry, EventRecorded, FacetSnapshot, JournalEntry, MessageProcessed,
+    MessageReceived, ProcessedMessage, ProcessingResult, SideEffectExecuted,
 };
 use crate::storage::JournalStorage;
 use crate::timers::{TimerRecord, TimerStore};
@@ -661,8 +661,10 @@ impl DurabilityFacet {
             ..
         }) = pending
         {
-            // The last message was interrupted by a crash: finish it.
-            let (after, outcome, timer_ops) = self
+            // The last message was interrupted by a crash: finish it (an
+            // event-sourced command too: it never completed, so its
+            // events were never persisted).
+            let (after, outcome, timer_ops, events) = self
                 .replay_message(
                     actor,
                     &message,
@@ -673,6 +675,13 @@ impl DurabilityFacet {
                 )
                 .await?;
             next_sequence = after;
+            let batch = match outcome {
+                MessageOutcome::Replied(_) => {
+                    self.event_entries(next_sequence, &message.message_id, &events)
+                }
+                MessageOutcome::Failed(_) => Vec::new(),
+            };
+            next_sequence += batch.len() as u64;
             let (done, dropped) =
                 self.processed_entry(next_sequence, &message.message_id, &outcome);
             if let Some(reason) = dropped {
@@ -685,7 +694,9 @@ impl DurabilityFacet {
             if matches!(recorded, MessageOutcome::Replied(_)) {
                 self.index_timers(&timer_ops).await?;
             }
-            self.retry.append(&*self.storage, &done).await?;
+            let mut batch = batch;
+            batch.push(done);
+            self.retry.append_batch(&*self.storage, &batch).await?;
             dedup.insert(message.message_id, next_sequence, now_ms(), Some(recorded));
             next_sequence += 1;
             report.replayed_messages += 1;
@@ -775,6 +786,7 @@ impl DurabilityFacet {
         } else {
             Mode::Replay
         };
+        let event_sourced = actor.is_event_sourced();
         let mut expected = from;
         let mut pending: Option<PendingMessage> = None;
         {
@@ -795,21 +807,28 @@ impl DurabilityFacet {
                             // Interrupted, with later messages after it: its
                             // recorded effects are all it may have. Its
                             // MessageReceived is what keeps it recognised.
-                            let (_, outcome, _) = self
-                                .replay_message(
-                                    actor,
-                                    &previous.message,
-                                    (previous.effects, previous.timers),
-                                    None,
-                                    to + 1,
-                                    mode,
-                                )
-                                .await?;
+                            // An interrupted command persisted no event and
+                            // never runs again: no outcome.
+                            let outcome = if event_sourced {
+                                None
+                            } else {
+                                let replayed = self
+                                    .replay_message(
+                                        actor,
+                                        &previous.message,
+                                        (previous.effects, previous.timers),
+                                        None,
+                                        to + 1,
+                                        mode,
+                                    )
+                                    .await?;
+                                Some(replayed.1)
+                            };
                             dedup.insert(
                                 previous.message.message_id,
                                 previous.sequence,
                                 previous.at_ms,
-                                Some(outcome),
+                                outcome,
                             );
                             report.replayed_messages += 1;
                         }
@@ -826,11 +845,21 @@ impl DurabilityFacet {
                             pending.effects.push_back(effect);
                         }
                     }
+                    // A command's events are journaled with its end, in one
+                    // batch: one read is one that completed.
+                    Some(Entry::EventRecorded(event)) if event_sourced => {
+                        self.apply_event(actor, &event, entry.sequence)?;
+                    }
                     Some(Entry::MessageProcessed(done)) => {
                         let ends_pending = pending
                             .as_ref()
                             .is_some_and(|p| p.message.message_id == done.message_id);
-                        if let Some(p) = pending.take_if(|_| ends_pending) {
+                        if let Some(p) = pending.take_if(|_| ends_pending && event_sourced) {
+                            // Its events were applied as they were read.
+                            let recorded = outcome_of(&done);
+                            dedup.insert(p.message.message_id, entry.sequence, at, Some(recorded));
+                            report.replayed_messages += 1;
+                        } else if let Some(p) = pending.take_if(|_| ends_pending) {
                             self.replay_message(
                                 actor,
                                 &p.message,
@@ -859,6 +888,26 @@ impl DurabilityFacet {
         }
 
         Ok(pending)
+    }
+
+    /// Applies a journaled event to an event-sourced actor; an event it
+    /// cannot read fails recovery, naming it.
+    fn apply_event(
+        &self,
+        actor: &mut dyn DurableActor,
+        event: &EventRecorded,
+        sequence: u64,
+    ) -> JournalResult<()> {
+        actor
+            .apply_event(event, sequence)
+            .map_err(|reason| JournalError::RecoveryFailed {
+                actor_id: self.actor_id.clone(),
+                reason: format!(
+                    "event {:?} (schema version {}) at sequence {sequence}: {reason}",
+                    event.event_type,
+                    event.schema_version.max(1),
+                ),
+            })
     }
 
     /// The error for entries `expected..=to` the state depends on that are
@@ -898,7 +947,7 @@ impl DurabilityFacet {
         recorded: Option<&MessageProcessed>,
         next_sequence: u64,
         mode: Mode,
-    ) -> JournalResult<(u64, MessageOutcome, Vec<TimerOp>)> {
+    ) -> JournalResult<(u64, MessageOutcome, Vec<TimerOp>, Vec<EventRecorded>)> {
         let (storage, actor_id, message_id) = (
             Arc::clone(&self.storage),
             self.actor_id.clone(),
@@ -962,6 +1011,7 @@ impl DurabilityFacet {
             context.next_sequence().max(next_sequence),
             outcome,
             context.timer_ops().to_vec(),
+            context.events().to_vec(),
         ))
     }
 
@@ -1017,6 +1067,27 @@ impl DurabilityFacet {
             reply_dropped: dropped,
         };
         (entry(cut), dropped.then_some(reason))
+    }
+
+    /// The `EventRecorded` entries of `events`, from `first` on.
+    fn event_entries(
+        &self,
+        first: u64,
+        message_id: &str,
+        events: &[EventRecorded],
+    ) -> Vec<JournalEntry> {
+        events
+            .iter()
+            .zip(first..)
+            .map(|(event, sequence)| {
+                JournalEntry::new(
+                    self.actor_id.clone(),
+                    sequence,
+                    Entry::EventRecorded(event.clone()),
+                )
+                .with_correlation_id(message_id)
+            })
+            .collect()
     }
 
     /// Saves a checkpoint of the actor's state after the last entry.
@@ -1351,7 +1422,16 @@ impl Facet for DurabilityFacet {
         if let Some(MessageFailure::Journal(e)) = context.failure() {
             return Err(crate::context::replicate(e));
         }
-        let sequence = context.next_sequence().max(self.active()?.next_sequence);
+        let mut sequence = context.next_sequence().max(self.active()?.next_sequence);
+        // A command's events, if its handler succeeded, then its end: one
+        // atomic batch (contract rule 25).
+        let events = match outcome {
+            MessageOutcome::Replied(_) => {
+                self.event_entries(sequence, &message.message_id, context.events())
+            }
+            MessageOutcome::Failed(_) => Vec::new(),
+        };
+        sequence += events.len() as u64;
         let (done, dropped) = self.processed_entry(sequence, &message.message_id, outcome);
         let recorded = match &done.entry {
             Some(Entry::MessageProcessed(p)) => outcome_of(p),
@@ -1364,6 +1444,7 @@ impl Facet for DurabilityFacet {
         }
         // The message's end, with whatever waits in the context's batch.
         let mut batch = context.take_pending();
+        batch.extend(events);
         batch.push(done);
         self.retry
             .append_batch(&*self.storage, &batch)

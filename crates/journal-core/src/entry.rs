@@ -172,6 +172,7 @@ impl Entry {
             Entry::PromiseCreated(_) => "promise_created",
             Entry::PromiseResolved(_) => "promise_resolved",
             Entry::TimerCancelled(_) => "timer_cancelled",
+            Entry::EventRecorded(_) => "event_recorded",
         }
     }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::context::ExecutionContext;
 use crate::error::{JournalError, JournalResult};
-use crate::proto::MessageReceived;
+use crate::proto::{EventRecorded, MessageReceived};
 
 /// Why a handler did not produce a reply.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,39 @@ pub trait DurableActor: Send + Sync {
             "the checkpoint's state is schema version {stored} and this actor reads version \
              {current}; implement DurableActor::migrate to convert it"
         ))
+    }
+
+    /// Whether this actor is event-sourced (contract rule 25): its commands
+    /// record domain events ([`ExecutionContext::record_event`]), and
+    /// recovery applies the journaled events to the state
+    /// ([`DurableActor::apply_event`]) instead of running `handle` again:
+    /// a command that completed never runs twice. The default, `false`, is
+    /// durable execution: recovery runs `handle` again over each journaled
+    /// message, with its recorded side effects handed back.
+    fn is_event_sourced(&self) -> bool {
+        false
+    }
+
+    /// Applies one journaled event (the entry at `sequence`) to the state,
+    /// on recovery and time travel of an event-sourced actor. An event the
+    /// actor cannot read (an unknown type, a version it has no upcaster
+    /// for, a payload that does not decode) is `Err` naming it, and
+    /// recovery fails with it rather than build a wrong state (rule 26).
+    fn apply_event(&mut self, event: &EventRecorded, sequence: u64) -> Result<(), String> {
+        let _ = sequence;
+        Err(format!(
+            "event {:?} found, and this actor is not event-sourced",
+            event.event_type
+        ))
+    }
+
+    /// Called once a message's end is journaled with the outcome its
+    /// handler gave (for an event-sourced actor: once its events are
+    /// persisted), before the reply goes out; never on recovery or time
+    /// travel. For what must follow persistence: notifications, Akka's
+    /// `thenRun`.
+    fn after_persist(&mut self, outcome: &MessageOutcome) {
+        let _ = outcome;
     }
 }
 

@@ -10,9 +10,9 @@
 //! it (one writer committing in offset order; offsets only handed out up to
 //! where every earlier transaction has ended; ...).
 //!
-//! Until event-sourced actors bring tags of their own, an entry's tags are
-//! those its message listed under the metadata key [`TAGS_KEY`]
-//! ([`entry_tags`]).
+//! An entry's tags ([`entry_tags`]) are an event's own (`EventRecorded`,
+//! from an event-sourced actor), or those a message listed under the
+//! metadata key [`TAGS_KEY`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -32,19 +32,21 @@ pub const TAGS_KEY: &str = "journal.tags";
 /// The longest tag, in bytes.
 pub const MAX_TAG_BYTES: usize = 255;
 
-/// An entry's tags: for a `MessageReceived`, the tags its metadata lists
-/// under [`TAGS_KEY`], each at most [`MAX_TAG_BYTES`] (longer ones are
-/// ignored); none for other entries. Sorted, without duplicates.
+/// An entry's tags: for an `EventRecorded`, its own; for a
+/// `MessageReceived`, the tags its metadata lists under [`TAGS_KEY`]; none
+/// for other entries. Each trimmed, at most [`MAX_TAG_BYTES`] (longer and
+/// empty ones are ignored). Sorted, without duplicates.
 pub fn entry_tags(entry: &JournalEntry) -> Vec<String> {
-    let Some(Entry::MessageReceived(message)) = &entry.entry else {
-        return Vec::new();
-    };
-    let Some(listed) = message.metadata.get(TAGS_KEY) else {
-        return Vec::new();
+    let listed: Vec<&str> = match &entry.entry {
+        Some(Entry::EventRecorded(event)) => event.tags.iter().map(|t| t.trim()).collect(),
+        Some(Entry::MessageReceived(message)) => match message.metadata.get(TAGS_KEY) {
+            Some(listed) => listed.split(',').map(str::trim).collect(),
+            None => return Vec::new(),
+        },
+        _ => return Vec::new(),
     };
     let mut tags: Vec<String> = listed
-        .split(',')
-        .map(str::trim)
+        .into_iter()
         .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_BYTES)
         .map(str::to_owned)
         .collect();

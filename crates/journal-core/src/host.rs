@@ -213,6 +213,7 @@ impl<A: DurableActor> Actor<A> {
                 Err(e) => return Err(self.fail(e)),
             }
         }
+        self.behavior.after_persist(&outcome);
         if let Some(e) = message_error {
             return Err(e);
         }

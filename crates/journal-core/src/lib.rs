@@ -29,9 +29,10 @@ pub use host::{Actor, Delivery, Facets};
 pub use projection::{Projection, ProjectionStore};
 pub use proto::{
     durability_config, journal_entry, Checkpoint, CompressionType, DurabilityConfigMessage,
-    FacetSnapshot, JournalBackend, JournalEntry, MessageProcessed, MessageReceived, PostgresConfig,
-    ProcessedMessage, ProcessingResult, PromiseCreated, PromiseResolved, RedisConfig,
-    SideEffectExecuted, SqliteConfig, StateChanged, TimerCancelled, TimerFired, TimerScheduled,
+    EventRecorded, FacetSnapshot, JournalBackend, JournalEntry, MessageProcessed, MessageReceived,
+    PostgresConfig, ProcessedMessage, ProcessingResult, PromiseCreated, PromiseResolved,
+    RedisConfig, SideEffectExecuted, SqliteConfig, StateChanged, TimerCancelled, TimerFired,
+    TimerScheduled,
 };
 pub use redact::redact_url;
 pub use storage::{

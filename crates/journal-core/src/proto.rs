@@ -14,10 +14,10 @@ mod generated {
 }
 
 pub use generated::{
-    durability_config, journal_entry, Checkpoint, CompressionType, FacetSnapshot, JournalBackend,
-    JournalEntry, MessageProcessed, MessageReceived, PostgresConfig, ProcessedMessage,
-    ProcessingResult, PromiseCreated, PromiseResolved, RedisConfig, SideEffectExecuted,
-    SqliteConfig, StateChanged, TimerCancelled, TimerFired, TimerScheduled,
+    durability_config, journal_entry, Checkpoint, CompressionType, EventRecorded, FacetSnapshot,
+    JournalBackend, JournalEntry, MessageProcessed, MessageReceived, PostgresConfig,
+    ProcessedMessage, ProcessingResult, PromiseCreated, PromiseResolved, RedisConfig,
+    SideEffectExecuted, SqliteConfig, StateChanged, TimerCancelled, TimerFired, TimerScheduled,
 };
 
 /// The wire form of [`crate::DurabilityConfig`] (the proto message

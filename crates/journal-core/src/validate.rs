@@ -125,6 +125,12 @@ pub fn validate_entry(entry: &JournalEntry, limits: &Limits) -> JournalResult<()
                 entry.sequence
             )))
         }
+        Some(Entry::EventRecorded(event)) if event.event_type.is_empty() => {
+            return Err(JournalError::InvalidEntry(format!(
+                "EventRecorded at sequence {} has an empty event_type",
+                entry.sequence
+            )))
+        }
         Some(_) => {}
     }
     let size = entry.encoded_len();
