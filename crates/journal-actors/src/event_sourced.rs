@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::SendError;
-use crate::name::message_type_of;
+use crate::name::{event_type_of, message_type_of};
 use crate::system::{journal_timer_fired, ActorSystem, ActorSystemBuilder, Registration};
 use crate::typed::{send_json, Context, Due, TimerId};
 
@@ -59,10 +59,10 @@ use crate::typed::{send_json, Context, Due, TimerId};
 ///         -> Result<Decision<Self>, HandlerError> {
 ///         match command {
 ///             Command::Deposit(n) => Ok(Decision::persist([Event::Deposited(n)])
-///                 .reply_with(|account| account.balance)),
+///                 .reply_with(|account: &Self| account.balance)),
 ///             Command::Withdraw(n) if n > self.balance => Err(HandlerError::failed("insufficient funds")),
 ///             Command::Withdraw(n) => Ok(Decision::persist([Event::Withdrew(n)])
-///                 .reply_with(|account| account.balance)),
+///                 .reply_with(|account: &Self| account.balance)),
 ///         }
 ///     }
 ///
@@ -105,9 +105,11 @@ pub trait EventSourced: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn apply(&mut self, event: &Self::Event);
 
     /// The type name journaled with an event: the variant's name for an
-    /// enum, the struct's name for a struct.
+    /// enum (`ItemAdded`, not `CartEvent::ItemAdded`: renaming the Rust
+    /// enum does not rename stored events), the struct's name for a
+    /// struct. It is what [`EventSourced::upcast`] is given.
     fn event_type(event: &Self::Event) -> String {
-        message_type_of(event)
+        event_type_of(event)
     }
 
     /// The tags an event is filed under (the feed by tag finds it there).
@@ -193,6 +195,8 @@ impl<A: EventSourced> Persist<A> {
     }
 
     /// Replies with what `reply` computes from the state after the events.
+    /// Name the state's type in the closure (`|account: &Self| ..` in the
+    /// handler): the compiler cannot tell it from the events alone.
     pub fn reply_with(self, reply: impl FnOnce(&A) -> A::Reply + Send + 'static) -> Decision<A> {
         Decision {
             events: self.events,

@@ -16,6 +16,17 @@ pub(crate) fn message_type_of<T: Serialize + ?Sized>(value: &T) -> String {
     })
 }
 
+/// An event's type name: the variant's name for an enum value (the
+/// enum's own name is left out, so renaming the Rust type does not rename
+/// stored events), the struct's name for a struct.
+pub(crate) fn event_type_of<T: Serialize + ?Sized>(value: &T) -> String {
+    let full = message_type_of(value);
+    match full.rsplit_once("::") {
+        Some((_, variant)) => variant.to_owned(),
+        None => full,
+    }
+}
+
 /// Not a named value.
 #[derive(Debug)]
 struct Unnamed;

@@ -837,3 +837,60 @@ fn tail_without_an_actor_follows_the_feed_and_resumes_from_an_offset() {
         stderr(&output)
     );
 }
+
+#[test]
+fn show_and_at_print_events_by_type_version_and_tags() {
+    let db = fresh_db("events");
+    let event = |s: u64, kind: &str, tags: &[&str]| {
+        JournalEntry::new(
+            "cart-1",
+            s,
+            Entry::EventRecorded(journal_core::EventRecorded {
+                event_type: kind.into(),
+                schema_version: 2,
+                payload: br#"{"sku":"fig"}"#.to_vec(),
+                tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+                ..Default::default()
+            }),
+        )
+    };
+    let command = journal_core::MessageReceived {
+        message_id: "c1".into(),
+        message_type: "CartCommand::Add".into(),
+        ..Default::default()
+    };
+    let done = journal_core::MessageProcessed {
+        message_id: "c1".into(),
+        result: journal_core::ProcessingResult::Success.into(),
+        ..Default::default()
+    };
+    write_journal(
+        &db,
+        &[
+            JournalEntry::new("cart-1", 1, Entry::MessageReceived(command)),
+            event(2, "ItemAdded", &["cart", "eu"]),
+            event(3, "CheckedOut", &[]),
+            JournalEntry::new("cart-1", 4, Entry::MessageProcessed(done)),
+        ],
+        &[],
+    );
+    let url = sqlite_url(&db);
+    let shown = expect(0, &["show", url.as_str(), "cart-1"]);
+    assert!(
+        shown.contains("event_recorded       ItemAdded v2 ") && shown.contains(" tags=cart,eu"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("event_recorded       CheckedOut v2 "),
+        "{shown}"
+    );
+    let json = json_lines(&expect(0, &["show", url.as_str(), "cart-1", "--json"]));
+    assert_eq!(json[1]["kind"], "event_recorded");
+    assert_eq!(json[1]["event_type"], "ItemAdded");
+    assert_eq!(json[1]["schema_version"], 2);
+    assert_eq!(json[1]["tags"], serde_json::json!(["cart", "eu"]));
+    // At entry 2: the first event, not the second.
+    let at = expect(0, &["at", url.as_str(), "cart-1", "2"]);
+    assert!(at.contains("ItemAdded"), "{at}");
+    assert!(!at.contains("CheckedOut"), "{at}");
+}
