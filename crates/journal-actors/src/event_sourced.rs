@@ -141,6 +141,19 @@ pub trait EventSourced: Serialize + DeserializeOwned + Send + Sync + 'static {
         *self = recovered;
     }
 
+    /// Reads a snapshot written under state schema version `stored` (the
+    /// configuration's `state_schema_version` when it was taken) by an
+    /// actor now at version `current`. The default declines, and recovery
+    /// passes the snapshot over and rebuilds the state from the events
+    /// before it (an older snapshot, or the first entry; if the journal
+    /// behind it was truncated, recovery fails saying so).
+    fn migrate_state(state: serde_json::Value, stored: u32, current: u32) -> Result<Self, String> {
+        let _ = state;
+        Err(format!(
+            "no migration from state schema version {stored} to {current}: rebuilt from the events"
+        ))
+    }
+
     /// The `message_type` journaled with a command.
     fn command_type(command: &Self::Command) -> String {
         message_type_of(command)
@@ -328,9 +341,23 @@ impl<A: EventSourced> EventSourcedDurable<A> {
                 ))
             }
         };
+        // The outer variant's name (an externally tagged enum: a string
+        // or an object of one key): an error about *that* variant being
+        // unknown is an unknown event type; one about a value inside a
+        // known event is a payload that does not decode.
+        let outer = match &value {
+            serde_json::Value::String(name) => Some(name.clone()),
+            serde_json::Value::Object(map) if map.len() == 1 => map.keys().next().cloned(),
+            _ => None,
+        };
         match serde_json::from_value::<A::Event>(value) {
             Ok(decoded) => Ok(Some(decoded)),
-            Err(e) if e.to_string().contains("unknown variant") => {
+            Err(e)
+                if outer.is_some_and(|name| {
+                    e.to_string()
+                        .starts_with(&format!("unknown variant `{name}`"))
+                }) =>
+            {
                 if A::SKIP_UNKNOWN_EVENTS {
                     Ok(None)
                 } else {
@@ -396,6 +423,13 @@ impl<A: EventSourced> DurableActor for EventSourcedDurable<A> {
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         let recovered: A = serde_json::from_slice(state).map_err(|e| e.to_string())?;
         self.actor.restore_from(recovered);
+        Ok(())
+    }
+
+    fn migrate(&mut self, state: &[u8], stored: u32, current: u32) -> Result<(), String> {
+        let value: serde_json::Value = serde_json::from_slice(state).map_err(|e| e.to_string())?;
+        let migrated = A::migrate_state(value, stored, current)?;
+        self.actor.restore_from(migrated);
         Ok(())
     }
 

@@ -419,3 +419,99 @@ async fn an_interrupted_command_is_finished_once_on_activation() {
     );
     system.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_state_schema_version_rebuilds_from_the_events_and_says_so() {
+    let storage = MemoryJournalStorage::new();
+    let probe = Arc::new(Probe::default());
+    let system = start(&storage, &probe);
+    let basket = system.event_sourced::<Cart>("schema");
+    for i in 0..8u32 {
+        basket.send(add(&format!("s{i}"), 1)).await.expect("added");
+    }
+    system.shutdown().await;
+    let mut snapshots = storage.list_checkpoints("schema").await.expect("read");
+    snapshots.reverse();
+    assert!(!snapshots.is_empty(), "snapshots at version 1");
+
+    // Version 2 of the state (no migration written): the snapshot is
+    // passed over, reported, and the events rebuild the state.
+    let bumped = DurabilityConfig {
+        state_schema_version: 2,
+        ..config()
+    };
+    let probe2 = Arc::clone(&probe);
+    let again = ActorSystem::builder(storage.clone())
+        .register_event_sourced::<Cart>(bumped, move |_| cart(&probe2))
+        .start();
+    let mut events = again.events();
+    let basket = again.event_sourced::<Cart>("schema");
+    assert_eq!(basket.send(CartCommand::Get).await.expect("count"), 8);
+    let report = loop {
+        if let SystemEvent::Activated { recovery, .. } = events.recv().await.expect("event") {
+            break recovery;
+        }
+    };
+    assert_eq!(report.checkpoint_sequence, None, "{report:?}");
+    assert_eq!(
+        report
+            .skipped_checkpoints
+            .iter()
+            .map(|s| s.sequence)
+            .collect::<Vec<_>>(),
+        snapshots,
+        "the snapshots passed over are reported, newest first"
+    );
+    again.shutdown().await;
+}
+
+/// An event whose payload holds a value its enum does not know is a
+/// payload that does not decode, not an unknown event type: skipping
+/// unknown types never drops it.
+#[test]
+fn an_unknown_value_inside_a_known_event_is_not_an_unknown_type() {
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Till;
+    #[derive(Debug, Serialize, Deserialize)]
+    enum Method {
+        Card,
+    }
+    #[derive(Debug, Serialize, Deserialize)]
+    enum TillEvent {
+        Paid { method: Method },
+    }
+    impl EventSourced for Till {
+        const TYPE: &'static str = "till";
+        const SKIP_UNKNOWN_EVENTS: bool = true;
+        type Command = ();
+        type Event = TillEvent;
+        type Reply = ();
+        async fn handle(
+            &self,
+            (): (),
+            _: &mut Context<'_, Self>,
+        ) -> Result<Decision<Self>, HandlerError> {
+            Ok(Decision::reply(()))
+        }
+        fn apply(&mut self, _: &TillEvent) {}
+    }
+    let event = |payload: &str| journal_core::EventRecorded {
+        event_type: "Paid".into(),
+        schema_version: 1,
+        payload: payload.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let error = EventSourcedDurable::<Till>::decode_event(&event(r#"{"Paid":{"method":"Cash"}}"#))
+        .expect_err("a known event with a bad value");
+    assert!(error.contains("does not decode"), "{error}");
+    assert!(matches!(
+        EventSourcedDurable::<Till>::decode_event(&event(r#"{"Refunded":{}}"#)),
+        Ok(None)
+    ));
+    assert!(matches!(
+        EventSourcedDurable::<Till>::decode_event(&event(r#"{"Paid":{"method":"Card"}}"#)),
+        Ok(Some(TillEvent::Paid {
+            method: Method::Card
+        }))
+    ));
+}

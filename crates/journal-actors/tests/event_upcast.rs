@@ -208,7 +208,7 @@ mod v2 {
     /// did not change.
     pub fn upcast(event_type: &str, version: u32, mut event: Value) -> Result<Value, String> {
         match (event_type, version) {
-            ("CartEvent::ItemAdded", 1) => {
+            ("ItemAdded", 1) => {
                 let text = event.to_string();
                 let fields = event
                     .get_mut("ItemAdded")
@@ -221,7 +221,7 @@ mod v2 {
                 fields.insert("price_cents".into(), 0.into());
                 Ok(event)
             }
-            ("CartEvent::ItemRemoved" | "CartEvent::CouponApplied", 1) => Ok(event),
+            ("ItemRemoved" | "CouponApplied", 1) => Ok(event),
             _ => Err(format!(
                 "no upcaster for version {version} of {event_type:?}"
             )),
@@ -721,7 +721,7 @@ async fn version_2_continues_the_journal_and_reads_both_versions_after() {
     let new_events = events_of(&appended);
     assert_eq!(new_events.len(), 1);
     let (_, event) = new_events[0];
-    assert_eq!(event.event_type, "CartEvent::ItemAdded");
+    assert_eq!(event.event_type, "ItemAdded");
     assert_eq!(event.schema_version, 2);
     let payload: serde_json::Value = serde_json::from_slice(&event.payload).expect("JSON");
     assert_eq!(
@@ -828,12 +828,12 @@ async fn version_2_without_an_upcaster_fails_naming_the_event_and_its_version() 
     let error = recovery_error::<v2::CartWithoutUpcaster, _>(&storage, v2::CartCommand::Get).await;
     assert!(
         error.contains(&format!(
-            "event \"CartEvent::ItemAdded\" (schema version 1) at sequence {first_event}"
+            "event \"ItemAdded\" (schema version 1) at sequence {first_event}"
         )),
         "{error}"
     );
     assert!(
-        error.contains("no upcaster from version 1 of \"CartEvent::ItemAdded\" to version 2"),
+        error.contains("no upcaster from version 1 of \"ItemAdded\" to version 2"),
         "{error}"
     );
     assert_eq!(
@@ -855,7 +855,7 @@ async fn version_2_without_an_upcaster_fails_naming_the_event_and_its_version() 
     .await;
     assert!(
         matches!(&rebuilt, Err(JournalError::RecoveryFailed { reason, .. })
-            if reason.contains("\"CartEvent::ItemAdded\" (schema version 1)")),
+            if reason.contains("\"ItemAdded\" (schema version 1)")),
         "{rebuilt:?}"
     );
 }
@@ -886,19 +886,19 @@ async fn an_actor_not_skipping_unknown_events_fails_naming_the_one_it_lacks() {
     let (storage, entries) = v1_store().await;
     let coupon = events_of(&entries)
         .into_iter()
-        .find(|(_, e)| e.event_type == "CartEvent::CouponApplied")
+        .find(|(_, e)| e.event_type == "CouponApplied")
         .expect("the file has a coupon")
         .0;
     let error =
         recovery_error::<reader::Reader<false>, _>(&storage, reader::ReaderCommand::Get).await;
     assert!(
         error.contains(&format!(
-            "event \"CartEvent::CouponApplied\" (schema version 1) at sequence {coupon}"
+            "event \"CouponApplied\" (schema version 1) at sequence {coupon}"
         )),
         "{error}"
     );
     assert!(
-        error.contains("unknown event type \"CartEvent::CouponApplied\" for actor type cart"),
+        error.contains("unknown event type \"CouponApplied\" for actor type cart"),
         "{error}"
     );
 }

@@ -424,8 +424,20 @@ impl CheckpointManager {
         &self,
         actor_id: &str,
         at_most: u64,
-        mut accept: impl FnMut(Vec<u8>, u32) -> Result<T, CheckpointRejection> + Send,
+        accept: impl FnMut(Vec<u8>, u32) -> Result<T, CheckpointRejection> + Send,
     ) -> JournalResult<Option<LoadedCheckpoint<T>>> {
+        Ok(self.search_newest_at(actor_id, at_most, accept).await?.0)
+    }
+
+    /// As [`CheckpointManager::load_newest_at`], with the checkpoints
+    /// passed over when none was usable (when one was, they are in its
+    /// [`LoadedCheckpoint::skipped`] and the list is empty).
+    pub async fn search_newest_at<T>(
+        &self,
+        actor_id: &str,
+        at_most: u64,
+        mut accept: impl FnMut(Vec<u8>, u32) -> Result<T, CheckpointRejection> + Send,
+    ) -> JournalResult<(Option<LoadedCheckpoint<T>>, Vec<SkippedCheckpoint>)> {
         let mut skipped = Vec::new();
         for sequence in self
             .storage
@@ -442,11 +454,12 @@ impl CheckpointManager {
             let outcome: JournalResult<()> = match self.decode_any_version(checkpoint).await {
                 Ok(state) => match accept(state, version) {
                     Ok(value) => {
-                        return Ok(Some(LoadedCheckpoint {
+                        let loaded = LoadedCheckpoint {
                             sequence,
                             value,
                             skipped,
-                        }))
+                        };
+                        return Ok((Some(loaded), Vec::new()));
                     }
                     Err(CheckpointRejection::Fail(e)) => return Err(e),
                     Err(CheckpointRejection::Skip(reason)) => {
@@ -470,7 +483,7 @@ impl CheckpointManager {
                 });
             }
         }
-        Ok(None)
+        Ok((None, skipped))
     }
 
     /// The newest checkpoint whose state decodes and that `accept` takes,

@@ -732,9 +732,13 @@ impl DurabilityFacet {
             let current = self.config.state_schema_version;
             let actor_id = self.actor_id.clone();
             let (window, retention) = (self.config.dedup_count(), self.config.dedup_retention);
-            let loaded = self
+            // An event-sourced actor's state is the fold of its events: a
+            // snapshot it cannot migrate is passed over (the events before
+            // it rebuild the state, where the journal still holds them).
+            let event_sourced = actor.is_event_sourced();
+            let (loaded, skipped) = self
                 .checkpoints
-                .load_newest_at(&self.actor_id, to, |state, stored| {
+                .search_newest_at(&self.actor_id, to, |state, stored| {
                     let snapshot = FacetSnapshot::decode(state.as_slice())
                         .map_err(|e| CheckpointRejection::Skip(e.to_string()))?;
                     if stored == current {
@@ -745,18 +749,24 @@ impl DurabilityFacet {
                         actor
                             .migrate(&snapshot.actor_state, stored, current)
                             .map_err(|reason| {
-                                CheckpointRejection::Fail(JournalError::RecoveryFailed {
-                                    actor_id: actor_id.clone(),
-                                    reason: format!(
-                                        "checkpoint state schema version {stored} cannot be \
-                                         migrated to version {current}: {reason}"
-                                    ),
-                                })
+                                let reason = format!(
+                                    "checkpoint state schema version {stored} cannot be \
+                                     migrated to version {current}: {reason}"
+                                );
+                                if event_sourced {
+                                    CheckpointRejection::Skip(reason)
+                                } else {
+                                    CheckpointRejection::Fail(JournalError::RecoveryFailed {
+                                        actor_id: actor_id.clone(),
+                                        reason,
+                                    })
+                                }
                             })?;
                     }
                     Ok(Dedup::from_snapshot(window, retention, &snapshot))
                 })
                 .await?;
+            report.skipped_checkpoints = skipped;
             if let Some(loaded) = loaded {
                 report.checkpoint_sequence = Some(loaded.sequence);
                 report.skipped_checkpoints = loaded.skipped;
