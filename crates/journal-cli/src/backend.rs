@@ -139,36 +139,6 @@ impl Journal {
     }
 }
 
-/// Removes the query parameter `name` from every node of `url`, returning
-/// its last value.
-fn take_param(url: &str, name: &str) -> (String, Option<String>) {
-    let mut value = None;
-    let parts: Vec<String> = url
-        .split(',')
-        .map(|part| {
-            let Some((base, query)) = part.split_once('?') else {
-                return part.to_owned();
-            };
-            let kept: Vec<&str> = query
-                .split('&')
-                .filter(|pair| match pair.split_once('=') {
-                    Some((key, v)) if key == name => {
-                        value = Some(v.to_owned());
-                        false
-                    }
-                    _ => !pair.is_empty(),
-                })
-                .collect();
-            if kept.is_empty() {
-                base.to_owned()
-            } else {
-                format!("{base}?{}", kept.join("&"))
-            }
-        })
-        .collect();
-    (parts.join(","), value)
-}
-
 fn parse(url: &str) -> Result<Location, Failure> {
     let lower = url.to_ascii_lowercase();
     if lower == "memory:" || lower == "memory://" {
@@ -186,7 +156,7 @@ fn parse(url: &str) -> Result<Location, Failure> {
         return Ok(Location::Sqlite(PathBuf::from(path)));
     }
     if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-        let (url, schema) = take_param(url, "schema");
+        let (url, schema) = journal_core::url::take_param(url, "schema");
         return Ok(Location::Postgres { url, schema });
     }
     if lower.starts_with("redis://")
@@ -194,7 +164,7 @@ fn parse(url: &str) -> Result<Location, Failure> {
         || lower.starts_with("redis-cluster://")
         || lower.starts_with("rediss-cluster://")
     {
-        let (url, prefix) = take_param(url, "prefix");
+        let (url, prefix) = journal_core::url::take_param(url, "prefix");
         return Ok(Location::Redis { url, prefix });
     }
     Err(Failure::new(
@@ -272,25 +242,6 @@ pub async fn known_actor(journal: &Journal, actor: &str) -> Result<ActorSummary,
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_parameters_are_taken_out_of_the_url() {
-        assert_eq!(
-            take_param("postgres://u:p@h/db?schema=s1&sslmode=disable", "schema"),
-            (
-                "postgres://u:p@h/db?sslmode=disable".to_owned(),
-                Some("s1".to_owned())
-            )
-        );
-        assert_eq!(
-            take_param("redis://a:1?prefix=x,redis://b:2", "prefix"),
-            ("redis://a:1,redis://b:2".to_owned(), Some("x".to_owned()))
-        );
-        assert_eq!(
-            take_param("redis://a:1", "prefix"),
-            ("redis://a:1".to_owned(), None)
-        );
-    }
 
     #[test]
     fn urls_are_recognised_and_unknown_ones_refused_without_the_password() {

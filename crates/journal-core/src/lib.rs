@@ -15,6 +15,7 @@ pub mod redact;
 pub mod storage;
 pub mod subscribe;
 pub mod timers;
+pub mod url;
 pub mod validate;
 
 pub use checkpoint::{CheckpointManager, CheckpointPolicy};

@@ -190,8 +190,9 @@ fn decode_checkpoint(actor_id: &str, row: &Row) -> JournalResult<Checkpoint> {
 }
 
 impl PostgresJournalStorage {
-    /// Connects to `url` (`postgres://user:password@host:port/db`) with
-    /// the default options, running the migrations.
+    /// Connects to `url` (`postgres://user:password@host:port/db`, with
+    /// `?schema=NAME` for a schema other than `journal`, as the `journal`
+    /// command reads it) with the default options, running the migrations.
     pub async fn new(url: &str) -> JournalResult<Self> {
         Self::open(url, PostgresOptions::default()).await
     }
@@ -201,7 +202,15 @@ impl PostgresJournalStorage {
     /// the Mozilla root certificates; without the feature, `sslmode=require`
     /// is refused with an error saying so. Other modes connect in plain
     /// text.
+    ///
+    /// The URL's `schema` parameter, when present, replaces
+    /// `options.schema`; every other parameter is the driver's
+    /// (`sslmode`, `options`, `connect_timeout`, ...), and one it does not
+    /// know is an error. The URL's `options` (such as `-c work_mem=8MB`)
+    /// are kept beside the statement timeout.
     pub async fn open(url: &str, options: PostgresOptions) -> JournalResult<Self> {
+        let (url, options) = Self::take_schema(url, options);
+        let url = url.as_str();
         let config = Self::config(url, &options)?;
         #[cfg(feature = "tls-rustls")]
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
@@ -230,11 +239,22 @@ impl PostgresJournalStorage {
         options: PostgresOptions,
         tls: rustls::ClientConfig,
     ) -> JournalResult<Self> {
+        let (url, options) = Self::take_schema(url, options);
+        let url = url.as_str();
         let config = Self::config(url, &options)?;
         let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
         let listener = listen::connector(config.clone(), connector.clone());
         let manager = Manager::from_config(config, connector, Self::manager_config());
         Self::with_manager(manager, options, listener).await
+    }
+
+    /// `url` without its `schema` parameter, and `options` with it.
+    fn take_schema(url: &str, mut options: PostgresOptions) -> (String, PostgresOptions) {
+        let (url, schema) = journal_core::url::take_param(url, "schema");
+        if let Some(schema) = schema {
+            options.schema = schema;
+        }
+        (url, options)
     }
 
     fn config(url: &str, options: &PostgresOptions) -> JournalResult<tokio_postgres::Config> {
@@ -247,7 +267,12 @@ impl PostgresJournalStorage {
         config.application_name(&options.application_name);
         config.connect_timeout(options.connect_timeout);
         if let Some(timeout) = options.statement_timeout {
-            config.options(format!("-c statement_timeout={}", timeout.as_millis()));
+            let timeout = format!("-c statement_timeout={}", timeout.as_millis());
+            let all = match config.get_options() {
+                Some(given) if !given.trim().is_empty() => format!("{given} {timeout}"),
+                _ => timeout,
+            };
+            config.options(all);
         }
         Ok(config)
     }

@@ -131,8 +131,18 @@ pub(crate) fn parse_url(url: &str) -> JournalResult<Target> {
     Ok(Target::Cluster(nodes))
 }
 
-/// A node URL the driver accepts, checked without echoing it.
+/// A node URL the driver accepts, checked without echoing it: the only
+/// query parameter left to it is its own `protocol` (the journal's
+/// `prefix` is taken out before; the driver would ignore a misspelt one).
 fn check_node_url(url: &str) -> JournalResult<()> {
+    if let Some(name) = journal_core::url::param_names(url)
+        .into_iter()
+        .find(|name| name != "protocol")
+    {
+        return Err(invalid(&format!(
+            "unknown URL parameter {name:?} (the journal reads prefix=, the driver protocol=)"
+        )));
+    }
     let host = servers_of(url);
     let port_ok = host
         .rsplit_once(':')

@@ -90,7 +90,9 @@ impl RedisJournalStorage {
     /// is `redis://host:port/db` for one server, `redis-cluster://host:port`
     /// (more nodes as `?node=host:port`) or a comma-separated list of
     /// `redis://host:port` for a cluster; `rediss://` needs the
-    /// `tls-rustls` feature.
+    /// `tls-rustls` feature. `?prefix=P` (on any node) sets the key prefix,
+    /// as the `journal` command reads it; `?protocol=` is the driver's; any
+    /// other parameter is refused.
     pub async fn new(url: &str) -> JournalResult<Self> {
         Self::open(url, RedisOptions::default()).await
     }
@@ -101,7 +103,12 @@ impl RedisJournalStorage {
     /// A server that cannot be reached is `Unavailable`; a bad URL or bad
     /// options are `Storage` errors. Neither message carries a password.
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, servers = %connection::servers_of(url)))]
-    pub async fn open(url: &str, options: RedisOptions) -> JournalResult<Self> {
+    pub async fn open(url: &str, mut options: RedisOptions) -> JournalResult<Self> {
+        let (url, prefix) = journal_core::url::take_param(url, "prefix");
+        if let Some(prefix) = prefix {
+            options.key_prefix = prefix;
+        }
+        let url = url.as_str();
         options::validate(&options)?;
         let target = connection::parse_url(url)?;
         let pool = Pool::connect(&target, &options).await?;
