@@ -369,9 +369,13 @@ impl PostgresJournalStorage {
             },
             feed_settle: options.feed_settle,
         };
+        let mut client = storage.client().await?;
         if options.run_migrations {
-            let mut client = storage.client().await?;
             migrate::migrate(&mut client, &options.schema).await?;
+        } else {
+            // Never write to a schema of another version (an older build
+            // appending to a newer schema would skip what it does not know).
+            migrate::check(&client, &options.schema).await?;
         }
         Ok(storage)
     }

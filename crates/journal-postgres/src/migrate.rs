@@ -392,6 +392,50 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> JournalResult<
     tx.commit().await.map_err(pg_error)
 }
 
+/// Checks, without changing anything, that `schema` holds this build's
+/// schema version: a newer one (written by a newer build), an older one
+/// or none at all is an error saying what to do. For a storage opened with
+/// `run_migrations: false`.
+pub(crate) async fn check(client: &Client, schema: &str) -> JournalResult<()> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{schema}.journal_schema")],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    let version: i32 = if exists {
+        client
+            .query_one(
+                &format!("SELECT coalesce(max(version), 0) FROM {schema}.journal_schema"),
+                &[],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0)
+    } else {
+        0
+    };
+    let problem = match version.cmp(&SCHEMA_VERSION) {
+        std::cmp::Ordering::Equal => return Ok(()),
+        std::cmp::Ordering::Greater => format!(
+            "schema {schema} is at journal version {version}, written by a newer \
+             journal-postgres (this one reads up to {SCHEMA_VERSION})"
+        ),
+        std::cmp::Ordering::Less if version == 0 => format!(
+            "schema {schema} holds no journal (run_migrations is off): open it once with \
+             run_migrations on to create it"
+        ),
+        std::cmp::Ordering::Less => format!(
+            "schema {schema} is at journal version {version} and this journal-postgres needs \
+             {SCHEMA_VERSION} (run_migrations is off): open it once with run_migrations on to \
+             upgrade it"
+        ),
+    };
+    Err(JournalError::storage("postgres", problem))
+}
+
 /// `append_many`'s item-by-item loop, in both versions of the function:
 /// each item's actor row locked, checked and written on its own.
 fn item_by_item(s: &str) -> String {

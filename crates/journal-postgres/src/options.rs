@@ -22,6 +22,8 @@ pub struct PostgresOptions {
     /// with `Unavailable` (default 10 s).
     pub pool_wait_timeout: Duration,
     /// Create or upgrade the schema when connecting (default `true`).
+    /// Off, the schema must already be at this build's version: opening
+    /// checks it and refuses a schema that is missing, older or newer.
     pub run_migrations: bool,
     /// `application_name` of the connections (default `journal`), as seen
     /// in `pg_stat_activity`.

@@ -208,6 +208,32 @@ async fn migrations_are_idempotent_and_versioned() {
         Err(e @ JournalError::Storage { .. }) => assert!(e.to_string().contains("newer"), "{e}"),
         other => panic!("a newer schema must be refused, got {other:?}"),
     }
+    // Without migrations too: the version is always checked.
+    let unmigrated = |schema: &str| PostgresOptions {
+        run_migrations: false,
+        ..options(schema)
+    };
+    match PostgresJournalStorage::open(&common::url(), unmigrated(&schema)).await {
+        Err(e @ JournalError::Storage { .. }) => assert!(e.to_string().contains("newer"), "{e}"),
+        other => panic!("a newer schema must be refused with migrations off, got {other:?}"),
+    }
+    let missing = common::fresh_schema();
+    match PostgresJournalStorage::open(&common::url(), unmigrated(&missing)).await {
+        Err(e @ JournalError::Storage { .. }) => {
+            assert!(e.to_string().contains("holds no journal"), "{e}");
+        }
+        other => panic!("a missing schema must be refused with migrations off, got {other:?}"),
+    }
+    client
+        .execute(
+            &format!("DELETE FROM {schema}.journal_schema WHERE version = 99"),
+            &[],
+        )
+        .await
+        .expect("back to this version");
+    PostgresJournalStorage::open(&common::url(), unmigrated(&schema))
+        .await
+        .expect("this build's version opens with migrations off");
 }
 
 /// Bad configuration is a typed error that never shows the password.
