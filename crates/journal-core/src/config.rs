@@ -52,6 +52,13 @@ pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 /// };
 /// assert_eq!(config, DurabilityConfig { backend: JournalBackend::Sqlite as i32, ..Default::default() });
 ///
+/// // Typed, without `as i32`.
+/// let typed = DurabilityConfig::default()
+///     .with_backend(JournalBackend::Sqlite)
+///     .with_compression(CompressionType::None);
+/// assert_eq!(typed.backend_kind(), JournalBackend::Sqlite);
+/// assert_eq!(typed.compression_type(), CompressionType::None);
+///
 /// // Ordinary Rust stays durable.
 /// let short = DurabilityConfig { checkpoint_interval: 4, ..Default::default() };
 /// assert!(short.replay_on_activation && short.cache_side_effects);
@@ -120,7 +127,10 @@ pub struct DurabilityConfig {
     /// (at-least-once). Off by default: each result is journaled before the
     /// code sees it.
     pub batch_journal_writes: bool,
-    /// Settings of the chosen backend, for information.
+    /// Reserved, for information only: the settings of the chosen
+    /// backend, as a deployment may record them beside the rest (in the
+    /// protobuf form, say). Nothing reads it: a storage takes its settings
+    /// when it is opened (`PostgresOptions`, `RedisOptions`, ...).
     pub backend_config: Option<BackendConfig>,
 }
 
@@ -156,6 +166,33 @@ impl DurabilityConfig {
             backend: backend.into(),
             ..DurabilityConfig::default()
         }
+    }
+
+    /// [`DurabilityConfig::backend`] as its enum (`Unspecified` for a
+    /// value no variant has).
+    pub fn backend_kind(&self) -> JournalBackend {
+        JournalBackend::try_from(self.backend).unwrap_or(JournalBackend::Unspecified)
+    }
+
+    /// [`DurabilityConfig::compression`] as its enum (`None` for a value
+    /// no variant has, as checkpoints read it).
+    pub fn compression_type(&self) -> CompressionType {
+        CompressionType::try_from(self.compression).unwrap_or(CompressionType::None)
+    }
+
+    /// The same configuration with `backend` (the `as i32` of the seed's
+    /// literal, typed).
+    #[must_use]
+    pub fn with_backend(mut self, backend: JournalBackend) -> Self {
+        self.backend = backend.into();
+        self
+    }
+
+    /// The same configuration with `compression`.
+    #[must_use]
+    pub fn with_compression(mut self, compression: CompressionType) -> Self {
+        self.compression = compression.into();
+        self
     }
 
     /// Retained messages whose replies are kept, at least 1.
