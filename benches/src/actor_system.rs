@@ -198,7 +198,7 @@ async fn message_rate<S: SystemStore>(system: &ActorSystem<S>, actors: usize) ->
 
 /// Single-entry appends per second of the raw backend, `clients` at once
 /// (each its own actor, one append after another) for [`MESSAGE_RUN`].
-async fn raw_append_rate(baseline: &Arc<dyn Baseline>, clients: usize) -> f64 {
+pub(crate) async fn raw_append_rate(baseline: &Arc<dyn Baseline>, clients: usize) -> f64 {
     let started = Instant::now();
     let deadline = started + MESSAGE_RUN;
     let tasks: Vec<_> = (0..clients)

@@ -7,6 +7,7 @@
 pub mod actor_system;
 pub mod alloc;
 pub mod baselines;
+pub mod event_sourced;
 pub mod report;
 pub mod subscribe;
 pub mod workloads;

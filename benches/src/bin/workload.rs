@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use journal_benches::actor_system::{self, SystemStore};
 use journal_benches::baselines::{RawMemory, RawPostgres, RawRedis, RawSqlite};
+use journal_benches::event_sourced;
 use journal_benches::workloads::{self, Sizes};
 use journal_benches::{alloc::Counting, report, Baseline, Better, Figure};
 use journal_core::{JournalBackend, JournalStorage};
@@ -240,6 +241,41 @@ async fn run_system<S: SystemStore>(
     figures
 }
 
+/// The event-sourcing workloads (`journal-actors` event-sourced actors),
+/// or those whose name starts with `only` (`--only events` runs both):
+/// events persisted per second at 1 and 256 actors, one and five events
+/// per command, beside the raw backend's appends; and recovery of an actor
+/// with 100,000 events. `stores` gives the store and the raw baseline of
+/// each figure (the same ones, or fresh ones where a store slows down as
+/// it holds more, as the memory backend's do).
+async fn run_events<S: SystemStore>(
+    stores: impl Fn() -> (S, Arc<dyn Baseline>),
+    only: Option<&str>,
+    backend: JournalBackend,
+) -> Vec<Figure> {
+    let want = |name: &str| only.is_none_or(|o| name.starts_with(o));
+    let mut figures = Vec::new();
+    if want("events-persisted") {
+        let started = Instant::now();
+        for per_command in [1, 5] {
+            for actors in [1, 256] {
+                let (storage, baseline) = stores();
+                figures.push(
+                    event_sourced::persisted(storage, baseline, backend, actors, per_command).await,
+                );
+            }
+        }
+        println!("events-persisted: {:.1?}", started.elapsed());
+    }
+    if want("events-recovery") {
+        let started = Instant::now();
+        let (storage, _) = stores();
+        figures.extend(event_sourced::recovery(storage, backend).await);
+        println!("events-recovery: {:.1?}", started.elapsed());
+    }
+    figures
+}
+
 /// The live-subscription workloads over `storage`, unless `only` names
 /// another.
 async fn run_subscribe<S>(storage: S, only: Option<&str>) -> Vec<Figure>
@@ -318,63 +354,83 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 )
                 .await,
             );
+            // Each figure on a fresh store beside a fresh baseline, as the
+            // messages figure.
+            let fresh = || {
+                let raw: Arc<dyn Baseline> = Arc::new(RawMemory::default());
+                (MemoryJournalStorage::new(), raw)
+            };
+            figures.extend(run_events(fresh, only, JournalBackend::Memory).await);
             figures.extend(run_subscribe(MemoryJournalStorage::new(), only).await);
             figures.extend(run_feed(MemoryJournalStorage::new(), only).await);
             mark(&mut figures, MEMORY_TARGETS);
             figures
         }
         "sqlite" => run_sqlite(dir, only).await?,
-        "postgres" => {
-            let url = std::env::var("JOURNAL_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            let run = journal_core::new_entry_id().to_lowercase();
-            let open = |schema: String| {
-                let url = url.clone();
-                async move {
-                    let options = PostgresOptions {
-                        schema,
-                        pool_size: 16,
-                        ..PostgresOptions::default()
-                    };
-                    PostgresJournalStorage::open(&url, options)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            };
-            let storage = open(format!("jb_{run}")).await?;
-            let fresh = open(format!("jb_{run}_stream")).await?;
-            let raw = Arc::new(
-                RawPostgres::create(&url, &format!("jb_{run}_raw"))
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
-            let mut figures = run_all(
-                Arc::new(storage.clone()),
-                Arc::clone(&raw) as Arc<dyn Baseline>,
-                Arc::new(fresh.clone()),
-                Some(1),
-                only,
-                Sizes::SERVER,
-                JournalBackend::Postgres,
-            )
-            .await;
-            figures.extend(run_subscribe(storage.clone(), only).await);
-            let fed = open(format!("jb_{run}_feed")).await?;
-            figures.extend(run_feed(fed.clone(), only).await);
-            mark(&mut figures, POSTGRES_TARGETS);
-            for schema in [storage.schema(), fresh.schema(), fed.schema()] {
-                let client = storage.pool().get().await.map_err(|e| e.to_string())?;
-                client
-                    .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            raw.drop_schema().await.map_err(|e| e.to_string())?;
-            figures
-        }
+        "postgres" => run_postgres(only).await?,
         "redis" => run_redis(only).await?,
         other => return Err(format!("unknown backend {other:?}")),
     })
+}
+
+/// PostgreSQL: the journal, the raw tokio-postgres baseline, the feed and
+/// the event-sourcing workloads, each in its own schema of this run
+/// (dropped at the end).
+async fn run_postgres(only: Option<&str>) -> Result<Vec<Figure>, String> {
+    let url = std::env::var("JOURNAL_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let run = journal_core::new_entry_id().to_lowercase();
+    let open = |schema: String| {
+        let url = url.clone();
+        async move {
+            let options = PostgresOptions {
+                schema,
+                pool_size: 16,
+                ..PostgresOptions::default()
+            };
+            PostgresJournalStorage::open(&url, options)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let storage = open(format!("jb_{run}")).await?;
+    let fresh = open(format!("jb_{run}_stream")).await?;
+    let raw = Arc::new(
+        RawPostgres::create(&url, &format!("jb_{run}_raw"))
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let mut figures = run_all(
+        Arc::new(storage.clone()),
+        Arc::clone(&raw) as Arc<dyn Baseline>,
+        Arc::new(fresh.clone()),
+        Some(1),
+        only,
+        Sizes::SERVER,
+        JournalBackend::Postgres,
+    )
+    .await;
+    figures.extend(run_subscribe(storage.clone(), only).await);
+    let fed = open(format!("jb_{run}_feed")).await?;
+    figures.extend(run_feed(fed.clone(), only).await);
+    let events = open(format!("jb_{run}_events")).await?;
+    let shared = || (events.clone(), Arc::clone(&raw) as Arc<dyn Baseline>);
+    figures.extend(run_events(shared, only, JournalBackend::Postgres).await);
+    mark(&mut figures, POSTGRES_TARGETS);
+    for schema in [
+        storage.schema(),
+        fresh.schema(),
+        fed.schema(),
+        events.schema(),
+    ] {
+        let client = storage.pool().get().await.map_err(|e| e.to_string())?;
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    raw.drop_schema().await.map_err(|e| e.to_string())?;
+    Ok(figures)
 }
 
 /// SQLite: the journal, the raw rusqlite baseline, and the actor system,
@@ -406,11 +462,14 @@ async fn run_sqlite(dir: &Path, only: Option<&str>) -> Result<Vec<Figure>, Strin
         commits.transactions,
         commits.average_group()
     );
-    figures.extend(run_system(system, raw, only, JournalBackend::Sqlite, true).await);
+    figures.extend(run_system(system, Arc::clone(&raw), only, JournalBackend::Sqlite, true).await);
     let followed = open("subscribe.db").await.map_err(|e| e.to_string())?;
     figures.extend(run_subscribe(followed, only).await);
     let fed = open("feed.db").await.map_err(|e| e.to_string())?;
     figures.extend(run_feed(fed, only).await);
+    let events = open("events.db").await.map_err(|e| e.to_string())?;
+    let shared = || (events.clone(), Arc::clone(&raw));
+    figures.extend(run_events(shared, only, JournalBackend::Sqlite).await);
     mark(&mut figures, SQLITE_TARGETS);
     let _ = std::fs::remove_dir_all(&files);
     Ok(figures)
@@ -480,6 +539,9 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
     figures.extend(run_subscribe(storage.clone(), only).await);
     let fed = open(format!("{run}_feed")).await?;
     figures.extend(run_feed(fed, only).await);
+    let events = open(format!("{run}_events")).await?;
+    let shared = || (events.clone(), Arc::clone(&raw) as Arc<dyn Baseline>);
+    figures.extend(run_events(shared, only, JournalBackend::Redis).await);
     mark(&mut figures, REDIS_TARGETS);
     raw.delete_keys(&run).await.map_err(|e| e.to_string())?;
     Ok(figures)
@@ -552,7 +614,7 @@ async fn redis_memory(
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers|subscribe|feed]",
+        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers|subscribe|feed|events|events-persisted|events-recovery]",
         BACKENDS.join("|")
     );
     ExitCode::from(2)
