@@ -87,6 +87,9 @@ const POSTGRES_TARGETS: &[Target] = &[
         f.ratio() >= 10.0
     }),
     ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
+    ("fresh-schema replay", ">= 1x raw streaming", |f| {
+        f.ratio() >= 1.0
+    }),
     ("peak memory", "< 64 MiB", |f| f.value < 64.0),
     (
         "facet messages/s (1 effect), 256 ",
@@ -416,12 +419,19 @@ async fn run_postgres(only: Option<&str>) -> Result<Vec<Figure>, String> {
     let events = open(format!("jb_{run}_events")).await?;
     let shared = || (events.clone(), Arc::clone(&raw) as Arc<dyn Baseline>);
     figures.extend(run_events(shared, only, JournalBackend::Postgres).await);
+    let imported = open(format!("jb_{run}_fresh")).await?;
+    if only.is_none_or(|o| "replay-fresh".starts_with(o)) {
+        let started = Instant::now();
+        figures.push(journal_benches::postgres::replay_fresh(&imported, 100_000).await);
+        println!("replay-fresh: {:.1?}", started.elapsed());
+    }
     mark(&mut figures, POSTGRES_TARGETS);
     for schema in [
         storage.schema(),
         fresh.schema(),
         fed.schema(),
         events.schema(),
+        imported.schema(),
     ] {
         let client = storage.pool().get().await.map_err(|e| e.to_string())?;
         client
@@ -614,7 +624,7 @@ async fn redis_memory(
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers|subscribe|feed|events|events-persisted|events-recovery]",
+        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers|replay-fresh|subscribe|feed|events|events-persisted|events-recovery]",
         BACKENDS.join("|")
     );
     ExitCode::from(2)
