@@ -110,6 +110,12 @@ impl Journal {
         }
     }
 
+    /// Whether the backend lists actors in id order (Redis lists them
+    /// bucket by bucket).
+    pub fn lists_sorted(&self) -> bool {
+        !matches!(self.location, Location::Redis { .. })
+    }
+
     /// The SQLite file, when it is one.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match &self.location {

@@ -16,7 +16,7 @@ use journal_core::{JournalError, JournalStorage};
 
 use crate::backend::{self, known_actor, Access, Failure, Journal};
 use crate::output::Printer;
-use crate::output::{count, progress};
+use crate::output::{count, counted, progress};
 use crate::Outcome;
 
 /// `journal copy` options.
@@ -82,9 +82,9 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
         .sum();
     let mut out = Printer::new();
     out.line(format_args!(
-        "copying {} actors ({} entries to append) from {} to {}",
-        count(plans.len() as u64),
-        count(total),
+        "copying {} ({} to append) from {} to {}",
+        counted(plans.len() as u64, "actor", "actors"),
+        counted(total, "entry", "entries"),
         source.shown,
         destination.shown
     ))?;
@@ -104,9 +104,9 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
     }
     bar.finish_and_clear();
     out.line(format_args!(
-        "copied {} entries and {} checkpoints",
-        count(copied.entries),
-        count(copied.checkpoints)
+        "copied {} and {}",
+        counted(copied.entries, "entry", "entries"),
+        counted(copied.checkpoints, "checkpoint", "checkpoints")
     ))?;
     let verify = progress(done.len() as u64, "verifying");
     for plan in &done {
@@ -128,9 +128,9 @@ pub async fn run(args: CopyArgs) -> Result<Outcome, Failure> {
         Outcome::Ok
     } else {
         out.line(format_args!(
-            "copy FAILED for {} of {} actors",
-            problems.len(),
-            count(plans.len() as u64)
+            "copy FAILED for {} of {}",
+            count(problems.len() as u64),
+            counted(plans.len() as u64, "actor", "actors")
         ))?;
         Outcome::Problems
     };

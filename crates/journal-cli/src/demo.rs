@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::account::{self, Account, AccountMessage, CrashPlan, PaymentNetwork, Simulation};
 use crate::backend::{self, Access, Failure, Journal, Store};
-use crate::output::{count, progress, size, Printer};
+use crate::output::{count, counted, progress, shell_quoted, size, speedup, Printer};
 
 /// Prints a line of the demo's report.
 macro_rules! say {
@@ -169,9 +169,9 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
     };
     say!(
         report,
-        "journal demo: {} accounts x {} messages on {what}, as typed actors of an actor system",
-        setup.accounts,
-        setup.messages
+        "journal demo: {} x {} on {what}, as typed actors of an actor system",
+        counted(setup.accounts as u64, "account", "accounts"),
+        counted(setup.messages as u64, "message", "messages")
     )?;
     let removed = remove_previous_run(&journal).await?;
     if removed > 0 {
@@ -278,8 +278,8 @@ async fn crash_phase(
     }
     let acked: Vec<u64> = acked.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     say!(report,
-        "      crash: every account stopped dead inside a payment, after the network was paid and the result journaled, before the message completed ({} messages acknowledged)",
-        count(acked.iter().sum())
+        "      crash: every account stopped dead inside a payment, after the network was paid and the result journaled, before the message completed ({} acknowledged)",
+        counted(acked.iter().sum(), "message", "messages")
     )?;
     Ok(Crashed {
         acked,
@@ -456,9 +456,9 @@ async fn recover_phase(
         crashed.acked[index] = upto;
     }
     say!(report,
-        "      {} accounts recovered in {elapsed:.1?}: {from_checkpoint} from a checkpoint, {} entries replayed, {completed} interrupted payments completed from the journal (the network was not called again)",
-        recovered.len(),
-        count(replayed)
+        "      {} recovered in {elapsed:.1?}: {from_checkpoint} from a checkpoint, {} replayed, {completed} interrupted payments completed from the journal (the network was not called again)",
+        counted(recovered.len() as u64, "account", "accounts"),
+        counted(replayed, "entry", "entries")
     )?;
     report.expect(
         recovered.len() == redelivered.len(),
@@ -682,10 +682,10 @@ async fn compare_recovery(
     }
     let [(checkpointed, few), (full, all)] = timing;
     say!(report,
-        "      from checkpoints: {checkpointed:.1?} ({} entries replayed); full replay: {full:.1?} ({} entries): {:.1}x faster",
-        count(few),
-        count(all),
-        full.as_secs_f64() / checkpointed.as_secs_f64().max(1e-9)
+        "      from checkpoints: {checkpointed:.1?} ({} replayed); full replay: {full:.1?} ({}): {}",
+        counted(few, "entry", "entries"),
+        counted(all, "entry", "entries"),
+        speedup(full.as_secs_f64(), checkpointed.as_secs_f64())
     )?;
     report.check(
         "recovery from checkpoints and a full replay give the state of a run without a crash",
@@ -724,10 +724,10 @@ async fn conclude(journal: Journal, mut report: Report) -> Result<Outcome, Failu
     }
     say!(
         report,
-        "journal: {} entries and {} checkpoints for {} actors{file}",
-        count(stats.entries),
-        count(stats.checkpoints),
-        count(stats.actors),
+        "journal: {} and {} for {}{file}",
+        counted(stats.entries, "entry", "entries"),
+        counted(stats.checkpoints, "checkpoint", "checkpoints"),
+        counted(stats.actors, "actor", "actors"),
     )?;
     let shown = journal.shown.clone();
     let account = account::actor_id(0);
@@ -735,11 +735,19 @@ async fn conclude(journal: Journal, mut report: Report) -> Result<Outcome, Failu
     journal.close().await;
     if report.failed.is_empty() {
         say!(report, "all checks passed")?;
+        // The program as it was started (`target/debug/journal` after
+        // `cargo run`: no `journal` on the PATH), and the URL quoted for
+        // the shell (a `?` in it is a glob to zsh).
+        let program = std::env::args()
+            .next()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "journal".into());
+        let (program, shown) = (shell_quoted(&program), shell_quoted(&shown));
         say!(report, "look inside:")?;
-        say!(report, "  journal verify {shown}")?;
-        say!(report, "  journal actors {shown}")?;
-        say!(report, "  journal show {shown} {account} --limit 20")?;
-        say!(report, "  journal at {shown} {account} {middle}")?;
+        say!(report, "  {program} verify {shown}")?;
+        say!(report, "  {program} actors {shown}")?;
+        say!(report, "  {program} show {shown} {account} --limit 20")?;
+        say!(report, "  {program} at {shown} {account} {middle}")?;
         Ok(Outcome::Ok)
     } else {
         for failure in &report.failed {
@@ -838,8 +846,8 @@ async fn timers_done(
         }
         if Instant::now() > until {
             return Err(Failure::new(format!(
-                "{what}: {} timers did not fire within {patience:?}",
-                waiting.len()
+                "{what}: {} did not fire within {patience:?}",
+                counted(waiting.len() as u64, "timer", "timers")
             )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

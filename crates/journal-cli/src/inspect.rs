@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use journal_actors::TypedDurable;
 use journal_core::journal_entry::Entry;
 use journal_core::{rebuild_at, JournalBackend, JournalStorage};
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::account::{self, Account, Standing};
 use crate::backend::{self, known_actor, Access, Failure, Journal};
-use crate::output::{self, count, progress, size, Printer};
+use crate::output::{self, count, counted, progress, size, Printer};
 use crate::Outcome;
 
 /// Entries fetched per page when reading.
@@ -28,7 +28,15 @@ pub async fn actors(url: &str, json: bool) -> Result<Outcome, Failure> {
             "actor", "entries", "highest", "checkpoints"
         ))?;
     }
-    let mut actors = journal.storage.list_actors();
+    // Every backend's list in id order: Redis's is read whole and sorted
+    // (ids only, some 50 bytes each).
+    let mut actors = if journal.lists_sorted() {
+        journal.storage.list_actors()
+    } else {
+        let mut all: Vec<String> = journal.storage.list_actors().try_collect().await?;
+        all.sort_unstable();
+        futures::stream::iter(all.into_iter().map(Ok::<_, journal_core::JournalError>)).boxed()
+    };
     let mut number = 0u64;
     while let Some(actor) = actors.try_next().await? {
         if out.closed() {
@@ -55,7 +63,7 @@ pub async fn actors(url: &str, json: bool) -> Result<Outcome, Failure> {
     }
     drop(actors);
     if !json {
-        out.line(format_args!("{} actors", count(number)))?;
+        out.line(format_args!("{}", counted(number, "actor", "actors")))?;
     }
     out.flush()?;
     journal.close().await;
@@ -85,6 +93,12 @@ pub struct ShowArgs {
 
 /// `journal show URL ACTOR`.
 pub async fn show(args: ShowArgs) -> Result<Outcome, Failure> {
+    if let Some(to) = args.to.filter(|&to| to < args.from) {
+        return Err(Failure::new(format!(
+            "--from {} is after --to {to}: nothing could be shown",
+            args.from
+        )));
+    }
     let journal = backend::open(&args.url, Access::Read).await?;
     let highest = known_actor(&journal, &args.actor).await?.highest_sequence;
     let to = args.to.unwrap_or(highest).min(highest);
@@ -249,8 +263,10 @@ pub async fn at(args: AtArgs) -> Result<Outcome, Failure> {
     let highest = known_actor(&journal, &args.actor).await?.highest_sequence;
     if args.seq > highest {
         return Err(Failure::new(format!(
-            "{} has {highest} entries at most (its highest sequence); there is no entry {}",
-            args.actor, args.seq
+            "{} has {} at most (its highest sequence is {highest}); there is no entry {}",
+            args.actor,
+            counted(highest, "entry", "entries"),
+            args.seq
         )));
     }
     let mut out = Printer::new();
@@ -300,8 +316,12 @@ async fn account_at(journal: &Journal, args: &AtArgs, out: &mut Printer) -> Resu
         |c| format!("the checkpoint at {c}"),
     );
     out.line(format_args!(
-        "{} after entry {}: rebuilt from {from} and {} entries ({} messages) in {:.1?}",
-        args.actor, args.seq, rebuilt.replayed_entries, rebuilt.replayed_messages, rebuilt.elapsed
+        "{} after entry {}: rebuilt from {from} and {} ({}) in {:.1?}",
+        args.actor,
+        args.seq,
+        counted(rebuilt.replayed_entries, "entry", "entries"),
+        counted(rebuilt.replayed_messages, "message", "messages"),
+        rebuilt.elapsed
     ))?;
     out.line(format_args!("  balance    {}", state.balance))?;
     out.line(format_args!(

@@ -404,7 +404,35 @@ pub fn size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// A count with thousands separators.
+/// How `faster` (taking `fast` seconds) compares with `slow` seconds:
+/// `2.4x faster`, or `1.7x slower` when it is not, never `0.6x faster`.
+pub fn speedup(slow: f64, fast: f64) -> String {
+    let (slow, fast) = (slow.max(1e-9), fast.max(1e-9));
+    if slow >= fast {
+        format!("{:.1}x faster", slow / fast)
+    } else {
+        format!("{:.1}x slower", fast / slow)
+    }
+}
+
+/// Quotes `word` for a POSIX shell when it holds anything but plain
+/// characters (`?`, `&`, spaces in a URL or path), so a printed command
+/// can be pasted into bash or zsh as is.
+pub fn shell_quoted(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:@=,+%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// `n` and the noun that goes with it: `1 actor`, `31,996 actors`.
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
+/// `n` with thousands separators (`31,996`).
 pub fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -420,6 +448,21 @@ pub fn count(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_for_people_and_shells() {
+        assert_eq!(counted(1, "actor", "actors"), "1 actor");
+        assert_eq!(counted(31_996, "actor", "actors"), "31,996 actors");
+        assert_eq!(counted(0, "problem", "problems"), "0 problems");
+        assert_eq!(speedup(2.4, 1.0), "2.4x faster");
+        assert_eq!(speedup(0.6, 1.0), "1.7x slower");
+        assert_eq!(shell_quoted("sqlite:/tmp/j.db"), "sqlite:/tmp/j.db");
+        assert_eq!(
+            shell_quoted("postgres://db/test?schema=x"),
+            "'postgres://db/test?schema=x'"
+        );
+        assert_eq!(shell_quoted("it's"), "'it'\\''s'");
+    }
 
     #[test]
     fn bytes_are_text_or_hex_and_cut() {

@@ -16,7 +16,7 @@ use journal_core::{ActorSummary, JournalEntry, JournalError, JournalStorage};
 
 use crate::backend::{self, known_actor, Access, Failure};
 use crate::output::Printer;
-use crate::output::{count, progress};
+use crate::output::{counted, progress};
 use crate::Outcome;
 
 /// Entries read per page.
@@ -74,10 +74,10 @@ pub async fn run(url: &str, actor: Option<&str>) -> Result<Outcome, Failure> {
         out.line(format_args!("PROBLEM {problem}"))?;
     }
     let checked = format!(
-        "{} actors, {} entries, {} checkpoints in {}",
-        count(actors),
-        count(totals.entries),
-        count(totals.checkpoints),
+        "{}, {}, {} in {}",
+        counted(actors, "actor", "actors"),
+        counted(totals.entries, "entry", "entries"),
+        counted(totals.checkpoints, "checkpoint", "checkpoints"),
         journal.shown
     );
     let outcome = if problems.is_empty() {
@@ -87,8 +87,8 @@ pub async fn run(url: &str, actor: Option<&str>) -> Result<Outcome, Failure> {
         Outcome::Ok
     } else {
         out.line(format_args!(
-            "verify FAILED: {} problems in {troubled} of {checked}",
-            problems.len()
+            "verify FAILED: {} in {troubled} of {checked}",
+            counted(problems.len() as u64, "problem", "problems")
         ))?;
         Outcome::Problems
     };

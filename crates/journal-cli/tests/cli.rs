@@ -894,3 +894,32 @@ fn show_and_at_print_events_by_type_version_and_tags() {
     assert!(at.contains("ItemAdded"), "{at}");
     assert!(!at.contains("CheckedOut"), "{at}");
 }
+
+#[test]
+fn counts_agree_with_their_nouns_and_bad_ranges_are_refused() {
+    let db = fresh_db("nouns");
+    write_journal(
+        &db,
+        &[JournalEntry::new(
+            "solo",
+            1,
+            Entry::message_received("m1", "T", vec![]),
+        )],
+        &[],
+    );
+    let url = sqlite_url(&db);
+    let listed = expect(0, &["actors", url.as_str()]);
+    assert!(listed.trim_end().ends_with("\n1 actor"), "{listed}");
+    let verified = expect(0, &["verify", url.as_str()]);
+    assert!(
+        verified.contains("1 actor, 1 entry, 0 checkpoints"),
+        "{verified}"
+    );
+    let refused = journal(&["show", url.as_str(), "solo", "--from", "10", "--to", "5"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("--from 10 is after --to 5"),
+        "{}",
+        stderr(&refused)
+    );
+}

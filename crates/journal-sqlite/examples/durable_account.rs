@@ -189,9 +189,12 @@ async fn process_two(db: &Path, bank: &Bank) -> Result<bool, JournalError> {
     actor.activate().await?;
     let report = observer.stats().activation;
     println!(
-        "[process 2] recovered in {:?}: checkpoint at {:?}, {} entries replayed, interrupted message completed: {}",
+        "[process 2] recovered in {:?}: {}, {} entries replayed, interrupted message completed: {}",
         started.elapsed(),
-        report.checkpoint_sequence,
+        report.checkpoint_sequence.map_or_else(
+            || "no checkpoint".to_owned(),
+            |s| format!("checkpoint at {s}")
+        ),
         report.replayed_entries,
         report.completed_interrupted_message
     );
