@@ -29,8 +29,13 @@ struct Counted {
     checkpoints: u64,
 }
 
-/// `journal verify URL [ACTOR]`.
-pub async fn run(url: &str, actor: Option<&str>) -> Result<Outcome, Failure> {
+/// Checks of an actor found with problems, at most: a live journal's
+/// appends, checkpoints and truncations racing the reads clear on a second
+/// look; damage stays.
+const ATTEMPTS: usize = 3;
+
+/// `journal verify URL [ACTOR] [--json]`.
+pub async fn run(url: &str, actor: Option<&str>, json: bool) -> Result<Outcome, Failure> {
     let journal = backend::open(url, Access::Read).await?;
     let storage = &journal.storage;
     let mut problems = Vec::new();
@@ -48,28 +53,72 @@ pub async fn run(url: &str, actor: Option<&str>) -> Result<Outcome, Failure> {
         let ids = ids.into_iter().map(|id| (id, None)).collect();
         (ids, Some(whole), progress(whole.entries, "verifying"))
     };
+    let hidden = ProgressBar::hidden();
     for (id, summary) in &ids {
         let before = problems.len();
-        let summary = match summary {
-            Some(summary) => *summary,
-            None => storage.actor_summary(id).await?,
-        };
-        let counted = verify_actor(storage, id, summary, &mut problems, &bar).await?;
+        let mut found = Vec::new();
+        let mut counted = Counted::default();
+        for attempt in 0..ATTEMPTS {
+            found.clear();
+            let summary = match summary.filter(|_| attempt == 0) {
+                Some(summary) => summary,
+                None => storage.actor_summary(id).await?,
+            };
+            let shown = if attempt == 0 { &bar } else { &hidden };
+            counted = match verify_actor(storage, id, summary, &mut found, shown).await {
+                Ok(counted) => counted,
+                // The server went away: not a problem of the journal's.
+                Err(e) if e.is_retryable() => return Err(e.into()),
+                Err(e) => {
+                    found.push(format!("{id}: cannot be read: {e}"));
+                    Counted::default()
+                }
+            };
+            if found.is_empty() {
+                break;
+            }
+        }
+        problems.append(&mut found);
         totals.entries += counted.entries;
         totals.checkpoints += counted.checkpoints;
         troubled += u64::from(problems.len() > before);
     }
     bar.finish_and_clear();
     let actors = ids.len() as u64;
-    if let Some(whole) = whole.filter(|w| {
-        (w.actors, w.entries, w.checkpoints) != (actors, totals.entries, totals.checkpoints)
-    }) {
-        problems.push(format!(
-            "(store): the backend's totals say {} actors, {} entries, {} checkpoints; {actors}, {}, {} are stored",
-            whole.actors, whole.entries, whole.checkpoints, totals.entries, totals.checkpoints
-        ));
+    // The totals are compared only when the store held still: read again,
+    // they are the same as before the actors were.
+    let mut live = false;
+    if let Some(whole) = whole {
+        let after = storage.stats().await?;
+        let key = |w: &journal_core::JournalStats| (w.actors, w.entries, w.checkpoints);
+        live = key(&after) != key(&whole);
+        if !live && key(&whole) != (actors, totals.entries, totals.checkpoints) {
+            problems.push(format!(
+                "(store): the backend's totals say {} actors, {} entries, {} checkpoints; {actors}, {}, {} are stored",
+                whole.actors, whole.entries, whole.checkpoints, totals.entries, totals.checkpoints
+            ));
+        }
     }
     let mut out = Printer::new();
+    if json {
+        out.line(serde_json::json!({
+            "url": journal.shown,
+            "ok": problems.is_empty(),
+            "actors": actors,
+            "actors_with_problems": troubled,
+            "entries": totals.entries,
+            "checkpoints": totals.checkpoints,
+            "totals_compared": whole.is_some() && !live,
+            "problems": problems,
+        }))?;
+        out.flush()?;
+        journal.close().await;
+        return Ok(if problems.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Problems
+        });
+    }
     for problem in &problems {
         out.line(format_args!("PROBLEM {problem}"))?;
     }
@@ -81,8 +130,13 @@ pub async fn run(url: &str, actor: Option<&str>) -> Result<Outcome, Failure> {
         journal.shown
     );
     let outcome = if problems.is_empty() {
+        let totals = if live {
+            " (the store changed during the run: its totals were not compared)"
+        } else {
+            ""
+        };
         out.line(format_args!(
-            "verify ok: {checked}: contiguous, every entry and checkpoint decodable, counts consistent"
+            "verify ok: {checked}: contiguous, every entry and checkpoint decodable, counts consistent{totals}"
         ))?;
         Outcome::Ok
     } else {
@@ -148,12 +202,17 @@ async fn verify_actor(
     summary: ActorSummary,
     problems: &mut Vec<String>,
     bar: &ProgressBar,
-) -> Result<Counted, Failure> {
+) -> Result<Counted, JournalError> {
     let highest = summary.highest_sequence;
     let mut seen = Sequences::default();
     let mut from = 1;
     loop {
-        match storage.replay_range(actor, from, u64::MAX, PAGE).await {
+        // Up to the highest sequence the summary gave: appends after it
+        // are not this check's (a live journal keeps growing).
+        if from > highest {
+            break;
+        }
+        match storage.replay_range(actor, from, highest, PAGE).await {
             Ok(entries) => {
                 let Some(last) = entries.last().map(|e| e.sequence) else {
                     break;
@@ -192,15 +251,48 @@ async fn verify_actor(
                 };
                 from = next;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 
+    // An entry stored beyond the highest sequence: the first one after
+    // the summary's, read before the actor's highest is read again (it
+    // only grows), so a live append is never taken for one.
+    let after = storage.replay_range(actor, highest + 1, u64::MAX, 1).await;
     let listed = storage.list_checkpoints(actor).await?;
+    let now = storage.actor_summary(actor).await?;
+    match after {
+        Ok(beyond) => {
+            if let Some(entry) = beyond.first().filter(|e| e.sequence > now.highest_sequence) {
+                problems.push(format!(
+                    "{actor}: entry {} is beyond the highest sequence {}",
+                    entry.sequence, now.highest_sequence
+                ));
+            }
+        }
+        Err(JournalError::CorruptEntry { sequence, .. }) if sequence > now.highest_sequence => {
+            problems.push(format!(
+                "{actor}: entry {sequence} is beyond the highest sequence {}",
+                now.highest_sequence
+            ));
+        }
+        Err(JournalError::CorruptEntry { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    // Whether the actor held still during its check: then its counts must
+    // agree with what was read.
+    let still = now == summary;
     let mut usable = 0;
+    let mut checked = 0u64;
     for &sequence in &listed {
-        if let Some(at) = check_checkpoint(storage, actor, sequence, highest, problems).await? {
-            usable = usable.max(at);
+        // Saved after the summary: checked, not counted.
+        let newer = sequence > highest && sequence <= now.highest_sequence;
+        let at = check_checkpoint(storage, actor, sequence, now.highest_sequence, problems).await?;
+        if !newer {
+            checked += 1;
+            if let Some(at) = at {
+                usable = usable.max(at);
+            }
         }
     }
 
@@ -221,28 +313,21 @@ async fn verify_actor(
             seen.last
         ));
     }
-    if seen.last > highest {
-        problems.push(format!(
-            "{actor}: entry {} is beyond the highest sequence {highest}",
-            seen.last
-        ));
-    }
-    if summary.entries != seen.stored {
+    if still && summary.entries != seen.stored {
         problems.push(format!(
             "{actor}: the backend counts {} entries, {} are stored",
             summary.entries, seen.stored
         ));
     }
-    if summary.checkpoints != listed.len() as u64 {
+    if still && summary.checkpoints != checked {
         problems.push(format!(
-            "{actor}: the backend counts {} checkpoints, {} are listed",
+            "{actor}: the backend counts {} checkpoints, {checked} are listed",
             summary.checkpoints,
-            listed.len()
         ));
     }
     Ok(Counted {
         entries: seen.stored,
-        checkpoints: listed.len() as u64,
+        checkpoints: checked,
     })
 }
 
@@ -253,13 +338,16 @@ async fn check_checkpoint(
     sequence: u64,
     highest: u64,
     problems: &mut Vec<String>,
-) -> Result<Option<u64>, Failure> {
+) -> Result<Option<u64>, JournalError> {
     let checkpoint = match storage.get_checkpoint(actor, sequence).await {
         Ok(Some(checkpoint)) => checkpoint,
         Ok(None) => {
-            problems.push(format!(
-                "{actor}: checkpoint {sequence} is listed but cannot be read"
-            ));
+            // Pruned since it was listed (a live actor keeps K), or lost.
+            if storage.list_checkpoints(actor).await?.contains(&sequence) {
+                problems.push(format!(
+                    "{actor}: checkpoint {sequence} is listed but cannot be read"
+                ));
+            }
             return Ok(None);
         }
         Err(JournalError::CorruptCheckpoint { reason, .. }) => {
@@ -268,7 +356,7 @@ async fn check_checkpoint(
             ));
             return Ok(None);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let before = problems.len();
     if checkpoint.sequence != sequence || checkpoint.actor_id != actor {
