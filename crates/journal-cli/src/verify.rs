@@ -56,28 +56,7 @@ pub async fn run(url: &str, actor: Option<&str>, json: bool) -> Result<Outcome, 
     let hidden = ProgressBar::hidden();
     for (id, summary) in &ids {
         let before = problems.len();
-        let mut found = Vec::new();
-        let mut counted = Counted::default();
-        for attempt in 0..ATTEMPTS {
-            found.clear();
-            let summary = match summary.filter(|_| attempt == 0) {
-                Some(summary) => summary,
-                None => storage.actor_summary(id).await?,
-            };
-            let shown = if attempt == 0 { &bar } else { &hidden };
-            counted = match verify_actor(storage, id, summary, &mut found, shown).await {
-                Ok(counted) => counted,
-                // The server went away: not a problem of the journal's.
-                Err(e) if e.is_retryable() => return Err(e.into()),
-                Err(e) => {
-                    found.push(format!("{id}: cannot be read: {e}"));
-                    Counted::default()
-                }
-            };
-            if found.is_empty() {
-                break;
-            }
-        }
+        let (mut found, counted) = check_actor(storage, id, *summary, [&bar, &hidden]).await?;
         problems.append(&mut found);
         totals.entries += counted.entries;
         totals.checkpoints += counted.checkpoints;
@@ -151,6 +130,40 @@ pub async fn run(url: &str, actor: Option<&str>, json: bool) -> Result<Outcome, 
     Ok(outcome)
 }
 
+/// Checks `id` (at most [`ATTEMPTS`] times while problems are found);
+/// its lasting problems and what the last check counted. Progress goes
+/// to the first bar the first time, to the second after.
+async fn check_actor(
+    storage: &Arc<dyn JournalStorage>,
+    id: &str,
+    summary: Option<ActorSummary>,
+    [bar, hidden]: [&ProgressBar; 2],
+) -> Result<(Vec<String>, Counted), Failure> {
+    let mut found = Vec::new();
+    let mut counted = Counted::default();
+    for attempt in 0..ATTEMPTS {
+        found.clear();
+        let summary = match summary.filter(|_| attempt == 0) {
+            Some(summary) => summary,
+            None => storage.actor_summary(id).await?,
+        };
+        let shown = if attempt == 0 { bar } else { hidden };
+        counted = match verify_actor(storage, id, summary, &mut found, shown).await {
+            Ok(counted) => counted,
+            // The server went away: not a problem of the journal's.
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => {
+                found.push(format!("{id}: cannot be read: {e}"));
+                Counted::default()
+            }
+        };
+        if found.is_empty() {
+            break;
+        }
+    }
+    Ok((found, counted))
+}
+
 /// Tracks stored sequences as they arrive, ascending.
 #[derive(Debug, Default)]
 struct Sequences {
@@ -204,56 +217,7 @@ async fn verify_actor(
     bar: &ProgressBar,
 ) -> Result<Counted, JournalError> {
     let highest = summary.highest_sequence;
-    let mut seen = Sequences::default();
-    let mut from = 1;
-    loop {
-        // Up to the highest sequence the summary gave: appends after it
-        // are not this check's (a live journal keeps growing).
-        if from > highest {
-            break;
-        }
-        match storage.replay_range(actor, from, highest, PAGE).await {
-            Ok(entries) => {
-                let Some(last) = entries.last().map(|e| e.sequence) else {
-                    break;
-                };
-                for entry in &entries {
-                    seen.see(actor, entry.sequence, problems);
-                    check_entry(actor, entry, problems);
-                }
-                bar.inc(entries.len() as u64);
-                let Some(next) = last.checked_add(1) else {
-                    break;
-                };
-                from = next;
-            }
-            Err(JournalError::CorruptEntry {
-                sequence, reason, ..
-            }) if sequence >= from => {
-                // The page stopped at the damaged entry: check the ones
-                // before it, name it, and go on after it.
-                if sequence > from {
-                    for entry in storage
-                        .replay_range(actor, from, sequence - 1, usize::MAX)
-                        .await?
-                    {
-                        seen.see(actor, entry.sequence, problems);
-                        check_entry(actor, &entry, problems);
-                        bar.inc(1);
-                    }
-                }
-                seen.see(actor, sequence, problems);
-                problems.push(format!(
-                    "{actor}: entry {sequence} cannot be decoded: {reason}"
-                ));
-                let Some(next) = sequence.checked_add(1) else {
-                    break;
-                };
-                from = next;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let seen = read_entries(storage, actor, highest, problems, bar).await?;
 
     // An entry stored beyond the highest sequence: the first one after
     // the summary's, read before the actor's highest is read again (it
@@ -329,6 +293,69 @@ async fn verify_actor(
         entries: seen.stored,
         checkpoints: checked,
     })
+}
+
+/// Reads `actor`'s entries up to `highest` (the summary's: appends after
+/// it are not this check's), checking each; a damaged one is named and
+/// passed over.
+async fn read_entries(
+    storage: &Arc<dyn JournalStorage>,
+    actor: &str,
+    highest: u64,
+    problems: &mut Vec<String>,
+    bar: &ProgressBar,
+) -> Result<Sequences, JournalError> {
+    let mut seen = Sequences::default();
+    let mut from = 1;
+    loop {
+        // Up to the highest sequence the summary gave: appends after it
+        // are not this check's (a live journal keeps growing).
+        if from > highest {
+            break;
+        }
+        match storage.replay_range(actor, from, highest, PAGE).await {
+            Ok(entries) => {
+                let Some(last) = entries.last().map(|e| e.sequence) else {
+                    break;
+                };
+                for entry in &entries {
+                    seen.see(actor, entry.sequence, problems);
+                    check_entry(actor, entry, problems);
+                }
+                bar.inc(entries.len() as u64);
+                let Some(next) = last.checked_add(1) else {
+                    break;
+                };
+                from = next;
+            }
+            Err(JournalError::CorruptEntry {
+                sequence, reason, ..
+            }) if sequence >= from => {
+                // The page stopped at the damaged entry: check the ones
+                // before it, name it, and go on after it.
+                if sequence > from {
+                    for entry in storage
+                        .replay_range(actor, from, sequence - 1, usize::MAX)
+                        .await?
+                    {
+                        seen.see(actor, entry.sequence, problems);
+                        check_entry(actor, &entry, problems);
+                        bar.inc(1);
+                    }
+                }
+                seen.see(actor, sequence, problems);
+                problems.push(format!(
+                    "{actor}: entry {sequence} cannot be decoded: {reason}"
+                ));
+                let Some(next) = sequence.checked_add(1) else {
+                    break;
+                };
+                from = next;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(seen)
 }
 
 /// Checks one checkpoint; returns its sequence when recovery could use it.
