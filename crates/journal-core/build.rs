@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    // `proto` in the crate: a link to the workspace's `proto/` in the
+    // repository, the files themselves in a packaged crate.
+    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
     let file = proto_root.join("journal/v1/journal.proto");
     println!("cargo:rerun-if-changed={}", file.display());
 

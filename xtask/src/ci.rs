@@ -115,6 +115,21 @@ pub fn run(args: &[String]) -> ExitCode {
     let counts = libtest_counts(&finished.lines);
     steps.push(Step::from("doc tests", &finished, Some(counts)));
 
+    // The library crates as crates.io would get them: each packaged, and
+    // built from its .crate against the others' (offline: what the build
+    // above downloaded is all it needs).
+    let mut package = cargo();
+    package.args(["package", "--workspace", "--offline", "--allow-dirty"]);
+    for internal in [
+        "journal-cli",
+        "journal-benches",
+        "xtask",
+        "redis-test-cluster",
+    ] {
+        package.args(["--exclude", internal]);
+    }
+    steps.push(Step::from("package libraries", &stream(package), None));
+
     print_summary(&steps)
 }
 
