@@ -6,6 +6,10 @@
 //! well, 1 when `verify` or `copy` found problems (or a demo check failed),
 //! 2 when the command could not run (bad URL, unreachable server, unknown
 //! actor, unknown flag).
+//!
+//! `JOURNAL_URL` stands in for the URL of `actors`, `show`, `stats`,
+//! `verify`, `at` and `tail` when none is given (`journal show cart-1`), so
+//! a password need not be on the command line.
 
 mod account;
 mod backend;
@@ -134,12 +138,63 @@ fn usage_error(e: &clap::Error) -> String {
     text.strip_prefix("error: ").unwrap_or(&text).to_owned()
 }
 
+/// The commands whose first argument is a journal URL.
+const TAKES_URL: [&str; 6] = ["actors", "show", "stats", "verify", "at", "tail"];
+
+/// Whether `word` is a journal URL rather than an actor id.
+fn looks_like_url(word: &str) -> bool {
+    let lower = word.to_ascii_lowercase();
+    [
+        "sqlite:",
+        "postgres://",
+        "postgresql://",
+        "redis://",
+        "rediss://",
+    ]
+    .iter()
+    .chain(&["redis-cluster://", "rediss-cluster://", "memory:"])
+    .any(|scheme| lower.starts_with(scheme))
+}
+
+/// `args` with `url` (`JOURNAL_URL`) put in as the first argument of a
+/// command that takes one and was given none.
+fn with_default_url(
+    mut args: Vec<std::ffi::OsString>,
+    url: Option<std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        return args;
+    };
+    let Some(command) = args
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_string_lossy().starts_with('-'))
+        .map(|i| i + 1)
+    else {
+        return args;
+    };
+    if !TAKES_URL.contains(&args[command].to_string_lossy().as_ref()) {
+        return args;
+    }
+    let first = args[command + 1..]
+        .iter()
+        .find(|a| !a.to_string_lossy().starts_with('-'));
+    if !first.is_some_and(|a| looks_like_url(&a.to_string_lossy())) {
+        args.insert(command + 1, url);
+    }
+    args
+}
+
 fn main() -> ExitCode {
     // Nothing here is meant to panic; should something, say so in one line.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("journal: internal error: {info}");
     }));
-    let cli = match Cli::try_parse() {
+    let args = with_default_url(
+        std::env::args_os().collect(),
+        std::env::var_os("JOURNAL_URL"),
+    );
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help, --version
@@ -168,5 +223,39 @@ fn main() -> ExitCode {
             eprintln!("journal: {failure}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<std::ffi::OsString> {
+        words.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn journal_url_stands_in_for_a_missing_url() {
+        let env = Some("sqlite:j.db".into());
+        assert_eq!(
+            with_default_url(args(&["journal", "show", "cart-1"]), env.clone()),
+            args(&["journal", "show", "sqlite:j.db", "cart-1"])
+        );
+        assert_eq!(
+            with_default_url(args(&["journal", "actors", "--json"]), env.clone()),
+            args(&["journal", "actors", "sqlite:j.db", "--json"])
+        );
+        // A URL given wins; other commands and no variable change nothing.
+        for given in [
+            &["journal", "show", "postgres://db/x", "cart-1"][..],
+            &["journal", "copy", "cart-1"],
+            &["journal", "demo"],
+        ] {
+            assert_eq!(with_default_url(args(given), env.clone()), args(given));
+        }
+        assert_eq!(
+            with_default_url(args(&["journal", "show", "cart-1"]), None),
+            args(&["journal", "show", "cart-1"])
+        );
     }
 }

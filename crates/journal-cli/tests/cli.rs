@@ -1017,3 +1017,28 @@ fn verify_on_a_live_journal_reports_no_false_problem() {
         "{report}"
     );
 }
+
+#[test]
+fn journal_url_is_read_when_no_url_is_given() {
+    let db = fresh_db("env-url");
+    write_journal(
+        &db,
+        &[JournalEntry::new(
+            "from-env",
+            1,
+            Entry::message_received("m1", "T", vec![]),
+        )],
+        &[],
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_journal"))
+        .args(["show", "from-env"])
+        .env("JOURNAL_URL", sqlite_url(&db))
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("message_received     m1"),
+        "{}",
+        stdout(&output)
+    );
+}

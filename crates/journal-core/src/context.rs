@@ -612,6 +612,19 @@ impl ExecutionContext {
             // The journal of an interrupted message ends here (or effects
             // were never journaled): go live.
             self.replaying = false;
+            if !self.recorded_complete && self.cache_side_effects && is_external(name) {
+                // The first effect past the journal of a message a crash
+                // interrupted: it may have run before the crash, its
+                // result unjournaled (at-least-once, contract rule 18).
+                tracing::warn!(
+                    actor_id = %self.actor_id,
+                    message_id = %self.message_id,
+                    effect = name,
+                    position,
+                    "side effect may run a second time: its message was interrupted by a crash \
+                     before the effect's result was journaled"
+                );
+            }
         }
         if is_external(name) {
             // Before the outside world sees anything of this message, what

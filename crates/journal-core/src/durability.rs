@@ -746,6 +746,12 @@ impl DurabilityFacet {
                             .restore(&snapshot.actor_state)
                             .map_err(CheckpointRejection::Skip)?;
                     } else {
+                        tracing::info!(
+                            actor_id = %actor_id,
+                            stored,
+                            current,
+                            "migrating a checkpoint's state to this actor's schema version"
+                        );
                         actor
                             .migrate(&snapshot.actor_state, stored, current)
                             .map_err(|reason| {
@@ -1343,6 +1349,18 @@ impl Facet for DurabilityFacet {
                 ..ActivationReport::default()
             }
         };
+        tracing::info!(
+            actor_id,
+            backend = self.storage.backend_name(),
+            checkpoint = report.checkpoint_sequence,
+            skipped_checkpoints = report.skipped_checkpoints.len(),
+            replayed_entries = report.replayed_entries,
+            replayed_messages = report.replayed_messages,
+            completed_interrupted_message = report.completed_interrupted_message,
+            highest_sequence = report.highest_sequence,
+            elapsed_ms = report.elapsed.as_secs_f64() * 1e3,
+            "actor recovered"
+        );
         let due = {
             let active = self.active()?;
             let entries = active.next_sequence - 1 - active.checkpoint_sequence;

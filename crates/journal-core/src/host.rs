@@ -166,6 +166,16 @@ impl<A: DurableActor> Actor<A> {
     /// with [`JournalError::InvalidEntry`]; the actor goes on. A journal
     /// failure fails the message and rolls the state back; the next call
     /// recovers the actor from the journal first.
+    #[tracing::instrument(
+        name = "message",
+        level = "info",
+        skip_all,
+        fields(
+            actor_id = %self.id,
+            message_id = %message.message_id,
+            message_type = %message.message_type
+        )
+    )]
     pub async fn send(&mut self, message: MessageReceived) -> JournalResult<Delivery> {
         if !self.active {
             self.activate().await?;
