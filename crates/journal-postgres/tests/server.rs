@@ -511,4 +511,18 @@ async fn version_1_schema_is_upgraded_and_keeps_its_entries() {
         .expect("version")
         .get(0);
     assert_eq!(version, journal_postgres::SCHEMA_VERSION);
+    // Version 5's autovacuum settings, on the upgraded tables too.
+    let options: Vec<String> = client
+        .query_one(
+            "SELECT reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = 'entries'",
+            &[&schema],
+        )
+        .await
+        .expect("reloptions")
+        .get(0);
+    assert!(
+        options.contains(&"autovacuum_vacuum_scale_factor=0.02".to_owned()),
+        "{options:?}"
+    );
 }
