@@ -116,6 +116,14 @@ impl Journal {
         !matches!(self.location, Location::Redis { .. })
     }
 
+    /// The SQLite storage, when it is one.
+    pub fn sqlite(&self) -> Option<&SqliteJournalStorage> {
+        match &self.closer {
+            Closer::Sqlite(sqlite) => Some(sqlite),
+            _ => None,
+        }
+    }
+
     /// The SQLite file, when it is one.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match &self.location {

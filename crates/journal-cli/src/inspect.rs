@@ -240,6 +240,47 @@ pub async fn stats(url: &str, json: bool) -> Result<Outcome, Failure> {
     Ok(Outcome::Ok)
 }
 
+/// `journal backup URL OUT`: an SQLite journal copied while in use.
+pub async fn backup(url: &str, out: &std::path::Path) -> Result<Outcome, Failure> {
+    let journal = backend::open(url, Access::Read).await?;
+    let Some(sqlite) = journal.sqlite() else {
+        return Err(Failure::new(format!(
+            "{}: backup copies SQLite files; for PostgreSQL use pg_dump, for Redis its own persistence (RDB, AOF)",
+            journal.shown
+        )));
+    };
+    let started = std::time::Instant::now();
+    sqlite.backup_to(out).await?;
+    let copy = journal_sqlite::SqliteJournalStorage::new(out).await?;
+    let stats = copy.stats().await?;
+    let problems = copy.integrity_check().await?;
+    copy.close().await;
+    let mut printer = Printer::new();
+    printer.line(format_args!(
+        "backed up {} ({}, {}) to {} in {:.1?}{}",
+        journal.shown,
+        counted(stats.actors, "actor", "actors"),
+        counted(stats.entries, "entry", "entries"),
+        out.display(),
+        started.elapsed(),
+        if problems.is_empty() {
+            "; integrity check ok"
+        } else {
+            ""
+        }
+    ))?;
+    printer.flush()?;
+    journal.close().await;
+    if problems.is_empty() {
+        Ok(Outcome::Ok)
+    } else {
+        Err(Failure::new(format!(
+            "the copy fails SQLite's integrity check: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
 /// `journal at` options.
 #[derive(Debug, clap::Args)]
 pub struct AtArgs {

@@ -84,6 +84,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy an SQLite journal in use to a new file, consistent as of one
+    /// moment (`VACUUM INTO`): appends go on meanwhile. The copy opens like
+    /// the original (`sqlite:OUT`). For PostgreSQL use `pg_dump`; for
+    /// Redis, its own persistence (RDB, AOF).
+    Backup {
+        /// The journal's URL (`sqlite:PATH`).
+        url: String,
+        /// The new file.
+        out: std::path::PathBuf,
+    },
     /// Time travel: an actor as it was after entry SEQ.
     At(inspect::AtArgs),
     /// Follow an actor's journal live, like `tail -f`: its last entries
@@ -113,6 +123,7 @@ async fn run(command: Command) -> Result<Outcome, Failure> {
         Command::Stats { url, json } => inspect::stats(&url, json).await,
         Command::Verify { url, actor, json } => verify::run(&url, actor.as_deref(), json).await,
         Command::At(args) => inspect::at(args).await,
+        Command::Backup { url, out } => inspect::backup(&url, &out).await,
         Command::Copy(args) => copy::run(args).await,
         Command::Tail(args) => tail::run(args).await,
     }
@@ -139,7 +150,7 @@ fn usage_error(e: &clap::Error) -> String {
 }
 
 /// The commands whose first argument is a journal URL.
-const TAKES_URL: [&str; 6] = ["actors", "show", "stats", "verify", "at", "tail"];
+const TAKES_URL: [&str; 7] = ["actors", "show", "stats", "verify", "at", "tail", "backup"];
 
 /// Whether `word` is a journal URL rather than an actor id.
 fn looks_like_url(word: &str) -> bool {

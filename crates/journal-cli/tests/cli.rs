@@ -1042,3 +1042,38 @@ fn journal_url_is_read_when_no_url_is_given() {
         stdout(&output)
     );
 }
+
+#[test]
+fn backup_copies_an_sqlite_journal_and_refuses_other_backends() {
+    let db = fresh_db("backup-source");
+    write_journal(
+        &db,
+        &[
+            JournalEntry::new("kept", 1, Entry::message_received("m1", "T", vec![1])),
+            JournalEntry::new("kept", 2, Entry::message_received("m2", "T", vec![2])),
+        ],
+        &[],
+    );
+    let out = fresh_db("backup-copy");
+    let url = sqlite_url(&db);
+    let said = expect(
+        0,
+        &["backup", url.as_str(), out.to_str().expect("UTF-8 path")],
+    );
+    assert!(
+        said.contains("1 actor, 2 entries") && said.contains("integrity check ok"),
+        "{said}"
+    );
+    let copied = expect(0, &["show", sqlite_url(&out).as_str(), "kept"]);
+    assert!(copied.contains("m1") && copied.contains("m2"), "{copied}");
+    // Never over an existing file; never for a server.
+    let again = journal(&["backup", url.as_str(), out.to_str().expect("UTF-8 path")]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    let memory = journal(&["backup", "memory:", "x.db"]);
+    assert_eq!(memory.status.code(), Some(2));
+    assert!(
+        stderr(&memory).contains("backup copies SQLite files"),
+        "{}",
+        stderr(&memory)
+    );
+}

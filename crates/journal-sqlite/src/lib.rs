@@ -295,6 +295,56 @@ impl SqliteJournalStorage {
         }
     }
 
+    /// Writes a consistent copy of the journal to `target`, a new file,
+    /// while the journal stays in use: `VACUUM INTO` in one read
+    /// transaction, so the copy is the whole journal as of one moment
+    /// (appends that commit meanwhile are in the journal, not in the copy),
+    /// compacted. A target that exists already is refused. The copy opens
+    /// with [`SqliteJournalStorage::new`] like the original.
+    pub async fn backup_to(&self, target: impl AsRef<Path>) -> JournalResult<()> {
+        let target = target.as_ref();
+        if target.exists() {
+            return Err(journal_core::JournalError::storage(
+                BACKEND,
+                format!("{} exists: a backup goes to a new file", target.display()),
+            ));
+        }
+        let Some(path) = target.to_str().map(str::to_owned) else {
+            return Err(journal_core::JournalError::storage(
+                BACKEND,
+                format!("{} is not a UTF-8 path", target.display()),
+            ));
+        };
+        if self.inner.readers.is_none() {
+            // In memory: the writer's connection holds the only copy.
+            return self
+                .write(move |conn| {
+                    conn.execute("VACUUM INTO ?1", [path])
+                        .map(drop)
+                        .map_err(threads::sql)
+                })
+                .await;
+        }
+        // A connection of its own, read-only, outside the readers' open
+        // transactions (VACUUM runs in none), on a blocking thread.
+        let source = self.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &source,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(threads::sql)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(threads::sql)?;
+            conn.execute("VACUUM INTO ?1", [path])
+                .map(drop)
+                .map_err(threads::sql)
+        })
+        .await
+        .map_err(|e| journal_core::JournalError::storage(BACKEND, e))?
+    }
+
     /// Runs `PRAGMA integrity_check`; `Ok` with SQLite's findings, empty
     /// when the file is sound.
     pub async fn integrity_check(&self) -> JournalResult<Vec<String>> {
