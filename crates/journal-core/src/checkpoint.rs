@@ -162,6 +162,11 @@ impl CheckpointPolicy {
     }
 }
 
+/// A byte count as `usize` (saturating).
+fn state_len(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
 /// zstd's smallest and largest window logs (`ZSTD_WINDOWLOG_MIN`,
 /// `ZSTD_WINDOWLOG_MAX` on 64-bit targets).
 const WINDOW_LOG_RANGE: (u32, u32) = (10, 31);
@@ -360,6 +365,7 @@ impl CheckpointManager {
         };
         let stored_bytes = checkpoint.state_data.len() as u64;
         self.storage.save_checkpoint(&checkpoint).await?;
+        crate::metrics::checkpoint(state_len(raw_bytes), checkpoint.state_data.len());
 
         let kept = self.storage.list_checkpoints(actor_id).await?;
         let keep = self.policy.keep.max(1);

@@ -616,6 +616,7 @@ impl ExecutionContext {
                 // The first effect past the journal of a message a crash
                 // interrupted: it may have run before the crash, its
                 // result unjournaled (at-least-once, contract rule 18).
+                crate::metrics::side_effect_run_again();
                 tracing::warn!(
                     actor_id = %self.actor_id,
                     message_id = %self.message_id,

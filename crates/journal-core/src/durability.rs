@@ -1335,7 +1335,15 @@ impl Facet for DurabilityFacet {
         actor_id.clone_into(&mut self.actor_id);
         self.active = None;
         let report = if self.config.replay_on_activation {
-            self.recover(actor).await?
+            let started = Instant::now();
+            let recovered = self.recover(actor).await;
+            crate::metrics::recovery(
+                self.storage.backend_name(),
+                started,
+                recovered.as_ref().map_or(0, |r| r.replayed_entries),
+                &recovered,
+            );
+            recovered?
         } else {
             let highest = self.storage.highest_sequence(actor_id).await?;
             self.active = Some(Active {

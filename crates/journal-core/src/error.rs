@@ -164,6 +164,25 @@ impl JournalError {
         matches!(self, JournalError::Unavailable { .. })
     }
 
+    /// The variant's name in snake case (`sequence_conflict`,
+    /// `unavailable`, ...): a label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JournalError::SequenceConflict { .. } => "sequence_conflict",
+            JournalError::DuplicateEntry { .. } => "duplicate_entry",
+            JournalError::InvalidEntry(_) => "invalid_entry",
+            JournalError::InvalidCheckpoint(_) => "invalid_checkpoint",
+            JournalError::CorruptEntry { .. } => "corrupt_entry",
+            JournalError::CorruptCheckpoint { .. } => "corrupt_checkpoint",
+            JournalError::InvalidOffset(_) => "invalid_offset",
+            JournalError::Truncated { .. } => "truncated",
+            JournalError::ReplayDivergence { .. } => "replay_divergence",
+            JournalError::RecoveryFailed { .. } => "recovery_failed",
+            JournalError::Unavailable { .. } => "unavailable",
+            JournalError::Storage { .. } => "storage",
+        }
+    }
+
     /// A [`JournalError::Storage`] from any error.
     pub fn storage(backend: &'static str, source: impl Into<BoxError>) -> Self {
         JournalError::Storage {

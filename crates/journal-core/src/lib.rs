@@ -9,6 +9,7 @@ pub mod error;
 pub mod facet;
 pub mod feed;
 pub mod host;
+pub mod metrics;
 pub mod projection;
 pub mod proto;
 pub mod redact;

@@ -22,7 +22,8 @@ struct Text(String);
 
 impl Visit for Text {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!("{}={value:?} ", field.name()));
+        use std::fmt::Write as _;
+        let _ = write!(self.0, "{}={value:?} ", field.name());
     }
 }
 

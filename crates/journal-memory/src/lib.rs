@@ -314,24 +314,36 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
-        cooperate().await;
-        validate::validate_entry(entry, &self.inner.limits)?;
-        self.append_validated(std::slice::from_ref(entry))?;
-        self.inner.watchers.notify(&entry.actor_id);
-        self.inner.watchers.notify(feed::WAIT_KEY);
-        Ok(entry.sequence)
+        let started = std::time::Instant::now();
+        let outcome: JournalResult<u64> = async {
+            cooperate().await;
+            validate::validate_entry(entry, &self.inner.limits)?;
+            self.append_validated(std::slice::from_ref(entry))?;
+            self.inner.watchers.notify(&entry.actor_id);
+            self.inner.watchers.notify(feed::WAIT_KEY);
+            Ok(entry.sequence)
+        }
+        .await;
+        journal_core::metrics::append(self.backend_name(), 1, started, &outcome);
+        outcome
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
-        cooperate().await;
-        validate::validate_batch(entries, &self.inner.limits)?;
-        self.append_validated(entries)?;
-        if let Some(first) = entries.first() {
-            self.inner.watchers.notify(&first.actor_id);
-            self.inner.watchers.notify(feed::WAIT_KEY);
+        let started = std::time::Instant::now();
+        let outcome: JournalResult<()> = async {
+            cooperate().await;
+            validate::validate_batch(entries, &self.inner.limits)?;
+            self.append_validated(entries)?;
+            if let Some(first) = entries.first() {
+                self.inner.watchers.notify(&first.actor_id);
+                self.inner.watchers.notify(feed::WAIT_KEY);
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        journal_core::metrics::append(self.backend_name(), entries.len(), started, &outcome);
+        outcome
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -342,20 +354,30 @@ impl JournalStorage for MemoryJournalStorage {
         to: u64,
         max: usize,
     ) -> JournalResult<Vec<JournalEntry>> {
-        cooperate().await;
-        let entries = self.with_actor(actor_id, |j| {
-            let from = from.max(j.first_stored());
-            let to = to.min(j.highest);
-            if max == 0 || from > to {
-                return Vec::new();
-            }
-            let skip = usize::try_from(from - j.first_stored()).unwrap_or(usize::MAX);
-            let count = usize::try_from(to - from + 1)
-                .unwrap_or(usize::MAX)
-                .min(max);
-            j.entries.iter().skip(skip).take(count).cloned().collect()
-        });
-        Ok(entries.unwrap_or_default())
+        let started = std::time::Instant::now();
+        let outcome: JournalResult<Vec<JournalEntry>> = async {
+            cooperate().await;
+            let entries = self.with_actor(actor_id, |j| {
+                let from = from.max(j.first_stored());
+                let to = to.min(j.highest);
+                if max == 0 || from > to {
+                    return Vec::new();
+                }
+                let skip = usize::try_from(from - j.first_stored()).unwrap_or(usize::MAX);
+                let count = usize::try_from(to - from + 1)
+                    .unwrap_or(usize::MAX)
+                    .min(max);
+                j.entries.iter().skip(skip).take(count).cloned().collect()
+            });
+            Ok(entries.unwrap_or_default())
+        }
+        .await;
+        journal_core::metrics::replay_page(
+            self.backend_name(),
+            outcome.as_ref().map_or(0, Vec::len),
+            started,
+        );
+        outcome
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]

@@ -76,6 +76,7 @@ pub(crate) fn spawn(
                     Err(_) => break,
                 }
             }
+            journal_core::metrics::group_commit("postgres", group.len());
             let (pool, sql) = (pool.clone(), Arc::clone(&sql));
             tokio::spawn(async move {
                 commit(&pool, &sql, group).await;

@@ -463,34 +463,46 @@ impl JournalStorage for PostgresJournalStorage {
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
-        validate::validate_entry(entry, &self.limits)?;
-        match &self.group {
-            Some(group) => {
-                let (reply, outcome) = tokio::sync::oneshot::channel();
-                let pending = group::Pending {
-                    actor_id: entry.actor_id.clone(),
-                    sequence: entry.sequence,
-                    id: entry.id.clone(),
-                    bytes: entry.encode_to_vec(),
-                    tags: journal_core::feed::entry_tags(entry),
-                    reply,
-                };
-                group.send(pending).map_err(|_| {
-                    JournalError::unavailable(BACKEND, "the group-commit task has stopped")
-                })?;
-                outcome.await.map_err(|_| {
-                    JournalError::unavailable(BACKEND, "the group-commit task has stopped")
-                })??;
+        let started = std::time::Instant::now();
+        let outcome: JournalResult<u64> = async {
+            validate::validate_entry(entry, &self.limits)?;
+            match &self.group {
+                Some(group) => {
+                    let (reply, outcome) = tokio::sync::oneshot::channel();
+                    let pending = group::Pending {
+                        actor_id: entry.actor_id.clone(),
+                        sequence: entry.sequence,
+                        id: entry.id.clone(),
+                        bytes: entry.encode_to_vec(),
+                        tags: journal_core::feed::entry_tags(entry),
+                        reply,
+                    };
+                    group.send(pending).map_err(|_| {
+                        JournalError::unavailable(BACKEND, "the group-commit task has stopped")
+                    })?;
+                    outcome.await.map_err(|_| {
+                        JournalError::unavailable(BACKEND, "the group-commit task has stopped")
+                    })??;
+                }
+                None => self.append(std::slice::from_ref(entry)).await?,
             }
-            None => self.append(std::slice::from_ref(entry)).await?,
+            Ok(entry.sequence)
         }
-        Ok(entry.sequence)
+        .await;
+        journal_core::metrics::append(self.backend_name(), 1, started, &outcome);
+        outcome
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
-        validate::validate_batch(entries, &self.limits)?;
-        self.append(entries).await
+        let started = std::time::Instant::now();
+        let outcome: JournalResult<()> = async {
+            validate::validate_batch(entries, &self.limits)?;
+            self.append(entries).await
+        }
+        .await;
+        journal_core::metrics::append(self.backend_name(), entries.len(), started, &outcome);
+        outcome
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -501,43 +513,53 @@ impl JournalStorage for PostgresJournalStorage {
         to: u64,
         max: usize,
     ) -> JournalResult<Vec<JournalEntry>> {
-        let mut entries: Vec<JournalEntry> = Vec::new();
-        let mut from = from;
-        // One query for a contiguous journal; one more after each gap (a
-        // damaged journal), so a gap never ends a page early.
-        while entries.len() < max && from <= to {
-            let wanted = max - entries.len();
-            let limit = i64::try_from(wanted).unwrap_or(i64::MAX);
-            let rows = self
-                .query(
-                    &self.sql.replay_range,
-                    &[&actor_id.as_bytes(), &seq(from), &seq(to), &limit],
-                )
-                .await?;
-            let mut page = rows
-                .iter()
-                .map(|row| {
-                    let sequence: i64 = row.try_get(0).map_err(pg_error)?;
-                    let bytes: &[u8] = row.try_get(1).map_err(pg_error)?;
-                    decode_entry(actor_id, sequence, bytes)
-                })
-                .collect::<JournalResult<Vec<_>>>()?;
-            // In table order; mostly sorted already.
-            page.sort_unstable_by_key(|e| e.sequence);
-            let Some(lo) = page.first().map(|e| e.sequence) else {
-                break;
-            };
-            // The page's last sequence, as the query computed it.
-            let span = u64::try_from(wanted).unwrap_or(u64::MAX).min(to - lo + 1);
-            let hi = lo + (span - 1);
-            let full = page.len() == wanted;
-            entries.append(&mut page);
-            if full || hi >= to {
-                break;
+        let started = std::time::Instant::now();
+        let outcome: JournalResult<Vec<JournalEntry>> = async {
+            let mut entries: Vec<JournalEntry> = Vec::new();
+            let mut from = from;
+            // One query for a contiguous journal; one more after each gap (a
+            // damaged journal), so a gap never ends a page early.
+            while entries.len() < max && from <= to {
+                let wanted = max - entries.len();
+                let limit = i64::try_from(wanted).unwrap_or(i64::MAX);
+                let rows = self
+                    .query(
+                        &self.sql.replay_range,
+                        &[&actor_id.as_bytes(), &seq(from), &seq(to), &limit],
+                    )
+                    .await?;
+                let mut page = rows
+                    .iter()
+                    .map(|row| {
+                        let sequence: i64 = row.try_get(0).map_err(pg_error)?;
+                        let bytes: &[u8] = row.try_get(1).map_err(pg_error)?;
+                        decode_entry(actor_id, sequence, bytes)
+                    })
+                    .collect::<JournalResult<Vec<_>>>()?;
+                // In table order; mostly sorted already.
+                page.sort_unstable_by_key(|e| e.sequence);
+                let Some(lo) = page.first().map(|e| e.sequence) else {
+                    break;
+                };
+                // The page's last sequence, as the query computed it.
+                let span = u64::try_from(wanted).unwrap_or(u64::MAX).min(to - lo + 1);
+                let hi = lo + (span - 1);
+                let full = page.len() == wanted;
+                entries.append(&mut page);
+                if full || hi >= to {
+                    break;
+                }
+                from = hi + 1;
             }
-            from = hi + 1;
+            Ok(entries)
         }
-        Ok(entries)
+        .await;
+        journal_core::metrics::replay_page(
+            self.backend_name(),
+            outcome.as_ref().map_or(0, Vec::len),
+            started,
+        );
+        outcome
     }
 
     fn replay_page_size(&self) -> usize {

@@ -466,15 +466,27 @@ impl JournalStorage for RedisJournalStorage {
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
-        validate::validate_entry(entry, &self.inner.limits)?;
-        self.append_validated(std::slice::from_ref(entry)).await?;
-        Ok(entry.sequence)
+        let started = std::time::Instant::now();
+        let outcome: JournalResult<u64> = async {
+            validate::validate_entry(entry, &self.inner.limits)?;
+            self.append_validated(std::slice::from_ref(entry)).await?;
+            Ok(entry.sequence)
+        }
+        .await;
+        journal_core::metrics::append(self.backend_name(), 1, started, &outcome);
+        outcome
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
-        validate::validate_batch(entries, &self.inner.limits)?;
-        self.append_validated(entries).await
+        let started = std::time::Instant::now();
+        let outcome: JournalResult<()> = async {
+            validate::validate_batch(entries, &self.inner.limits)?;
+            self.append_validated(entries).await
+        }
+        .await;
+        journal_core::metrics::append(self.backend_name(), entries.len(), started, &outcome);
+        outcome
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -485,25 +497,35 @@ impl JournalStorage for RedisJournalStorage {
         to: u64,
         max: usize,
     ) -> JournalResult<Vec<JournalEntry>> {
-        let from = from.max(1);
-        // Nothing is stored above MAX_SEQUENCE: a larger `to` (u64::MAX,
-        // "to the end") means the limit.
-        let to = validate::clamp_sequence(to);
-        if max == 0 || from > to {
-            return Ok(Vec::new());
+        let started = std::time::Instant::now();
+        let outcome: JournalResult<Vec<JournalEntry>> = async {
+            let from = from.max(1);
+            // Nothing is stored above MAX_SEQUENCE: a larger `to` (u64::MAX,
+            // "to the end") means the limit.
+            let to = validate::clamp_sequence(to);
+            if max == 0 || from > to {
+                return Ok(Vec::new());
+            }
+            let keys = self.inner.keys.actor(actor_id);
+            // Stream ids are `<sequence>-0`; a bare number as the end bound
+            // means `<number>-<max>`, so `to` is included. A count beyond
+            // i64::MAX is no limit for one reply.
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(keys.entries())
+                .arg(format!("{from}-0"))
+                .arg(to)
+                .arg("COUNT")
+                .arg(i64::try_from(max).unwrap_or(i64::MAX));
+            let reply: Value = self.query(&cmd).await?;
+            decode_entries(actor_id, reply)
         }
-        let keys = self.inner.keys.actor(actor_id);
-        // Stream ids are `<sequence>-0`; a bare number as the end bound
-        // means `<number>-<max>`, so `to` is included. A count beyond
-        // i64::MAX is no limit for one reply.
-        let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(keys.entries())
-            .arg(format!("{from}-0"))
-            .arg(to)
-            .arg("COUNT")
-            .arg(i64::try_from(max).unwrap_or(i64::MAX));
-        let reply: Value = self.query(&cmd).await?;
-        decode_entries(actor_id, reply)
+        .await;
+        journal_core::metrics::replay_page(
+            self.backend_name(),
+            outcome.as_ref().map_or(0, Vec::len),
+            started,
+        );
+        outcome
     }
 
     fn replay_page_size(&self) -> usize {

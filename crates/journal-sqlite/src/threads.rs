@@ -370,6 +370,7 @@ pub(crate) fn writer_loop(
             }
         }
         stats.record(group.len());
+        journal_core::metrics::group_commit("sqlite", group.len());
         let epoch = recent.next_epoch();
         // The jobs of a group were queued by concurrent callers (a caller
         // waits for each answer before it sends its next job), so any order
