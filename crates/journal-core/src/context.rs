@@ -197,6 +197,24 @@ pub enum MessageFailure<'a> {
 /// The first journal error the context meets is latched: every later call
 /// returns an error too, and the host fails the message even if the
 /// handler's code ignored the error (contract rule 21).
+///
+/// ```
+/// # use journal_core::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), JournalError> {
+/// // A context that journals nothing (tests, actors without a facet); a
+/// // durability facet hands a journaling one to each message.
+/// let mut ctx = ExecutionContext::ephemeral("payer-1", "m-1");
+/// let receipt = ctx
+///     .side_effect_with("bank.pay", b"10 to bob", || async { Ok::<_, String>(b"r-7".to_vec()) })
+///     .await?;
+/// assert_eq!(receipt, Ok(b"r-7".to_vec()));
+/// // Time is read as an effect too: journaled, in a journaling context.
+/// let _now = ctx.now().await?;
+/// assert_eq!(ctx.side_effects().len(), 2);
+/// # Ok(())
+/// # }
+/// ```
 #[allow(clippy::struct_excessive_bools)]
 pub struct ExecutionContext {
     actor_id: String,

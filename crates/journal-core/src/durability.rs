@@ -517,6 +517,40 @@ struct Active {
 /// does not list makes the facet read the older ids back from the journal
 /// once (entries are read, no handler runs); they stay in memory (about 60
 /// bytes each) until the journal behind them is truncated.
+///
+/// ```
+/// # use journal_core::*;
+/// # struct Counter(u64);
+/// # #[async_trait::async_trait]
+/// # impl DurableActor for Counter {
+/// #     async fn handle(&mut self, _: &MessageReceived, _: &mut ExecutionContext) -> HandlerResult {
+/// #         self.0 += 1;
+/// #         Ok(self.0.to_le_bytes().to_vec())
+/// #     }
+/// #     fn snapshot(&self) -> Result<Vec<u8>, String> { Ok(self.0.to_le_bytes().to_vec()) }
+/// #     fn restore(&mut self, s: &[u8]) -> Result<(), String> {
+/// #         self.0 = u64::from_le_bytes(s.try_into().map_err(|_| "8 bytes")?);
+/// #         Ok(())
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), JournalError> {
+/// let storage = journal_memory::MemoryJournalStorage::new();
+/// let mut counter = Actor::new("counter-1", Counter(0));
+/// counter.facets().attach(Box::new(DurabilityFacet::new(storage.clone(), DurabilityConfig::default())))?;
+/// counter.send(MessageReceived { message_id: "m-1".into(), ..Default::default() }).await?;
+///
+/// // After a crash, another actor on the same storage recovers the count.
+/// let mut again = Actor::new("counter-1", Counter(0));
+/// let facet = DurabilityFacet::new(storage, DurabilityConfig::default());
+/// let observer = facet.observer();
+/// again.facets().attach(Box::new(facet))?;
+/// again.activate().await?;
+/// assert_eq!(again.behavior().0, 1);
+/// assert_eq!(observer.stats().activation.replayed_messages, 1);
+/// # Ok(())
+/// # }
+/// ```
 pub struct DurabilityFacet {
     storage: Arc<dyn JournalStorage>,
     config: DurabilityConfig,
@@ -1263,6 +1297,37 @@ pub struct Rebuilt {
 ///
 /// `sequence` 0 leaves `actor` as given; one above the actor's highest
 /// sequence is [`JournalError::RecoveryFailed`].
+///
+/// ```
+/// # use journal_core::*;
+/// # struct Counter(u64);
+/// # #[async_trait::async_trait]
+/// # impl DurableActor for Counter {
+/// #     async fn handle(&mut self, _: &MessageReceived, _: &mut ExecutionContext) -> HandlerResult {
+/// #         self.0 += 1;
+/// #         Ok(self.0.to_le_bytes().to_vec())
+/// #     }
+/// #     fn snapshot(&self) -> Result<Vec<u8>, String> { Ok(self.0.to_le_bytes().to_vec()) }
+/// #     fn restore(&mut self, s: &[u8]) -> Result<(), String> {
+/// #         self.0 = u64::from_le_bytes(s.try_into().map_err(|_| "8 bytes")?);
+/// #         Ok(())
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), JournalError> {
+/// let storage = journal_memory::MemoryJournalStorage::new();
+/// let mut counter = Actor::new("counter-1", Counter(0));
+/// counter.facets().attach(Box::new(DurabilityFacet::new(storage.clone(), DurabilityConfig::default())))?;
+/// for id in ["m-1", "m-2", "m-3"] {
+///     counter.send(MessageReceived { message_id: id.into(), ..Default::default() }).await?;
+/// }
+/// // Each message is two entries: after entry 4, two messages were counted.
+/// let mut then = Counter(0);
+/// let rebuilt = rebuild_at(storage, &DurabilityConfig::default(), "counter-1", &mut then, 4, true).await?;
+/// assert_eq!((then.0, rebuilt.replayed_messages), (2, 2));
+/// # Ok(())
+/// # }
+/// ```
 pub async fn rebuild_at(
     storage: impl JournalStorage + 'static,
     config: &DurabilityConfig,

@@ -45,6 +45,32 @@ pub type HandlerResult = Result<Vec<u8>, HandlerError>;
 /// Handling must be deterministic given the message, the state and what the
 /// [`ExecutionContext`] returns: anything from outside (calls to other
 /// services, time, randomness) goes through the context.
+///
+/// ```
+/// use journal_core::{DurableActor, ExecutionContext, HandlerResult, MessageReceived};
+///
+/// /// Adds the amounts it is sent; asks the bank for a receipt each time.
+/// struct Till { total: u64 }
+///
+/// #[async_trait::async_trait]
+/// impl DurableActor for Till {
+///     async fn handle(&mut self, m: &MessageReceived, ctx: &mut ExecutionContext) -> HandlerResult {
+///         let amount: u64 = std::str::from_utf8(&m.payload).ok().and_then(|t| t.parse().ok())
+///             .ok_or_else(|| journal_core::HandlerError::failed("not an amount"))?;
+///         // Journaled: replay hands the receipt back instead of calling again.
+///         let receipt = ctx.side_effect_with("bank.deposit", &m.payload, || async {
+///             Ok::<_, String>(b"receipt".to_vec())
+///         }).await??;
+///         self.total += amount;
+///         Ok(receipt)
+///     }
+///     fn snapshot(&self) -> Result<Vec<u8>, String> { Ok(self.total.to_le_bytes().to_vec()) }
+///     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+///         self.total = u64::from_le_bytes(state.try_into().map_err(|_| "8 bytes")?);
+///         Ok(())
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait DurableActor: Send + Sync {
     /// Handles one message, returning the reply payload.

@@ -65,6 +65,33 @@ pub enum Delivery {
 /// host rolls the actor's state back to what it was given at creation, and
 /// the next `send` or `activate` recovers it from the journal. Its state as
 /// the failed message left it is never handed out (contract rule 21).
+///
+/// ```
+/// # use journal_core::*;
+/// # struct Counter(u64);
+/// # #[async_trait::async_trait]
+/// # impl DurableActor for Counter {
+/// #     async fn handle(&mut self, _: &MessageReceived, _: &mut ExecutionContext) -> HandlerResult {
+/// #         self.0 += 1;
+/// #         Ok(self.0.to_le_bytes().to_vec())
+/// #     }
+/// #     fn snapshot(&self) -> Result<Vec<u8>, String> { Ok(self.0.to_le_bytes().to_vec()) }
+/// #     fn restore(&mut self, s: &[u8]) -> Result<(), String> {
+/// #         self.0 = u64::from_le_bytes(s.try_into().map_err(|_| "8 bytes")?);
+/// #         Ok(())
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), JournalError> {
+/// // Without facets an actor is plain: nothing is journaled.
+/// let mut counter = Actor::new("counter-1", Counter(0));
+/// let reply = counter.send(MessageReceived { message_id: "m-1".into(), ..Default::default() }).await?;
+/// assert_eq!(reply, Delivery::Replied(1u64.to_le_bytes().to_vec()));
+/// // With a durability facet, the same calls journal and recover (see
+/// // `DurabilityFacet`).
+/// # Ok(())
+/// # }
+/// ```
 pub struct Actor<A> {
     id: String,
     behavior: A,
