@@ -441,11 +441,27 @@ async fn entries_at(journal: &Journal, args: &AtArgs, out: &mut Printer) -> Resu
             args.seq
         )));
     }
+    // A typed actor's state is JSON: shown, so that the state at SEQ is
+    // that state plus what follows (an event-sourced actor's events).
+    let state = match &checkpoint {
+        Some(c) => checkpoint_state(Arc::clone(&journal.storage), c.clone()).await,
+        None => None,
+    };
+    let events = entries
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.entry,
+                Some(journal_core::journal_entry::Entry::EventRecorded(_))
+            )
+        })
+        .count();
     if args.json {
         out.line(json!({
             "actor_id": args.actor,
             "sequence": args.seq,
             "checkpoint": checkpoint.as_ref().map(output::checkpoint_json),
+            "checkpoint_state": state,
             "entries": entries.iter().map(output::entry_json).collect::<Vec<Value>>(),
         }))?;
         return Ok(());
@@ -461,8 +477,35 @@ async fn entries_at(journal: &Journal, args: &AtArgs, out: &mut Printer) -> Resu
             args.actor, args.seq
         ))?,
     }
+    if let Some(state) = &state {
+        out.line(format_args!("  state      {state}"))?;
+    }
+    if events > 0 {
+        out.line(format_args!(
+            "  then {} to apply, in order:",
+            counted(events as u64, "event", "events")
+        ))?;
+    }
     for entry in &entries {
         out.line(output::entry_line(entry))?;
     }
     Ok(())
+}
+
+/// The actor's own state in `checkpoint`, when it is JSON (a typed or
+/// event-sourced actor's): decompressed, out of the facet's snapshot.
+async fn checkpoint_state(
+    storage: Arc<dyn journal_core::JournalStorage>,
+    checkpoint: journal_core::Checkpoint,
+) -> Option<Value> {
+    use prost::Message as _;
+    let state = journal_core::checkpoint::CheckpointManager::new(
+        storage,
+        journal_core::checkpoint::CheckpointPolicy::default(),
+    )
+    .decode_any_version(checkpoint)
+    .await
+    .ok()?;
+    let snapshot = journal_core::FacetSnapshot::decode(state.as_slice()).ok()?;
+    serde_json::from_slice(&snapshot.actor_state).ok()
 }

@@ -1077,3 +1077,63 @@ fn backup_copies_an_sqlite_journal_and_refuses_other_backends() {
         stderr(&memory)
     );
 }
+
+/// An event-sourced counter for `journal at`.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Tally {
+    total: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Added {
+    Added(u64),
+}
+
+impl journal_actors::EventSourced for Tally {
+    const TYPE: &'static str = "tally";
+    type Command = u64;
+    type Event = Added;
+    type Reply = u64;
+    async fn handle(
+        &self,
+        n: u64,
+        _: &mut journal_actors::Context<'_, Self>,
+    ) -> Result<journal_actors::Decision<Self>, journal_core::HandlerError> {
+        Ok(journal_actors::Decision::persist([Added::Added(n)]).reply_with(|t: &Self| t.total))
+    }
+    fn apply(&mut self, Added::Added(n): &Added) {
+        self.total += n;
+    }
+}
+
+#[test]
+fn at_shows_an_event_sourced_actors_snapshot_state_and_the_events_after_it() {
+    let db = fresh_db("es-at");
+    runtime().block_on(async {
+        let storage = journal_sqlite::SqliteJournalStorage::new(&db)
+            .await
+            .expect("open");
+        let config = journal_core::DurabilityConfig {
+            checkpoint_interval: 6,
+            ..journal_core::DurabilityConfig::default()
+        };
+        let system = journal_actors::ActorSystem::builder(storage.clone())
+            .register_event_sourced::<Tally>(config, |_| Tally::default())
+            .start();
+        let tally = system.event_sourced::<Tally>("tally-1");
+        for n in 1..=4 {
+            tally.send(n).await.expect("added");
+        }
+        system.shutdown().await;
+        drop(system);
+        storage.close().await;
+    });
+    // Three entries a command (received, event, processed): the snapshot
+    // at entry 6 holds 1 + 2; entry 8 is the third command's event.
+    let url = sqlite_url(&db);
+    let at = expect(0, &["at", url.as_str(), "tally-1", "8"]);
+    assert!(at.contains("checkpoint at 6"), "{at}");
+    assert!(at.contains(r#"state      {"total":3}"#), "{at}");
+    assert!(at.contains("then 1 event to apply"), "{at}");
+    assert!(at.contains("event_recorded       Added v1"), "{at}");
+}
