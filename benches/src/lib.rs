@@ -8,6 +8,7 @@ pub mod actor_system;
 pub mod alloc;
 pub mod baselines;
 pub mod event_sourced;
+pub mod group_commit;
 pub mod postgres;
 pub mod report;
 pub mod subscribe;

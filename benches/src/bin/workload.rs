@@ -8,6 +8,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use journal_benches::actor_system::{self, SystemStore};
 use journal_benches::baselines::{RawMemory, RawPostgres, RawRedis, RawSqlite};
 use journal_benches::event_sourced;
+use journal_benches::group_commit::{
+    self, GroupWriter, Journal, RawPostgresGroup, RawSqliteGroup, SqliteLayout,
+};
 use journal_benches::workloads::{self, Sizes};
 use journal_benches::{alloc::Counting, report, Baseline, Better, Figure};
 use journal_core::{JournalBackend, JournalStorage};
@@ -57,6 +60,11 @@ const SQLITE_TARGETS: &[Target] = &[
     ("appends/s, 256 concurrent", ">= 20x raw 1-row", |f| {
         f.ratio() >= 20.0
     }),
+    (
+        "group commit appends/s, 256 concurrent",
+        ">= 0.8x raw group commit",
+        |f| f.ratio() >= 0.8,
+    ),
     ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
     ("recovery of", ">= 100x faster", |f| f.ratio() <= 0.01),
     ("peak memory", "< 64 MiB", |f| f.value < 64.0),
@@ -86,6 +94,16 @@ const POSTGRES_TARGETS: &[Target] = &[
     ("appends/s, 256 concurrent", ">= 10x raw 1-row", |f| {
         f.ratio() >= 10.0
     }),
+    (
+        "group commit appends/s, 256 concurrent",
+        ">= 0.5x raw group commit",
+        |f| f.ratio() >= 0.5,
+    ),
+    (
+        "group commit latency p99, 256 concurrent",
+        "p99 < 50 ms",
+        |f| f.value < 50.0,
+    ),
     ("replay of", ">= 0.8x raw", |f| f.ratio() >= 0.8),
     ("fresh-schema replay", ">= 1x raw streaming", |f| {
         f.ratio() >= 1.0
@@ -388,7 +406,7 @@ async fn run_postgres(only: Option<&str>) -> Result<Vec<Figure>, String> {
         async move {
             let options = PostgresOptions {
                 schema,
-                pool_size: 16,
+                pool_size: PG_POOL,
                 ..PostgresOptions::default()
             };
             PostgresJournalStorage::open(&url, options)
@@ -425,6 +443,23 @@ async fn run_postgres(only: Option<&str>) -> Result<Vec<Figure>, String> {
         figures.push(journal_benches::postgres::replay_fresh(&imported, 100_000).await);
         println!("replay-fresh: {:.1?}", started.elapsed());
     }
+    if only.is_none_or(|o| "group-commit".starts_with(o)) {
+        let started = Instant::now();
+        let ours = open(format!("jb_{run}_group")).await?;
+        let raw = RawPostgresGroup::create(&url, &format!("jb_{run}_group_raw"), PG_POOL)
+            .await
+            .map(Arc::new)
+            .map_err(|e| e.to_string())?;
+        let total = Sizes::SERVER.throughput_appends;
+        figures.extend(postgres_group_commit(&ours, &raw, total).await?);
+        let dropped = format!("DROP SCHEMA {} CASCADE", ours.schema());
+        raw.admin()
+            .batch_execute(&dropped)
+            .await
+            .map_err(|e| e.to_string())?;
+        raw.drop_schema().await.map_err(|e| e.to_string())?;
+        println!("group-commit: {:.1?}", started.elapsed());
+    }
     mark(&mut figures, POSTGRES_TARGETS);
     for schema in [
         storage.schema(),
@@ -441,6 +476,47 @@ async fn run_postgres(only: Option<&str>) -> Result<Vec<Figure>, String> {
     }
     raw.drop_schema().await.map_err(|e| e.to_string())?;
     Ok(figures)
+}
+
+/// Connections of the journal's pool, and of the raw group-commit writer.
+const PG_POOL: usize = 16;
+
+/// PostgreSQL group commit against the engine's ceiling, `total` appends
+/// a round: the journal in schema `ours`, beside the raw group-commit
+/// writer `raw` with as many connections, taking turns; prints rows per
+/// transaction of each (warm-up included), read from the rows' `xmin`.
+async fn postgres_group_commit(
+    ours: &PostgresJournalStorage,
+    raw: &Arc<RawPostgresGroup>,
+    total: usize,
+) -> Result<Vec<Figure>, String> {
+    let writers: Vec<Arc<dyn GroupWriter>> = vec![
+        Arc::new(Journal(Arc::new(ours.clone()))),
+        Arc::clone(raw) as Arc<dyn GroupWriter>,
+    ];
+    let per_actor = (total / GROUP_ACTORS) as u64;
+    let sides = group_commit::measure(&writers, GROUP_ACTORS, per_actor).await;
+    let mut seen = Vec::new();
+    for schema in [ours.schema(), raw.schema()] {
+        let (rows, transactions) =
+            group_commit::rows_per_transaction(raw.admin(), &format!("{schema}.entries"))
+                .await
+                .map_err(|e| e.to_string())?;
+        seen.push(format!(
+            "{rows} in {transactions} ({:.1})",
+            rows as f64 / transactions.max(1) as f64
+        ));
+    }
+    println!(
+        "group commit, rows per transaction (distinct xmin): journal {}; raw {}",
+        seen[0], seen[1]
+    );
+    Ok(group_commit::figures(
+        &sides[0],
+        &sides[1],
+        &raw.describe(),
+        GROUP_ACTORS,
+    ))
 }
 
 /// SQLite: the journal, the raw rusqlite baseline, and the actor system,
@@ -480,9 +556,79 @@ async fn run_sqlite(dir: &Path, only: Option<&str>) -> Result<Vec<Figure>, Strin
     let events = open("events.db").await.map_err(|e| e.to_string())?;
     let shared = || (events.clone(), Arc::clone(&raw));
     figures.extend(run_events(shared, only, JournalBackend::Sqlite).await);
+    if only.is_none_or(|o| "group-commit".starts_with(o)) {
+        let started = Instant::now();
+        figures.extend(sqlite_group_commit(&files, Sizes::FULL.throughput_appends).await?);
+        println!("group-commit: {:.1?}", started.elapsed());
+    }
     mark(&mut figures, SQLITE_TARGETS);
     let _ = std::fs::remove_dir_all(&files);
     Ok(figures)
+}
+
+/// Actors appending at once in the group-commit figures.
+const GROUP_ACTORS: usize = 256;
+
+/// SQLite group commit against the engine's ceiling, `total` appends a
+/// round: the journal on a file of its own, beside raw group commit on the
+/// journal's log layout (the target's baseline) and on a plain
+/// `(actor_id, sequence)` table, each on its own file, taking turns;
+/// prints rows per transaction of each (warm-up included).
+async fn sqlite_group_commit(files: &Path, total: usize) -> Result<Vec<Figure>, String> {
+    let storage = SqliteJournalStorage::new(files.join("group.db"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let raw = |name: &str, layout| {
+        RawSqliteGroup::create(&files.join(name), layout)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    };
+    let log = raw("raw-group.db", SqliteLayout::JournalLog)?;
+    let plain = raw("raw-group-plain.db", SqliteLayout::Plain)?;
+    let before = storage.commit_stats();
+    let writers: Vec<Arc<dyn GroupWriter>> = vec![
+        Arc::new(Journal(Arc::new(storage.clone()))),
+        Arc::clone(&log) as Arc<dyn GroupWriter>,
+        Arc::clone(&plain) as Arc<dyn GroupWriter>,
+    ];
+    let per_actor = (total / GROUP_ACTORS) as u64;
+    let sides = group_commit::measure(&writers, GROUP_ACTORS, per_actor).await;
+    let after = storage.commit_stats();
+    let ops = after.operations - before.operations;
+    let transactions = after.transactions - before.transactions;
+    println!(
+        "group commit, rows per transaction: journal {ops} in {transactions} ({:.1}); \
+         raw, log layout {}; raw, plain table {}",
+        ops as f64 / transactions.max(1) as f64,
+        per_commit(log.count.get()),
+        per_commit(plain.count.get()),
+    );
+    let mut figures = group_commit::figures(&sides[0], &sides[1], &log.describe(), GROUP_ACTORS);
+    figures.push(Figure {
+        name: format!("group commit appends/s vs a plain table, {GROUP_ACTORS} actors"),
+        value: sides[0].rate(),
+        unit: "appends/s",
+        baseline: sides[2].rate(),
+        baseline_name: format!(
+            "{} (pooled over {} rounds)",
+            plain.describe(),
+            group_commit::ROUNDS
+        ),
+        better: Better::Higher,
+        target: String::new(),
+        met: None,
+    });
+    drop(writers);
+    storage.close().await;
+    Ok(figures)
+}
+
+/// `(commits, rows)` as "rows in commits (rows per commit)".
+fn per_commit((commits, rows): (u64, u64)) -> String {
+    format!(
+        "{rows} in {commits} ({:.1})",
+        rows as f64 / commits.max(1) as f64
+    )
 }
 
 /// Redis: the journal, the raw script baseline, and a plain `SET`.
@@ -624,7 +770,7 @@ async fn redis_memory(
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers|replay-fresh|subscribe|feed|events|events-persisted|events-recovery]",
+        "usage: workload [--backend {}] [--out DIR] [--only latency|throughput|batch|replay|interleaved|recovery|checkpoint|facet|stream|memory|system-messages|system-activation|system-timers|replay-fresh|subscribe|feed|events|events-persisted|events-recovery|group-commit]",
         BACKENDS.join("|")
     );
     ExitCode::from(2)
