@@ -112,6 +112,8 @@ impl std::fmt::Debug for SqliteJournalStorage {
 impl SqliteJournalStorage {
     /// Opens (or creates) the journal at `path` with the default options:
     /// WAL, `synchronous=FULL`. `":memory:"` gives an in-memory journal.
+    /// The `journal` command's URL form works too: `sqlite:PATH` or
+    /// `sqlite://PATH` is the file at `PATH`.
     pub async fn new(path: impl AsRef<Path>) -> JournalResult<Self> {
         Self::open(path, SqliteOptions::default()).await
     }
@@ -121,7 +123,7 @@ impl SqliteJournalStorage {
     /// A file of a newer schema version, or an SQLite database that is not a
     /// journal, is refused and left unchanged.
     pub async fn open(path: impl AsRef<Path>, options: SqliteOptions) -> JournalResult<Self> {
-        let path = path.as_ref().to_path_buf();
+        let path = without_scheme(path.as_ref());
         let memory = schema::is_memory(&path);
         let (writer, jobs) = mpsc::channel::<Work>();
         let (open_path, open_options, writer_path, writer_options) =
@@ -359,6 +361,20 @@ impl SqliteJournalStorage {
             Ok(lines.into_iter().filter(|l| l != "ok").collect())
         })
         .await
+    }
+}
+
+/// `path` without a `sqlite:` or `sqlite://` prefix (the URL form the
+/// `journal` command reads).
+fn without_scheme(path: &Path) -> PathBuf {
+    match path.to_str() {
+        Some(text) => PathBuf::from(
+            text.strip_prefix("sqlite://")
+                .or_else(|| text.strip_prefix("sqlite:"))
+                .filter(|rest| !rest.is_empty())
+                .unwrap_or(text),
+        ),
+        None => path.to_path_buf(),
     }
 }
 
