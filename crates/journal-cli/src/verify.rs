@@ -41,6 +41,7 @@ pub async fn run(url: &str, actor: Option<&str>, json: bool) -> Result<Outcome, 
     let mut problems = Vec::new();
     let mut totals = Counted::default();
     let mut troubled = 0u64;
+    let mut unreadable = false;
     // The store's totals (compared with the sum over actors at the end) or
     // the one actor's summary.
     let (ids, whole, bar) = if let Some(actor) = actor {
@@ -49,8 +50,12 @@ pub async fn run(url: &str, actor: Option<&str>, json: bool) -> Result<Outcome, 
         (vec![(actor.to_owned(), Some(summary))], None, bar)
     } else {
         let whole = storage.stats().await?;
-        let ids: Vec<String> = storage.list_actors().try_collect().await?;
-        let ids = ids.into_iter().map(|id| (id, None)).collect();
+        let (listed, unlisted) = list_actors(storage).await?;
+        let ids = listed;
+        if let Some(problem) = unlisted {
+            problems.push(problem);
+            unreadable = true;
+        }
         (ids, Some(whole), progress(whole.entries, "verifying"))
     };
     let hidden = ProgressBar::hidden();
@@ -70,7 +75,7 @@ pub async fn run(url: &str, actor: Option<&str>, json: bool) -> Result<Outcome, 
     if let Some(whole) = whole {
         let after = storage.stats().await?;
         let key = |w: &journal_core::JournalStats| (w.actors, w.entries, w.checkpoints);
-        live = key(&after) != key(&whole);
+        live = key(&after) != key(&whole) || unreadable;
         if !live && key(&whole) != (actors, totals.entries, totals.checkpoints) {
             problems.push(format!(
                 "(store): the backend's totals say {} actors, {} entries, {} checkpoints; {actors}, {}, {} are stored",
@@ -128,6 +133,31 @@ pub async fn run(url: &str, actor: Option<&str>, json: bool) -> Result<Outcome, 
     out.flush()?;
     journal.close().await;
     Ok(outcome)
+}
+
+/// Every actor of the store, for checking: a listing that fails on a
+/// value it cannot read (an actor id that is not UTF-8, a damaged index
+/// entry) is a problem of the store, and the actors listed before it are
+/// still checked. Unavailability is no such problem.
+async fn list_actors(
+    storage: &Arc<dyn JournalStorage>,
+) -> Result<(Vec<(String, Option<ActorSummary>)>, Option<String>), Failure> {
+    let mut ids = Vec::new();
+    let mut listing = storage.list_actors();
+    loop {
+        match listing.try_next().await {
+            Ok(Some(id)) => ids.push((id, None)),
+            Ok(None) => return Ok((ids, None)),
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => {
+                let after = ids
+                    .last()
+                    .map_or("its start", |(id, _): &(String, _)| id.as_str());
+                let problem = format!("(store): the actor list cannot be read past {after}: {e}");
+                return Ok((ids, Some(problem)));
+            }
+        }
+    }
 }
 
 /// Checks `id` (at most [`ATTEMPTS`] times while problems are found);
