@@ -398,6 +398,33 @@ async fn the_seeds_snippet_runs_on_redis() {
     };
     let _facet = DurabilityFacet::new(storage.clone(), config);
     storage.delete_actor(&actor).await.expect("delete");
+    // The prefix is the seed's, shared: of the bucket's feed and
+    // incarnations, take away only what this test left (the feed when it
+    // holds nothing but this actor's references).
+    let keys = journal_redis::keys::Keys::new(storage.key_prefix());
+    let bucket = keys.bucket(journal_redis::keys::bucket_of(&actor));
+    let others: i64 = common::raw(
+        &common::raw_client().await,
+        redis::cmd("EVAL")
+            .arg(
+                "local n = 0 \
+                 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do \
+                   local f = e[2] \
+                   for i = 1, #f, 2 do \
+                     if f[i] == 'a' and f[i + 1] ~= ARGV[1] then n = n + 1 end \
+                   end \
+                 end \
+                 if n == 0 then redis.call('DEL', KEYS[1]) end \
+                 redis.call('HDEL', KEYS[2], ARGV[1]) \
+                 return n",
+            )
+            .arg(2)
+            .arg(bucket.feed())
+            .arg(bucket.incarnations())
+            .arg(&actor),
+    )
+    .await;
+    assert!(others >= 0);
 }
 
 #[tokio::test]
