@@ -27,8 +27,8 @@ pub(crate) struct Pending {
 pub(crate) struct GroupSql {
     pub(crate) append_many: String,
     pub(crate) append_one: String,
-    /// The channel each group's transaction announces its actors on.
-    pub(crate) channel: String,
+    /// Announces each group's actors once it committed.
+    pub(crate) notifier: crate::listen::Notifier,
 }
 
 /// Most bytes of entries sent in one group (a bind must stay far below the
@@ -111,21 +111,15 @@ async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
         client
             .query(
                 &statement,
-                &[
-                    &actors,
-                    &sequences,
-                    &ids,
-                    &bytes,
-                    &tag_items,
-                    &tags,
-                    &sql.channel,
-                    &announce,
-                ],
+                &[&actors, &sequences, &ids, &bytes, &tag_items, &tags],
             )
             .await
             .map_err(pg_error)
     }
     .await;
+    if result.is_ok() {
+        sql.notifier.notify(announce);
+    }
     let rows = match result {
         Ok(rows) => rows,
         Err(e) if !e.is_retryable() && group.len() > 1 => {
@@ -206,12 +200,11 @@ async fn append_one(pool: &Pool, sql: &GroupSql, p: &Pending) -> JournalResult<(
                 &vec![p.bytes.as_slice()],
                 &tag_items,
                 &tags,
-                &sql.channel,
-                &announce,
             ],
         )
         .await
         .map_err(pg_error)?;
+    sql.notifier.notify(announce);
     let outcome: i32 = row.try_get(0).map_err(pg_error)?;
     let highest: i64 = row.try_get(1).map_err(pg_error)?;
     match outcome {

@@ -52,6 +52,8 @@ pub struct PostgresJournalStorage {
     feed_settle: std::time::Duration,
     /// Waiters of live subscriptions, and the listener that wakes them.
     watch: std::sync::Arc<listen::Watch>,
+    /// Announces committed appends to listeners.
+    notifier: listen::Notifier,
 }
 
 impl std::fmt::Debug for PostgresJournalStorage {
@@ -97,13 +99,11 @@ impl Sql {
             schema: s.to_owned(),
             channel: listen::channel(s),
             append: format!(
-                "WITH n AS MATERIALIZED (SELECT pg_notify($7, $8))
-                 SELECT r.o_outcome, r.o_highest FROM {s}.append($1, $2, $3, $4, $5, $6) r CROSS JOIN n"
+                "SELECT r.o_outcome, r.o_highest FROM {s}.append($1, $2, $3, $4, $5, $6) r"
             ),
             append_many: format!(
-                "WITH n AS MATERIALIZED (SELECT pg_notify($7, $8))
-                 SELECT r.o_index, r.o_outcome, r.o_highest
-                 FROM {s}.append_many($1, $2, $3, $4, $5, $6) r CROSS JOIN n"
+                "SELECT r.o_index, r.o_outcome, r.o_highest
+                 FROM {s}.append_many($1, $2, $3, $4, $5, $6) r"
             ),
             // A page is the `$4` sequences from the first stored at or
             // after `$2` (stored sequences are contiguous: appends need
@@ -349,12 +349,13 @@ impl PostgresJournalStorage {
             ));
         }
         let sql = Sql::new(&options.schema);
+        let notifier = listen::Notifier::spawn(pool.clone(), sql.channel.clone());
         let group = options.group_commit.then(|| {
             let slots = pool.status().max_size;
             let statements = group::GroupSql {
                 append_many: sql.append_many.clone(),
                 append_one: sql.append.clone(),
-                channel: sql.channel.clone(),
+                notifier: notifier.clone(),
             };
             group::spawn(pool.clone(), statements, slots, 1024)
         });
@@ -363,6 +364,7 @@ impl PostgresJournalStorage {
             pool,
             group,
             watch,
+            notifier,
             sql: std::sync::Arc::new(sql),
             limits: Limits {
                 max_entry_bytes: options.max_entry_bytes,
@@ -427,16 +429,7 @@ impl PostgresJournalStorage {
         let rows = self
             .query(
                 &self.sql.append,
-                &[
-                    &actor,
-                    &sequences,
-                    &ids,
-                    &bytes,
-                    &tag_items,
-                    &tags,
-                    &self.sql.channel,
-                    &announce,
-                ],
+                &[&actor, &sequences, &ids, &bytes, &tag_items, &tags],
             )
             .await?;
         let row = rows
@@ -445,7 +438,10 @@ impl PostgresJournalStorage {
         let outcome: i32 = row.try_get(0).map_err(pg_error)?;
         let highest: i64 = row.try_get(1).map_err(pg_error)?;
         match outcome {
-            0 | 1 => Ok(()),
+            0 | 1 => {
+                self.notifier.notify(announce);
+                Ok(())
+            }
             _ => Err(validate::sequence_conflict(
                 &first.actor_id,
                 unseq(highest),
