@@ -165,26 +165,11 @@ async fn message_rate<S: SystemStore>(system: &ActorSystem<S>, actors: usize) ->
     futures::future::try_join_all(refs.iter().map(|actor| actor.send(Charge::new(0))))
         .await
         .expect("first charge");
-    let started = Instant::now();
-    let deadline = started + MESSAGE_RUN;
-    let tasks: Vec<_> = refs
-        .into_iter()
-        .map(|actor| {
-            tokio::spawn(async move {
-                let mut sent = 0u64;
-                while Instant::now() < deadline {
-                    sent += 1;
-                    actor.send(Charge::new(sent)).await.expect("charge");
-                }
-                sent
-            })
-        })
-        .collect();
-    let mut counts = Vec::with_capacity(actors);
-    for task in tasks {
-        counts.push(task.await.expect("task"));
-    }
-    let elapsed = started.elapsed();
+    let (counts, elapsed) = send_for_a_run(refs, |actor, n| async move {
+        actor.send(Charge::new(n)).await.expect("charge");
+        actor
+    })
+    .await;
     // Three entries per message, the first one's included.
     let (first, sent) = (&ids[0], counts[0]);
     let highest = system
@@ -194,6 +179,39 @@ async fn message_rate<S: SystemStore>(system: &ActorSystem<S>, actors: usize) ->
         .expect("highest");
     assert_eq!(highest, 3 * (sent + 1), "entries of {first}");
     counts.iter().sum::<u64>() as f64 / elapsed.as_secs_f64()
+}
+
+/// Each of `handles` sends one message after another on a task of its
+/// own until [`MESSAGE_RUN`] has passed: `send(handle, n)` sends the
+/// `n`th and hands the handle back. The messages each sent, and how long
+/// the run took.
+pub(crate) async fn send_for_a_run<H, F, Fut>(handles: Vec<H>, send: F) -> (Vec<u64>, Duration)
+where
+    H: Send + 'static,
+    F: Fn(H, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = H> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + MESSAGE_RUN;
+    let tasks: Vec<_> = handles
+        .into_iter()
+        .map(|handle| {
+            let send = send.clone();
+            tokio::spawn(async move {
+                let (mut handle, mut count) = (handle, 0u64);
+                while Instant::now() < deadline {
+                    count += 1;
+                    handle = send(handle, count).await;
+                }
+                count
+            })
+        })
+        .collect();
+    let mut counts = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        counts.push(task.await.expect("task"));
+    }
+    (counts, started.elapsed())
 }
 
 /// Single-entry appends per second of the raw backend, `clients` at once

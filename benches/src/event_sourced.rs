@@ -24,7 +24,7 @@ use journal_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::actor_system::{raw_append_rate, SystemStore, MESSAGE_RUN, MESSAGE_RUNS};
+use crate::actor_system::{raw_append_rate, send_for_a_run, SystemStore, MESSAGE_RUNS};
 use crate::workloads::unique;
 use crate::{Baseline, Better, Figure};
 
@@ -163,7 +163,7 @@ impl TypedActor for DurableTill {
 
 /// Events persisted per second through the system: `actors` event-sourced
 /// [`Till`]s (fresh ids, activated by a first command before the clock
-/// starts), each sent commands one after another for [`MESSAGE_RUN`],
+/// starts), each sent commands one after another for [`MESSAGE_RUN`](crate::actor_system::MESSAGE_RUN),
 /// each command deciding `per_command` events (a command journals
 /// `per_command + 2` entries in two appends: its `MessageReceived`, then
 /// its events with its `MessageProcessed` in one batch), default
@@ -224,26 +224,11 @@ async fn event_rate<S: SystemStore>(
     futures::future::try_join_all(refs.iter().map(|till| till.send(deposit())))
         .await
         .expect("first deposit");
-    let started = Instant::now();
-    let deadline = started + MESSAGE_RUN;
-    let tasks: Vec<_> = refs
-        .into_iter()
-        .map(|till| {
-            tokio::spawn(async move {
-                let mut sent = 0u64;
-                while Instant::now() < deadline {
-                    sent += 1;
-                    till.send(deposit()).await.expect("deposit");
-                }
-                sent
-            })
-        })
-        .collect();
-    let mut commands = Vec::with_capacity(actors);
-    for task in tasks {
-        commands.push(task.await.expect("task"));
-    }
-    let elapsed = started.elapsed();
+    let (commands, elapsed) = send_for_a_run(refs, move |till, _| async move {
+        till.send(deposit()).await.expect("deposit");
+        till
+    })
+    .await;
     // `per_command + 2` entries per command, the first one's included.
     let (first, sent) = (&ids[0], commands[0]);
     let highest = system
