@@ -74,6 +74,7 @@ struct Sql {
     channel: String,
     append: String,
     append_many: String,
+    append_group: String,
     replay_range: String,
     highest: String,
     truncate: String,
@@ -105,6 +106,7 @@ impl Sql {
                 "SELECT r.o_index, r.o_outcome, r.o_highest
                  FROM {s}.append_many($1, $2, $3, $4, $5, $6) r"
             ),
+            append_group: group::append_group_sql(s),
             // A page is the `$4` sequences from the first stored at or
             // after `$2` (stored sequences are contiguous: appends need
             // highest + 1, truncation takes a prefix), so the scan reads
@@ -351,9 +353,12 @@ impl PostgresJournalStorage {
         let sql = Sql::new(&options.schema);
         let notifier = listen::Notifier::spawn(pool.clone(), sql.channel.clone());
         let group = options.group_commit.then(|| {
-            let slots = pool.status().max_size;
+            let slots = options
+                .group_commit_in_flight
+                .clamp(1, pool.status().max_size.max(1));
             let statements = group::GroupSql {
                 append_many: sql.append_many.clone(),
+                append_group: sql.append_group.clone(),
                 append_one: sql.append.clone(),
                 notifier: notifier.clone(),
             };
