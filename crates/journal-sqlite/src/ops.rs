@@ -1,5 +1,7 @@
 //! The SQL of each operation, run on a connection thread.
 
+use std::collections::HashMap;
+
 use journal_core::validate::{self, AppendCheck};
 use journal_core::{
     ActorPage, ActorSummary, Checkpoint, JournalEntry, JournalResult, JournalStats,
@@ -563,29 +565,56 @@ pub(crate) fn recent_waiting(conn: &Connection) -> rusqlite::Result<(u64, u64)> 
 /// entry). For each actor every waiting row has a higher sequence than
 /// every indexed one (appends only go to `highest + 1`, and this indexes
 /// all waiting rows at once), and reads see both in one snapshot.
-pub(crate) fn compact(conn: &Connection) -> rusqlite::Result<i64> {
+///
+/// `own` is each actor's highest sequence among the waiting rows, when the
+/// writer knows every waiting row is its own, with the `data_version` it
+/// knew then: if no other connection committed since (checked inside this
+/// transaction), those actors' rows in `actors` are raised one by one;
+/// otherwise every waiting row is grouped by actor.
+pub(crate) fn compact(
+    conn: &Connection,
+    own: Option<(&HashMap<String, u64>, i64)>,
+) -> rusqlite::Result<i64> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let indexed = (|| {
-        for statement in [
-            concat!(
-                "INSERT INTO entry_index (actor_key, sequence, position)
-                 SELECT actor_key, sequence, position FROM entry_log WHERE epoch > ",
-                indexed_epoch!(),
-                " ORDER BY actor_key, sequence"
-            ),
-            concat!(
-                "INSERT INTO actors (actor_id, highest, actor_key)
-                 SELECT actor_id, max(sequence), actor_key FROM entry_log WHERE epoch > ",
-                indexed_epoch!(),
-                " GROUP BY actor_id
-                 ON CONFLICT (actor_id) DO UPDATE SET highest = excluded.highest
-                 WHERE excluded.highest > highest"
-            ),
+        conn.prepare_cached(concat!(
+            "INSERT INTO entry_index (actor_key, sequence, position)
+             SELECT actor_key, sequence, position FROM entry_log WHERE epoch > ",
+            indexed_epoch!(),
+            " ORDER BY actor_key, sequence"
+        ))?
+        .execute([])?;
+        let version: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        match own {
+            Some((highest, known)) if known == version => {
+                let mut raise = conn.prepare_cached(
+                    "INSERT INTO actors (actor_id, highest, actor_key) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (actor_id) DO UPDATE SET highest = excluded.highest
+                     WHERE excluded.highest > highest",
+                )?;
+                for (actor_id, &last) in highest {
+                    raise.execute(params![actor_id, seq(last), actor_key(actor_id)])?;
+                }
+            }
+            _ => {
+                conn.prepare_cached(concat!(
+                    "INSERT INTO actors (actor_id, highest, actor_key)
+                     SELECT actor_id, max(sequence), actor_key FROM entry_log WHERE epoch > ",
+                    indexed_epoch!(),
+                    " GROUP BY actor_id
+                     ON CONFLICT (actor_id) DO UPDATE SET highest = excluded.highest
+                     WHERE excluded.highest > highest"
+                ))?
+                .execute([])?;
+            }
+        }
+        conn.prepare_cached(
             "UPDATE log_state
              SET indexed_epoch = max(indexed_epoch, ifnull((SELECT max(epoch) FROM entry_log), 0))",
-        ] {
-            conn.prepare_cached(statement)?.execute([])?;
-        }
+        )?
+        .execute([])?;
         conn.prepare_cached("SELECT indexed_epoch FROM log_state")?
             .query_row([], |r| r.get(0))
     })();

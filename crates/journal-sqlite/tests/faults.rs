@@ -553,6 +553,53 @@ async fn two_handles_on_one_file_keep_the_sequence_check() {
     );
 }
 
+/// A writer that indexed only its own rows since its last indexing raises
+/// only its own actors' highest sequences; once another process has
+/// written rows in between, it groups every waiting row by actor again, so
+/// the other process's actors keep their highest sequence once indexed.
+#[tokio::test]
+async fn indexing_after_another_process_wrote_keeps_its_highest() {
+    let path = tmp("indexing-others");
+    let a = SqliteJournalStorage::open(&path, indexing_after(4))
+        .await
+        .expect("open a");
+    let b = SqliteJournalStorage::open(&path, indexing_after(4))
+        .await
+        .expect("open b");
+    // a indexes once (its first indexing groups every row): from then on
+    // it knows what waits is its own.
+    for s in 1..=4 {
+        a.append_entry(&entry("from-a", s, 20))
+            .await
+            .expect("a appends");
+    }
+    // b's rows wait, below b's own threshold; b's first append lists its
+    // actor at 1, the later ones only wait.
+    for s in 1..=3 {
+        b.append_entry(&entry("from-b", s, 20))
+            .await
+            .expect("b appends");
+    }
+    // a's next four rows get everything indexed, b's rows too.
+    for s in 5..=8 {
+        a.append_entry(&entry("from-a", s, 20))
+            .await
+            .expect("a appends");
+    }
+    let c = SqliteJournalStorage::new(&path).await.expect("open c");
+    assert_eq!(c.highest_sequence("from-b").await.expect("highest"), 3);
+    assert_eq!(c.highest_sequence("from-a").await.expect("highest"), 8);
+    assert_conflict(c.append_entry(&entry("from-b", 2, 20)).await);
+    c.append_entry(&entry("from-b", 4, 20))
+        .await
+        .expect("c appends 4");
+    assert_eq!(c.replay_from("from-b", 1).await.expect("replay").len(), 4);
+    assert_eq!(
+        c.integrity_check().await.expect("check"),
+        Vec::<String>::new()
+    );
+}
+
 #[tokio::test]
 async fn lookups_span_epochs_and_enough_epochs_index_the_rows() {
     use journal_sqlite::{Synchronous, EPOCH_ROWS, MAX_EPOCHS};
