@@ -344,4 +344,10 @@ pub async fn feed_after_truncation_and_deletion(store: Arc<dyn JournalFeed>) {
     append_each(&*store, &again).await;
     let (got, _) = read_all(&*store, &FeedFilter::All, at, 4).await;
     assert_feed("written after the deletion", &got, &again);
+    // From the start: the deleted actor's old entries are gone, and its new
+    // ones come once (whatever named the old ones names nothing now).
+    let (got, _) = read_all(&*store, &FeedFilter::All, FeedOffset::start(), 4).await;
+    let mut now = first[4..].to_vec();
+    now.extend(again);
+    assert_feed("from the start, the actor created again", &got, &now);
 }

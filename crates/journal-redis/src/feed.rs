@@ -9,7 +9,8 @@
 //! that moved, the id of the last reference read (and, when a page ended
 //! inside a batch, the last sequence given of it). A read takes the next
 //! references of every bucket, interleaves them by stream id, and resolves
-//! them into entries with [`RESOLVE`](crate::scripts::RESOLVE).
+//! them into entries (an `XRANGE` of each actor's stream, then its
+//! incarnation).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -23,12 +24,11 @@ use redis::Value;
 
 use crate::error::{bad_reply, redis_error, BACKEND};
 use crate::keys::{self, BUCKETS};
-use crate::scripts::Script;
 use crate::{decode_entries, into_array, RedisJournalStorage};
 
 /// References read per bucket in the first round of a page: every bucket
 /// is read in that round, so this keeps it small.
-const FIRST_COUNT: usize = 16;
+const FIRST_COUNT: usize = 1;
 
 /// The most references read per bucket in one later round.
 const MAX_COUNT: usize = 1_000;
@@ -160,9 +160,14 @@ fn encode_offset(filter: &FeedFilter, positions: &BTreeMap<u16, Position>) -> Fe
     Segments::of(positions).offset(filter)
 }
 
-/// One bucket's resolving script: the indices of its references (in the
-/// caller's list), its keys and its arguments.
-type ResolveCall = (Vec<usize>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+/// Consecutive references of one actor and incarnation in a bucket, read
+/// as one range of the actor's stream: their indices in the caller's list,
+/// and the sequences from the first's first to the last's last.
+struct RangeRead {
+    refs: Vec<usize>,
+    first: u64,
+    last: u64,
+}
 
 /// One bucket's part of an offset: `bucket:ms-seq[:through]`.
 fn segment(bucket: u16, position: &Position) -> String {
@@ -175,35 +180,72 @@ fn segment(bucket: u16, position: &Position) -> String {
     text
 }
 
-/// The parts of the offset a page is at, kept as the page moves, so that
-/// each item's offset is joined from them rather than formatted again
-/// bucket by bucket ([`encode_offset`] gives the same text).
-struct Segments(BTreeMap<u16, String>);
+/// The parts of the offset a page is at, kept as the page moves, joined
+/// once and patched in place where a bucket's part changes, so that each
+/// item's offset is one copy of that text rather than a join of every
+/// bucket's part ([`encode_offset`] gives the same text).
+struct Segments {
+    parts: BTreeMap<u16, String>,
+    /// The parts in bucket order, separated by commas.
+    joined: String,
+    /// Where each bucket's part lies in `joined`.
+    spans: BTreeMap<u16, std::ops::Range<usize>>,
+}
 
 impl Segments {
     fn of(positions: &BTreeMap<u16, Position>) -> Self {
-        Segments(
-            positions
+        let mut segments = Segments {
+            parts: positions
                 .iter()
                 .map(|(&bucket, position)| (bucket, segment(bucket, position)))
                 .collect(),
-        )
+            joined: String::new(),
+            spans: BTreeMap::new(),
+        };
+        segments.join();
+        segments
+    }
+
+    fn join(&mut self) {
+        self.joined.clear();
+        self.spans.clear();
+        for (i, (&bucket, part)) in self.parts.iter().enumerate() {
+            if i > 0 {
+                self.joined.push(',');
+            }
+            let start = self.joined.len();
+            self.joined.push_str(part);
+            self.spans.insert(bucket, start..self.joined.len());
+        }
     }
 
     fn set(&mut self, bucket: u16, position: &Position) {
-        self.0.insert(bucket, segment(bucket, position));
+        let part = segment(bucket, position);
+        let Some(span) = self.spans.get(&bucket).cloned() else {
+            // A bucket not in the offset yet: joined again (once a bucket).
+            self.parts.insert(bucket, part);
+            self.join();
+            return;
+        };
+        let (old, new) = (span.len(), part.len());
+        self.joined.replace_range(span.clone(), &part);
+        self.spans.insert(bucket, span.start..span.start + new);
+        if old != new {
+            for later in self
+                .spans
+                .range_mut(bucket.saturating_add(1)..)
+                .map(|(_, s)| s)
+            {
+                *later = later.start + new - old..later.end + new - old;
+            }
+        }
+        self.parts.insert(bucket, part);
     }
 
     fn offset(&self, filter: &FeedFilter) -> FeedOffset {
-        let length: usize = self.0.values().map(|s| s.len() + 1).sum();
-        let mut text = String::with_capacity(1 + length);
+        let mut text = String::with_capacity(1 + self.joined.len());
         text.push(marker(filter));
-        for (i, part) in self.0.values().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            text.push_str(part);
-        }
+        text.push_str(&self.joined);
         FeedOffset::new(text)
     }
 }
@@ -530,100 +572,77 @@ impl RedisJournalStorage {
         Ok(out)
     }
 
-    /// The entries of each reference (in the order given), each checked
-    /// against its actor's incarnation: one script per bucket, the scripts
-    /// of one node sent as one pipeline (a pipeline that fails, for a
-    /// script the server lost or a slot that moved, is sent again script by
-    /// script, redirected as needed).
+    /// Resolves references into their entries: per bucket, consecutive
+    /// references of one actor (and incarnation) become one `XRANGE` of the
+    /// actor's stream, followed by an `HGET` of the actor's incarnation,
+    /// sent as one pipeline per node (a bucket's keys share its slot). The
+    /// incarnation is read after the entries on the same connection, which
+    /// runs them in order: when it is still the reference's, no deletion
+    /// came between the reference and the read, so the entries are the
+    /// ones it named; otherwise the reference gives nothing. Plain commands
+    /// in place of a read-only script per bucket: a script's `XRANGE` is
+    /// turned into Lua tables and back, which doubled the cost of a page.
     async fn resolve(&self, references: &[Reference]) -> JournalResult<Vec<Vec<JournalEntry>>> {
-        let mut by_bucket: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-        for (i, reference) in references.iter().enumerate() {
-            // A reference naming an actor of another bucket (which only a
-            // hand edit makes) would read across slots: it gives nothing.
-            if keys::bucket_of(&reference.actor) == reference.bucket {
-                by_bucket.entry(reference.bucket).or_default().push(i);
-            }
-        }
-        // Each bucket's script: its keys and arguments.
-        let mut calls: BTreeMap<u16, ResolveCall> = BTreeMap::new();
-        for (bucket, indices) in by_bucket {
-            let mut keys = vec![self.inner.keys.bucket(bucket).incarnations()];
-            let mut key_of: HashMap<&str, usize> = HashMap::new();
-            let mut args: Vec<Vec<u8>> = Vec::with_capacity(indices.len() * 5);
-            for &i in &indices {
-                let Some(reference) = references.get(i) else {
-                    continue;
-                };
-                let key = *key_of.entry(reference.actor.as_str()).or_insert_with(|| {
-                    keys.push(self.inner.keys.actor(&reference.actor).entries());
-                    keys.len()
-                });
-                args.push(key.to_string().into_bytes());
-                args.push(reference.actor.as_bytes().to_vec());
-                args.push(reference.first.to_string().into_bytes());
-                args.push(reference.last.to_string().into_bytes());
-                args.push(reference.incarnation.clone());
-            }
-            calls.insert(bucket, (indices, keys, args));
-        }
-        let buckets: Vec<u16> = calls.keys().copied().collect();
+        let by_bucket = range_reads(references);
+        let buckets: Vec<u16> = by_bucket.keys().copied().collect();
         let groups = self.bucket_groups(&buckets).await;
-        let calls = &calls;
+        let by_bucket = &by_bucket;
         let resolved: Vec<Vec<(usize, Vec<JournalEntry>)>> = stream::iter(groups)
             .map(|group| async move {
-                let mut pipe = redis::pipe();
-                for bucket in &group {
-                    if let Some((_, keys, args)) = calls.get(bucket) {
-                        pipe.cmd("EVALSHA")
-                            .arg(crate::scripts::sha(Script::Resolve))
-                            .arg(keys.len())
-                            .arg(keys)
-                            .arg(args);
-                    }
-                }
-                let Some(&first) = group.first() else {
+                let reads: Vec<(u16, &RangeRead)> = group
+                    .iter()
+                    .flat_map(|&b| {
+                        by_bucket
+                            .get(&b)
+                            .into_iter()
+                            .flatten()
+                            .map(move |read| (b, read))
+                    })
+                    .collect();
+                let Some(&(first_bucket, _)) = reads.first() else {
                     return Ok(Vec::new());
                 };
+                let mut pipe = redis::pipe();
+                for &(bucket, read) in &reads {
+                    for cmd in self.range_read(bucket, read, references) {
+                        pipe.add_command(cmd);
+                    }
+                }
                 let replies = {
                     let mut lease = self.lease().await?;
                     lease
-                        .query_pipe_values(&pipe, keys::slot_of_bucket(first))
+                        .query_pipe_values(&pipe, keys::slot_of_bucket(first_bucket))
                         .await
                 };
-                let replies = match replies {
-                    Ok(replies) if replies.len() == group.len() => replies,
+                let mut replies = match replies {
+                    Ok(replies) if replies.len() == 2 * reads.len() => replies.into_iter(),
+                    // The node map is stale, or the pipeline failed: each
+                    // read on its own below.
                     _ => {
-                        let mut one_by_one = Vec::with_capacity(group.len());
-                        for bucket in &group {
-                            if let Some((_, keys, args)) = calls.get(bucket) {
-                                one_by_one.push(self.script(Script::Resolve, keys, args).await?);
-                            }
-                        }
-                        one_by_one
+                        self.forget_nodes();
+                        Vec::new().into_iter()
                     }
                 };
                 let mut out = Vec::new();
-                for (bucket, reply) in group.iter().zip(replies) {
-                    let Some((indices, keys, args)) = calls.get(bucket) else {
-                        continue;
-                    };
-                    // A script the node lost, a slot that moved: this one
-                    // again on its own (loaded, redirected as needed).
-                    let reply = match reply {
-                        Value::ServerError(e) => {
-                            tracing::debug!(backend = BACKEND, bucket, error = ?e, "feed resolve sent again");
-                            self.script(Script::Resolve, keys, args).await?
+                for &(bucket, read) in &reads {
+                    let (entries, incarnation) = match (replies.next(), replies.next()) {
+                        (Some(entries), Some(incarnation))
+                            if !matches!(entries, Value::ServerError(_))
+                                && !matches!(incarnation, Value::ServerError(_)) =>
+                        {
+                            (entries, incarnation)
                         }
-                        reply => reply,
+                        // A slot that moved: this read again on its own,
+                        // the entries first (redirected as needed).
+                        _ => {
+                            tracing::debug!(backend = BACKEND, bucket, "feed resolve sent again");
+                            let [entries, incarnation] = self.range_read(bucket, read, references);
+                            let entries: Value = self.query(&entries).await?;
+                            let incarnation: Value = self.query(&incarnation).await?;
+                            (entries, incarnation)
+                        }
                     };
-                    let replies = into_array(reply);
-                    if replies.len() != indices.len() {
-                        return Err(bad_reply("resolving feed references"));
-                    }
-                    for (&i, reply) in indices.iter().zip(replies) {
-                        let actor = references.get(i).map_or("", |r| r.actor.as_str());
-                        out.push((i, decode_entries(actor, reply)?));
-                    }
+                    out.extend(split_read(read, references, entries, incarnation)?);
                 }
                 Ok::<_, journal_core::JournalError>(out)
             })
@@ -638,6 +657,92 @@ impl RedisJournalStorage {
         }
         Ok(entries)
     }
+
+    /// The two commands of a [`RangeRead`]: the entries, then the actor's
+    /// incarnation.
+    fn range_read(
+        &self,
+        bucket: u16,
+        read: &RangeRead,
+        references: &[Reference],
+    ) -> [redis::Cmd; 2] {
+        let actor = references[read.refs[0]].actor.as_str();
+        let mut entries = redis::cmd("XRANGE");
+        entries
+            .arg(self.inner.keys.actor(actor).entries())
+            .arg(format!("{}-0", read.first))
+            .arg(read.last.to_string());
+        let mut incarnation = redis::cmd("HGET");
+        incarnation
+            .arg(self.inner.keys.bucket(bucket).incarnations())
+            .arg(actor);
+        [entries, incarnation]
+    }
+}
+
+/// A page's references as range reads, per bucket: consecutive references
+/// of one actor and incarnation with adjoining sequences make one read.
+fn range_reads(references: &[Reference]) -> BTreeMap<u16, Vec<RangeRead>> {
+    let mut by_bucket: BTreeMap<u16, Vec<RangeRead>> = BTreeMap::new();
+    for (i, reference) in references.iter().enumerate() {
+        // A reference naming an actor of another bucket (which only a hand
+        // edit makes) would read across slots: it gives nothing.
+        if keys::bucket_of(&reference.actor) != reference.bucket {
+            continue;
+        }
+        let reads = by_bucket.entry(reference.bucket).or_default();
+        let joins = reads.last().is_some_and(|read| {
+            let head = &references[read.refs[0]];
+            head.actor == reference.actor
+                && head.incarnation == reference.incarnation
+                && read.last.checked_add(1) == Some(reference.first)
+        });
+        match reads.last_mut() {
+            Some(read) if joins => {
+                read.last = reference.last;
+                read.refs.push(i);
+            }
+            _ => reads.push(RangeRead {
+                refs: vec![i],
+                first: reference.first,
+                last: reference.last,
+            }),
+        }
+    }
+    by_bucket
+}
+
+/// Hands each reference of `read` its entries from the read's two replies:
+/// none when the actor's incarnation is not the references' any more.
+fn split_read(
+    read: &RangeRead,
+    references: &[Reference],
+    entries: Value,
+    incarnation: Value,
+) -> JournalResult<Vec<(usize, Vec<JournalEntry>)>> {
+    let head = &references[read.refs[0]];
+    let current = match incarnation {
+        Value::Nil => Vec::new(),
+        Value::BulkString(bytes) => bytes,
+        _ => return Err(bad_reply("an actor's incarnation")),
+    };
+    let mut entries = if current == head.incarnation {
+        decode_entries(&head.actor, entries)?
+    } else {
+        Vec::new()
+    }
+    .into_iter()
+    .peekable();
+    let mut out = Vec::with_capacity(read.refs.len());
+    for &i in &read.refs {
+        let last = references[i].last;
+        let mut own = Vec::new();
+        while let Some(entry) = entries.next_if(|e| e.sequence <= last) {
+            own.push(entry);
+        }
+        out.push((i, own));
+    }
+    Ok(out)
 }
 
 /// The feed (contract rule 28) from per-bucket streams of references that
@@ -840,6 +945,40 @@ mod tests {
             assert!(
                 parse_offset(&FeedFilter::All, &FeedOffset::new(bad)).is_err(),
                 "{bad:?}"
+            );
+        }
+    }
+
+    /// An offset patched bucket by bucket, through parts growing and
+    /// shrinking, reads as the same positions joined afresh.
+    #[test]
+    fn patched_offsets_equal_joined_ones() {
+        let mut positions: BTreeMap<u16, Position> = BTreeMap::new();
+        let mut segments = Segments::of(&positions);
+        let steps = [
+            (5, 1, None),
+            (900, 22, Some(7)),
+            (5, 1_000_000, Some(12_345)),
+            (0, 3, None),
+            (5, 2, None),
+            (900, 22, None),
+            (1023, 9, Some(1)),
+            (0, 123_456_789, Some(99)),
+        ];
+        for (bucket, ms, through) in steps {
+            let position = Position {
+                id: StreamId { ms, seq: 0 },
+                through,
+            };
+            segments.set(bucket, &position);
+            positions.insert(bucket, position);
+            assert_eq!(
+                segments.offset(&FeedFilter::All),
+                encode_offset(&FeedFilter::All, &positions)
+            );
+            assert_eq!(
+                parse_offset(&FeedFilter::All, &segments.offset(&FeedFilter::All)).expect("parse"),
+                positions
             );
         }
     }

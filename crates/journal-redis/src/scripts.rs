@@ -136,28 +136,6 @@ redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
 return 1
 ";
 
-/// Resolve feed references of one bucket into entries (read only), each
-/// checked against its actor's incarnation in the same step.
-///
-/// KEYS: the bucket's incarnations, then the entries of each actor named.
-/// ARGV: per reference: the index in KEYS of its actor's entries, actor
-/// id, first and last sequence, incarnation (empty for none).
-/// Returns per reference the `XRANGE` reply (entries truncated or deleted
-/// since are not in it), or an empty array when the actor was deleted
-/// after the reference was made.
-pub const RESOLVE: &str = r"
-local out = {}
-for i = 1, #ARGV, 5 do
-  local gen = redis.call('HGET', KEYS[1], ARGV[i + 1]) or ''
-  if gen == ARGV[i + 4] then
-    out[#out + 1] = redis.call('XRANGE', KEYS[tonumber(ARGV[i])], ARGV[i + 2] .. '-0', ARGV[i + 3])
-  else
-    out[#out + 1] = {}
-  end
-end
-return out
-";
-
 /// Save (or replace) a checkpoint at or below the highest sequence.
 ///
 /// KEYS: highest, checkpoint index, checkpoints.
@@ -431,7 +409,7 @@ pub fn append_args(batch: &[JournalEntry]) -> Vec<Vec<u8>> {
 }
 
 /// Every script, in the order of [`Script`].
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 13] = [
     APPEND,
     TRUNCATE,
     DELETE,
@@ -445,7 +423,6 @@ pub const ALL: [&str; 14] = [
     TIMER_CLAIM,
     TIMER_COMPLETE,
     TIMER_NEXT_DUE,
-    RESOLVE,
 ];
 
 /// The SHA-1 of a script, as `EVALSHA` names it.
@@ -509,6 +486,4 @@ pub enum Script {
     TimerComplete = 11,
     /// [`TIMER_NEXT_DUE`]
     TimerNextDue = 12,
-    /// [`RESOLVE`]
-    Resolve = 13,
 }
