@@ -358,15 +358,7 @@ async fn projection_in_transaction_applies_each_entry_once() {
         return;
     };
     let schema = storage.schema().to_owned();
-    {
-        let client = storage.pool().get().await.expect("client");
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE {schema}.projected (actor_id TEXT NOT NULL, sequence BIGINT NOT NULL)"
-            ))
-            .await
-            .expect("the projection's table");
-    }
+    common::create_projected_table(&storage).await;
     let written: Vec<_> = (1..=20)
         .map(|s| journal_conformance::fixture::entry("projected", s))
         .collect();

@@ -22,13 +22,8 @@ async fn killed_between_its_rows_and_its_offset_applies_each_entry_once() {
         return;
     };
     let schema = storage.schema().to_owned();
+    common::create_projected_table(&storage).await;
     let client = storage.pool().get().await.expect("client");
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {schema}.projected (actor_id TEXT NOT NULL, sequence BIGINT NOT NULL)"
-        ))
-        .await
-        .expect("the projection's table");
     for a in 0..3 {
         let actor = format!("projected-{a}");
         let batch: Vec<_> = (1..=40)

@@ -43,9 +43,29 @@ pub async fn storage(options: PostgresOptions) -> Option<PostgresJournalStorage>
 }
 
 /// Small pools: the suite runs many tests at once against one server.
+/// The feed waits up to 20 s (not 1 s) for transactions holding its
+/// horizon back: the horizon is the whole database's, and other tests
+/// running at once hold transactions open on purpose (in schemas of their
+/// own), for longer than a second on a loaded machine. The wait never
+/// changes what a read returns, only when.
 pub fn test_options() -> PostgresOptions {
     PostgresOptions {
         pool_size: 4,
+        feed_settle: std::time::Duration::from_secs(20),
         ..PostgresOptions::default()
     }
+}
+
+/// Creates `projected (actor_id, sequence)` in the storage's schema: the
+/// table the exactly-once projection tests write into.
+#[allow(dead_code)] // used by the projection tests only
+pub async fn create_projected_table(storage: &PostgresJournalStorage) {
+    let client = storage.pool().get().await.expect("client");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {}.projected (actor_id TEXT NOT NULL, sequence BIGINT NOT NULL)",
+            storage.schema()
+        ))
+        .await
+        .expect("the projection's table");
 }
