@@ -213,7 +213,16 @@ impl JournalFeed for PostgresJournalStorage {
             // (of any schema: the horizon is the server's) hold committed
             // entries back; give them a moment to end.
             let settled = deadline.is_none_or(|d| tokio::time::Instant::now() >= d);
-            if rows.len() >= max || settled || !self.feed_held_back(filter).await? {
+            if rows.len() >= max || settled {
+                return rows.iter().map(item).collect();
+            }
+            if !self.feed_held_back(filter).await? {
+                // Nothing committed is held back now. The page above may
+                // still have been short because of a transaction that
+                // ended since (its snapshot is older than this check's):
+                // read it again, which sees everything committed before
+                // the check, acknowledged appends among them.
+                let rows = self.feed_page(filter, &at, limit).await?;
                 return rows.iter().map(item).collect();
             }
             tokio::time::sleep(pause).await;
