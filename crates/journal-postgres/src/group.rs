@@ -212,23 +212,8 @@ async fn send(
     let distinct = group.windows(2).all(|w| w[0].actor_id != w[1].actor_id);
     let mut rest: Vec<usize> = (0..group.len()).collect();
     if distinct {
-        let statement = client
-            .prepare_cached(&sql.append_group)
-            .await
-            .map_err(pg_error)?;
-        let columns = Columns::of(group, &rest);
-        match client
-            .query(
-                &statement,
-                &[
-                    &columns.actors,
-                    &columns.sequences,
-                    &columns.ids,
-                    &columns.bytes,
-                    &tag_items,
-                    &tags,
-                ],
-            )
+        match Columns::of(group, &rest)
+            .query(&client, &sql.append_group, tag_items, tags)
             .await
         {
             Ok(rows) => {
@@ -257,23 +242,8 @@ async fn send(
     }
     // The items left, with their tags renumbered to their place among them.
     let (tag_items, tags) = crate::feed::tag_arrays(rest.iter().map(|&i| group[i].tags.clone()));
-    let columns = Columns::of(group, &rest);
-    let statement = client
-        .prepare_cached(&sql.append_many)
-        .await
-        .map_err(pg_error)?;
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &columns.actors,
-                &columns.sequences,
-                &columns.ids,
-                &columns.bytes,
-                &tag_items,
-                &tags,
-            ],
-        )
+    let rows = Columns::of(group, &rest)
+        .query(&client, &sql.append_many, &tag_items, &tags)
         .await
         .map_err(pg_error)?;
     for row in &rows {
@@ -313,6 +283,31 @@ impl<'a> Columns<'a> {
             ids: items().map(|p| p.id.as_str()).collect(),
             bytes: items().map(|p| p.bytes.as_slice()).collect(),
         }
+    }
+
+    /// Runs `statement` (`append_group` or `append_many`: both take these
+    /// columns, then the tags) on `client`.
+    async fn query(
+        &self,
+        client: &deadpool_postgres::Client,
+        statement: &str,
+        tag_items: &[i32],
+        tags: &[Vec<u8>],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = client.prepare_cached(statement).await?;
+        client
+            .query(
+                &statement,
+                &[
+                    &self.actors,
+                    &self.sequences,
+                    &self.ids,
+                    &self.bytes,
+                    &tag_items,
+                    &tags,
+                ],
+            )
+            .await
     }
 }
 
