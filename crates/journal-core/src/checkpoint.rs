@@ -118,6 +118,48 @@ impl CheckpointPolicy {
         Ok(checkpoint)
     }
 
+    /// A zstd checkpoint of the state that is `pieces` end to end, after
+    /// entry `sequence`: each fresh piece compressed into a frame of its
+    /// own, each framed piece's frame copied as it is. Concatenated zstd
+    /// frames decode as the concatenation of their contents, so what is
+    /// stored decodes like [`CheckpointPolicy::encode`]'s output, by any
+    /// build.
+    pub(crate) fn encode_pieces(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+        pieces: &[StatePiece],
+    ) -> JournalResult<Checkpoint> {
+        let mut checkpoint = Checkpoint::new(actor_id, sequence, Vec::new());
+        checkpoint.state_schema_version = self.schema_version;
+        checkpoint.compression = CompressionType::Zstd.into();
+        let (mut raw, mut stored) = (0u64, Vec::new());
+        for piece in pieces {
+            match piece {
+                StatePiece::Fresh(bytes) if bytes.is_empty() => {}
+                StatePiece::Fresh(bytes) => {
+                    raw += bytes.len() as u64;
+                    stored.extend(
+                        compress(bytes, self.level)
+                            .map_err(|e| JournalError::storage("checkpoint", e))?,
+                    );
+                }
+                StatePiece::Framed { len, frame } => {
+                    raw += *len as u64;
+                    stored.extend_from_slice(frame);
+                }
+            }
+        }
+        if stored.is_empty() {
+            // An empty state is still one frame, as `encode` writes it.
+            stored =
+                compress(&[], self.level).map_err(|e| JournalError::storage("checkpoint", e))?;
+        }
+        checkpoint.uncompressed_size = raw;
+        checkpoint.state_data = stored;
+        Ok(checkpoint)
+    }
+
     /// The state of `checkpoint`, decompressed within `max_state_bytes`, of
     /// this policy's schema version; anything else is `CorruptCheckpoint`.
     pub fn decode(&self, checkpoint: &Checkpoint) -> JournalResult<Vec<u8>> {
@@ -264,8 +306,34 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// `state` compressed at `level`, with this thread's context.
-fn compress(state: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+/// A piece of a checkpoint's state, for [`CheckpointManager::save_pieces`].
+#[derive(Debug, Clone)]
+pub(crate) enum StatePiece {
+    /// Bytes compressed when the checkpoint is encoded.
+    Fresh(Vec<u8>),
+    /// `len` bytes compressed earlier into one zstd frame at the policy's
+    /// level (by [`compress`]).
+    Framed {
+        /// The bytes' length before compression.
+        len: usize,
+        /// Their frame.
+        frame: Arc<[u8]>,
+    },
+}
+
+impl StatePiece {
+    /// Its bytes before compression.
+    fn raw_len(&self) -> usize {
+        match self {
+            StatePiece::Fresh(bytes) => bytes.len(),
+            StatePiece::Framed { len, .. } => *len,
+        }
+    }
+}
+
+/// `state` compressed at `level` into one zstd frame, with this thread's
+/// context.
+pub(crate) fn compress(state: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.try_borrow_mut().map_err(std::io::Error::other)?;
         let compressor = match slot.as_mut() {
@@ -363,6 +431,48 @@ impl CheckpointManager {
         } else {
             self.policy.encode(actor_id, sequence, &state)?
         };
+        self.store(actor_id, sequence, raw_bytes, checkpoint).await
+    }
+
+    /// [`CheckpointManager::save`] of the state that is `pieces` end to
+    /// end, some of it compressed already (the policy's compression must be
+    /// zstd). The fresh pieces are compressed off the runtime when they are
+    /// large together.
+    #[tracing::instrument(level = "debug", skip(self, pieces), fields(backend = self.storage.backend_name(), pieces = pieces.len()))]
+    pub(crate) async fn save_pieces(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+        pieces: Vec<StatePiece>,
+    ) -> JournalResult<SavedCheckpoint> {
+        let raw_bytes: u64 = pieces.iter().map(|p| p.raw_len() as u64).sum();
+        let fresh: usize = pieces
+            .iter()
+            .map(|p| match p {
+                StatePiece::Fresh(bytes) => bytes.len(),
+                StatePiece::Framed { .. } => 0,
+            })
+            .sum();
+        let checkpoint = if fresh >= OFF_RUNTIME_BYTES {
+            let (policy, actor) = (self.policy.clone(), actor_id.to_owned());
+            tokio::task::spawn_blocking(move || policy.encode_pieces(&actor, sequence, &pieces))
+                .await
+                .map_err(|e| JournalError::storage("checkpoint", e))??
+        } else {
+            self.policy.encode_pieces(actor_id, sequence, &pieces)?
+        };
+        self.store(actor_id, sequence, raw_bytes, checkpoint).await
+    }
+
+    /// Stores an encoded checkpoint of `raw_bytes` of state, then applies
+    /// retention.
+    async fn store(
+        &self,
+        actor_id: &str,
+        sequence: u64,
+        raw_bytes: u64,
+        checkpoint: Checkpoint,
+    ) -> JournalResult<SavedCheckpoint> {
         let stored_bytes = checkpoint.state_data.len() as u64;
         self.storage.save_checkpoint(&checkpoint).await?;
         crate::metrics::checkpoint(state_len(raw_bytes), checkpoint.state_data.len());
