@@ -718,22 +718,42 @@ async fn run_actor<S>(
         stopping: false,
         passivated: None,
     };
+    // One timer for idleness, moved on only when it runs out before the
+    // actor was idle long enough (a timer per message cost more than the
+    // clock read that replaces it).
+    let passivate_after = inner.config.passivate_after;
+    let mut last_busy = tokio::time::Instant::now();
+    let idle = tokio::time::sleep(passivate_after);
+    tokio::pin!(idle);
     loop {
         let next = if host.stopping {
             rx.try_recv().map_or(Next::Drained, Next::Command)
         } else {
             tokio::select! {
                 command = rx.recv() => command.map_or(Next::Drained, Next::Command),
-                () = tokio::time::sleep(inner.config.passivate_after) => Next::Idle,
+                () = &mut idle => Next::Idle,
             }
         };
         let retired = match next {
             Next::Command(command) => {
                 let retired = host.command(command, &slot, &rx).await;
                 slot.queued.fetch_sub(1, Ordering::AcqRel);
+                last_busy = tokio::time::Instant::now();
                 retired
             }
-            Next::Idle => host.prepare_passivation().await && inner.retire(&key, &slot, &rx),
+            Next::Idle => {
+                let due = later(last_busy, passivate_after);
+                if tokio::time::Instant::now() < due {
+                    idle.as_mut().reset(due);
+                    false
+                } else {
+                    let retired =
+                        host.prepare_passivation().await && inner.retire(&key, &slot, &rx);
+                    last_busy = tokio::time::Instant::now();
+                    idle.as_mut().reset(later(last_busy, passivate_after));
+                    retired
+                }
+            }
             Next::Drained => true,
         };
         if retired {
@@ -763,6 +783,13 @@ async fn run_actor<S>(
     if let Some(done) = passivated {
         let _ = done.send(true);
     }
+}
+
+/// `after` past `at`, or some thirty years past it if that is beyond the
+/// clock (a `passivate_after` of `Duration::MAX`: never idle).
+fn later(at: tokio::time::Instant, after: Duration) -> tokio::time::Instant {
+    at.checked_add(after)
+        .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 86_400))
 }
 
 /// Leaves the table and answers everything queued for an actor that could
