@@ -139,11 +139,27 @@ pub(crate) struct Stored {
 /// written when the actor first appends, and brought up to date when its
 /// rows are indexed or truncated) and its last waiting row.
 pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stored> {
+    // An actor without a row in `actors` has no entries: its first append
+    // writes the row in the same transaction as its rows (since schema
+    // version 4; migrations write the rows of older stores), and only a
+    // deletion, which removes its rows too, takes it out. Its waiting
+    // rows are not looked for: that walked every waiting epoch, the
+    // costliest part of a new actor's first append.
+    let listed: Option<i64> = conn
+        .prepare_cached("SELECT highest FROM actors WHERE actor_id = ?1")?
+        .query_row(params![actor_id], |r| r.get(0))
+        .optional()?;
+    let Some(listed) = listed else {
+        return Ok(Stored {
+            highest: 0,
+            listed: false,
+        });
+    };
     // The epochs from the newest down, stopping at the first that holds a
     // row of the actor (epochs never go down from one commit to the next,
     // so it holds the actor's last row): an actor that appends lately is
     // found at once.
-    let (listed, recent): (Option<i64>, Option<i64>) = conn
+    let recent: Option<i64> = conn
         .prepare_cached(concat!(
             "WITH RECURSIVE epochs(epoch) AS (
                  SELECT ",
@@ -154,18 +170,16 @@ pub(crate) fn stored(conn: &Connection, actor_id: &str) -> rusqlite::Result<Stor
             oldest_waiting!(),
             "
              )
-             SELECT (SELECT highest FROM actors WHERE actor_id = ?1),
-                    (SELECT (SELECT r.sequence FROM entry_log AS r
-                             WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1
-                             ORDER BY r.sequence DESC LIMIT 1) AS last
-                     FROM epochs WHERE last IS NOT NULL LIMIT 1)"
+             SELECT (SELECT r.sequence FROM entry_log AS r
+                     WHERE r.epoch = epochs.epoch AND r.actor_key = ?2 AND r.actor_id = ?1
+                     ORDER BY r.sequence DESC LIMIT 1) AS last
+             FROM epochs WHERE last IS NOT NULL LIMIT 1"
         ))?
-        .query_row(params![actor_id, actor_key(actor_id)], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+        .query_row(params![actor_id, actor_key(actor_id)], |r| r.get(0))
+        .optional()?;
     Ok(Stored {
-        highest: unseq(listed.unwrap_or(0).max(recent.unwrap_or(0))),
-        listed: listed.is_some(),
+        highest: unseq(listed.max(recent.unwrap_or(0))),
+        listed: true,
     })
 }
 
