@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use journal_core::subscribe::{follow, JournalWatch, SubscribeOptions};
+use journal_core::JournalStorage;
 
 use crate::workloads::{bench_entry, percentile, unique};
 use crate::{Better, Figure};
@@ -92,6 +93,37 @@ pub const FEED_ENTRIES: u64 = 60_000;
 /// Actors the feed figures' entries are spread over.
 pub const FEED_ACTORS: u64 = 100;
 
+/// Writes the feed figures' entries to `storage`: [`FEED_ENTRIES`] over
+/// [`FEED_ACTORS`] fresh actors, interleaved, 10 entries per batch, as
+/// concurrent actors do. Returns the actors.
+pub async fn write_feed_entries(storage: &impl JournalStorage) -> Vec<String> {
+    let per_actor = FEED_ENTRIES / FEED_ACTORS;
+    let actors: Vec<String> = (0..FEED_ACTORS).map(|_| unique("feed")).collect();
+    for chunk in (1..=per_actor).step_by(10) {
+        for actor in &actors {
+            let batch: Vec<_> = (chunk..(chunk + 10).min(per_actor + 1))
+                .map(|s| bench_entry(actor, s))
+                .collect();
+            storage.append_batch(&batch).await.expect("append");
+        }
+    }
+    actors
+}
+
+/// Replays each of `actors` from its first entry with `replay_stream`, one
+/// after another (the feed figures' baseline); the entries read.
+pub async fn replay_each(storage: &impl JournalStorage, actors: &[String]) -> u64 {
+    let mut replayed = 0u64;
+    for actor in actors {
+        let mut stream = storage.replay_stream(actor, 1);
+        while let Some(entry) = stream.next().await {
+            entry.expect("replay");
+            replayed += 1;
+        }
+    }
+    replayed
+}
+
 /// Entries per second through the feed over all actors (pages of 1,000)
 /// and through a projection (no-op handler, offset stored per batch of
 /// 1,000), beside the replay of the same entries actor by actor in the same
@@ -103,28 +135,11 @@ where
     use journal_core::feed::{FeedFilter, FeedOffset};
     use journal_core::projection::Projection;
 
-    let per_actor = FEED_ENTRIES / FEED_ACTORS;
-    let actors: Vec<String> = (0..FEED_ACTORS).map(|_| unique("feed")).collect();
-    // Written interleaved, 10 entries per batch, as concurrent actors do.
-    for chunk in (1..=per_actor).step_by(10) {
-        for actor in &actors {
-            let batch: Vec<_> = (chunk..(chunk + 10).min(per_actor + 1))
-                .map(|s| bench_entry(actor, s))
-                .collect();
-            storage.append_batch(&batch).await.expect("append");
-        }
-    }
-    let total = per_actor * FEED_ACTORS;
+    let actors = write_feed_entries(&storage).await;
+    let total = FEED_ENTRIES / FEED_ACTORS * FEED_ACTORS;
 
     let started = Instant::now();
-    let mut replayed = 0u64;
-    for actor in &actors {
-        let mut stream = storage.replay_stream(actor, 1);
-        while let Some(entry) = stream.next().await {
-            entry.expect("replay");
-            replayed += 1;
-        }
-    }
+    let replayed = replay_each(&storage, &actors).await;
     let replay_rate = replayed as f64 / started.elapsed().as_secs_f64();
 
     let started = Instant::now();

@@ -94,6 +94,32 @@ pub fn append<T>(
         .record(started.elapsed().as_secs_f64());
 }
 
+/// Runs `call`, an append of `entries` entries to `backend`, and records
+/// it as [`append`] does: every backend's `append_entry` and
+/// `append_batch` go through it.
+pub async fn timed_append<T>(
+    backend: &'static str,
+    entries: usize,
+    call: impl std::future::Future<Output = Result<T, JournalError>>,
+) -> Result<T, JournalError> {
+    let started = Instant::now();
+    let outcome = call.await;
+    append(backend, entries, started, &outcome);
+    outcome
+}
+
+/// Runs `call`, a read of one page of entries from `backend`, and records
+/// it as [`replay_page`] does (a failed read as a page of none).
+pub async fn timed_page<T>(
+    backend: &'static str,
+    call: impl std::future::Future<Output = Result<Vec<T>, JournalError>>,
+) -> Result<Vec<T>, JournalError> {
+    let started = Instant::now();
+    let outcome = call.await;
+    replay_page(backend, outcome.as_ref().map_or(0, Vec::len), started);
+    outcome
+}
+
 /// Records a page read from `backend` that started at `started` and
 /// returned `entries` entries.
 pub fn replay_page(backend: &'static str, entries: usize, started: Instant) {

@@ -314,24 +314,20 @@ impl JournalStorage for MemoryJournalStorage {
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<u64> = async {
+        let work = async {
             cooperate().await;
             validate::validate_entry(entry, &self.inner.limits)?;
             self.append_validated(std::slice::from_ref(entry))?;
             self.inner.watchers.notify(&entry.actor_id);
             self.inner.watchers.notify(feed::WAIT_KEY);
             Ok(entry.sequence)
-        }
-        .await;
-        journal_core::metrics::append(self.backend_name(), 1, started, &outcome);
-        outcome
+        };
+        journal_core::metrics::timed_append(BACKEND, 1, work).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<()> = async {
+        let work = async {
             cooperate().await;
             validate::validate_batch(entries, &self.inner.limits)?;
             self.append_validated(entries)?;
@@ -340,10 +336,8 @@ impl JournalStorage for MemoryJournalStorage {
                 self.inner.watchers.notify(feed::WAIT_KEY);
             }
             Ok(())
-        }
-        .await;
-        journal_core::metrics::append(self.backend_name(), entries.len(), started, &outcome);
-        outcome
+        };
+        journal_core::metrics::timed_append(BACKEND, entries.len(), work).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -354,8 +348,7 @@ impl JournalStorage for MemoryJournalStorage {
         to: u64,
         max: usize,
     ) -> JournalResult<Vec<JournalEntry>> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<Vec<JournalEntry>> = async {
+        let work = async {
             cooperate().await;
             let entries = self.with_actor(actor_id, |j| {
                 let from = from.max(j.first_stored());
@@ -370,14 +363,8 @@ impl JournalStorage for MemoryJournalStorage {
                 j.entries.iter().skip(skip).take(count).cloned().collect()
             });
             Ok(entries.unwrap_or_default())
-        }
-        .await;
-        journal_core::metrics::replay_page(
-            self.backend_name(),
-            outcome.as_ref().map_or(0, Vec::len),
-            started,
-        );
-        outcome
+        };
+        journal_core::metrics::timed_page(BACKEND, work).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]

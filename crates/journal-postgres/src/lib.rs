@@ -464,8 +464,7 @@ impl JournalStorage for PostgresJournalStorage {
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<u64> = async {
+        let work = async {
             validate::validate_entry(entry, &self.limits)?;
             match &self.group {
                 Some(group) => {
@@ -488,22 +487,17 @@ impl JournalStorage for PostgresJournalStorage {
                 None => self.append(std::slice::from_ref(entry)).await?,
             }
             Ok(entry.sequence)
-        }
-        .await;
-        journal_core::metrics::append(self.backend_name(), 1, started, &outcome);
-        outcome
+        };
+        journal_core::metrics::timed_append(BACKEND, 1, work).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<()> = async {
+        let work = async {
             validate::validate_batch(entries, &self.limits)?;
             self.append(entries).await
-        }
-        .await;
-        journal_core::metrics::append(self.backend_name(), entries.len(), started, &outcome);
-        outcome
+        };
+        journal_core::metrics::timed_append(BACKEND, entries.len(), work).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -514,8 +508,7 @@ impl JournalStorage for PostgresJournalStorage {
         to: u64,
         max: usize,
     ) -> JournalResult<Vec<JournalEntry>> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<Vec<JournalEntry>> = async {
+        let work = async {
             let mut entries: Vec<JournalEntry> = Vec::new();
             let mut from = from;
             // One query for a contiguous journal; one more after each gap (a
@@ -553,14 +546,8 @@ impl JournalStorage for PostgresJournalStorage {
                 from = hi + 1;
             }
             Ok(entries)
-        }
-        .await;
-        journal_core::metrics::replay_page(
-            self.backend_name(),
-            outcome.as_ref().map_or(0, Vec::len),
-            started,
-        );
-        outcome
+        };
+        journal_core::metrics::timed_page(BACKEND, work).await
     }
 
     fn replay_page_size(&self) -> usize {

@@ -466,27 +466,21 @@ impl JournalStorage for RedisJournalStorage {
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<u64> = async {
+        let work = async {
             validate::validate_entry(entry, &self.inner.limits)?;
             self.append_validated(std::slice::from_ref(entry)).await?;
             Ok(entry.sequence)
-        }
-        .await;
-        journal_core::metrics::append(self.backend_name(), 1, started, &outcome);
-        outcome
+        };
+        journal_core::metrics::timed_append(BACKEND, 1, work).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<()> = async {
+        let work = async {
             validate::validate_batch(entries, &self.inner.limits)?;
             self.append_validated(entries).await
-        }
-        .await;
-        journal_core::metrics::append(self.backend_name(), entries.len(), started, &outcome);
-        outcome
+        };
+        journal_core::metrics::timed_append(BACKEND, entries.len(), work).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -497,8 +491,7 @@ impl JournalStorage for RedisJournalStorage {
         to: u64,
         max: usize,
     ) -> JournalResult<Vec<JournalEntry>> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<Vec<JournalEntry>> = async {
+        let work = async {
             let from = from.max(1);
             // Nothing is stored above MAX_SEQUENCE: a larger `to` (u64::MAX,
             // "to the end") means the limit.
@@ -518,14 +511,8 @@ impl JournalStorage for RedisJournalStorage {
                 .arg(i64::try_from(max).unwrap_or(i64::MAX));
             let reply: Value = self.query(&cmd).await?;
             decode_entries(actor_id, reply)
-        }
-        .await;
-        journal_core::metrics::replay_page(
-            self.backend_name(),
-            outcome.as_ref().map_or(0, Vec::len),
-            started,
-        );
-        outcome
+        };
+        journal_core::metrics::timed_page(BACKEND, work).await
     }
 
     fn replay_page_size(&self) -> usize {

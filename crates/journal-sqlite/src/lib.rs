@@ -398,24 +398,20 @@ impl JournalStorage for SqliteJournalStorage {
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %entry.actor_id, sequence = entry.sequence))]
     async fn append_entry(&self, entry: &JournalEntry) -> JournalResult<u64> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<u64> = async {
+        let work = async {
             validate::validate_entry(entry, &self.inner.limits)?;
             self.append(entry.actor_id.clone(), rows(std::slice::from_ref(entry)))
                 .await?;
             self.inner.watchers.notify(&entry.actor_id);
             self.inner.watchers.notify(feed::WAIT_KEY);
             Ok(entry.sequence)
-        }
-        .await;
-        journal_core::metrics::append(self.backend_name(), 1, started, &outcome);
-        outcome
+        };
+        journal_core::metrics::timed_append(BACKEND, 1, work).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = entries.first().map(|e| e.actor_id.as_str()), sequence = entries.first().map(|e| e.sequence), count = entries.len()))]
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<()> = async {
+        let work = async {
             validate::validate_batch(entries, &self.inner.limits)?;
             let Some(first) = entries.first() else {
                 return Ok(());
@@ -424,10 +420,8 @@ impl JournalStorage for SqliteJournalStorage {
             self.inner.watchers.notify(&first.actor_id);
             self.inner.watchers.notify(feed::WAIT_KEY);
             Ok(())
-        }
-        .await;
-        journal_core::metrics::append(self.backend_name(), entries.len(), started, &outcome);
-        outcome
+        };
+        journal_core::metrics::timed_append(BACKEND, entries.len(), work).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
@@ -438,8 +432,7 @@ impl JournalStorage for SqliteJournalStorage {
         to: u64,
         max: usize,
     ) -> JournalResult<Vec<JournalEntry>> {
-        let started = std::time::Instant::now();
-        let outcome: JournalResult<Vec<JournalEntry>> = async {
+        let work = async {
             let owned = actor_id.to_owned();
             let page = self
                 .read(move |conn| {
@@ -447,14 +440,8 @@ impl JournalStorage for SqliteJournalStorage {
                 })
                 .await?;
             page.decode_all(actor_id)
-        }
-        .await;
-        journal_core::metrics::replay_page(
-            self.backend_name(),
-            outcome.as_ref().map_or(0, Vec::len),
-            started,
-        );
-        outcome
+        };
+        journal_core::metrics::timed_page(BACKEND, work).await
     }
 
     fn replay_page_size(&self) -> usize {
