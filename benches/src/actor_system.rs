@@ -139,13 +139,31 @@ pub async fn messages<S: SystemStore>(
     }
     system.shutdown().await;
     let who = if actors == 1 { "actor" } else { "actors" };
+    against_raw_appends(
+        format!("system messages/s (typed, 1 effect), {actors} {who}"),
+        ("messages/s", ours),
+        raw,
+        &*baseline,
+        actors,
+    )
+}
+
+/// A figure of `value` in `unit` against `raw`, the raw backend's best
+/// single-entry appends per second with `clients` at once.
+pub(crate) fn against_raw_appends(
+    name: String,
+    (unit, value): (&'static str, f64),
+    raw: f64,
+    baseline: &dyn Baseline,
+    clients: usize,
+) -> Figure {
     Figure {
-        name: format!("system messages/s (typed, 1 effect), {actors} {who}"),
-        value: ours,
-        unit: "messages/s",
+        name,
+        value,
+        unit,
         baseline: raw,
         baseline_name: format!(
-            "appends/s: {}, {actors} client(s), one entry per append (best of {MESSAGE_RUNS})",
+            "appends/s: {}, {clients} client(s), one entry per append (best of {MESSAGE_RUNS})",
             baseline.describe()
         ),
         better: Better::Higher,

@@ -24,7 +24,9 @@ use journal_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::actor_system::{raw_append_rate, send_for_a_run, SystemStore, MESSAGE_RUNS};
+use crate::actor_system::{
+    against_raw_appends, raw_append_rate, send_for_a_run, SystemStore, MESSAGE_RUNS,
+};
 use crate::workloads::unique;
 use crate::{Baseline, Better, Figure};
 
@@ -189,19 +191,13 @@ pub async fn persisted<S: SystemStore>(
     system.shutdown().await;
     let events = if per_command == 1 { "event" } else { "events" };
     let who = if actors == 1 { "actor" } else { "actors" };
-    Figure {
-        name: format!("events persisted/s, {per_command} {events} per command, {actors} {who}"),
-        value: ours,
-        unit: "events/s",
-        baseline: raw,
-        baseline_name: format!(
-            "appends/s: {}, {actors} client(s), one entry per append (best of {MESSAGE_RUNS})",
-            baseline.describe()
-        ),
-        better: Better::Higher,
-        target: String::new(),
-        met: None,
-    }
+    against_raw_appends(
+        format!("events persisted/s, {per_command} {events} per command, {actors} {who}"),
+        ("events/s", ours),
+        raw,
+        &*baseline,
+        actors,
+    )
 }
 
 /// One run of the persisted figure; events per second.
