@@ -242,7 +242,7 @@ async fn run_system<S: SystemStore>(
     if with_messages && want("system-messages") {
         let started = Instant::now();
         for actors in [1, 16, 256] {
-            figures.push(
+            figures.extend(
                 actor_system::messages(storage.clone(), Arc::clone(&baseline), backend, actors)
                     .await,
             );
@@ -353,7 +353,7 @@ async fn run_backend(backend: &str, dir: &Path, only: Option<&str>) -> Result<Ve
                 let started = Instant::now();
                 for actors in [1, 16, 256] {
                     let raw: Arc<dyn Baseline> = Arc::new(RawMemory::default());
-                    figures.push(
+                    figures.extend(
                         actor_system::messages(
                             MemoryJournalStorage::new(),
                             raw,
