@@ -15,6 +15,7 @@
 //! metadata key [`TAGS_KEY`].
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -60,37 +61,107 @@ pub fn entry_tags(entry: &JournalEntry) -> Vec<String> {
 /// [`FeedOffset::start`] is before the first entry. An offset is only
 /// meaningful to the backend (and the feed: all actors or one tag) that
 /// gave it; another is refused with [`JournalError::InvalidOffset`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FeedOffset(String);
+///
+/// A backend whose offsets are long (one position per shard of the
+/// feed, say) may hand out [`FeedOffset::deferred`] ones, whose text is
+/// made the first time it is asked for: a page of items then costs one
+/// text for the item whose offset the reader stores, not one per item.
+/// Offsets compare, hash and print by their text either way.
+#[derive(Clone, Default)]
+pub struct FeedOffset(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Text(String),
+    Deferred {
+        texts: Arc<dyn OffsetTexts>,
+        index: usize,
+    },
+}
+
+impl Default for Repr {
+    fn default() -> Self {
+        Repr::Text(String::new())
+    }
+}
+
+/// Makes the texts of a backend's [`FeedOffset::deferred`] offsets (those
+/// of one page, say), on demand, and keeps each once made (the offsets
+/// borrow them).
+pub trait OffsetTexts: Send + Sync {
+    /// The text of offset `index`: the same text every time.
+    fn text(&self, index: usize) -> &str;
+}
 
 impl FeedOffset {
     /// Before the first entry.
     #[must_use]
     pub fn start() -> Self {
-        FeedOffset(String::new())
+        FeedOffset::default()
     }
 
     /// An offset as a backend wrote it, or as it was stored.
     pub fn new(text: impl Into<String>) -> Self {
-        FeedOffset(text.into())
+        FeedOffset(Repr::Text(text.into()))
+    }
+
+    /// Offset `index` of `texts`, its text made when first asked for.
+    /// The text must not be empty: that is [`FeedOffset::start`].
+    pub fn deferred(texts: Arc<dyn OffsetTexts>, index: usize) -> Self {
+        FeedOffset(Repr::Deferred { texts, index })
     }
 
     /// Whether this is [`FeedOffset::start`].
     #[must_use]
     pub fn is_start(&self) -> bool {
-        self.0.is_empty()
+        self.as_str().is_empty()
     }
 
     /// The text to store.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Text(text) => text,
+            Repr::Deferred { texts, index } => texts.text(*index),
+        }
+    }
+}
+
+impl std::fmt::Debug for FeedOffset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FeedOffset").field(&self.as_str()).finish()
     }
 }
 
 impl std::fmt::Display for FeedOffset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for FeedOffset {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for FeedOffset {}
+
+impl std::hash::Hash for FeedOffset {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for FeedOffset {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FeedOffset {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
@@ -265,4 +336,54 @@ pub fn invalid_offset(backend: &str, offset: &FeedOffset, why: &str) -> JournalE
         "{backend}: feed offset {:?} is not one this backend gave: {why}",
         offset.as_str()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Offset `n` is `"o<n>"`; counts the texts made.
+    struct Counted(AtomicUsize, Vec<std::sync::OnceLock<String>>);
+
+    impl OffsetTexts for Counted {
+        fn text(&self, index: usize) -> &str {
+            self.1[index].get_or_init(|| {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                format!("o{index}")
+            })
+        }
+    }
+
+    #[test]
+    fn a_deferred_offset_is_its_text_made_once_when_asked() {
+        let texts = Arc::new(Counted(
+            AtomicUsize::new(0),
+            (0..1_000).map(|_| std::sync::OnceLock::new()).collect(),
+        ));
+        let shared: Arc<dyn OffsetTexts> = texts.clone();
+        let items: Vec<FeedOffset> = (0..1_000)
+            .map(|n| FeedOffset::deferred(Arc::clone(&shared), n))
+            .collect();
+        assert_eq!(texts.0.load(Ordering::Relaxed), 0, "nothing made yet");
+        let last = &items[999];
+        assert_eq!(last.as_str(), "o999");
+        assert_eq!(last.as_str(), "o999");
+        assert_eq!(texts.0.load(Ordering::Relaxed), 1, "made once");
+        // Compared, hashed, printed and cloned as its text.
+        assert_eq!(*last, FeedOffset::new("o999"));
+        assert!(items[1] > FeedOffset::new("o0"));
+        let set: HashSet<FeedOffset> = [FeedOffset::new("o5"), items[5].clone()].into();
+        assert_eq!(set.len(), 1);
+        assert_eq!(
+            format!("{last:?}"),
+            format!("{:?}", FeedOffset::new("o999"))
+        );
+        assert_eq!(last.to_string(), "o999");
+        assert!(!last.is_start());
+        assert!(FeedOffset::start().is_start());
+        assert_eq!(FeedOffset::start(), FeedOffset::new(""));
+    }
 }

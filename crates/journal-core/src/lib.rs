@@ -26,7 +26,7 @@ pub use durability::{rebuild_at, DurabilityFacet, DurabilityObserver, Durability
 pub use entry::{new_entry_id, now_timestamp};
 pub use error::{BoxError, JournalError, JournalResult};
 pub use facet::{Admission, DurableActor, Facet, HandlerError, HandlerResult, MessageOutcome};
-pub use feed::{FeedFilter, FeedItem, FeedOffset, FeedOptions, JournalFeed};
+pub use feed::{FeedFilter, FeedItem, FeedOffset, FeedOptions, JournalFeed, OffsetTexts};
 pub use host::{Actor, Delivery, Facets};
 pub use projection::{Projection, ProjectionStore};
 pub use proto::{

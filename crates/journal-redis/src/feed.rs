@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -162,7 +163,7 @@ fn parse_offset(
 
 #[cfg(test)]
 fn encode_offset(filter: &FeedFilter, positions: &BTreeMap<u16, Position>) -> FeedOffset {
-    Segments::of(positions).offset(filter)
+    FeedOffset::new(Segments::of(positions).text(marker(filter)))
 }
 
 /// Consecutive references of one actor and incarnation in a bucket, read
@@ -247,11 +248,92 @@ impl Segments {
         self.parts.insert(bucket, part);
     }
 
-    fn offset(&self, filter: &FeedFilter) -> FeedOffset {
+    /// The offset's text, after the feed's `marker`.
+    fn text(&self, marker: char) -> String {
         let mut text = String::with_capacity(1 + self.joined.len());
-        text.push(marker(filter));
+        text.push(marker);
         text.push_str(&self.joined);
-        FeedOffset::new(text)
+        text
+    }
+}
+
+/// The offsets of one page's items: the positions the page started from,
+/// then each move of a bucket's position in the order the page made them;
+/// offset `n` is the start with the first `n` moves made. Texts are made
+/// on demand: patched from the last one made when asked for in order (an
+/// item's text then costs one copy), or joined afresh from the positions
+/// (the last item's alone: one join, whatever the page moved).
+struct PageOffsets {
+    marker: char,
+    start: BTreeMap<u16, Position>,
+    moves: Vec<(u16, Position)>,
+    made: std::sync::Mutex<(usize, Segments)>,
+    /// Each offset's text once made (offset `n` at `n`).
+    texts: Vec<std::sync::OnceLock<String>>,
+}
+
+impl PageOffsets {
+    fn new(filter: &FeedFilter, start: &BTreeMap<u16, Position>) -> Self {
+        PageOffsets {
+            marker: marker(filter),
+            start: start.clone(),
+            moves: Vec::new(),
+            made: std::sync::Mutex::new((0, Segments::of(start))),
+            texts: Vec::new(),
+        }
+    }
+
+    /// Done moving: room for each offset's text.
+    fn finished(mut self) -> Self {
+        self.texts = (0..=self.moves.len())
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
+        self
+    }
+
+    /// Bucket `bucket` moved to `position`.
+    fn moved(&mut self, bucket: u16, position: Position) {
+        self.moves.push((bucket, position));
+    }
+
+    /// The moves made so far: the index of the offset after them.
+    fn moves(&self) -> usize {
+        self.moves.len()
+    }
+}
+
+impl journal_core::OffsetTexts for PageOffsets {
+    fn text(&self, index: usize) -> &str {
+        let index = index.min(self.moves.len());
+        match self.texts.get(index) {
+            Some(text) => text.get_or_init(|| self.make(index)),
+            None => "",
+        }
+    }
+}
+
+impl PageOffsets {
+    /// Makes the text of offset `index`.
+    fn make(&self, index: usize) -> String {
+        let mut made = self
+            .made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (done, segments) = &mut *made;
+        let steps = index.checked_sub(*done);
+        if steps.is_some_and(|steps| steps <= segments.parts.len().max(8)) {
+            // A few moves on from the text made last: patched in.
+            for (bucket, position) in &self.moves[*done..index] {
+                segments.set(*bucket, position);
+            }
+        } else {
+            // Far from it, or before it: the positions then, joined once.
+            let mut positions = self.start.clone();
+            positions.extend(self.moves[..index].iter().copied());
+            *segments = Segments::of(&positions);
+        }
+        *done = index;
+        segments.text(self.marker)
     }
 }
 
@@ -766,19 +848,23 @@ impl JournalFeed for RedisJournalStorage {
         max: usize,
     ) -> JournalResult<Vec<FeedItem>> {
         let mut positions = parse_offset(filter, after)?;
-        let mut segments = Segments::of(&positions);
-        let mut items: Vec<FeedItem> = Vec::new();
+        // Each item's offset is the page's first positions with the moves
+        // made before it: its text is made only when asked for
+        // (`PageOffsets`), so a page costs one offset text, not one per
+        // item (each as long as the buckets the reader has seen).
+        let mut page = PageOffsets::new(filter, &positions);
+        let mut fed: Vec<(JournalEntry, usize)> = Vec::new();
         if max == 0 {
-            return Ok(items);
+            return Ok(Vec::new());
         }
         let mut active: Vec<u16> = (0..BUCKETS).collect();
         let mut rounds = 0;
-        'rounds: while items.len() < max && !active.is_empty() {
-            if !items.is_empty() && rounds >= MAX_ROUNDS {
+        'rounds: while fed.len() < max && !active.is_empty() {
+            if !fed.is_empty() && rounds >= MAX_ROUNDS {
                 break;
             }
             rounds += 1;
-            let need = max - items.len();
+            let need = max - fed.len();
             let count = if rounds == 1 {
                 need.min(FIRST_COUNT)
             } else {
@@ -809,7 +895,7 @@ impl JournalFeed for RedisJournalStorage {
             }
             let mut rest = references.as_slice();
             while !rest.is_empty() {
-                let need = u64::try_from(max - items.len()).unwrap_or(u64::MAX);
+                let need = u64::try_from(max - fed.len()).unwrap_or(u64::MAX);
                 let mut estimate = 0u64;
                 let mut take = 0;
                 for reference in rest {
@@ -831,7 +917,7 @@ impl JournalFeed for RedisJournalStorage {
                         if entry.sequence < reference.first || entry.sequence > reference.last {
                             continue;
                         }
-                        if items.len() >= max {
+                        if fed.len() >= max {
                             break 'rounds;
                         }
                         let whole = entry.sequence >= reference.last;
@@ -839,12 +925,9 @@ impl JournalFeed for RedisJournalStorage {
                             id: reference.id,
                             through: (!whole).then_some(entry.sequence),
                         };
-                        segments.set(reference.bucket, &position);
+                        page.moved(reference.bucket, position);
                         positions.insert(reference.bucket, position);
-                        items.push(FeedItem {
-                            offset: segments.offset(filter),
-                            entry,
-                        });
+                        fed.push((entry, page.moves()));
                     }
                     // Read to its end (entries truncated or deleted since
                     // are not there): the next read starts after it.
@@ -852,15 +935,22 @@ impl JournalFeed for RedisJournalStorage {
                         id: reference.id,
                         through: None,
                     };
-                    segments.set(reference.bucket, &position);
+                    page.moved(reference.bucket, position);
                     positions.insert(reference.bucket, position);
                 }
-                if items.len() >= max {
+                if fed.len() >= max {
                     break 'rounds;
                 }
             }
         }
-        Ok(items)
+        let texts: Arc<dyn journal_core::OffsetTexts> = Arc::new(page.finished());
+        Ok(fed
+            .into_iter()
+            .map(|(entry, moves)| FeedItem {
+                offset: FeedOffset::deferred(Arc::clone(&texts), moves),
+                entry,
+            })
+            .collect())
     }
 }
 
@@ -959,7 +1049,15 @@ mod tests {
     #[test]
     fn patched_offsets_equal_joined_ones() {
         let mut positions: BTreeMap<u16, Position> = BTreeMap::new();
-        let mut segments = Segments::of(&positions);
+        positions.insert(
+            7,
+            Position {
+                id: StreamId { ms: 4, seq: 1 },
+                through: None,
+            },
+        );
+        let mut page = PageOffsets::new(&FeedFilter::All, &positions);
+        let mut expected = vec![encode_offset(&FeedFilter::All, &positions)];
         let steps = [
             (5, 1, None),
             (900, 22, Some(7)),
@@ -975,17 +1073,32 @@ mod tests {
                 id: StreamId { ms, seq: 0 },
                 through,
             };
-            segments.set(bucket, &position);
+            page.moved(bucket, position);
             positions.insert(bucket, position);
+            assert_eq!(page.moves(), expected.len());
+            expected.push(encode_offset(&FeedFilter::All, &positions));
+        }
+        let texts: Arc<dyn journal_core::OffsetTexts> = Arc::new(page.finished());
+        let offset = |n: usize| FeedOffset::deferred(Arc::clone(&texts), n);
+        // In order, as a reader goes through a page, then backwards (each
+        // made again from the start), then the last alone.
+        for (n, want) in expected.iter().enumerate() {
+            assert_eq!(&offset(n), want, "offset {n} in order");
             assert_eq!(
-                segments.offset(&FeedFilter::All),
-                encode_offset(&FeedFilter::All, &positions)
-            );
-            assert_eq!(
-                parse_offset(&FeedFilter::All, &segments.offset(&FeedFilter::All)).expect("parse"),
-                positions
+                parse_offset(&FeedFilter::All, &offset(n)).expect("parse"),
+                parse_offset(&FeedFilter::All, want).expect("parse")
             );
         }
+        for (n, want) in expected.iter().enumerate().rev() {
+            assert_eq!(&offset(n), want, "offset {n} backwards");
+        }
+        assert_eq!(offset(steps.len()).as_str(), expected[steps.len()].as_str());
+        let tag = PageOffsets::new(&FeedFilter::Tag("x".into()), &positions).finished();
+        let text = journal_core::OffsetTexts::text(&tag, 0);
+        assert_eq!(
+            text,
+            encode_offset(&FeedFilter::Tag("x".into()), &positions).as_str()
+        );
     }
 
     #[test]
