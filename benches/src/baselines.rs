@@ -299,7 +299,8 @@ impl RawRedis {
         let Some(first) = batch.first() else {
             return;
         };
-        let keys = journal_redis::scripts::append_keys(&self.keys.actor(&first.actor_id), batch);
+        let keys =
+            journal_redis::scripts::append_keys(&self.keys.actor(&first.actor_id), batch, false);
         let _: redis::Value = redis::cmd("EVALSHA")
             .arg(&self.append_sha)
             .arg(keys.len())

@@ -50,6 +50,22 @@ const RESOLVE_CONCURRENCY: usize = 16;
 /// read again at once after any redirection).
 const NODE_MAP_TTL: Duration = Duration::from_secs(5);
 
+/// How long a list of the buckets with a feed ([`KnownBuckets`]) is used
+/// at most: a writer of a build before the count was kept creates feeds
+/// without counting them, and a reader sees them within this long.
+const RELIST_EVERY: Duration = Duration::from_secs(1);
+
+/// The buckets that had a feed stream when the count of such buckets
+/// (`Keys::feed_buckets`, kept by the append script on one server) was
+/// `count`: feed streams are never removed, so while the count stays, no
+/// other bucket has one, and a page reads only these.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownBuckets {
+    count: Option<i64>,
+    buckets: Vec<u16>,
+    listed: Instant,
+}
+
 /// A stream entry id, `<ms>-<seq>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct StreamId {
@@ -587,9 +603,12 @@ impl RedisJournalStorage {
         Ok(read.into_iter().flatten().collect())
     }
 
-    /// [`Self::read_references`] on one server: one `XREAD` over every
-    /// bucket's stream, which answers only for the streams that hold
-    /// references after their position (most buckets have none).
+    /// [`Self::read_references`] on one server: one `XREAD` over the
+    /// buckets' streams, which answers only for the streams that hold
+    /// references after their position (most buckets have none). The
+    /// first round of a page over all actors reads only the buckets known
+    /// to have a feed while the count of such buckets stays as it was when
+    /// they were listed ([`KnownBuckets`]), and every bucket otherwise.
     async fn read_references_at_once(
         &self,
         filter: &FeedFilter,
@@ -597,6 +616,59 @@ impl RedisJournalStorage {
         positions: &BTreeMap<u16, Position>,
         count: usize,
     ) -> JournalResult<Vec<(u16, Vec<Reference>)>> {
+        let every = *filter == FeedFilter::All && buckets.len() == usize::from(BUCKETS);
+        if !every {
+            let (_, read) = self.xread(filter, buckets, positions, count, false).await?;
+            return Ok(read);
+        }
+        let known = self
+            .inner
+            .feed_buckets
+            .lock()
+            .ok()
+            .and_then(|known| known.clone())
+            .filter(|known| known.listed.elapsed() < RELIST_EVERY);
+        if let Some(known) = known {
+            let mut narrowed: Vec<u16> = known.buckets.clone();
+            narrowed.extend(positions.keys().copied());
+            narrowed.sort_unstable();
+            narrowed.dedup();
+            let (counted, read) = self
+                .xread(filter, &narrowed, positions, count, true)
+                .await?;
+            if counted == known.count {
+                return Ok(read);
+            }
+        }
+        // A bucket may have a feed the list does not know of: every bucket,
+        // then the list made again.
+        let (counted, read) = self.xread(filter, buckets, positions, count, true).await?;
+        let mut listed: Vec<u16> = positions.keys().copied().collect();
+        listed.extend(read.iter().map(|(bucket, _)| *bucket));
+        listed.sort_unstable();
+        listed.dedup();
+        if let Ok(mut known) = self.inner.feed_buckets.lock() {
+            *known = Some(KnownBuckets {
+                count: counted,
+                buckets: listed,
+                listed: Instant::now(),
+            });
+        }
+        Ok(read)
+    }
+
+    /// One `XREAD` of `count` references per bucket of `buckets` after its
+    /// position; with `counted`, after a `GET` of the count of buckets
+    /// with a feed in the same pipeline, which it returns (`None` without
+    /// it, or when the count is not set).
+    async fn xread(
+        &self,
+        filter: &FeedFilter,
+        buckets: &[u16],
+        positions: &BTreeMap<u16, Position>,
+        count: usize,
+        counted: bool,
+    ) -> JournalResult<(Option<i64>, Vec<(u16, Vec<Reference>)>)> {
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(buckets.len());
         let mut after: Vec<String> = Vec::with_capacity(buckets.len());
         let mut bucket_of: HashMap<Vec<u8>, u16> = HashMap::with_capacity(buckets.len());
@@ -616,20 +688,51 @@ impl RedisJournalStorage {
             keys.push(key);
             after.push(id);
         }
-        if keys.is_empty() {
-            return Ok(Vec::new());
+        let mut pipe = redis::pipe();
+        if counted {
+            pipe.cmd("GET").arg(self.inner.keys.feed_buckets());
         }
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(&keys)
-            .arg(&after);
-        let reply: Value = self.query(&cmd).await?;
-        let streams: Vec<(Value, Value)> = match reply {
-            Value::Nil => Vec::new(),
-            Value::Map(pairs) => pairs,
-            Value::Array(items) => items
+        if !keys.is_empty() {
+            pipe.cmd("XREAD")
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg(&keys)
+                .arg(&after);
+        }
+        if pipe.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let mut replies = self
+            .lease()
+            .await?
+            .query_pipe_values(&pipe, 0)
+            .await
+            .map_err(redis_error)?
+            .into_iter();
+        let buckets_counted = if counted {
+            match replies.next() {
+                Some(Value::Nil) => None,
+                Some(Value::BulkString(text)) => Some(
+                    std::str::from_utf8(&text)
+                        .ok()
+                        .and_then(|t| t.parse::<i64>().ok())
+                        .ok_or_else(|| bad_reply("the count of buckets with a feed"))?,
+                ),
+                Some(Value::Int(n)) => Some(n),
+                Some(Value::ServerError(e)) => return Err(redis_error(e.into())),
+                _ => return Err(bad_reply("the count of buckets with a feed")),
+            }
+        } else {
+            None
+        };
+        if keys.is_empty() {
+            return Ok((buckets_counted, Vec::new()));
+        }
+        let streams: Vec<(Value, Value)> = match replies.next() {
+            Some(Value::Nil) => Vec::new(),
+            Some(Value::Map(pairs)) => pairs,
+            Some(Value::Array(items)) => items
                 .into_iter()
                 .map(|item| match item {
                     Value::Array(pair) if pair.len() == 2 => {
@@ -642,6 +745,7 @@ impl RedisJournalStorage {
                     _ => Err(bad_reply("a feed read")),
                 })
                 .collect::<JournalResult<_>>()?,
+            Some(Value::ServerError(e)) => return Err(redis_error(e.into())),
             _ => return Err(bad_reply("a feed read")),
         };
         let mut out = Vec::with_capacity(streams.len());
@@ -656,7 +760,7 @@ impl RedisJournalStorage {
             };
             out.push((bucket, parse_references(bucket, entries)?));
         }
-        Ok(out)
+        Ok((buckets_counted, out))
     }
 
     /// Resolves references into their entries: per bucket, consecutive

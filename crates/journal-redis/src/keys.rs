@@ -125,6 +125,11 @@ impl ActorKeys<'_> {
         self.keys.bucket(self.bucket)
     }
 
+    /// The count of buckets with a feed ([`Keys::feed_buckets`]).
+    pub fn feed_buckets(&self) -> Vec<u8> {
+        self.keys.feed_buckets()
+    }
+
     /// The cluster slot all of these keys are in.
     pub fn slot(&self) -> u16 {
         slot_of_bucket(self.bucket)
@@ -239,6 +244,14 @@ impl Keys {
     /// Projections' offsets by name (a hash, in bucket 0's slot).
     pub fn projections(&self) -> Vec<u8> {
         self.key(0, "projections", "")
+    }
+
+    /// How many buckets have a feed stream (an integer; on one server
+    /// only): the append script adds one when it creates a bucket's
+    /// `feed`, so a feed reader that knows which buckets had one at a
+    /// count reads only those while the count stays.
+    pub fn feed_buckets(&self) -> Vec<u8> {
+        self.key(0, "feedbuckets", "")
     }
 
     /// Keys under `prefix` (already validated).

@@ -71,6 +71,8 @@ struct Inner {
     watchers: Watchers,
     /// The cluster's slot map, for grouping feed reads per node.
     feed_nodes: Mutex<feed::NodeMap>,
+    /// On one server: the buckets known to have a feed, and at which count.
+    feed_buckets: Mutex<Option<feed::KnownBuckets>>,
     closed: AtomicBool,
 }
 
@@ -135,6 +137,7 @@ impl RedisJournalStorage {
                 persistence,
                 watchers,
                 feed_nodes: Mutex::new(None),
+                feed_buckets: Mutex::new(None),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -317,7 +320,7 @@ impl RedisJournalStorage {
             .write_script(
                 Script::Append,
                 keys.slot(),
-                &scripts::append_keys(&keys, batch),
+                &scripts::append_keys(&keys, batch, self.is_clustered()),
                 &scripts::append_args(batch),
             )
             .await?;

@@ -23,10 +23,12 @@ use crate::keys::ActorKeys;
 /// Append one or more entries of one actor, with their feed references.
 ///
 /// KEYS: highest, entries, the bucket's actor index, the bucket's feed,
-/// the bucket's incarnations, then the bucket's feed of each tag the batch
-/// carries. Apart from the actor's own keys, an append names only keys of
-/// its bucket (one slot), so moving a slot blocks the bucket's appends
-/// while its keys are split between two nodes.
+/// the bucket's incarnations, the count of buckets with a feed (on one
+/// server; on a cluster the bucket's feed again, meaning none), then the
+/// bucket's feed of each tag the batch carries. On a cluster, an append
+/// names only the actor's keys and its bucket's (one slot), so moving a
+/// slot blocks the bucket's appends while its keys are split between two
+/// nodes.
 /// ARGV: actor id, last sequence, then per entry: sequence, entry id,
 /// bytes (as many entries as the sequences cover), then per run of tagged
 /// entries: the index in KEYS of the tag's feed, first and last sequence.
@@ -76,7 +78,11 @@ if first == hi + 1 then
       redis.call('XADD', key, '*', 'a', ARGV[1], 'f', f, 'l', l)
     end
   end
+  local counted = KEYS[6] ~= KEYS[4] and redis.call('EXISTS', KEYS[4]) == 0
   ref(KEYS[4], ARGV[3], ARGV[2])
+  if counted then
+    redis.call('INCR', KEYS[6])
+  end
   for k = stop + 1, #ARGV, 3 do
     ref(KEYS[tonumber(ARGV[k])], ARGV[k + 1], ARGV[k + 2])
   end
@@ -342,16 +348,23 @@ return {due, lease}
 ";
 
 /// `KEYS` of [`APPEND`] for a non-empty batch of one actor: the actor's
-/// and its bucket's keys, then the bucket's feed of each tag the batch
+/// and its bucket's keys, the count of buckets with a feed on one server
+/// (`clustered` false), then the bucket's feed of each tag the batch
 /// carries, in tag order ([`batch_tags`]).
-pub fn append_keys(keys: &ActorKeys<'_>, batch: &[JournalEntry]) -> Vec<Vec<u8>> {
+pub fn append_keys(keys: &ActorKeys<'_>, batch: &[JournalEntry], clustered: bool) -> Vec<Vec<u8>> {
     let bucket = keys.bucket();
+    let counted = if clustered {
+        bucket.feed()
+    } else {
+        keys.feed_buckets()
+    };
     let mut list = vec![
         keys.highest(),
         keys.entries(),
         bucket.actors(),
         bucket.feed(),
         bucket.incarnations(),
+        counted,
     ];
     for (tag, _) in batch_tags(batch) {
         list.push(bucket.tag_feed(&tag));
@@ -380,7 +393,7 @@ pub fn batch_tags(batch: &[JournalEntry]) -> BTreeMap<String, Vec<(u64, u64)>> {
 
 /// The first `KEYS` index (1-based, as Lua counts) of the tag feeds in
 /// [`append_keys`].
-const FIRST_TAG_KEY: usize = 6;
+const FIRST_TAG_KEY: usize = 7;
 
 /// `ARGV` of [`APPEND`] for a non-empty batch of one actor: the actor id,
 /// the last sequence, then sequence, id and protobuf bytes per entry, then

@@ -653,3 +653,95 @@ async fn a_blocked_wait_stalls_no_other_call() {
         .expect("the task")
         .expect("the wait");
 }
+
+/// The feed over all actors reads only the buckets it knows to have a
+/// feed while their count stays: a bucket whose feed appears after the
+/// list was made is counted by the append that makes it, and read by the
+/// next page.
+#[tokio::test]
+async fn a_bucket_whose_feed_appears_later_is_read_at_once() {
+    use journal_core::feed::{FeedFilter, FeedOffset};
+    use journal_core::JournalFeed;
+    use journal_redis::keys::bucket_of;
+
+    let options = common::test_options();
+    let keys = Keys::new(&options.key_prefix);
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    let raw = common::raw_client().await;
+    let first = "feed-bucket-0".to_owned();
+    let later = (1..10_000)
+        .map(|i| format!("feed-bucket-{i}"))
+        .find(|a| bucket_of(a) != bucket_of(&first))
+        .expect("an actor of another bucket");
+    storage
+        .append_entry(&entry(&first, 1))
+        .await
+        .expect("append");
+    let count: i64 = common::raw(&raw, redis::cmd("GET").arg(keys.feed_buckets())).await;
+    assert_eq!(count, 1, "the append that made a bucket's feed counted it");
+    // The reader lists the buckets with a feed: one.
+    let page = storage
+        .read_feed(&FeedFilter::All, &FeedOffset::start(), 10)
+        .await
+        .expect("feed");
+    assert_eq!(page.len(), 1);
+    let at = page[0].offset.clone();
+    // Another bucket's feed appears; the next page has it.
+    storage
+        .append_entry(&entry(&later, 1))
+        .await
+        .expect("append");
+    storage
+        .append_entry(&entry(&first, 2))
+        .await
+        .expect("append");
+    let count: i64 = common::raw(&raw, redis::cmd("GET").arg(keys.feed_buckets())).await;
+    assert_eq!(
+        count, 2,
+        "one more bucket, one more counted; a second append none"
+    );
+    let page = storage
+        .read_feed(&FeedFilter::All, &at, 10)
+        .await
+        .expect("feed");
+    let mut got: Vec<(String, u64)> = page
+        .iter()
+        .map(|item| (item.entry.actor_id.clone(), item.entry.sequence))
+        .collect();
+    got.sort();
+    let mut want = vec![(first.clone(), 2), (later.clone(), 1)];
+    want.sort();
+    assert_eq!(got, want);
+    // A feed made by a writer that does not count (an older build): read
+    // at the latest once the list is a second old.
+    let uncounted = (1..10_000)
+        .map(|i| format!("feed-uncounted-{i}"))
+        .find(|a| ![bucket_of(&first), bucket_of(&later)].contains(&bucket_of(a)))
+        .expect("an actor of a third bucket");
+    let at = page.last().expect("items").offset.clone();
+    storage
+        .append_entry(&entry(&uncounted, 1))
+        .await
+        .expect("append");
+    let _: i64 = common::raw(&raw, redis::cmd("DECR").arg(keys.feed_buckets())).await;
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the uncounted bucket's feed was never read"
+        );
+        seen = storage
+            .read_feed(&FeedFilter::All, &at, 10)
+            .await
+            .expect("feed");
+        if seen.is_empty() {
+            // Polled: the list is made again a second after it was made.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].entry.actor_id, uncounted);
+}
