@@ -957,7 +957,8 @@ impl JournalFeed for RedisJournalStorage {
         // (`PageOffsets`), so a page costs one offset text, not one per
         // item (each as long as the buckets the reader has seen).
         let mut page = PageOffsets::new(filter, &positions);
-        let mut fed: Vec<(JournalEntry, usize)> = Vec::new();
+        let mut fed: Vec<FeedItem> = Vec::new();
+        let mut moves: Vec<usize> = Vec::new();
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -1031,7 +1032,11 @@ impl JournalFeed for RedisJournalStorage {
                         };
                         page.moved(reference.bucket, position);
                         positions.insert(reference.bucket, position);
-                        fed.push((entry, page.moves()));
+                        moves.push(page.moves());
+                        fed.push(FeedItem {
+                            offset: FeedOffset::start(),
+                            entry,
+                        });
                     }
                     // Read to its end (entries truncated or deleted since
                     // are not there): the next read starts after it.
@@ -1048,13 +1053,10 @@ impl JournalFeed for RedisJournalStorage {
             }
         }
         let texts: Arc<dyn journal_core::OffsetTexts> = Arc::new(page.finished());
-        Ok(fed
-            .into_iter()
-            .map(|(entry, moves)| FeedItem {
-                offset: FeedOffset::deferred(Arc::clone(&texts), moves),
-                entry,
-            })
-            .collect())
+        for (item, moves) in fed.iter_mut().zip(moves) {
+            item.offset = FeedOffset::deferred(Arc::clone(&texts), moves);
+        }
+        Ok(fed)
     }
 }
 
