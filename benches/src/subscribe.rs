@@ -164,11 +164,21 @@ where
     let projected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     {
         let counter = std::sync::Arc::clone(&projected);
+        // The handler says when it has had every entry; only then is the
+        // stored offset looked at (asking the store all along took CPU
+        // and round trips from the projection it measures).
+        let all_handled = std::sync::Arc::new(tokio::sync::Notify::new());
+        let handled = std::sync::Arc::clone(&all_handled);
         let run = projection.run(&storage, move |batch| {
-            counter.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let before =
+                counter.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if before + batch.len() as u64 >= total {
+                handled.notify_one();
+            }
             async { Ok(()) }
         });
         let done = async {
+            all_handled.notified().await;
             loop {
                 if storage.load_offset(&projection.name).await.expect("offset") == Some(end.clone())
                 {
