@@ -88,7 +88,7 @@ impl Default for Repr {
 /// Makes the texts of a backend's [`FeedOffset::deferred`] offsets (those
 /// of one page, say), on demand, and keeps each once made (the offsets
 /// borrow them).
-pub trait OffsetTexts: Send + Sync {
+pub trait OffsetTexts: Send + Sync + std::panic::RefUnwindSafe {
     /// The text of offset `index`: the same text every time.
     fn text(&self, index: usize) -> &str;
 }
@@ -387,3 +387,11 @@ mod tests {
         assert_eq!(FeedOffset::start(), FeedOffset::new(""));
     }
 }
+
+/// What `FeedOffset` was before deferred offsets: plain data, safe to
+/// send, share and hold across an unwind.
+const _: () = {
+    const fn plain<T: Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe + Unpin>() {}
+    plain::<FeedOffset>();
+    plain::<FeedItem>();
+};
