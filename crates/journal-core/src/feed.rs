@@ -338,6 +338,14 @@ pub fn invalid_offset(backend: &str, offset: &FeedOffset, why: &str) -> JournalE
     ))
 }
 
+/// What `FeedOffset` was before deferred offsets: plain data, safe to
+/// send, share and hold across an unwind.
+const _: () = {
+    const fn plain<T: Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe + Unpin>() {}
+    plain::<FeedOffset>();
+    plain::<FeedItem>();
+};
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -387,11 +395,3 @@ mod tests {
         assert_eq!(FeedOffset::start(), FeedOffset::new(""));
     }
 }
-
-/// What `FeedOffset` was before deferred offsets: plain data, safe to
-/// send, share and hold across an unwind.
-const _: () = {
-    const fn plain<T: Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe + Unpin>() {}
-    plain::<FeedOffset>();
-    plain::<FeedItem>();
-};
