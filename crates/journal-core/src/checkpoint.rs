@@ -20,7 +20,7 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// and the decompressed size the checkpoint claims (decoding never produces
 /// more than the claim, see [`inflate`]): a 64 MiB state stored in 6 KiB
 /// is large.
-const OFF_RUNTIME_BYTES: usize = 256 * 1024;
+pub(crate) const OFF_RUNTIME_BYTES: usize = 256 * 1024;
 
 /// How checkpoints are taken, encoded, loaded and kept.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -450,38 +450,12 @@ impl Dedup {
     /// unsealed end. Returns them and up to which sequence messages may be
     /// missing.
     fn pieces(&mut self, level: i32, mut head: Vec<u8>) -> std::io::Result<(Vec<StatePiece>, u64)> {
-        if self.sealed_level != level {
-            self.sealed.clear();
-            self.sealed_level = level;
-        }
-        while self.sealed.front().is_some_and(|s| s.at < self.listed_from) {
-            self.sealed.pop_front();
-        }
+        let (at, runs) = self.unsealed(level);
+        let frames = compress_runs(&runs, level)?;
+        self.seal(at, frames);
         let from = self.listed_from;
-        let end = from + self.listed.len() as u64;
         let offset = |at: u64| usize::try_from(at - from).unwrap_or(usize::MAX);
-        let mut sealed_end = self
-            .sealed
-            .back()
-            .map_or(from, |s| s.at + SEALED_RUN as u64);
-        if sealed_end > end {
-            // Cannot be (the list only grows at its end between relists);
-            // compressed afresh if it were.
-            self.sealed.clear();
-            sealed_end = from;
-        }
-        let mut run = Vec::with_capacity(SEALED_RUN);
-        while end - sealed_end >= SEALED_RUN as u64 {
-            run.clear();
-            let start = offset(sealed_end);
-            self.listed_range_into(start, start + SEALED_RUN, &mut run);
-            let frame = crate::checkpoint::compress(&run, level)?;
-            self.sealed.push_back(Sealed {
-                at: sealed_end,
-                frame: frame.into(),
-            });
-            sealed_end += SEALED_RUN as u64;
-        }
+        let sealed_end = self.sealed_end();
         self.list_unsequenced_into(&mut head);
         let first = self.sealed.front().map_or(sealed_end, |s| s.at);
         self.listed_range_into(0, offset(first), &mut head);
@@ -495,6 +469,63 @@ impl Dedup {
         self.listed_range_into(offset(sealed_end), self.listed.len(), &mut tail);
         pieces.push(StatePiece::Fresh(tail));
         Ok((pieces, self.unlisted_through()))
+    }
+
+    /// Where the sealed runs end (the list's start when there are none).
+    fn sealed_end(&self) -> u64 {
+        self.sealed
+            .back()
+            .map_or(self.listed_from, |s| s.at + SEALED_RUN as u64)
+    }
+
+    /// The whole runs of the list not sealed at zstd `level` yet: where
+    /// they start, and their bytes (a multiple of [`SEALED_RUN`]). Drops
+    /// the sealed runs of another level, and those whose start left the
+    /// list.
+    fn unsealed(&mut self, level: i32) -> (u64, Vec<u8>) {
+        if self.sealed_level != level {
+            self.sealed.clear();
+            self.sealed_level = level;
+        }
+        while self.sealed.front().is_some_and(|s| s.at < self.listed_from) {
+            self.sealed.pop_front();
+        }
+        let (from, end) = (
+            self.listed_from,
+            self.listed_from + self.listed.len() as u64,
+        );
+        if self.sealed_end() > end {
+            // Cannot be (the list only grows at its end between relists);
+            // compressed afresh if it were.
+            self.sealed.clear();
+        }
+        let at = self.sealed_end();
+        let whole = (end - at) / SEALED_RUN as u64 * SEALED_RUN as u64;
+        let start = usize::try_from(at - from).unwrap_or(usize::MAX);
+        let mut runs = Vec::new();
+        if whole > 0 {
+            let len = usize::try_from(whole).unwrap_or(usize::MAX);
+            runs.reserve(len);
+            self.listed_range_into(start, start + len, &mut runs);
+        }
+        (at, runs)
+    }
+
+    /// Takes `frames`, the runs [`Dedup::unsealed`] gave from `at`,
+    /// compressed one each at the sealed level; ignored if the list moved
+    /// in between (then they are compressed again when needed).
+    fn seal(&mut self, at: u64, frames: Vec<Vec<u8>>) {
+        if at != self.sealed_end() || at < self.listed_from {
+            return;
+        }
+        let mut at = at;
+        for frame in frames {
+            self.sealed.push_back(Sealed {
+                at,
+                frame: frame.into(),
+            });
+            at += SEALED_RUN as u64;
+        }
     }
 
     /// The records outside the window without a sequence (from an older
@@ -527,6 +558,14 @@ fn encode_snapshot(actor_state: &[u8], dedup: &Dedup) -> Vec<u8> {
     let unlisted_through = dedup.list_into(&mut out);
     snapshot_tail(unlisted_through, &mut out);
     out
+}
+
+/// `runs` (a multiple of [`SEALED_RUN`] bytes) compressed one run per zstd
+/// frame at `level`.
+fn compress_runs(runs: &[u8], level: i32) -> std::io::Result<Vec<Vec<u8>>> {
+    runs.chunks(SEALED_RUN)
+        .map(|run| crate::checkpoint::compress(run, level))
+        .collect()
 }
 
 /// [`encode_snapshot`]'s bytes as checkpoint pieces, zstd at `level`, the
@@ -1288,6 +1327,16 @@ impl DurabilityFacet {
         let policy = self.checkpoints.policy();
         let saved = if policy.compression == CompressionType::Zstd {
             let level = policy.level;
+            // Runs not compressed yet (the whole window after an
+            // activation): many of them are compressed off the runtime.
+            let (at, runs) = self.active()?.dedup.unsealed(level);
+            if runs.len() >= crate::checkpoint::OFF_RUNTIME_BYTES {
+                let frames = tokio::task::spawn_blocking(move || compress_runs(&runs, level))
+                    .await
+                    .map_err(|e| JournalError::storage("checkpoint", e))?
+                    .map_err(|e| JournalError::storage("checkpoint", e))?;
+                self.active()?.dedup.seal(at, frames);
+            }
             let pieces = snapshot_pieces(&actor_state, &mut self.active()?.dedup, level)
                 .map_err(|e| JournalError::storage("checkpoint", e))?;
             self.checkpoints
@@ -1831,6 +1880,19 @@ mod tests {
                 _ => {}
             }
             if n % 33 == 0 {
+                if n % 66 == 0 {
+                    // Sealed first, as a checkpoint does off the runtime
+                    // when much is unsealed.
+                    let (at, runs) = dedup.unsealed(policy.level);
+                    let compressed = compress_runs(&runs, policy.level).expect("compresses");
+                    dedup.seal(at, compressed.clone());
+                    // The same frames again are stale: ignored.
+                    let sealed = dedup.sealed.len();
+                    if !compressed.is_empty() {
+                        dedup.seal(at, compressed);
+                        assert_eq!(dedup.sealed.len(), sealed, "a stale seal is ignored");
+                    }
+                }
                 let state = vec![b's'; usize::try_from(next(50)).expect("small")];
                 let pieces = snapshot_pieces(&state, &mut dedup, policy.level).expect("pieces");
                 framed += pieces

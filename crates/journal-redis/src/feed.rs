@@ -616,7 +616,9 @@ impl RedisJournalStorage {
         positions: &BTreeMap<u16, Position>,
         count: usize,
     ) -> JournalResult<Vec<(u16, Vec<Reference>)>> {
-        let every = *filter == FeedFilter::All && buckets.len() == usize::from(BUCKETS);
+        let every = self.inner.count_feeds
+            && *filter == FeedFilter::All
+            && buckets.len() == usize::from(BUCKETS);
         if !every {
             let (_, read) = self.xread(filter, buckets, positions, count, false).await?;
             return Ok(read);

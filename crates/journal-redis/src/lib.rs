@@ -73,6 +73,10 @@ struct Inner {
     feed_nodes: Mutex<feed::NodeMap>,
     /// On one server: the buckets known to have a feed, and at which count.
     feed_buckets: Mutex<Option<feed::KnownBuckets>>,
+    /// Appends count the buckets with a feed (`Keys::feed_buckets`): on a
+    /// server without slots only, where a script may name a key of
+    /// another slot.
+    count_feeds: bool,
     closed: AtomicBool,
 }
 
@@ -115,6 +119,7 @@ impl RedisJournalStorage {
         let target = connection::parse_url(url)?;
         let pool = Pool::connect(&target, &options).await?;
         let watchers = Watchers::new(&target, &options)?;
+        let count_feeds = persistence::slots_are_free(&pool).await;
         let persistence = match options.persistence_check {
             PersistenceCheck::Skip => Vec::new(),
             check => {
@@ -138,6 +143,7 @@ impl RedisJournalStorage {
                 watchers,
                 feed_nodes: Mutex::new(None),
                 feed_buckets: Mutex::new(None),
+                count_feeds,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -320,7 +326,7 @@ impl RedisJournalStorage {
             .write_script(
                 Script::Append,
                 keys.slot(),
-                &scripts::append_keys(&keys, batch, self.is_clustered()),
+                &scripts::append_keys(&keys, batch, !self.inner.count_feeds),
                 &scripts::append_args(batch),
             )
             .await?;

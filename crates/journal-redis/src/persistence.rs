@@ -131,6 +131,31 @@ pub(crate) async fn read(pool: &Pool) -> Vec<NodePersistence> {
     out
 }
 
+/// Whether a storage on one server may name keys of several slots in one
+/// script: the server answers `INFO cluster` with `cluster_enabled:0`. A
+/// cluster node reached as one server, a proxy that checks slots, or a
+/// server that does not say, is taken as no.
+pub(crate) async fn slots_are_free(pool: &Pool) -> bool {
+    if pool.is_clustered() {
+        return false;
+    }
+    let Ok(mut connection) = pool.lease().await else {
+        return false;
+    };
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("cluster");
+    match connection.query_node::<Value>(&cmd, "", 0).await {
+        Ok(Value::BulkString(bytes)) => {
+            std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|info| info_field(info, "cluster_enabled"))
+                == Some("0")
+        }
+        Ok(Value::VerbatimString { text, .. }) => info_field(&text, "cluster_enabled") == Some("0"),
+        _ => false,
+    }
+}
+
 /// Warns about, or refuses, servers whose restart loses acknowledged
 /// writes.
 pub(crate) fn judge(nodes: &[NodePersistence], check: PersistenceCheck) -> JournalResult<()> {

@@ -348,12 +348,13 @@ return {due, lease}
 ";
 
 /// `KEYS` of [`APPEND`] for a non-empty batch of one actor: the actor's
-/// and its bucket's keys, the count of buckets with a feed on one server
-/// (`clustered` false), then the bucket's feed of each tag the batch
-/// carries, in tag order ([`batch_tags`]).
-pub fn append_keys(keys: &ActorKeys<'_>, batch: &[JournalEntry], clustered: bool) -> Vec<Vec<u8>> {
+/// and its bucket's keys, the count of buckets with a feed (unless
+/// `one_slot`: a cluster, or a server that refuses keys of several slots
+/// in one script), then the bucket's feed of each tag the batch carries,
+/// in tag order ([`batch_tags`]).
+pub fn append_keys(keys: &ActorKeys<'_>, batch: &[JournalEntry], one_slot: bool) -> Vec<Vec<u8>> {
     let bucket = keys.bucket();
-    let counted = if clustered {
+    let counted = if one_slot {
         bucket.feed()
     } else {
         keys.feed_buckets()
