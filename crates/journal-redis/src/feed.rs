@@ -61,10 +61,14 @@ const RELIST_EVERY: Duration = Duration::from_secs(1);
 /// other bucket has one, and a page reads only these.
 #[derive(Debug, Clone)]
 pub(crate) struct KnownBuckets {
-    count: Option<i64>,
+    count: Counted,
     buckets: Vec<u16>,
     listed: Instant,
 }
+
+/// The count of buckets with a feed as read: its `n` and `id` fields, as
+/// stored (`None` where absent).
+pub(crate) type Counted = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// A stream entry id, `<ms>-<seq>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -638,7 +642,7 @@ impl RedisJournalStorage {
             let (counted, read) = self
                 .xread(filter, &narrowed, positions, count, true)
                 .await?;
-            if counted == known.count {
+            if counted.as_ref() == Some(&known.count) {
                 return Ok(read);
             }
         }
@@ -650,8 +654,8 @@ impl RedisJournalStorage {
         listed.sort_unstable();
         listed.dedup();
         if let Ok(mut known) = self.inner.feed_buckets.lock() {
-            *known = Some(KnownBuckets {
-                count: counted,
+            *known = counted.map(|count| KnownBuckets {
+                count,
                 buckets: listed,
                 listed: Instant::now(),
             });
@@ -660,9 +664,9 @@ impl RedisJournalStorage {
     }
 
     /// One `XREAD` of `count` references per bucket of `buckets` after its
-    /// position; with `counted`, after a `GET` of the count of buckets
+    /// position; with `counted`, after an `HMGET` of the count of buckets
     /// with a feed in the same pipeline, which it returns (`None` without
-    /// it, or when the count is not set).
+    /// it, or when the key is not a hash).
     async fn xread(
         &self,
         filter: &FeedFilter,
@@ -670,7 +674,7 @@ impl RedisJournalStorage {
         positions: &BTreeMap<u16, Position>,
         count: usize,
         counted: bool,
-    ) -> JournalResult<(Option<i64>, Vec<(u16, Vec<Reference>)>)> {
+    ) -> JournalResult<(Option<Counted>, Vec<(u16, Vec<Reference>)>)> {
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(buckets.len());
         let mut after: Vec<String> = Vec::with_capacity(buckets.len());
         let mut bucket_of: HashMap<Vec<u8>, u16> = HashMap::with_capacity(buckets.len());
@@ -692,7 +696,10 @@ impl RedisJournalStorage {
         }
         let mut pipe = redis::pipe();
         if counted {
-            pipe.cmd("GET").arg(self.inner.keys.feed_buckets());
+            pipe.cmd("HMGET")
+                .arg(self.inner.keys.feed_buckets())
+                .arg("n")
+                .arg("id");
         }
         if !keys.is_empty() {
             pipe.cmd("XREAD")
@@ -712,17 +719,20 @@ impl RedisJournalStorage {
             .await
             .map_err(redis_error)?
             .into_iter();
+        let field = |value: Option<Value>| match value {
+            Some(Value::Nil) => Ok(None),
+            Some(Value::BulkString(bytes)) => Ok(Some(bytes)),
+            _ => Err(bad_reply("the count of buckets with a feed")),
+        };
         let buckets_counted = if counted {
             match replies.next() {
-                Some(Value::Nil) => None,
-                Some(Value::BulkString(text)) => Some(
-                    std::str::from_utf8(&text)
-                        .ok()
-                        .and_then(|t| t.parse::<i64>().ok())
-                        .ok_or_else(|| bad_reply("the count of buckets with a feed"))?,
-                ),
-                Some(Value::Int(n)) => Some(n),
-                Some(Value::ServerError(e)) => return Err(redis_error(e.into())),
+                Some(Value::Array(fields)) if fields.len() == 2 => {
+                    let mut fields = fields.into_iter();
+                    Some((field(fields.next())?, field(fields.next())?))
+                }
+                // Not a hash (another program's key): not trusted, every
+                // bucket is read.
+                Some(Value::ServerError(_)) => None,
                 _ => return Err(bad_reply("the count of buckets with a feed")),
             }
         } else {

@@ -246,10 +246,12 @@ impl Keys {
         self.key(0, "projections", "")
     }
 
-    /// How many buckets have a feed stream (an integer; on one server
-    /// only): the append script adds one when it creates a bucket's
+    /// How many buckets have a feed stream (a hash, on one server only:
+    /// `n` the count, `id` the id of the first entry of the append that
+    /// began it): the append script adds one when it creates a bucket's
     /// `feed`, so a feed reader that knows which buckets had one at a
-    /// count reads only those while the count stays.
+    /// count reads only those while the count stays. A count lost and
+    /// begun again has another `id`.
     pub fn feed_buckets(&self) -> Vec<u8> {
         self.key(0, "feedbuckets", "")
     }

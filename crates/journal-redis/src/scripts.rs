@@ -81,7 +81,13 @@ if first == hi + 1 then
   local counted = KEYS[6] ~= KEYS[4] and redis.call('EXISTS', KEYS[4]) == 0
   ref(KEYS[4], ARGV[3], ARGV[2])
   if counted then
-    redis.call('INCR', KEYS[6])
+    -- The count, and which append began it (its first entry's id, a
+    -- ULID): a count lost and begun again is another count.
+    -- A key of another type there (not ours) counts nothing, and the
+    -- reader, unable to read it, reads every bucket: the append goes on.
+    if redis.pcall('HINCRBY', KEYS[6], 'n', 1) == 1 then
+      redis.pcall('HSET', KEYS[6], 'id', ARGV[4])
+    end
   end
   for k = stop + 1, #ARGV, 3 do
     ref(KEYS[tonumber(ARGV[k])], ARGV[k + 1], ARGV[k + 2])

@@ -671,16 +671,15 @@ async fn a_bucket_whose_feed_appears_later_is_read_at_once() {
     };
     let raw = common::raw_client().await;
     let first = "feed-bucket-0".to_owned();
-    let later = (1..10_000)
-        .map(|i| format!("feed-bucket-{i}"))
-        .find(|a| bucket_of(a) != bucket_of(&first))
-        .expect("an actor of another bucket");
-    storage
-        .append_entry(&entry(&first, 1))
-        .await
-        .expect("append");
-    let count: i64 = common::raw(&raw, redis::cmd("GET").arg(keys.feed_buckets())).await;
+    let mut taken = vec![bucket_of(&first)];
+    let later = new_bucket_actors("feed-later", &mut taken, 1).remove(0);
+    let began_by = entry(&first, 1);
+    storage.append_entry(&began_by).await.expect("append");
+    let count: i64 = common::raw(&raw, redis::cmd("HGET").arg(keys.feed_buckets()).arg("n")).await;
     assert_eq!(count, 1, "the append that made a bucket's feed counted it");
+    let began: String =
+        common::raw(&raw, redis::cmd("HGET").arg(keys.feed_buckets()).arg("id")).await;
+    assert_eq!(began, began_by.id, "by the id of the append's first entry");
     // The reader lists the buckets with a feed: one.
     let page = storage
         .read_feed(&FeedFilter::All, &FeedOffset::start(), 10)
@@ -697,7 +696,7 @@ async fn a_bucket_whose_feed_appears_later_is_read_at_once() {
         .append_entry(&entry(&first, 2))
         .await
         .expect("append");
-    let count: i64 = common::raw(&raw, redis::cmd("GET").arg(keys.feed_buckets())).await;
+    let count: i64 = common::raw(&raw, redis::cmd("HGET").arg(keys.feed_buckets()).arg("n")).await;
     assert_eq!(
         count, 2,
         "one more bucket, one more counted; a second append none"
@@ -714,18 +713,87 @@ async fn a_bucket_whose_feed_appears_later_is_read_at_once() {
     let mut want = vec![(first.clone(), 2), (later.clone(), 1)];
     want.sort();
     assert_eq!(got, want);
+    // The count lost, then begun again up to the same number by two new
+    // buckets: another count (its id), so the next page lists again.
+    let at = page.last().expect("items").offset.clone();
+    let _: i64 = common::raw(&raw, redis::cmd("DEL").arg(keys.feed_buckets())).await;
+    let fresh = new_bucket_actors("feed-again", &mut taken, 2);
+    for actor in &fresh {
+        storage
+            .append_entry(&entry(actor, 1))
+            .await
+            .expect("append");
+    }
+    let count: i64 = common::raw(&raw, redis::cmd("HGET").arg(keys.feed_buckets()).arg("n")).await;
+    assert_eq!(count, 2, "the same number as the reader's list had");
+    let page = storage
+        .read_feed(&FeedFilter::All, &at, 10)
+        .await
+        .expect("feed");
+    let mut got: Vec<String> = page.iter().map(|i| i.entry.actor_id.clone()).collect();
+    got.sort();
+    let mut want = fresh.clone();
+    want.sort();
+    assert_eq!(got, want, "both new buckets read at once");
+}
+
+/// `n` actors of buckets not in `taken` (and not of each other), named
+/// `tag-i`; their buckets are added to `taken`.
+fn new_bucket_actors(tag: &str, taken: &mut Vec<u16>, n: usize) -> Vec<String> {
+    let mut actors = Vec::new();
+    for i in 1..10_000 {
+        let actor = format!("{tag}-{i}");
+        let bucket = journal_redis::keys::bucket_of(&actor);
+        if actors.len() < n && !taken.contains(&bucket) {
+            taken.push(bucket);
+            actors.push(actor);
+        }
+    }
+    assert_eq!(actors.len(), n, "actors of {n} more buckets");
+    actors
+}
+
+/// A feed made by a writer that does not count it (an older build) is
+/// read once the list of buckets is a second old; a count key of another
+/// type (not ours) counts nothing and stops no append, and the feed reads
+/// every bucket.
+#[tokio::test]
+async fn feeds_the_count_misses_are_read_all_the_same() {
+    use journal_core::feed::{FeedFilter, FeedOffset};
+    use journal_core::JournalFeed;
+
+    let options = common::test_options();
+    let keys = Keys::new(&options.key_prefix);
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    let raw = common::raw_client().await;
+    let mut taken = Vec::new();
+    let actors = new_bucket_actors("feed-missed", &mut taken, 3);
+    storage
+        .append_entry(&entry(&actors[0], 1))
+        .await
+        .expect("append");
+    let page = storage
+        .read_feed(&FeedFilter::All, &FeedOffset::start(), 10)
+        .await
+        .expect("feed");
+    let at = page.last().expect("an item").offset.clone();
     // A feed made by a writer that does not count (an older build): read
     // at the latest once the list is a second old.
-    let uncounted = (1..10_000)
-        .map(|i| format!("feed-uncounted-{i}"))
-        .find(|a| ![bucket_of(&first), bucket_of(&later)].contains(&bucket_of(a)))
-        .expect("an actor of a third bucket");
-    let at = page.last().expect("items").offset.clone();
+    let uncounted = actors[1].clone();
     storage
         .append_entry(&entry(&uncounted, 1))
         .await
         .expect("append");
-    let _: i64 = common::raw(&raw, redis::cmd("DECR").arg(keys.feed_buckets())).await;
+    let _: i64 = common::raw(
+        &raw,
+        redis::cmd("HINCRBY")
+            .arg(keys.feed_buckets())
+            .arg("n")
+            .arg(-1),
+    )
+    .await;
     let started = std::time::Instant::now();
     let mut seen = Vec::new();
     while seen.is_empty() {
@@ -744,4 +812,18 @@ async fn a_bucket_whose_feed_appears_later_is_read_at_once() {
     }
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].entry.actor_id, uncounted);
+
+    // Another program's string where the count goes.
+    let _: () = common::raw(&raw, redis::cmd("SET").arg(keys.feed_buckets()).arg("x")).await;
+    let at = seen[0].offset.clone();
+    storage
+        .append_entry(&entry(&actors[2], 1))
+        .await
+        .expect("an append with a foreign count key");
+    let page = storage
+        .read_feed(&FeedFilter::All, &at, 10)
+        .await
+        .expect("feed");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].entry.actor_id, actors[2], "read at once");
 }
