@@ -106,7 +106,10 @@ impl FeedOffset {
     }
 
     /// Offset `index` of `texts`, its text made when first asked for.
-    /// The text must not be empty: that is [`FeedOffset::start`].
+    /// The text must not be empty: that is [`FeedOffset::start`]. Such an
+    /// offset keeps `texts` alive (for a Redis feed, its page's positions
+    /// and moves): to keep many offsets for long, keep
+    /// `FeedOffset::new(offset.as_str())` instead.
     pub fn deferred(texts: Arc<dyn OffsetTexts>, index: usize) -> Self {
         FeedOffset(Repr::Deferred { texts, index })
     }
