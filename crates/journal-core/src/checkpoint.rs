@@ -118,18 +118,34 @@ impl CheckpointPolicy {
         Ok(checkpoint)
     }
 
-    /// A zstd checkpoint of the state that is `pieces` end to end, after
-    /// entry `sequence`: each fresh piece compressed into a frame of its
-    /// own, each framed piece's frame copied as it is. Concatenated zstd
-    /// frames decode as the concatenation of their contents, so what is
-    /// stored decodes like [`CheckpointPolicy::encode`]'s output, by any
-    /// build.
+    /// A checkpoint of the state that is `pieces` end to end, after entry
+    /// `sequence`. With zstd, each fresh piece is compressed into a frame of
+    /// its own and each framed piece's frame copied as it is: concatenated
+    /// zstd frames decode as the concatenation of their contents, so what
+    /// is stored decodes like [`CheckpointPolicy::encode`]'s output, by any
+    /// build. Without compression the fresh pieces are joined, and a
+    /// framed piece is an error.
     pub(crate) fn encode_pieces(
         &self,
         actor_id: &str,
         sequence: u64,
         pieces: &[StatePiece],
     ) -> JournalResult<Checkpoint> {
+        if self.compression == CompressionType::None {
+            let mut state = Vec::with_capacity(pieces.iter().map(StatePiece::raw_len).sum());
+            for piece in pieces {
+                match piece {
+                    StatePiece::Fresh(bytes) => state.extend_from_slice(bytes),
+                    StatePiece::Framed { .. } => {
+                        return Err(JournalError::storage(
+                            "checkpoint",
+                            "a compressed piece of a state stored uncompressed",
+                        ))
+                    }
+                }
+            }
+            return self.encode(actor_id, sequence, &state);
+        }
         let mut checkpoint = Checkpoint::new(actor_id, sequence, Vec::new());
         checkpoint.state_schema_version = self.schema_version;
         checkpoint.compression = CompressionType::Zstd.into();
@@ -422,22 +438,14 @@ impl CheckpointManager {
         sequence: u64,
         state: Vec<u8>,
     ) -> JournalResult<SavedCheckpoint> {
-        let raw_bytes = state.len() as u64;
-        let checkpoint = if state.len() >= OFF_RUNTIME_BYTES {
-            let (policy, actor) = (self.policy.clone(), actor_id.to_owned());
-            tokio::task::spawn_blocking(move || policy.encode(&actor, sequence, &state))
-                .await
-                .map_err(|e| JournalError::storage("checkpoint", e))??
-        } else {
-            self.policy.encode(actor_id, sequence, &state)?
-        };
-        self.store(actor_id, sequence, raw_bytes, checkpoint).await
+        self.save_pieces(actor_id, sequence, vec![StatePiece::Fresh(state)])
+            .await
     }
 
     /// [`CheckpointManager::save`] of the state that is `pieces` end to
-    /// end, some of it compressed already (the policy's compression must be
-    /// zstd). The fresh pieces are compressed off the runtime when they are
-    /// large together.
+    /// end, some of it compressed already (framed pieces need the policy's
+    /// compression to be zstd). The fresh pieces are compressed off the
+    /// runtime when they are large together.
     #[tracing::instrument(level = "debug", skip(self, pieces), fields(backend = self.storage.backend_name(), pieces = pieces.len()))]
     pub(crate) async fn save_pieces(
         &self,

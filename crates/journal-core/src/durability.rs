@@ -444,15 +444,11 @@ impl Dedup {
         }
     }
 
-    /// What [`Dedup::list_into`] writes after `head`, as checkpoint pieces
-    /// compressed at zstd `level`: `head` with the unsealed start of the
-    /// list, the sealed runs (sealing what has grown since, once), the
+    /// What [`Dedup::list_into`] writes after `head`, as checkpoint pieces:
+    /// `head` with the unsealed start of the list, the sealed runs, the
     /// unsealed end. Returns them and up to which sequence messages may be
     /// missing.
-    fn pieces(&mut self, level: i32, mut head: Vec<u8>) -> std::io::Result<(Vec<StatePiece>, u64)> {
-        let (at, runs) = self.unsealed(level);
-        let frames = compress_runs(&runs, level)?;
-        self.seal(at, frames);
+    fn pieces(&self, mut head: Vec<u8>) -> (Vec<StatePiece>, u64) {
         let from = self.listed_from;
         let offset = |at: u64| usize::try_from(at - from).unwrap_or(usize::MAX);
         let sealed_end = self.sealed_end();
@@ -468,7 +464,7 @@ impl Dedup {
         let mut tail = Vec::new();
         self.listed_range_into(offset(sealed_end), self.listed.len(), &mut tail);
         pieces.push(StatePiece::Fresh(tail));
-        Ok((pieces, self.unlisted_through()))
+        (pieces, self.unlisted_through())
     }
 
     /// Where the sealed runs end (the list's start when there are none).
@@ -568,20 +564,16 @@ fn compress_runs(runs: &[u8], level: i32) -> std::io::Result<Vec<Vec<u8>>> {
         .collect()
 }
 
-/// [`encode_snapshot`]'s bytes as checkpoint pieces, zstd at `level`, the
-/// window's sealed runs reused (and what grew since sealed).
-fn snapshot_pieces(
-    actor_state: &[u8],
-    dedup: &mut Dedup,
-    level: i32,
-) -> std::io::Result<Vec<StatePiece>> {
+/// [`encode_snapshot`]'s bytes as checkpoint pieces, the window's sealed
+/// runs reused.
+fn snapshot_pieces(actor_state: &[u8], dedup: &Dedup) -> Vec<StatePiece> {
     let mut head = Vec::with_capacity(actor_state.len() + SEALED_RUN + 16);
     snapshot_head(actor_state, &mut head);
-    let (mut pieces, unlisted_through) = dedup.pieces(level, head)?;
+    let (mut pieces, unlisted_through) = dedup.pieces(head);
     if let Some(StatePiece::Fresh(tail)) = pieces.last_mut() {
         snapshot_tail(unlisted_through, tail);
     }
-    Ok(pieces)
+    pieces
 }
 
 /// A snapshot's `actor_state` field.
@@ -1327,18 +1319,20 @@ impl DurabilityFacet {
         let policy = self.checkpoints.policy();
         let saved = if policy.compression == CompressionType::Zstd {
             let level = policy.level;
-            // Runs not compressed yet (the whole window after an
-            // activation): many of them are compressed off the runtime.
+            // The runs not compressed yet, once each (the whole window
+            // after an activation: then off the runtime).
             let (at, runs) = self.active()?.dedup.unsealed(level);
-            if runs.len() >= crate::checkpoint::OFF_RUNTIME_BYTES {
-                let frames = tokio::task::spawn_blocking(move || compress_runs(&runs, level))
+            let frames = if runs.len() >= crate::checkpoint::OFF_RUNTIME_BYTES {
+                tokio::task::spawn_blocking(move || compress_runs(&runs, level))
                     .await
                     .map_err(|e| JournalError::storage("checkpoint", e))?
-                    .map_err(|e| JournalError::storage("checkpoint", e))?;
-                self.active()?.dedup.seal(at, frames);
+            } else {
+                compress_runs(&runs, level)
             }
-            let pieces = snapshot_pieces(&actor_state, &mut self.active()?.dedup, level)
-                .map_err(|e| JournalError::storage("checkpoint", e))?;
+            .map_err(|e| JournalError::storage("checkpoint", e))?;
+            let dedup = &mut self.active()?.dedup;
+            dedup.seal(at, frames);
+            let pieces = snapshot_pieces(&actor_state, dedup);
             self.checkpoints
                 .save_pieces(&actor_id, sequence, pieces)
                 .await
@@ -1880,21 +1874,18 @@ mod tests {
                 _ => {}
             }
             if n % 33 == 0 {
-                if n % 66 == 0 {
-                    // Sealed first, as a checkpoint does off the runtime
-                    // when much is unsealed.
-                    let (at, runs) = dedup.unsealed(policy.level);
-                    let compressed = compress_runs(&runs, policy.level).expect("compresses");
-                    dedup.seal(at, compressed.clone());
-                    // The same frames again are stale: ignored.
-                    let sealed = dedup.sealed.len();
-                    if !compressed.is_empty() {
-                        dedup.seal(at, compressed);
-                        assert_eq!(dedup.sealed.len(), sealed, "a stale seal is ignored");
-                    }
+                // Sealed first, as a checkpoint does.
+                let (at, runs) = dedup.unsealed(policy.level);
+                let compressed = compress_runs(&runs, policy.level).expect("compresses");
+                dedup.seal(at, compressed.clone());
+                // The same frames again are stale: ignored.
+                let sealed = dedup.sealed.len();
+                if !compressed.is_empty() {
+                    dedup.seal(at, compressed);
+                    assert_eq!(dedup.sealed.len(), sealed, "a stale seal is ignored");
                 }
                 let state = vec![b's'; usize::try_from(next(50)).expect("small")];
-                let pieces = snapshot_pieces(&state, &mut dedup, policy.level).expect("pieces");
+                let pieces = snapshot_pieces(&state, &dedup);
                 framed += pieces
                     .iter()
                     .filter(|p| matches!(p, StatePiece::Framed { .. }))
@@ -1919,7 +1910,7 @@ mod tests {
     #[test]
     fn a_checkpoint_in_pieces_of_nothing_decodes_to_nothing() {
         let policy = CheckpointPolicy::default();
-        let pieces = snapshot_pieces(&[], &mut Dedup::new(5, None), policy.level).expect("pieces");
+        let pieces = snapshot_pieces(&[], &Dedup::new(5, None));
         assert_eq!(decoded(&policy, &pieces), Vec::<u8>::new());
     }
 

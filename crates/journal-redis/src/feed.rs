@@ -287,20 +287,29 @@ struct PageOffsets {
     marker: char,
     start: BTreeMap<u16, Position>,
     moves: Vec<(u16, Position)>,
-    made: std::sync::Mutex<(usize, Segments)>,
+    /// The positions after every move so far (the page reads on from them).
+    now: BTreeMap<u16, Position>,
+    /// The last text made, and after how many moves: patched from there.
+    made: std::sync::Mutex<Option<(usize, Segments)>>,
     /// Each offset's text once made (offset `n` at `n`).
     texts: Vec<std::sync::OnceLock<String>>,
 }
 
 impl PageOffsets {
-    fn new(filter: &FeedFilter, start: &BTreeMap<u16, Position>) -> Self {
+    fn new(filter: &FeedFilter, start: BTreeMap<u16, Position>) -> Self {
         PageOffsets {
             marker: marker(filter),
-            start: start.clone(),
+            now: start.clone(),
+            start,
             moves: Vec::new(),
-            made: std::sync::Mutex::new((0, Segments::of(start))),
+            made: std::sync::Mutex::new(None),
             texts: Vec::new(),
         }
+    }
+
+    /// Where each bucket's reading stands after the moves so far.
+    fn positions(&self) -> &BTreeMap<u16, Position> {
+        &self.now
     }
 
     /// Done moving: room for each offset's text.
@@ -314,6 +323,7 @@ impl PageOffsets {
     /// Bucket `bucket` moved to `position`.
     fn moved(&mut self, bucket: u16, position: Position) {
         self.moves.push((bucket, position));
+        self.now.insert(bucket, position);
     }
 
     /// The moves made so far: the index of the offset after them.
@@ -339,21 +349,28 @@ impl PageOffsets {
             .made
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (done, segments) = &mut *made;
-        let steps = index.checked_sub(*done);
-        if steps.is_some_and(|steps| steps <= segments.parts.len().max(8)) {
-            // A few moves on from the text made last: patched in.
-            for (bucket, position) in &self.moves[*done..index] {
-                segments.set(*bucket, position);
+        match made.as_mut() {
+            Some((done, segments))
+                if index
+                    .checked_sub(*done)
+                    .is_some_and(|steps| steps <= segments.parts.len().max(8)) =>
+            {
+                // A few moves on from the text made last: patched in.
+                for (bucket, position) in &self.moves[*done..index] {
+                    segments.set(*bucket, position);
+                }
+                *done = index;
             }
-        } else {
-            // Far from it, or before it: the positions then, joined once.
-            let mut positions = self.start.clone();
-            positions.extend(self.moves[..index].iter().copied());
-            *segments = Segments::of(&positions);
+            _ => {
+                // None made, far from it, or before it: the positions
+                // then, joined once.
+                let mut positions = self.start.clone();
+                positions.extend(self.moves[..index].iter().copied());
+                *made = Some((index, Segments::of(&positions)));
+            }
         }
-        *done = index;
-        segments.text(self.marker)
+        made.as_ref()
+            .map_or_else(String::new, |(_, segments)| segments.text(self.marker))
     }
 }
 
@@ -635,10 +652,7 @@ impl RedisJournalStorage {
             .and_then(|known| known.clone())
             .filter(|known| known.listed.elapsed() < RELIST_EVERY);
         if let Some(known) = known {
-            let mut narrowed: Vec<u16> = known.buckets.clone();
-            narrowed.extend(positions.keys().copied());
-            narrowed.sort_unstable();
-            narrowed.dedup();
+            let narrowed = sorted_union(known.buckets.iter().copied(), positions.keys().copied());
             let (counted, read) = self
                 .xread(filter, &narrowed, positions, count, true)
                 .await?;
@@ -649,10 +663,7 @@ impl RedisJournalStorage {
         // A bucket may have a feed the list does not know of: every bucket,
         // then the list made again.
         let (counted, read) = self.xread(filter, buckets, positions, count, true).await?;
-        let mut listed: Vec<u16> = positions.keys().copied().collect();
-        listed.extend(read.iter().map(|(bucket, _)| *bucket));
-        listed.sort_unstable();
-        listed.dedup();
+        let listed = sorted_union(positions.keys().copied(), read.iter().map(|(b, _)| *b));
         if let Ok(mut known) = self.inner.feed_buckets.lock() {
             *known = counted.map(|count| KnownBuckets {
                 count,
@@ -883,6 +894,14 @@ impl RedisJournalStorage {
     }
 }
 
+/// The buckets of `a` and of `b`, in order, once each.
+fn sorted_union(a: impl Iterator<Item = u16>, b: impl Iterator<Item = u16>) -> Vec<u16> {
+    let mut buckets: Vec<u16> = a.chain(b).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    buckets
+}
+
 /// A page's references as range reads, per bucket: consecutive references
 /// of one actor and incarnation with adjoining sequences make one read.
 fn range_reads(references: &[Reference]) -> BTreeMap<u16, Vec<RangeRead>> {
@@ -963,12 +982,12 @@ impl JournalFeed for RedisJournalStorage {
         after: &FeedOffset,
         max: usize,
     ) -> JournalResult<Vec<FeedItem>> {
-        let mut positions = parse_offset(filter, after)?;
+        let positions = parse_offset(filter, after)?;
         // Each item's offset is the page's first positions with the moves
         // made before it: its text is made only when asked for
         // (`PageOffsets`), so a page costs one offset text, not one per
         // item (each as long as the buckets the reader has seen).
-        let mut page = PageOffsets::new(filter, &positions);
+        let mut page = PageOffsets::new(filter, positions);
         let mut fed: Vec<FeedItem> = Vec::new();
         let mut moves: Vec<usize> = Vec::new();
         if max == 0 {
@@ -988,7 +1007,7 @@ impl JournalFeed for RedisJournalStorage {
                 need.div_ceil(active.len()).clamp(1, MAX_COUNT)
             };
             let read = self
-                .read_references(filter, &active, &positions, count)
+                .read_references(filter, &active, page.positions(), count)
                 .await?;
             active = read
                 .iter()
@@ -1003,7 +1022,7 @@ impl JournalFeed for RedisJournalStorage {
                 if let Some(Position {
                     id,
                     through: Some(through),
-                }) = positions.get(&reference.bucket)
+                }) = page.positions().get(&reference.bucket)
                 {
                     if *id == reference.id {
                         reference.first = reference.first.max(through.saturating_add(1));
@@ -1043,7 +1062,6 @@ impl JournalFeed for RedisJournalStorage {
                             through: (!whole).then_some(entry.sequence),
                         };
                         page.moved(reference.bucket, position);
-                        positions.insert(reference.bucket, position);
                         moves.push(page.moves());
                         fed.push(FeedItem {
                             offset: FeedOffset::start(),
@@ -1057,7 +1075,6 @@ impl JournalFeed for RedisJournalStorage {
                         through: None,
                     };
                     page.moved(reference.bucket, position);
-                    positions.insert(reference.bucket, position);
                 }
                 if fed.len() >= max {
                     break 'rounds;
@@ -1174,7 +1191,7 @@ mod tests {
                 through: None,
             },
         );
-        let mut page = PageOffsets::new(&FeedFilter::All, &positions);
+        let mut page = PageOffsets::new(&FeedFilter::All, positions.clone());
         let mut expected = vec![encode_offset(&FeedFilter::All, &positions)];
         let steps = [
             (5, 1, None),
@@ -1193,6 +1210,7 @@ mod tests {
             };
             page.moved(bucket, position);
             positions.insert(bucket, position);
+            assert_eq!(page.positions(), &positions);
             assert_eq!(page.moves(), expected.len());
             expected.push(encode_offset(&FeedFilter::All, &positions));
         }
@@ -1211,7 +1229,7 @@ mod tests {
             assert_eq!(&offset(n), want, "offset {n} backwards");
         }
         assert_eq!(offset(steps.len()).as_str(), expected[steps.len()].as_str());
-        let tag = PageOffsets::new(&FeedFilter::Tag("x".into()), &positions).finished();
+        let tag = PageOffsets::new(&FeedFilter::Tag("x".into()), positions.clone()).finished();
         let text = journal_core::OffsetTexts::text(&tag, 0);
         assert_eq!(
             text,
