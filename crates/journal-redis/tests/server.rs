@@ -400,7 +400,8 @@ async fn the_seeds_snippet_runs_on_redis() {
     storage.delete_actor(&actor).await.expect("delete");
     // The prefix is the seed's, shared: of the bucket's feed and
     // incarnations, take away only what this test left (the feed when it
-    // holds nothing but this actor's references).
+    // holds nothing but this actor's references, and then the count of
+    // buckets with a feed when this feed is the one it counts).
     let keys = journal_redis::keys::Keys::new(storage.key_prefix());
     let bucket = keys.bucket(journal_redis::keys::bucket_of(&actor));
     let others: i64 = common::raw(
@@ -414,13 +415,20 @@ async fn the_seeds_snippet_runs_on_redis() {
                      if f[i] == 'a' and f[i + 1] ~= ARGV[1] then n = n + 1 end \
                    end \
                  end \
-                 if n == 0 then redis.call('DEL', KEYS[1]) end \
+                 if n == 0 then \
+                   redis.call('DEL', KEYS[1]) \
+                   if redis.call('TYPE', KEYS[3]).ok == 'hash' \
+                      and redis.call('HGET', KEYS[3], 'n') == '1' then \
+                     redis.call('DEL', KEYS[3]) \
+                   end \
+                 end \
                  redis.call('HDEL', KEYS[2], ARGV[1]) \
                  return n",
             )
-            .arg(2)
+            .arg(3)
             .arg(bucket.feed())
             .arg(bucket.incarnations())
+            .arg(keys.feed_buckets())
             .arg(&actor),
     )
     .await;
