@@ -252,7 +252,12 @@ impl SqliteJournalStorage {
 
     /// Sends a validated append of one actor to the writer.
     async fn append(&self, actor_id: String, rows: Vec<ops::Row>) -> JournalResult<()> {
-        self.submit(append_job(actor_id, rows)).await
+        let (job, done) = append_job(actor_id, rows);
+        send_write(&self.inner.writer, job)?;
+        let appended = done.await.map_err(stopped)?;
+        // The buffers are freed here, off the writer thread.
+        drop(appended.buffers);
+        appended.result
     }
 
     /// Sends `job` to the writer and waits for its result.

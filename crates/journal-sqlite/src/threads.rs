@@ -214,14 +214,24 @@ pub(crate) struct AppendJob {
     /// Whether `run` wrote the rows (a retry of stored ones writes nothing).
     wrote: bool,
     result: Option<JournalResult<()>>,
-    reply: oneshot::Sender<JournalResult<()>>,
+    reply: oneshot::Sender<Appended>,
+}
+
+/// What the writer hands back for an append: its result, and its rows
+/// and actor id, so that the caller frees them. The one writer thread is
+/// what every append waits on; freeing a group's buffers (allocated by
+/// the callers' threads) took it about a tenth of its time.
+pub(crate) struct Appended {
+    pub(crate) result: JournalResult<()>,
+    /// Dropped by the caller.
+    pub(crate) buffers: (String, Vec<ops::Row>),
 }
 
 /// An append job and the receiver of its result.
 pub(crate) fn append_job(
     actor_id: String,
     rows: Vec<ops::Row>,
-) -> (Work, oneshot::Receiver<JournalResult<()>>) {
+) -> (Work, oneshot::Receiver<Appended>) {
     let (reply, receiver) = oneshot::channel();
     let job = AppendJob {
         actor_id,
@@ -251,7 +261,17 @@ impl WriterJob for AppendJob {
     }
 
     fn complete(self: Box<Self>, commit: Result<(), Failure>) {
-        let _ = self.reply.send(outcome(commit, self.result));
+        let AppendJob {
+            actor_id,
+            rows,
+            result,
+            reply,
+            ..
+        } = *self;
+        let _ = reply.send(Appended {
+            result: outcome(commit, result),
+            buffers: (actor_id, rows),
+        });
     }
 
     fn appended(&self) -> Option<(&str, u64, Waiting)> {
