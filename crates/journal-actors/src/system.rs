@@ -616,6 +616,7 @@ where
     fn facet(&self, registration: &Registration) -> DurabilityFacet {
         DurabilityFacet::new(self.storage.clone(), registration.config.clone())
             .with_timer_store(self.timer_store.clone())
+            .owned_by(registration.name.as_str())
     }
 }
 

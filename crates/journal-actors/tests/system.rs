@@ -421,3 +421,97 @@ async fn concurrent_activations_beyond_the_bound_never_wait_forever() {
         );
     }
 }
+
+/// Two types whose messages and states look alike (a running total).
+macro_rules! summing_actor {
+    ($name:ident, $type:literal) => {
+        #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+        struct $name {
+            total: u64,
+        }
+
+        impl TypedActor for $name {
+            const TYPE: &'static str = $type;
+            type Message = u64;
+            type Reply = u64;
+
+            async fn handle(
+                &mut self,
+                n: u64,
+                _ctx: &mut journal_actors::Context<'_, Self>,
+            ) -> Result<u64, journal_core::HandlerError> {
+                self.total += n;
+                Ok(self.total)
+            }
+        }
+    };
+}
+
+summing_actor!(Savings, "savings");
+summing_actor!(Loans, "loans");
+
+fn two_types(storage: &MemoryJournalStorage) -> ActorSystem<MemoryJournalStorage> {
+    ActorSystem::builder(storage.clone())
+        .register::<Savings>(DurabilityConfig::default(), |_| Savings::default())
+        .register::<Loans>(DurabilityConfig::default(), |_| Loans::default())
+        .start()
+}
+
+fn refused_as_another_types(result: Result<u64, SendError>) {
+    match result {
+        Err(SendError::Recovery { source, .. }) => match *source {
+            JournalError::RecoveryFailed { reason, .. } => {
+                assert!(reason.contains("\"savings\""), "{reason}");
+            }
+            other => panic!("not a refusal: {other:?}"),
+        },
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_id_of_one_type_is_refused_to_another_and_neither_history_mixes() {
+    let storage = MemoryJournalStorage::new();
+    let system = two_types(&storage);
+    assert_eq!(system.actor::<Savings>("x").send(5).await.expect("sent"), 5);
+    // While the savings actor is in memory, from its journal's first
+    // message.
+    refused_as_another_types(system.actor::<Loans>("x").send(7).await);
+    assert_eq!(system.actor::<Savings>("x").send(1).await.expect("sent"), 6);
+    system.shutdown().await;
+    // After a restart, from its checkpoint (shutdown took one) and from
+    // the journal.
+    assert!(storage
+        .get_latest_checkpoint("x")
+        .await
+        .expect("read")
+        .is_some());
+    let system = two_types(&storage);
+    refused_as_another_types(system.actor::<Loans>("x").send(7).await);
+    assert_eq!(system.actor::<Savings>("x").send(1).await.expect("sent"), 7);
+    system.shutdown().await;
+    storage
+        .delete_checkpoints_before("x", u64::MAX)
+        .await
+        .expect("deleted");
+    let system = two_types(&storage);
+    refused_as_another_types(system.actor::<Loans>("x").send(7).await);
+    assert_eq!(system.actor::<Savings>("x").send(1).await.expect("sent"), 8);
+    // Nothing of the refused sends reached the journal, and the same id
+    // is the loans actor's elsewhere: other ids are not affected.
+    let journal = storage.replay_from("x", 1).await.expect("replay");
+    assert_eq!(journal.len(), 8, "two entries for each of 4 messages");
+    assert_eq!(system.actor::<Loans>("y").send(7).await.expect("sent"), 7);
+    // The replayed first message is handed to the actor without the mark.
+    let Some(Entry::MessageReceived(first)) = &journal[0].entry else {
+        panic!("not a message: {:?}", journal[0]);
+    };
+    assert_eq!(
+        first
+            .metadata
+            .get(journal_core::OWNER_METADATA)
+            .map(String::as_str),
+        Some("savings")
+    );
+    system.shutdown().await;
+}

@@ -548,9 +548,9 @@ impl Dedup {
 /// A facet snapshot's bytes: `actor_state`, the `processed` fields of
 /// `dedup`, then `unlisted_through` — what encoding the `FacetSnapshot`
 /// with those fields gives.
-fn encode_snapshot(actor_state: &[u8], dedup: &Dedup) -> Vec<u8> {
-    let mut out = Vec::with_capacity(actor_state.len() + dedup.listed_len() + 32);
-    snapshot_head(actor_state, &mut out);
+fn encode_snapshot(actor_state: &[u8], owner: &str, dedup: &Dedup) -> Vec<u8> {
+    let mut out = Vec::with_capacity(actor_state.len() + owner.len() + dedup.listed_len() + 32);
+    snapshot_head(actor_state, owner, &mut out);
     let unlisted_through = dedup.list_into(&mut out);
     snapshot_tail(unlisted_through, &mut out);
     out
@@ -566,9 +566,9 @@ fn compress_runs(runs: &[u8], level: i32) -> std::io::Result<Vec<Vec<u8>>> {
 
 /// [`encode_snapshot`]'s bytes as checkpoint pieces, the window's sealed
 /// runs reused.
-fn snapshot_pieces(actor_state: &[u8], dedup: &Dedup) -> Vec<StatePiece> {
-    let mut head = Vec::with_capacity(actor_state.len() + SEALED_RUN + 16);
-    snapshot_head(actor_state, &mut head);
+fn snapshot_pieces(actor_state: &[u8], owner: &str, dedup: &Dedup) -> Vec<StatePiece> {
+    let mut head = Vec::with_capacity(actor_state.len() + owner.len() + SEALED_RUN + 16);
+    snapshot_head(actor_state, owner, &mut head);
     let (mut pieces, unlisted_through) = dedup.pieces(head);
     if let Some(StatePiece::Fresh(tail)) = pieces.last_mut() {
         snapshot_tail(unlisted_through, tail);
@@ -576,15 +576,50 @@ fn snapshot_pieces(actor_state: &[u8], dedup: &Dedup) -> Vec<StatePiece> {
     pieces
 }
 
-/// A snapshot's `actor_state` field.
-fn snapshot_head(actor_state: &[u8], out: &mut Vec<u8>) {
+/// A snapshot's `actor_state` and `owner` fields.
+fn snapshot_head(actor_state: &[u8], owner: &str, out: &mut Vec<u8>) {
     use prost::encoding::{encode_key, encode_varint, WireType};
-    if !actor_state.is_empty() {
-        encode_key(1, WireType::LengthDelimited, out);
-        encode_varint(actor_state.len() as u64, out);
-        out.extend_from_slice(actor_state);
+    for (field, bytes) in [(1, actor_state), (OWNER_FIELD, owner.as_bytes())] {
+        if !bytes.is_empty() {
+            encode_key(field, WireType::LengthDelimited, out);
+            encode_varint(bytes.len() as u64, out);
+            out.extend_from_slice(bytes);
+        }
     }
 }
+
+/// Refuses, for the facet of `actor_id` owned by `ours`, a journal (or
+/// checkpoint: `what`) that another type marked as its own.
+fn check_owner(
+    ours: Option<&str>,
+    actor_id: &str,
+    marked: Option<&str>,
+    what: &str,
+) -> JournalResult<()> {
+    match (ours, marked) {
+        (Some(ours), Some(theirs)) if !theirs.is_empty() && theirs != ours => {
+            Err(JournalError::RecoveryFailed {
+                actor_id: actor_id.to_owned(),
+                reason: format!(
+                    "{what} was written by actor type {theirs:?}, not {ours:?}: an actor id \
+                     names one journal, so two types cannot share an id"
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The field number of `FacetSnapshot.owner`.
+const OWNER_FIELD: u32 = 5;
+
+/// The key, in the metadata of a journal's first `MessageReceived`, of the
+/// actor type that wrote it, when its facet was told
+/// ([`DurabilityFacet::owned_by`]); checkpoints carry it in
+/// `FacetSnapshot.owner`. Recovery by another type is refused. The key is
+/// taken out again before the message is replayed, so a handler sees the
+/// metadata it was sent.
+pub const OWNER_METADATA: &str = "journal.owner";
 
 /// A snapshot's `unlisted_through` field.
 fn snapshot_tail(unlisted_through: u64, out: &mut Vec<u8>) {
@@ -721,6 +756,8 @@ pub struct DurabilityFacet {
     actor_id: String,
     active: Option<Active>,
     observer: DurabilityObserver,
+    /// The actor type whose journals these are ([`Self::owned_by`]).
+    owner: Option<String>,
 }
 
 impl std::fmt::Debug for DurabilityFacet {
@@ -750,7 +787,40 @@ impl DurabilityFacet {
             active: None,
             observer: DurabilityObserver::default(),
             timer_store: None,
+            owner: None,
         }
+    }
+
+    /// Marks the journals this facet keeps as `actor_type`'s: the journal's
+    /// first `MessageReceived` carries it in its metadata
+    /// ([`OWNER_METADATA`]) and every checkpoint in `FacetSnapshot.owner`,
+    /// and recovery refuses, with [`JournalError::RecoveryFailed`], a
+    /// journal marked by another type (so an actor id used by two types
+    /// never mixes their histories: the journal's id is the actor id).
+    /// Journals written unmarked (before this, or by a facet not told)
+    /// are recovered as before. An [`ActorSystem`] marks each actor with
+    /// its registered type.
+    ///
+    /// [`ActorSystem`]: https://docs.rs/journal-actors
+    #[must_use]
+    pub fn owned_by(mut self, actor_type: impl Into<String>) -> Self {
+        self.owner = Some(actor_type.into()).filter(|t| !t.is_empty());
+        self
+    }
+
+    /// A replayed entry, a message's owner mark taken out (the handler sees
+    /// the metadata it was sent); another type's mark is refused.
+    fn unmarked(&self, mut entry: Option<Entry>) -> JournalResult<Option<Entry>> {
+        if let Some(Entry::MessageReceived(message)) = entry.as_mut() {
+            let marked = message.metadata.remove(OWNER_METADATA);
+            check_owner(
+                self.owner.as_deref(),
+                &self.actor_id,
+                marked.as_deref(),
+                "its journal",
+            )?;
+        }
+        Ok(entry)
     }
 
     /// The due-timer index this actor's timers go into: when a message that
@@ -923,6 +993,7 @@ impl DurabilityFacet {
         let mut dedup = self.new_dedup();
         let mut from = 1;
         if from_checkpoint {
+            let owner = self.owner.clone();
             let current = self.config.state_schema_version;
             let actor_id = self.actor_id.clone();
             let (window, retention) = (self.config.dedup_count(), self.config.dedup_retention);
@@ -935,6 +1006,13 @@ impl DurabilityFacet {
                 .search_newest_at(&self.actor_id, to, |state, stored| {
                     let snapshot = FacetSnapshot::decode(state.as_slice())
                         .map_err(|e| CheckpointRejection::Skip(e.to_string()))?;
+                    check_owner(
+                        owner.as_deref(),
+                        &actor_id,
+                        Some(snapshot.owner.as_str()),
+                        "its checkpoint",
+                    )
+                    .map_err(CheckpointRejection::Fail)?;
                     if stored == current {
                         actor
                             .restore(&snapshot.actor_state)
@@ -1011,7 +1089,7 @@ impl DurabilityFacet {
                 expected += 1;
                 report.replayed_entries += 1;
                 let at = timestamp_ms(entry.timestamp.as_ref());
-                match entry.entry {
+                match self.unmarked(entry.entry)? {
                     Some(Entry::MessageReceived(message)) => {
                         if let Some(previous) = pending.take() {
                             // Interrupted, with later messages after it: its
@@ -1330,14 +1408,16 @@ impl DurabilityFacet {
                 compress_runs(&runs, level)
             }
             .map_err(|e| JournalError::storage("checkpoint", e))?;
+            let owner = self.owner.clone().unwrap_or_default();
             let dedup = &mut self.active()?.dedup;
             dedup.seal(at, frames);
-            let pieces = snapshot_pieces(&actor_state, dedup);
+            let pieces = snapshot_pieces(&actor_state, &owner, dedup);
             self.checkpoints
                 .save_pieces(&actor_id, sequence, pieces)
                 .await
         } else {
-            let state = encode_snapshot(&actor_state, &self.active()?.dedup);
+            let owner = self.owner.clone().unwrap_or_default();
+            let state = encode_snapshot(&actor_state, &owner, &self.active()?.dedup);
             self.checkpoints.save(&actor_id, sequence, state).await
         };
         match saved {
@@ -1680,12 +1760,18 @@ impl Facet for DurabilityFacet {
         if self.config.batch_journal_writes {
             context = context.with_batched_writes();
         }
+        let mut received = message.clone();
+        if let Some(owner) = self.owner.as_ref().filter(|_| sequence == 1) {
+            received
+                .metadata
+                .insert(OWNER_METADATA.to_owned(), owner.clone());
+        }
         context
             .write(
                 JournalEntry::new(
                     self.actor_id.clone(),
                     sequence,
-                    Entry::MessageReceived(message.clone()),
+                    Entry::MessageReceived(received),
                 )
                 .with_correlation_id(&message.message_id),
             )
@@ -1789,7 +1875,7 @@ mod tests {
     use super::*;
 
     fn listed(dedup: &Dedup) -> FacetSnapshot {
-        FacetSnapshot::decode(encode_snapshot(b"state", dedup).as_slice()).expect("a snapshot")
+        FacetSnapshot::decode(encode_snapshot(b"state", "", dedup).as_slice()).expect("a snapshot")
     }
 
     fn ids(snapshot: &FacetSnapshot) -> Vec<&str> {
@@ -1817,7 +1903,7 @@ mod tests {
             let at = 1_000 + i64::try_from(n).expect("small");
             dedup.insert(format!("m{n}"), 10 * n, at, Some(outcome));
         }
-        let ours = encode_snapshot(b"state", &dedup);
+        let ours = encode_snapshot(b"state", "", &dedup);
         let snapshot = FacetSnapshot::decode(ours.as_slice()).expect("decodes");
         assert_eq!(ours, snapshot.encode_to_vec(), "byte for byte prost's");
         // The window: the 3 newest, with their outcomes (an id without a
@@ -1885,13 +1971,13 @@ mod tests {
                     assert_eq!(dedup.sealed.len(), sealed, "a stale seal is ignored");
                 }
                 let state = vec![b's'; usize::try_from(next(50)).expect("small")];
-                let pieces = snapshot_pieces(&state, &dedup);
+                let pieces = snapshot_pieces(&state, "", &dedup);
                 framed += pieces
                     .iter()
                     .filter(|p| matches!(p, StatePiece::Framed { .. }))
                     .count();
                 sealed_seen = sealed_seen.max(dedup.sealed.len());
-                let whole = encode_snapshot(&state, &dedup);
+                let whole = encode_snapshot(&state, "", &dedup);
                 assert_eq!(decoded(&policy, &pieces), whole, "after message {n}");
                 let once = policy.encode("a", 1, &whole).expect("encodes");
                 let split = policy.encode_pieces("a", 1, &pieces).expect("encodes");
@@ -1910,7 +1996,7 @@ mod tests {
     #[test]
     fn a_checkpoint_in_pieces_of_nothing_decodes_to_nothing() {
         let policy = CheckpointPolicy::default();
-        let pieces = snapshot_pieces(&[], &Dedup::new(5, None));
+        let pieces = snapshot_pieces(&[], "", &Dedup::new(5, None));
         assert_eq!(decoded(&policy, &pieces), Vec::<u8>::new());
     }
 

@@ -22,7 +22,9 @@ pub mod validate;
 pub use checkpoint::{CheckpointManager, CheckpointPolicy};
 pub use config::DurabilityConfig;
 pub use context::{timer_id, EffectRetry, ExecutionContext, MessageFailure, Retry, TimerOp};
-pub use durability::{rebuild_at, DurabilityFacet, DurabilityObserver, DurabilityStats, Rebuilt};
+pub use durability::{
+    rebuild_at, DurabilityFacet, DurabilityObserver, DurabilityStats, Rebuilt, OWNER_METADATA,
+};
 pub use entry::{new_entry_id, now_timestamp};
 pub use error::{BoxError, JournalError, JournalResult};
 pub use facet::{Admission, DurableActor, Facet, HandlerError, HandlerResult, MessageOutcome};
