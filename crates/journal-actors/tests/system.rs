@@ -515,3 +515,57 @@ async fn an_id_of_one_type_is_refused_to_another_and_neither_history_mixes() {
     );
     system.shutdown().await;
 }
+
+/// Adds what it is sent, and panics at 13 (after adding it).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Touchy {
+    total: u64,
+}
+
+impl TypedActor for Touchy {
+    const TYPE: &'static str = "touchy";
+    type Message = u64;
+    type Reply = u64;
+
+    async fn handle(
+        &mut self,
+        n: u64,
+        _ctx: &mut journal_actors::Context<'_, Self>,
+    ) -> Result<u64, journal_core::HandlerError> {
+        self.total += n;
+        assert!(n != 13, "unlucky number");
+        Ok(self.total)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_fails_its_message_alone_and_the_actor_goes_on() {
+    let storage = MemoryJournalStorage::new();
+    let start = || {
+        ActorSystem::builder(storage.clone())
+            .register::<Touchy>(DurabilityConfig::default(), |_| Touchy::default())
+            .start()
+    };
+    let system = start();
+    let touchy = system.actor::<Touchy>("t");
+    assert_eq!(touchy.send(1).await.expect("sent"), 1);
+    match touchy.send(13).await {
+        Err(SendError::Handler(reason)) => {
+            assert!(reason.contains("panicked: unlucky number"), "{reason}");
+        }
+        other => panic!("not the handler's failure: {other:?}"),
+    }
+    // The same actor, still in memory: its state is what the handler left,
+    // as after a handler error.
+    assert_eq!(touchy.send(2).await.expect("sent"), 16);
+    system.shutdown().await;
+    // Recovery from the journal alone meets the same panic and replays the
+    // recorded failure.
+    storage
+        .delete_checkpoints_before("t", u64::MAX)
+        .await
+        .expect("deleted");
+    let system = start();
+    assert_eq!(system.actor::<Touchy>("t").send(4).await.expect("sent"), 20);
+    system.shutdown().await;
+}

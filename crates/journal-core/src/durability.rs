@@ -1257,7 +1257,7 @@ impl DurabilityFacet {
             .with_retry(self.retry),
         };
         let mut context = context.with_recorded_timers(timers);
-        let handled = actor.handle(message, &mut context).await;
+        let handled = crate::facet::handle_caught(actor, message, &mut context).await;
         let outcome = match context.take_failure() {
             Some((error, false)) => return Err(error),
             Some((error, true)) => MessageOutcome::Failed(error.to_string()),

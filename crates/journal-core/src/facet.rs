@@ -40,6 +40,35 @@ impl From<String> for HandlerError {
 /// A handler's outcome: the reply payload, or why there is none.
 pub type HandlerResult = Result<Vec<u8>, HandlerError>;
 
+/// Runs `actor`'s handler on `message`; a panic in it (or in a side effect
+/// it runs) fails the message as a [`HandlerError::Failed`] saying so,
+/// journaled like any handler failure, instead of unwinding through the
+/// host: the message fails alone and the actor goes on (contract rule 21).
+/// Replay runs the handler again and meets the same panic, so the recorded
+/// failure replays as recorded; a panic that does not come again is a
+/// divergence. The state is what the handler left when it panicked, as
+/// after a handler that returns an error.
+pub(crate) async fn handle_caught<A: DurableActor + ?Sized>(
+    actor: &mut A,
+    message: &MessageReceived,
+    ctx: &mut ExecutionContext,
+) -> HandlerResult {
+    use futures::FutureExt as _;
+    std::panic::AssertUnwindSafe(actor.handle(message, ctx))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text payload".to_owned());
+            Err(HandlerError::Failed(format!(
+                "the handler panicked: {what}"
+            )))
+        })
+}
+
 /// An actor whose state can be journaled, snapshotted and restored.
 ///
 /// Handling must be deterministic given the message, the state and what the

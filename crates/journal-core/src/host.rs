@@ -223,7 +223,7 @@ impl<A: DurableActor> Actor<A> {
         let mut context = context.unwrap_or_else(|| {
             Box::new(ExecutionContext::ephemeral(&self.id, &message.message_id))
         });
-        let handled = self.behavior.handle(&message, &mut context).await;
+        let handled = crate::facet::handle_caught(&mut self.behavior, &message, &mut context).await;
         let mut message_error = None;
         let outcome = match context.take_failure() {
             Some((e, false)) => return Err(self.fail(e)),
