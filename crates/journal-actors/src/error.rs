@@ -40,6 +40,10 @@ pub enum SendError {
     /// A typed message, reply or state did not encode or decode.
     #[error("encoding: {0}")]
     Codec(String),
+    /// A timer's delivery, dropped because the timer was cancelled after
+    /// it was claimed (only the system's own timer deliveries get it).
+    #[error("the timer was cancelled")]
+    TimerCancelled,
     /// The system is shutting down (or was dropped): the message was not
     /// taken.
     #[error("the actor system is shutting down")]

@@ -912,6 +912,11 @@ where
     /// another system hosting the same actor is retried once, after the
     /// actor recovered what the other wrote (exactly-once by its id).
     async fn handle(&mut self, message: MessageReceived) -> Result<Delivery, SendError> {
+        if let Some(timer_id) = message.metadata.get(TIMER_ID_KEY) {
+            if self.inner.timer_store.was_cancelled(timer_id) {
+                return Err(SendError::TimerCancelled);
+            }
+        }
         let mut retried = false;
         loop {
             if !self.actor.is_active() {

@@ -2,8 +2,9 @@
 //! from the storage's [`TimerStore`] index, and the internal timer that
 //! checkpoints an idle actor after its `checkpoint_timeout`.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -60,16 +61,43 @@ pub(crate) fn checkpoint_timer(actor_type: &str, actor_id: &str, due_at_ms: u64)
 }
 
 /// The storage's timer index, waking the system's timer loop whenever a
-/// timer is scheduled (it may be due before the loop's next look).
+/// timer is scheduled (it may be due before the loop's next look), and
+/// remembering the timers cancelled while claimed.
+///
+/// The index leaves a claimed timer alone when it is cancelled: its
+/// delivery may already wait in the target's mailbox, behind the message
+/// that cancels it. Such a timer is remembered here until it is completed
+/// or scheduled again, and its delivery, when it reaches the head of the
+/// mailbox, is dropped instead of handled: a timer cancelled before it
+/// fires never fires (contract rule 23), within one system. (A delivery
+/// claimed by another system on the same store is that system's: the
+/// index does not record the cancel for it.)
 #[derive(Debug, Clone)]
 pub(crate) struct NotifyingTimerStore<S> {
     inner: S,
     wake: Arc<Notify>,
+    cancelled: Arc<Mutex<HashSet<String>>>,
 }
 
 impl<S> NotifyingTimerStore<S> {
     pub(crate) fn new(inner: S, wake: Arc<Notify>) -> Self {
-        NotifyingTimerStore { inner, wake }
+        NotifyingTimerStore {
+            inner,
+            wake,
+            cancelled: Arc::default(),
+        }
+    }
+
+    fn cancelled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the timer was cancelled while claimed (its delivery is then
+    /// dropped).
+    pub(crate) fn was_cancelled(&self, timer_id: &str) -> bool {
+        self.cancelled().contains(timer_id)
     }
 }
 
@@ -77,11 +105,17 @@ impl<S> NotifyingTimerStore<S> {
 impl<S: TimerStore> TimerStore for NotifyingTimerStore<S> {
     async fn schedule_timer(&self, timer: &TimerRecord) -> JournalResult<()> {
         self.inner.schedule_timer(timer).await?;
+        self.cancelled().remove(&timer.timer_id);
         self.wake.notify_one();
         Ok(())
     }
     async fn cancel_timer(&self, timer_id: &str, now_ms: u64) -> JournalResult<bool> {
-        self.inner.cancel_timer(timer_id, now_ms).await
+        let removed = self.inner.cancel_timer(timer_id, now_ms).await?;
+        // Not removed: absent, or claimed (its delivery may be on its way).
+        if !removed && self.inner.get_timer(timer_id).await?.is_some() {
+            self.cancelled().insert(timer_id.to_owned());
+        }
+        Ok(removed)
     }
     async fn claim_due_timers(
         &self,
@@ -93,7 +127,11 @@ impl<S: TimerStore> TimerStore for NotifyingTimerStore<S> {
         self.inner.claim_due_timers(now_ms, lease, claim, max).await
     }
     async fn complete_timer(&self, timer_id: &str, claim: &str) -> JournalResult<bool> {
-        self.inner.complete_timer(timer_id, claim).await
+        let completed = self.inner.complete_timer(timer_id, claim).await?;
+        if completed {
+            self.cancelled().remove(timer_id);
+        }
+        Ok(completed)
     }
     async fn next_due(&self, now_ms: u64) -> JournalResult<Option<u64>> {
         self.inner.next_due(now_ms).await
@@ -214,6 +252,11 @@ where
                     actor_id: timer.target_actor.clone(),
                 });
             }
+        }
+        // Cancelled after it was claimed: completed, never delivered.
+        Err(SendError::TimerCancelled) => {
+            tracing::debug!(timer_id = %timer.timer_id, "timer cancelled after its claim; dropped");
+            complete(inner, &timer.timer_id, &claimed.claim).await;
         }
         // Left to a system that hosts this type.
         Err(SendError::UnknownType(actor_type)) => {

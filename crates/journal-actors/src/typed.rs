@@ -286,8 +286,11 @@ impl<A: ?Sized> Context<'_, A> {
         Ok(TimerId(self.raw.schedule_timer(timer).await?))
     }
 
-    /// Cancels a timer this actor scheduled. A cancelled timer never fires
-    /// (one already being fired does).
+    /// Cancels a timer this actor scheduled. A cancelled timer never fires:
+    /// one already claimed by the system's timer loop, its delivery perhaps
+    /// queued behind this message, is dropped when the delivery comes up.
+    /// Only a timer whose message is being handled now, or one claimed by
+    /// another system on the same store, can no longer be stopped.
     pub async fn cancel(&mut self, timer: &TimerId) -> Result<(), HandlerError> {
         Ok(self.raw.cancel_timer(&timer.0).await?)
     }

@@ -665,3 +665,75 @@ async fn a_typed_journal_with_timers_is_rebuilt_and_rerun_outside_the_system() {
         rebuilt.snapshot().expect("encodes")
     );
 }
+
+/// A timer cancelled once it was claimed, its delivery possibly queued
+/// behind the cancelling message, never reaches the handler.
+#[tokio::test(start_paused = true)]
+async fn a_timer_cancelled_after_its_claim_is_never_delivered() {
+    let storage = MemoryJournalStorage::new();
+    let (system, mut notes) = system(&storage);
+    let mut events = system.events();
+    let actor = system.actor::<Counter>("late");
+    actor
+        .send(remind(Duration::from_secs(60), "cancelled"))
+        .await
+        .expect("succeeds");
+    let timer = scheduled(&storage, "late").await.remove(0);
+    let due = storage
+        .get_timer(&timer.timer_id)
+        .await
+        .expect("succeeds")
+        .expect("present")
+        .due_at_ms;
+    // Claimed when due, as by a fire loop whose delivery is on its way
+    // (here a process that died with it: the system's own loop claims it
+    // again when the lease ends, 30 s after it was due).
+    let claimed = storage
+        .claim_due_timers(due, Duration::from_secs(30), "in-flight", 10)
+        .await
+        .expect("succeeds");
+    assert_eq!(claimed.len(), 1);
+    // Cancelled now: the index leaves a claimed timer alone.
+    actor
+        .send(CounterMessage::CancelReminder)
+        .await
+        .expect("succeeds");
+    assert!(storage
+        .get_timer(&timer.timer_id)
+        .await
+        .expect("succeeds")
+        .is_some());
+    // A sentinel due after the lease ends comes, and the cancelled timer
+    // never did, nor did it reach the journal; its claim was completed.
+    system
+        .actor::<Counter>("sentinel")
+        .send(remind(Duration::from_secs(3600), "sentinel"))
+        .await
+        .expect("succeeds");
+    assert_eq!(
+        next_note(&mut notes).await,
+        ("sentinel".into(), "sentinel".into())
+    );
+    assert!(notes.try_recv().is_err());
+    assert!(!probe::kinds(&storage, "late")
+        .await
+        .contains(&"timer_fired"));
+    assert!(storage
+        .get_timer(&timer.timer_id)
+        .await
+        .expect("succeeds")
+        .is_none());
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(&event, SystemEvent::TimerFired { actor_id, .. } if actor_id == "late"),
+            "{event:?}"
+        );
+    }
+    // A timer of the same id scheduled again fires as usual.
+    actor
+        .send(remind(Duration::from_secs(60), "again"))
+        .await
+        .expect("succeeds");
+    assert_eq!(next_note(&mut notes).await, ("late".into(), "again".into()));
+    system.shutdown().await;
+}

@@ -862,7 +862,9 @@ impl ExecutionContext {
     /// Cancels a timer this actor scheduled (by the id
     /// [`ExecutionContext::schedule_timer`] returned): journals
     /// `TimerCancelled`; the host removes it from its index when the message
-    /// completes successfully. A timer already being fired fires.
+    /// completes successfully. The index leaves a timer already claimed for
+    /// firing alone; an actor system drops such a delivery when it comes
+    /// up in the mailbox (journal-actors).
     pub async fn cancel_timer(&mut self, timer_id: &str) -> JournalResult<()> {
         self.check_failure()?;
         self.timer_op(TimerOp::Cancelled(timer_id.to_owned())).await
