@@ -86,9 +86,11 @@ pub struct SystemConfig {
     /// fires it; after that another system may fire it again (delivery
     /// stays exactly-once through the message id). Default 30 s.
     pub timer_lease: Duration,
-    /// Due timers claimed at once. Default 256.
+    /// Due timers claimed at once, and at most claimed and not yet
+    /// delivered. Default 256.
     pub timer_batch: usize,
-    /// Due timers delivered concurrently. Default 64.
+    /// Due timers delivered concurrently, each on a task of its own (a
+    /// slow handler holds up its own timer only). Default 64.
     pub timer_concurrency: usize,
     /// The longest the firing loop waits without looking at the index: it
     /// wakes at the next due time and whenever this system schedules a

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use journal_core::{
     ClaimedTimer, JournalResult, JournalStorage, MessageReceived, TimerRecord, TimerScheduled,
     TimerStore,
 };
 use prost::Message;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::error::SendError;
 use crate::system::{Inner, SystemEvent, TIMER_ID_KEY};
@@ -150,11 +150,12 @@ async fn pause<S>(inner: &Inner<S>, wait: Duration) {
 }
 
 /// The system's timer loop: claims due timers under a lease with the
-/// system's claim token, delivers each (a checkpoint timer checkpoints its
-/// actor), and completes it; then sleeps until the next due time, a timer
-/// being scheduled, or the poll interval, whichever comes first. A timer
-/// whose delivery fails stays claimed until its lease ends, and is fired
-/// again then, by this system or another.
+/// system's claim token and delivers each on a task of its own (a
+/// checkpoint timer checkpoints its actor), which completes it; then
+/// sleeps until the next due time, a timer being scheduled, or the poll
+/// interval, whichever comes first. A timer whose delivery fails stays
+/// claimed until its lease ends, and is fired again then, by this system
+/// or another.
 pub(crate) async fn fire_loop<S>(inner: Arc<Inner<S>>)
 where
     S: JournalStorage + TimerStore + Clone + 'static,
@@ -162,16 +163,33 @@ where
     let config = inner.config.clone();
     let poll = config.timer_poll_interval.max(Duration::from_millis(1));
     let first_backoff = Duration::from_millis(50).min(poll);
+    let batch = config.timer_batch.max(1);
+    let deliveries = Arc::new(Semaphore::new(config.timer_concurrency.max(1)));
     let mut backoff = first_backoff;
+    // Each delivery runs on a task of its own, `timer_concurrency` at once:
+    // one slow handler holds up its own timer only, never the loop, which
+    // goes on claiming while at most `timer_batch` of its timers are
+    // claimed and not yet delivered (as many as one claim takes).
+    let mut firing: JoinSet<()> = JoinSet::new();
     loop {
+        while firing.try_join_next().is_some() {}
         if inner.stopping.load(Ordering::Acquire) {
+            // Deliveries under way end (shutdown waits for them).
+            while firing.join_next().await.is_some() {}
             return;
         }
+        let free = batch.saturating_sub(firing.len());
+        if free == 0 {
+            tokio::select! {
+                _ = firing.join_next() => {}
+                () = inner.wake.notified() => {}
+            }
+            continue;
+        }
         let now = inner.clock.now_ms();
-        let batch = config.timer_batch.max(1);
         let claimed = match inner
             .storage
-            .claim_due_timers(now, config.timer_lease, &inner.claim, batch)
+            .claim_due_timers(now, config.timer_lease, &inner.claim, free)
             .await
         {
             Ok(claimed) => claimed,
@@ -183,11 +201,16 @@ where
             }
         };
         backoff = first_backoff;
-        let full = claimed.len() >= batch;
+        let full = claimed.len() >= free;
         let fired = !claimed.is_empty();
-        futures::stream::iter(claimed)
-            .for_each_concurrent(config.timer_concurrency.max(1), |timer| fire(&inner, timer))
-            .await;
+        for timer in claimed {
+            let (inner, deliveries) = (Arc::clone(&inner), Arc::clone(&deliveries));
+            firing.spawn(async move {
+                // Never closed: a permit always comes.
+                let _permit = deliveries.acquire().await;
+                fire(&inner, timer).await;
+            });
+        }
         if full {
             continue;
         }

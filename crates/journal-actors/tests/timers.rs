@@ -737,3 +737,40 @@ async fn a_timer_cancelled_after_its_claim_is_never_delivered() {
     assert_eq!(next_note(&mut notes).await, ("late".into(), "again".into()));
     system.shutdown().await;
 }
+
+/// A timer whose target is busy for long holds up that timer alone.
+#[tokio::test(start_paused = true)]
+async fn a_slow_delivery_holds_up_no_other_timer() {
+    let storage = MemoryJournalStorage::new();
+    let (probe, mut notes) = Probe::new();
+    let system = start(
+        &storage,
+        &probe,
+        SystemConfig::default(),
+        DurabilityConfig::default(),
+    );
+    let (slow, quick) = (
+        system.actor::<Counter>("slow"),
+        system.actor::<Counter>("quick"),
+    );
+    slow.send(remind(Duration::from_secs(60), "held"))
+        .await
+        .expect("succeeds");
+    quick
+        .send(remind(Duration::from_secs(61), "free"))
+        .await
+        .expect("succeeds");
+    // The slow actor waits at its gate: the first timer's delivery waits
+    // behind it, and the second timer, due a second later, comes all the
+    // same.
+    let waiting = {
+        let slow = slow.clone();
+        tokio::spawn(async move { slow.send(CounterMessage::Wait).await })
+    };
+    probe.waiting.notified().await;
+    assert_eq!(next_note(&mut notes).await, ("quick".into(), "free".into()));
+    probe.gate.notify_one();
+    waiting.await.expect("ran").expect("succeeds");
+    assert_eq!(next_note(&mut notes).await, ("slow".into(), "held".into()));
+    system.shutdown().await;
+}
