@@ -178,8 +178,11 @@ where
             while firing.join_next().await.is_some() {}
             return;
         }
+        // Claims are taken in large enough rounds (one round trip to the
+        // index each): while more than half a batch waits for delivery,
+        // the loop waits for deliveries to end.
         let free = batch.saturating_sub(firing.len());
-        if free == 0 {
+        if free < batch.div_ceil(2) {
             tokio::select! {
                 _ = firing.join_next() => {}
                 () = inner.wake.notified() => {}
