@@ -341,10 +341,12 @@ impl<A: EventSourced> EventSourcedDurable<A> {
                 ))
             }
         };
-        // The outer variant's name (an externally tagged enum: a string
-        // or an object of one key): an error about *that* variant being
-        // unknown is an unknown event type; one about a value inside a
-        // known event is a payload that does not decode.
+        // An error about *the event's own* variant being unknown is an
+        // unknown event type; one about a value inside a known event is a
+        // payload that does not decode. The event's variant is the name
+        // it was journaled under (internally or adjacently tagged enums
+        // name it in a field), or the outer one of an externally tagged
+        // enum (a string, or an object of one key).
         let outer = match &value {
             serde_json::Value::String(name) => Some(name.clone()),
             serde_json::Value::Object(map) if map.len() == 1 => map.keys().next().cloned(),
@@ -353,9 +355,8 @@ impl<A: EventSourced> EventSourcedDurable<A> {
         match serde_json::from_value::<A::Event>(value) {
             Ok(decoded) => Ok(Some(decoded)),
             Err(e)
-                if outer.is_some_and(|name| {
-                    e.to_string()
-                        .starts_with(&format!("unknown variant `{name}`"))
+                if unknown_variant(&e.to_string()).is_some_and(|name| {
+                    name == event.event_type || outer.as_deref() == Some(name)
                 }) =>
             {
                 if A::SKIP_UNKNOWN_EVENTS {
@@ -559,4 +560,12 @@ where
         )
         .await
     }
+}
+
+/// The variant serde's error says is unknown ("unknown variant `X`, ...").
+fn unknown_variant(error: &str) -> Option<&str> {
+    error
+        .strip_prefix("unknown variant `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name)
 }

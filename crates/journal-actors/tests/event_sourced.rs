@@ -515,3 +515,79 @@ fn an_unknown_value_inside_a_known_event_is_not_an_unknown_type() {
         }))
     ));
 }
+
+/// An event type an internally or adjacently tagged enum no longer has is
+/// an unknown event type too (its name is in a field, not the outer key).
+#[test]
+fn an_unknown_type_of_a_tagged_enum_is_skipped_when_asked() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum ShelfEvent {
+        Stocked { count: u64 },
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "t", content = "c")]
+    enum BinEvent {
+        Filled(u64),
+    }
+    macro_rules! actor {
+        ($name:ident, $event:ty, $skip:expr) => {
+            #[derive(Debug, Default, Serialize, Deserialize)]
+            struct $name;
+            impl EventSourced for $name {
+                const TYPE: &'static str = stringify!($name);
+                const SKIP_UNKNOWN_EVENTS: bool = $skip;
+                type Command = ();
+                type Event = $event;
+                type Reply = ();
+                async fn handle(
+                    &self,
+                    (): (),
+                    _: &mut Context<'_, Self>,
+                ) -> Result<Decision<Self>, HandlerError> {
+                    Ok(Decision::reply(()))
+                }
+                fn apply(&mut self, _: &$event) {}
+            }
+        };
+    }
+    actor!(Skipping, ShelfEvent, true);
+    actor!(Strict, ShelfEvent, false);
+    actor!(BinSkipping, BinEvent, true);
+    let event = |event_type: &str, payload: &str| journal_core::EventRecorded {
+        event_type: event_type.into(),
+        schema_version: 1,
+        payload: payload.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let removed = event("Removed", r#"{"type":"Removed","count":1}"#);
+    assert!(matches!(
+        EventSourcedDurable::<Skipping>::decode_event(&removed),
+        Ok(None)
+    ));
+    let error = EventSourcedDurable::<Strict>::decode_event(&removed).expect_err("unknown");
+    assert!(error.contains("unknown event type \"Removed\""), "{error}");
+    assert!(matches!(
+        EventSourcedDurable::<Skipping>::decode_event(&event("Removed", r#"{"type":"Removed"}"#)),
+        Ok(None)
+    ));
+    assert!(matches!(
+        EventSourcedDurable::<BinSkipping>::decode_event(&event("Emptied", r#"{"t":"Emptied"}"#)),
+        Ok(None)
+    ));
+    // Known types still decode, and a known one with a bad value does not.
+    assert_eq!(
+        EventSourcedDurable::<Skipping>::decode_event(&event(
+            "Stocked",
+            r#"{"type":"Stocked","count":3}"#
+        ))
+        .expect("decodes"),
+        Some(ShelfEvent::Stocked { count: 3 })
+    );
+    let error = EventSourcedDurable::<Skipping>::decode_event(&event(
+        "Stocked",
+        r#"{"type":"Stocked","count":"x"}"#,
+    ))
+    .expect_err("a bad value");
+    assert!(error.contains("does not decode"), "{error}");
+}
