@@ -119,9 +119,10 @@ pub struct DurabilityConfig {
     pub journal_retry_backoff: Duration,
     /// Write a message's entries in batches
     /// ([`ExecutionContext::with_batched_writes`](crate::ExecutionContext::with_batched_writes)):
-    /// one append before each call to the outside world and one with the
-    /// message's end, instead of one per entry (a message with one effect:
-    /// 2 appends instead of 3). The price: an effect's result is durable
+    /// one append before each call to the outside world (a side effect,
+    /// and the due-timer index of a message that scheduled or cancelled a
+    /// timer) and one with the message's end, instead of one per entry (a
+    /// message with one effect: 2 appends instead of 3). The price: an effect's result is durable
     /// only with the next call or the message's end, so a crash or storage
     /// failure in between runs that call again on recovery
     /// (at-least-once). Off by default: each result is journaled before the

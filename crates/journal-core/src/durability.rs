@@ -838,6 +838,22 @@ impl DurabilityFacet {
         self
     }
 
+    /// Appends entries of a message's end. The storage refusing them is a
+    /// journal failure, not a message that failed alone (the host keeps
+    /// that one's state): nothing was written.
+    async fn append_end(&self, batch: &[JournalEntry]) -> JournalResult<()> {
+        self.retry
+            .append_batch(&*self.storage, batch)
+            .await
+            .map_err(|e| match e {
+                JournalError::InvalidEntry(why) => JournalError::storage(
+                    "journal",
+                    format!("the storage refused the message's end: {why}"),
+                ),
+                e => e,
+            })
+    }
+
     /// Applies a completed message's timer operations to the index.
     async fn index_timers(&self, ops: &[TimerOp]) -> JournalResult<()> {
         let Some(store) = self.timer_store.as_deref() else {
@@ -1807,27 +1823,24 @@ impl Facet for DurabilityFacet {
             Some(Entry::MessageProcessed(p)) => outcome_of(p),
             _ => outcome.clone(),
         };
-        // Its timers go into the index before its end is journaled; a
-        // message that failed drops them.
-        if matches!(recorded, MessageOutcome::Replied(_)) {
+        // What waits in the context's batch (with batched writes).
+        let mut batch = context.take_pending();
+        // Its timers go into the index before its end is journaled, and
+        // after what scheduled or cancelled them is (with batched writes,
+        // the index is a call to the outside world, before which waiting
+        // entries are written): a crash in between leaves a message that
+        // recovery completes, indexing them again. A message that failed
+        // drops them.
+        if matches!(recorded, MessageOutcome::Replied(_)) && !context.timer_ops().is_empty() {
+            if !batch.is_empty() {
+                self.append_end(&std::mem::take(&mut batch)).await?;
+            }
             self.index_timers(context.timer_ops()).await?;
         }
-        // The message's end, with whatever waits in the context's batch.
-        let mut batch = context.take_pending();
+        // The message's end, with whatever still waits.
         batch.extend(events);
         batch.push(done);
-        self.retry
-            .append_batch(&*self.storage, &batch)
-            .await
-            .map_err(|e| match e {
-                // Nothing was written: not a message that failed alone (the
-                // host keeps that one's state), a journal failure.
-                JournalError::InvalidEntry(why) => JournalError::storage(
-                    "journal",
-                    format!("the storage refused the message's end: {why}"),
-                ),
-                e => e,
-            })?;
+        self.append_end(&batch).await?;
         let active = self.active()?;
         active.next_sequence = sequence + 1;
         active.dedup.insert(

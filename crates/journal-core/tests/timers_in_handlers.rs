@@ -188,3 +188,146 @@ async fn replay_asking_for_a_timer_the_journal_lacks_diverges() {
         "{error:?}"
     );
 }
+
+/// A timer index that notes, for each timer put in or taken out, whether
+/// the journal already held what scheduled or cancelled it.
+#[derive(Clone)]
+struct JournalFirst {
+    storage: MemoryJournalStorage,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+}
+
+impl JournalFirst {
+    async fn note(&self, what: &str, owner: &str, timer_id: &str) {
+        let journaled = self
+            .storage
+            .replay_from(owner, 1)
+            .await
+            .expect("replays")
+            .into_iter()
+            .any(|e| match e.entry {
+                Some(Entry::TimerScheduled(t)) => what == "schedule" && t.timer_id == timer_id,
+                Some(Entry::TimerCancelled(c)) => what == "cancel" && c.timer_id == timer_id,
+                _ => false,
+            });
+        self.seen
+            .lock()
+            .expect("not poisoned")
+            .push((what.to_owned(), journaled));
+    }
+}
+
+#[async_trait]
+impl TimerStore for JournalFirst {
+    async fn schedule_timer(
+        &self,
+        timer: &journal_core::TimerRecord,
+    ) -> journal_core::JournalResult<()> {
+        self.note("schedule", &timer.owner_actor, &timer.timer_id)
+            .await;
+        self.storage.schedule_timer(timer).await
+    }
+    async fn cancel_timer(&self, timer_id: &str, now_ms: u64) -> journal_core::JournalResult<bool> {
+        self.note("cancel", "batched", timer_id).await;
+        self.storage.cancel_timer(timer_id, now_ms).await
+    }
+    async fn claim_due_timers(
+        &self,
+        now_ms: u64,
+        lease: std::time::Duration,
+        claim: &str,
+        max: usize,
+    ) -> journal_core::JournalResult<Vec<journal_core::ClaimedTimer>> {
+        self.storage
+            .claim_due_timers(now_ms, lease, claim, max)
+            .await
+    }
+    async fn complete_timer(
+        &self,
+        timer_id: &str,
+        claim: &str,
+    ) -> journal_core::JournalResult<bool> {
+        self.storage.complete_timer(timer_id, claim).await
+    }
+    async fn next_due(&self, now_ms: u64) -> journal_core::JournalResult<Option<u64>> {
+        self.storage.next_due(now_ms).await
+    }
+    async fn get_timer(
+        &self,
+        timer_id: &str,
+    ) -> journal_core::JournalResult<Option<journal_core::TimerRecord>> {
+        self.storage.get_timer(timer_id).await
+    }
+}
+
+/// Schedules a timer, or cancels the one it scheduled last.
+#[derive(Default)]
+struct Canceller {
+    last: Option<String>,
+}
+
+#[async_trait]
+impl DurableActor for Canceller {
+    async fn handle(&mut self, m: &MessageReceived, ctx: &mut ExecutionContext) -> HandlerResult {
+        if m.payload == b"cancel" {
+            if let Some(id) = self.last.take() {
+                ctx.cancel_timer(&id).await?;
+            }
+        } else {
+            let id = ctx
+                .schedule_timer(TimerScheduled {
+                    target_actor_type: "canceller".into(),
+                    message_type: "Tick".into(),
+                    delay: Some(prost_types::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    }),
+                    ..TimerScheduled::default()
+                })
+                .await?;
+            self.last = Some(id);
+        }
+        Ok(Vec::new())
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(self.last.clone().unwrap_or_default().into_bytes())
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let last = String::from_utf8(state.to_vec()).map_err(|e| e.to_string())?;
+        self.last = Some(last).filter(|l| !l.is_empty());
+        Ok(())
+    }
+}
+
+/// With batched writes, a message's timers still go into (and out of) the
+/// index only once the journal holds what scheduled (or cancelled) them: a
+/// message whose entries never reached the journal leaves no timer behind,
+/// and none it cancelled is lost.
+#[tokio::test]
+async fn batched_writes_journal_a_timer_before_the_index_hears_of_it() {
+    let storage = MemoryJournalStorage::new();
+    let index = JournalFirst {
+        storage: storage.clone(),
+        seen: std::sync::Arc::default(),
+    };
+    let config = DurabilityConfig {
+        batch_journal_writes: true,
+        ..DurabilityConfig::default()
+    };
+    let mut actor = Actor::new("batched", Canceller::default());
+    let facet = DurabilityFacet::new(storage.clone(), config).with_timer_store(index.clone());
+    actor.facets().attach(Box::new(facet)).expect("one facet");
+    actor.activate().await.expect("activates");
+    for (id, payload) in [("m-1", &b"schedule"[..]), ("m-2", b"cancel")] {
+        assert!(matches!(
+            actor.send(message(id, payload)).await.expect("handled"),
+            Delivery::Replied(_)
+        ));
+    }
+    assert_eq!(
+        *index.seen.lock().expect("not poisoned"),
+        vec![("schedule".to_owned(), true), ("cancel".to_owned(), true)]
+    );
+    // Two appends a message: its beginning with the timer, then its end.
+    assert_eq!(storage.highest_sequence("batched").await.expect("reads"), 6);
+}
