@@ -483,6 +483,7 @@ macro_rules! __subscribe_tests {
             subscribe_many_subscribers_and_writers,
             subscribe_truncation_is_reported,
             subscribe_deletion_is_reported,
+            subscribe_recreation_is_reported,
             subscribe_backpressure_resumes_in_order
         }
     };

@@ -243,6 +243,33 @@ pub async fn subscribe_deletion_is_reported(store: Arc<dyn JournalWatch>) {
     }
 }
 
+/// An actor deleted and begun again past where a subscriber was, between
+/// two of its reads: reported, never read on into the new journal as if
+/// it went on from the old one (rule 27: no gap, no entry of another
+/// journal).
+pub async fn subscribe_recreation_is_reported(store: Arc<dyn JournalWatch>) {
+    let actor = fresh_actor("sub-again");
+    append_each(&*store, &entries(&actor, 1, 3)).await;
+    let mut stream = follow(&*store, &actor, 1, woken(0));
+    take(&mut stream, 3, "before deletion").await;
+    // Not polled meanwhile: the next read finds 5 entries, its next one
+    // (4) among them.
+    store.delete_actor(&actor).await.expect("delete");
+    append_each(&*store, &entries(&actor, 1, 5)).await;
+    match tokio::time::timeout(PATIENCE, stream.next()).await {
+        Ok(Some(Err(JournalError::Truncated { wanted: 4, .. }))) => {}
+        other => panic!("expected Truncated after the deletion, got {other:?}"),
+    }
+    // Truncation below the next entry is no deletion: read on.
+    let more = entries(&actor, 6, 8);
+    let mut stream = follow(&*store, &actor, 5, woken(1));
+    take(&mut stream, 1, "the fifth").await;
+    store.truncate_to(&actor, 5).await.expect("truncate");
+    append_each(&*store, &more).await;
+    let got = take(&mut stream, 3, "after truncation").await;
+    assert_entries("after truncation", &got, &more);
+}
+
 /// A consumer that stops polling holds the subscription where it is: it
 /// reads nothing more (one page at most), and resumes in order.
 pub async fn subscribe_backpressure_resumes_in_order(store: Arc<dyn JournalWatch>) {

@@ -69,7 +69,9 @@ pub trait JournalWatch: JournalStorage {
     /// both mean the first), in order: those stored, then each new one as
     /// it is appended, without end. No gap and no duplicate: each entry is
     /// checked to carry the next sequence. If entries the subscription has
-    /// not yet yielded are truncated or deleted, it yields
+    /// not yet yielded are truncated or deleted, or the actor was deleted
+    /// and its journal begun again (the entry before the next one is read
+    /// again and must be the one yielded), it yields
     /// [`JournalError::Truncated`] and ends; any other error ends it too
     /// (subscribe again from the next sequence to go on). Memory stays
     /// bounded by one page, and nothing is read while the consumer does not
@@ -112,6 +114,7 @@ where
             next: from.max(1),
             seen: 0,
             caught_up: false,
+            last_id: None,
         },
         buffer: VecDeque::new(),
         done: false,
@@ -154,6 +157,9 @@ struct Cursor {
     next: u64,
     /// The highest sequence the journal was seen to hold.
     seen: u64,
+    /// The id of the last entry read (the one before `next`): a journal
+    /// that holds another entry there was deleted and begun again.
+    last_id: Option<String>,
     /// Whether the last read found everything stored: the next one waits
     /// first.
     caught_up: bool,
@@ -183,7 +189,22 @@ where
                 .await?;
         }
         cursor.caught_up = false;
-        let entries = storage.replay_range(actor_id, next, u64::MAX, page).await?;
+        // The entry before `next` is read too, when one was: the same one
+        // still there (or none, truncated) is the same journal.
+        let from = if cursor.last_id.is_some() {
+            next - 1
+        } else {
+            next
+        };
+        let mut entries = storage
+            .replay_range(actor_id, from, u64::MAX, page + usize::from(from < next))
+            .await?;
+        if from < next && entries.first().is_some_and(|e| e.sequence == from) {
+            if entries.first().map(|e| &e.id) != cursor.last_id.as_ref() {
+                return Err(truncated(actor_id, next, 0));
+            }
+            entries.remove(0);
+        }
         if let Some(first) = entries.first() {
             if first.sequence != next {
                 return Err(truncated(actor_id, next, first.sequence));
@@ -202,6 +223,7 @@ where
             }
             if let Some(last) = entries.last() {
                 cursor.seen = cursor.seen.max(last.sequence);
+                cursor.last_id = Some(last.id.clone());
             }
             return Ok(entries);
         }
