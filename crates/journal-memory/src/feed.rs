@@ -143,7 +143,7 @@ impl JournalFeed for MemoryJournalStorage {
                 return Ok(items);
             };
             for (position, actor, sequence) in refs {
-                let entry = self.with_actor(&actor, |j| j.stored(sequence).cloned());
+                let entry = self.with_actor(&actor, |j| j.stored_at(sequence, position).cloned());
                 if let Some(entry) = entry.flatten() {
                     items.push(FeedItem {
                         offset: FeedOffset::new(format!("m{position}")),
@@ -198,5 +198,49 @@ impl journal_core::ProjectionStore for MemoryJournalStorage {
             .unwrap_or_else(PoisonError::into_inner);
         offsets.insert(projection.to_owned(), offset.clone());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use journal_core::{FeedFilter, JournalEntry, JournalStorage};
+
+    use crate::MemoryJournalStorage;
+
+    fn entry(actor: &str, sequence: u64) -> JournalEntry {
+        JournalEntry::new(
+            actor,
+            sequence,
+            journal_core::journal_entry::Entry::message_received(
+                format!("m-{sequence}"),
+                "Test",
+                Vec::new(),
+            ),
+        )
+    }
+
+    /// A reference a reader took from the feed before its actor was
+    /// deleted and begun again names the old entry: it finds nothing, not
+    /// the new entry of that sequence (which comes at its own position).
+    #[tokio::test]
+    async fn a_reference_to_a_deleted_entry_finds_nothing_after_the_actor_begins_again() {
+        let storage = MemoryJournalStorage::new();
+        storage.append_entry(&entry("a", 1)).await.expect("appends");
+        let refs = super::lock(&storage.inner.feed).page(&FeedFilter::All, 0, 10);
+        assert_eq!(refs.len(), 1);
+        let (position, actor, sequence) = refs[0].clone();
+        let found = |position| {
+            storage
+                .with_actor(&actor, |j| j.stored_at(sequence, position).cloned())
+                .flatten()
+        };
+        assert!(found(position).is_some());
+        storage.delete_actor("a").await.expect("deletes");
+        let again = entry("a", 1);
+        storage.append_entry(&again).await.expect("appends");
+        assert!(found(position).is_none());
+        let refs = super::lock(&storage.inner.feed).page(&FeedFilter::All, 0, 10);
+        assert_eq!(refs.len(), 1);
+        assert_eq!(found(refs[0].0).map(|e| e.id), Some(again.id));
     }
 }

@@ -173,6 +173,16 @@ impl ActorJournal {
         self.entries.get(usize::try_from(index).ok()?)
     }
 
+    /// The entry of `sequence` if it holds feed position `position`: a
+    /// reference read from the feed before the actor was deleted and begun
+    /// again names an entry that is gone, not the new one of that sequence.
+    fn stored_at(&self, sequence: u64, position: u64) -> Option<&JournalEntry> {
+        let index = usize::try_from(sequence.checked_sub(self.first_stored())?).ok()?;
+        (self.positions.get(index) == Some(&position))
+            .then(|| self.entries.get(index))
+            .flatten()
+    }
+
     /// Appends `batch` (validated, one actor, contiguous) under rule 1 and
     /// 5; whether it wrote (a retry of stored entries does not). The caller
     /// gives the new entries their feed positions.
