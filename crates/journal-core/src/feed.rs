@@ -59,8 +59,15 @@ pub fn entry_tags(entry: &JournalEntry) -> Vec<String> {
 /// A reader's position in a feed: text the backend made, which the reader
 /// stores (anywhere: it is plain text) and hands back to resume after it.
 /// [`FeedOffset::start`] is before the first entry. An offset is only
-/// meaningful to the backend (and the feed: all actors or one tag) that
-/// gave it; another is refused with [`JournalError::InvalidOffset`].
+/// meaningful to the backend that gave it: text it could not have made is
+/// refused with [`JournalError::InvalidOffset`]. The memory, SQLite and
+/// PostgreSQL backends number one order of the whole store, which all of
+/// their feeds share: a tag's feed read after an offset of the all-actors
+/// feed yields that tag's entries after that point. A Redis offset holds
+/// positions in its feed's own streams, and a feed of the other kind (all
+/// actors, or a tag) refuses it. Nothing tells one tag's offset from
+/// another's: a reader (a projection) keeps to one feed, and a new filter
+/// wants a new projection name, starting from the start.
 ///
 /// A backend whose offsets are long (one position per shard of the
 /// feed, say) may hand out [`FeedOffset::deferred`] ones, whose text is
