@@ -693,7 +693,8 @@ async fn run_actor<S>(
 ) where
     S: JournalStorage + TimerStore + Clone + 'static,
 {
-    inner.resident.fetch_add(1, Ordering::AcqRel);
+    // Counted in memory until this task ends, however it ends.
+    let resident = Resident::enter(&inner.resident);
     inner.make_room(&slot).await;
     let mut actor = Actor::new(key.1.clone(), Hosted((registration.factory)(&key.1)));
     let facet = inner.facet(&registration);
@@ -702,7 +703,6 @@ async fn run_actor<S>(
     if let Err(error) = attached.and(actor.activate().await) {
         tracing::warn!(actor_type = %key.0, actor_id = %key.1, %error, "activation failed");
         give_up(&inner, &key, &slot, &mut rx, error);
-        inner.resident.fetch_sub(1, Ordering::AcqRel);
         return;
     }
     slot.resident.store(true, Ordering::Release);
@@ -771,20 +771,36 @@ async fn run_actor<S>(
             };
             give_up(&inner, &key, &slot, &mut rx, error);
             slot.resident.store(false, Ordering::Release);
-            inner.resident.fetch_sub(1, Ordering::AcqRel);
             return;
         }
     }
     slot.resident.store(false, Ordering::Release);
     let passivated = host.passivated.take();
     host.passivate().await;
-    inner.resident.fetch_sub(1, Ordering::AcqRel);
+    drop(resident);
     inner.emit(|| SystemEvent::Passivated {
         actor_type: key.0.clone(),
         actor_id: key.1.clone(),
     });
     if let Some(done) = passivated {
         let _ = done.send(true);
+    }
+}
+
+/// One actor task counted among the actors in memory, until it is dropped
+/// (also when the task unwinds).
+struct Resident<'a>(&'a AtomicUsize);
+
+impl<'a> Resident<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Resident(count)
+    }
+}
+
+impl Drop for Resident<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
