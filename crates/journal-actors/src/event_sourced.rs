@@ -293,6 +293,10 @@ pub struct EventSourcedDurable<A: EventSourced> {
     /// Whether `handle` journals a timer's `TimerFired` (the system's host
     /// does it for the actors it hosts).
     journals_timers: bool,
+    /// Set when applying a command's events (or making its reply) failed
+    /// part-way: the state holds events that are not persisted, until it is
+    /// restored from the journal.
+    poisoned: bool,
 }
 
 impl<A: EventSourced> std::fmt::Debug for EventSourcedDurable<A> {
@@ -310,6 +314,7 @@ impl<A: EventSourced> EventSourcedDurable<A> {
             actor,
             then: None,
             journals_timers: true,
+            poisoned: false,
         }
     }
 
@@ -409,21 +414,52 @@ impl<A: EventSourced> DurableActor for EventSourcedDurable<A> {
                 ..EventRecorded::default()
             })?;
         }
-        for event in &decision.events {
-            self.actor.apply(event);
+        // The events are applied before they are persisted (the reply is
+        // made from the new state). If applying them or making the reply
+        // fails, the command fails and its events are dropped: the state,
+        // which holds some of them, is taken back from the journal.
+        let (actor, events, reply) = (&mut self.actor, &decision.events, decision.reply);
+        let replied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            for event in events {
+                actor.apply(event);
+            }
+            serde_json::to_vec(&reply(actor)).map_err(|e| e.to_string())
+        }));
+        match replied {
+            Ok(Ok(reply)) => {
+                self.then = decision.then;
+                Ok(reply)
+            }
+            Ok(Err(e)) => {
+                self.poisoned = true;
+                Err(HandlerError::failed(format!(
+                    "the reply of {} does not encode: {e}",
+                    A::TYPE
+                )))
+            }
+            Err(panic) => {
+                self.poisoned = true;
+                Err(HandlerError::failed(format!(
+                    "applying the events of a {} command panicked: {}; its events are \
+                     dropped and the state is taken back from the journal",
+                    A::TYPE,
+                    journal_core::panic_text(&*panic)
+                )))
+            }
         }
-        let reply = (decision.reply)(&self.actor);
-        self.then = decision.then;
-        serde_json::to_vec(&reply).map_err(|e| codec(format!("reply of {}", A::TYPE), e))
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
+        if self.poisoned {
+            return Err("the state holds events that were not persisted".into());
+        }
         serde_json::to_vec(&self.actor).map_err(|e| e.to_string())
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         let recovered: A = serde_json::from_slice(state).map_err(|e| e.to_string())?;
         self.actor.restore_from(recovered);
+        self.poisoned = false;
         Ok(())
     }
 
@@ -431,7 +467,12 @@ impl<A: EventSourced> DurableActor for EventSourcedDurable<A> {
         let value: serde_json::Value = serde_json::from_slice(state).map_err(|e| e.to_string())?;
         let migrated = A::migrate_state(value, stored, current)?;
         self.actor.restore_from(migrated);
+        self.poisoned = false;
         Ok(())
+    }
+
+    fn needs_recovery(&self) -> bool {
+        self.poisoned
     }
 
     fn is_event_sourced(&self) -> bool {

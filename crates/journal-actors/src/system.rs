@@ -660,6 +660,10 @@ impl DurableActor for Hosted {
     fn after_persist(&mut self, outcome: &MessageOutcome) {
         self.0.after_persist(outcome);
     }
+
+    fn needs_recovery(&self) -> bool {
+        self.0.needs_recovery()
+    }
 }
 
 /// Journals `TimerFired` when `message` is a timer's delivery (it carries

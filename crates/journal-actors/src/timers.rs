@@ -2,7 +2,7 @@
 //! from the storage's [`TimerStore`] index, and the internal timer that
 //! checkpoints an idle actor after its `checkpoint_timeout`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,19 +64,33 @@ pub(crate) fn checkpoint_timer(actor_type: &str, actor_id: &str, due_at_ms: u64)
 /// timer is scheduled (it may be due before the loop's next look), and
 /// remembering the timers cancelled while claimed.
 ///
-/// The index leaves a claimed timer alone when it is cancelled: its
-/// delivery may already wait in the target's mailbox, behind the message
-/// that cancels it. Such a timer is remembered here until it is completed
-/// or scheduled again, and its delivery, when it reaches the head of the
-/// mailbox, is dropped instead of handled: a timer cancelled before it
-/// fires never fires (contract rule 23), within one system. (A delivery
-/// claimed by another system on the same store is that system's: the
-/// index does not record the cancel for it.)
+/// The index leaves a claimed timer alone when it is cancelled, and a
+/// delivery this system claimed may already wait (for a free delivery, or
+/// in the target's mailbox behind the message that cancels it), its lease
+/// even run out. A cancel of a timer this system is delivering, or of one
+/// the index says is still there (claimed by a system that may have died:
+/// this one may claim it when the lease ends), is remembered, and such a
+/// delivery, when it comes up, is dropped and completed instead of
+/// handled: a timer cancelled before it fires never fires (contract rule
+/// 23). Only a delivery another live system holds is beyond reach. A
+/// remembered cancel goes when the timer is completed or scheduled again,
+/// or three leases after it, once no delivery of this system holds it.
 #[derive(Debug, Clone)]
 pub(crate) struct NotifyingTimerStore<S> {
     inner: S,
     wake: Arc<Notify>,
-    cancelled: Arc<Mutex<HashSet<String>>>,
+    claims: Arc<Mutex<Claims>>,
+}
+
+/// The deliveries a system has under way, and the cancels it remembers.
+#[derive(Debug, Default)]
+struct Claims {
+    /// Timer ids claimed by this system, with how many of its deliveries
+    /// hold each (two, after it claimed again a timer whose lease ran out
+    /// while its first delivery waited).
+    in_flight: HashMap<String, usize>,
+    /// Cancelled timers, with when the cancel came (milliseconds).
+    cancelled: HashMap<String, u64>,
 }
 
 impl<S> NotifyingTimerStore<S> {
@@ -84,12 +98,12 @@ impl<S> NotifyingTimerStore<S> {
         NotifyingTimerStore {
             inner,
             wake,
-            cancelled: Arc::default(),
+            claims: Arc::default(),
         }
     }
 
-    fn cancelled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.cancelled
+    fn claims(&self) -> std::sync::MutexGuard<'_, Claims> {
+        self.claims
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -97,7 +111,18 @@ impl<S> NotifyingTimerStore<S> {
     /// Whether the timer was cancelled while claimed (its delivery is then
     /// dropped).
     pub(crate) fn was_cancelled(&self, timer_id: &str) -> bool {
-        self.cancelled().contains(timer_id)
+        self.claims().cancelled.contains_key(timer_id)
+    }
+
+    /// A delivery of this system ended (delivered, dropped or failed).
+    pub(crate) fn released(&self, timer_id: &str) {
+        let mut claims = self.claims();
+        if let Some(held) = claims.in_flight.get_mut(timer_id) {
+            *held -= 1;
+            if *held == 0 {
+                claims.in_flight.remove(timer_id);
+            }
+        }
     }
 }
 
@@ -105,15 +130,16 @@ impl<S> NotifyingTimerStore<S> {
 impl<S: TimerStore> TimerStore for NotifyingTimerStore<S> {
     async fn schedule_timer(&self, timer: &TimerRecord) -> JournalResult<()> {
         self.inner.schedule_timer(timer).await?;
-        self.cancelled().remove(&timer.timer_id);
+        self.claims().cancelled.remove(&timer.timer_id);
         self.wake.notify_one();
         Ok(())
     }
     async fn cancel_timer(&self, timer_id: &str, now_ms: u64) -> JournalResult<bool> {
         let removed = self.inner.cancel_timer(timer_id, now_ms).await?;
+        let ours = self.claims().in_flight.contains_key(timer_id);
         // Not removed: absent, or claimed (its delivery may be on its way).
-        if !removed && self.inner.get_timer(timer_id).await?.is_some() {
-            self.cancelled().insert(timer_id.to_owned());
+        if ours || (!removed && self.inner.get_timer(timer_id).await?.is_some()) {
+            self.claims().cancelled.insert(timer_id.to_owned(), now_ms);
         }
         Ok(removed)
     }
@@ -124,12 +150,31 @@ impl<S: TimerStore> TimerStore for NotifyingTimerStore<S> {
         claim: &str,
         max: usize,
     ) -> JournalResult<Vec<ClaimedTimer>> {
-        self.inner.claim_due_timers(now_ms, lease, claim, max).await
+        let kept = u64::try_from(lease.as_millis().saturating_mul(3)).unwrap_or(u64::MAX);
+        {
+            let claims = &mut *self.claims();
+            let in_flight = &claims.in_flight;
+            claims
+                .cancelled
+                .retain(|id, at| in_flight.contains_key(id) || now_ms.saturating_sub(*at) < kept);
+        }
+        let claimed = self
+            .inner
+            .claim_due_timers(now_ms, lease, claim, max)
+            .await?;
+        let mut claims = self.claims();
+        for timer in &claimed {
+            *claims
+                .in_flight
+                .entry(timer.timer.timer_id.clone())
+                .or_default() += 1;
+        }
+        Ok(claimed)
     }
     async fn complete_timer(&self, timer_id: &str, claim: &str) -> JournalResult<bool> {
         let completed = self.inner.complete_timer(timer_id, claim).await?;
         if completed {
-            self.cancelled().remove(timer_id);
+            self.claims().cancelled.remove(timer_id);
         }
         Ok(completed)
     }
@@ -191,7 +236,7 @@ where
         }
         let now = inner.clock.now_ms();
         let claimed = match inner
-            .storage
+            .timer_store
             .claim_due_timers(now, config.timer_lease, &inner.claim, free)
             .await
         {
@@ -209,9 +254,12 @@ where
         for timer in claimed {
             let (inner, deliveries) = (Arc::clone(&inner), Arc::clone(&deliveries));
             firing.spawn(async move {
+                let timer_id = timer.timer.timer_id.clone();
                 // Never closed: a permit always comes.
-                let _permit = deliveries.acquire().await;
+                let permit = deliveries.acquire().await;
                 fire(&inner, timer).await;
+                drop(permit);
+                inner.timer_store.released(&timer_id);
             });
         }
         if full {
@@ -296,7 +344,7 @@ where
 }
 
 async fn complete<S: TimerStore>(inner: &Inner<S>, timer_id: &str, claim: &str) {
-    if let Err(error) = inner.storage.complete_timer(timer_id, claim).await {
+    if let Err(error) = inner.timer_store.complete_timer(timer_id, claim).await {
         // Fired again when the lease ends; the target's journal dedups it.
         tracing::warn!(timer_id, %error, "completing a fired timer failed");
     }

@@ -502,7 +502,8 @@ async fn an_id_of_one_type_is_refused_to_another_and_neither_history_mixes() {
     let journal = storage.replay_from("x", 1).await.expect("replay");
     assert_eq!(journal.len(), 8, "two entries for each of 4 messages");
     assert_eq!(system.actor::<Loans>("y").send(7).await.expect("sent"), 7);
-    // The replayed first message is handed to the actor without the mark.
+    // The journal's first message carries the mark (replay takes it out
+    // before the handler sees the message).
     let Some(Entry::MessageReceived(first)) = &journal[0].entry else {
         panic!("not a message: {:?}", journal[0]);
     };
@@ -567,5 +568,65 @@ async fn a_panicking_handler_fails_its_message_alone_and_the_actor_goes_on() {
         .expect("deleted");
     let system = start();
     assert_eq!(system.actor::<Touchy>("t").send(4).await.expect("sent"), 20);
+    system.shutdown().await;
+}
+
+/// Adds what a side effect gives back; the effect panics at 13.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Caller {
+    total: u64,
+}
+
+impl TypedActor for Caller {
+    const TYPE: &'static str = "caller";
+    type Message = u64;
+    type Reply = u64;
+
+    async fn handle(
+        &mut self,
+        n: u64,
+        ctx: &mut journal_actors::Context<'_, Self>,
+    ) -> Result<u64, journal_core::HandlerError> {
+        let got: u64 = ctx
+            .side_effect("remote", &n, || async move {
+                assert!(n != 13, "the remote call blew up");
+                Ok::<_, String>(n)
+            })
+            .await??;
+        self.total += got;
+        Ok(self.total)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_side_effect_that_panics_is_its_journaled_failure() {
+    let storage = MemoryJournalStorage::new();
+    let start = || {
+        ActorSystem::builder(storage.clone())
+            .register::<Caller>(DurabilityConfig::default(), |_| Caller::default())
+            .start()
+    };
+    let system = start();
+    let caller = system.actor::<Caller>("c");
+    assert_eq!(caller.send(1).await.expect("sent"), 1);
+    match caller.send(13).await {
+        Err(SendError::Handler(reason)) => {
+            assert!(
+                reason.contains("side effect panicked: the remote call blew up"),
+                "{reason}"
+            );
+        }
+        other => panic!("not the effect's failure: {other:?}"),
+    }
+    assert_eq!(caller.send(2).await.expect("sent"), 3);
+    system.shutdown().await;
+    // Replayed from the journal alone: the failure comes from the journal,
+    // the effect does not run again, and nothing diverges.
+    storage
+        .delete_checkpoints_before("c", u64::MAX)
+        .await
+        .expect("deleted");
+    let system = start();
+    assert_eq!(system.actor::<Caller>("c").send(4).await.expect("sent"), 7);
     system.shutdown().await;
 }

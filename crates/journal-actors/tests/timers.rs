@@ -687,9 +687,9 @@ async fn a_timer_cancelled_after_its_claim_is_never_delivered() {
         .due_at_ms;
     // Claimed when due, as by a fire loop whose delivery is on its way
     // (here a process that died with it: the system's own loop claims it
-    // again when the lease ends, 30 s after it was due).
+    // again when the lease ends, 10 s after it was due).
     let claimed = storage
-        .claim_due_timers(due, Duration::from_secs(30), "in-flight", 10)
+        .claim_due_timers(due, Duration::from_secs(10), "in-flight", 10)
         .await
         .expect("succeeds");
     assert_eq!(claimed.len(), 1);
@@ -729,7 +729,7 @@ async fn a_timer_cancelled_after_its_claim_is_never_delivered() {
             "{event:?}"
         );
     }
-    // A timer of the same id scheduled again fires as usual.
+    // A timer scheduled afterwards fires as usual.
     actor
         .send(remind(Duration::from_secs(60), "again"))
         .await

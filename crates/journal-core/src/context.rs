@@ -652,9 +652,20 @@ impl ExecutionContext {
             // earlier results, and any time or randomness read.
             self.flush().await?;
         }
-        let result = effect().await.map_err(|e| match e.to_string() {
-            text if text.is_empty() => "side effect failed".to_owned(),
-            text => text,
+        // A panic in the effect is its failure, journaled as any: replay
+        // returns it as recorded (the handler may go on, or fail).
+        let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async move {
+            effect().await.map_err(|e| match e.to_string() {
+                text if text.is_empty() => "side effect failed".to_owned(),
+                text => text,
+            })
+        }))
+        .await
+        .unwrap_or_else(|panic| {
+            Err(format!(
+                "the side effect panicked: {}",
+                crate::facet::panic_text(&*panic)
+            ))
         });
         if self.cache_side_effects {
             self.journal(&key, name, digest, &result).await?;

@@ -550,9 +550,9 @@ impl Dedup {
 /// with those fields gives.
 fn encode_snapshot(actor_state: &[u8], owner: &str, dedup: &Dedup) -> Vec<u8> {
     let mut out = Vec::with_capacity(actor_state.len() + owner.len() + dedup.listed_len() + 32);
-    snapshot_head(actor_state, owner, &mut out);
+    snapshot_head(actor_state, &mut out);
     let unlisted_through = dedup.list_into(&mut out);
-    snapshot_tail(unlisted_through, &mut out);
+    snapshot_tail(unlisted_through, owner, &mut out);
     out
 }
 
@@ -568,23 +568,21 @@ fn compress_runs(runs: &[u8], level: i32) -> std::io::Result<Vec<Vec<u8>>> {
 /// runs reused.
 fn snapshot_pieces(actor_state: &[u8], owner: &str, dedup: &Dedup) -> Vec<StatePiece> {
     let mut head = Vec::with_capacity(actor_state.len() + owner.len() + SEALED_RUN + 16);
-    snapshot_head(actor_state, owner, &mut head);
+    snapshot_head(actor_state, &mut head);
     let (mut pieces, unlisted_through) = dedup.pieces(head);
     if let Some(StatePiece::Fresh(tail)) = pieces.last_mut() {
-        snapshot_tail(unlisted_through, tail);
+        snapshot_tail(unlisted_through, owner, tail);
     }
     pieces
 }
 
-/// A snapshot's `actor_state` and `owner` fields.
-fn snapshot_head(actor_state: &[u8], owner: &str, out: &mut Vec<u8>) {
+/// A snapshot's `actor_state` field.
+fn snapshot_head(actor_state: &[u8], out: &mut Vec<u8>) {
     use prost::encoding::{encode_key, encode_varint, WireType};
-    for (field, bytes) in [(1, actor_state), (OWNER_FIELD, owner.as_bytes())] {
-        if !bytes.is_empty() {
-            encode_key(field, WireType::LengthDelimited, out);
-            encode_varint(bytes.len() as u64, out);
-            out.extend_from_slice(bytes);
-        }
+    if !actor_state.is_empty() {
+        encode_key(1, WireType::LengthDelimited, out);
+        encode_varint(actor_state.len() as u64, out);
+        out.extend_from_slice(actor_state);
     }
 }
 
@@ -618,15 +616,22 @@ const OWNER_FIELD: u32 = 5;
 /// ([`DurabilityFacet::owned_by`]); checkpoints carry it in
 /// `FacetSnapshot.owner`. Recovery by another type is refused. The key is
 /// taken out again before the message is replayed, so a handler sees the
-/// metadata it was sent.
+/// metadata it was sent; it is the journal's (a sender's own value under it
+/// in a journal's first message is replaced).
 pub const OWNER_METADATA: &str = "journal.owner";
 
-/// A snapshot's `unlisted_through` field.
-fn snapshot_tail(unlisted_through: u64, out: &mut Vec<u8>) {
+/// A snapshot's `unlisted_through` and `owner` fields (after the others,
+/// in field order, as prost would write them).
+fn snapshot_tail(unlisted_through: u64, owner: &str, out: &mut Vec<u8>) {
     use prost::encoding::{encode_key, encode_varint, WireType};
     if unlisted_through != 0 {
         encode_key(4, WireType::Varint, out);
         encode_varint(unlisted_through, out);
+    }
+    if !owner.is_empty() {
+        encode_key(OWNER_FIELD, WireType::LengthDelimited, out);
+        encode_varint(owner.len() as u64, out);
+        out.extend_from_slice(owner.as_bytes());
     }
 }
 
@@ -808,10 +813,12 @@ impl DurabilityFacet {
         self
     }
 
-    /// A replayed entry, a message's owner mark taken out (the handler sees
-    /// the metadata it was sent); another type's mark is refused.
-    fn unmarked(&self, mut entry: Option<Entry>) -> JournalResult<Option<Entry>> {
-        if let Some(Entry::MessageReceived(message)) = entry.as_mut() {
+    /// A replayed entry of `sequence`, the journal's first message's owner
+    /// mark taken out (the handler sees the metadata it was sent); another
+    /// type's mark is refused. Later messages are not looked at: only the
+    /// first is marked, and theirs is the sender's metadata.
+    fn unmarked(&self, sequence: u64, mut entry: Option<Entry>) -> JournalResult<Option<Entry>> {
+        if let Some(Entry::MessageReceived(message)) = entry.as_mut().filter(|_| sequence == 1) {
             let marked = message.metadata.remove(OWNER_METADATA);
             check_owner(
                 self.owner.as_deref(),
@@ -1105,7 +1112,7 @@ impl DurabilityFacet {
                 expected += 1;
                 report.replayed_entries += 1;
                 let at = timestamp_ms(entry.timestamp.as_ref());
-                match self.unmarked(entry.entry)? {
+                match self.unmarked(entry.sequence, entry.entry)? {
                     Some(Entry::MessageReceived(message)) => {
                         if let Some(previous) = pending.take() {
                             // Interrupted, with later messages after it: its
@@ -1919,6 +1926,11 @@ mod tests {
         let ours = encode_snapshot(b"state", "", &dedup);
         let snapshot = FacetSnapshot::decode(ours.as_slice()).expect("decodes");
         assert_eq!(ours, snapshot.encode_to_vec(), "byte for byte prost's");
+        // With an owner, too.
+        let owned = encode_snapshot(b"state", "cart", &dedup);
+        let decoded = FacetSnapshot::decode(owned.as_slice()).expect("decodes");
+        assert_eq!(owned, decoded.encode_to_vec(), "byte for byte prost's");
+        assert_eq!(decoded.owner, "cart");
         // The window: the 3 newest, with their outcomes (an id without a
         // sequence outside it has nothing to be read back by, and goes).
         assert_eq!(ids(&snapshot), ["m4", "m5", "m6"]);
@@ -1984,13 +1996,13 @@ mod tests {
                     assert_eq!(dedup.sealed.len(), sealed, "a stale seal is ignored");
                 }
                 let state = vec![b's'; usize::try_from(next(50)).expect("small")];
-                let pieces = snapshot_pieces(&state, "", &dedup);
+                let pieces = snapshot_pieces(&state, "cart", &dedup);
                 framed += pieces
                     .iter()
                     .filter(|p| matches!(p, StatePiece::Framed { .. }))
                     .count();
                 sealed_seen = sealed_seen.max(dedup.sealed.len());
-                let whole = encode_snapshot(&state, "", &dedup);
+                let whole = encode_snapshot(&state, "cart", &dedup);
                 assert_eq!(decoded(&policy, &pieces), whole, "after message {n}");
                 let once = policy.encode("a", 1, &whole).expect("encodes");
                 let split = policy.encode_pieces("a", 1, &pieces).expect("encodes");

@@ -40,8 +40,9 @@ impl From<String> for HandlerError {
 /// A handler's outcome: the reply payload, or why there is none.
 pub type HandlerResult = Result<Vec<u8>, HandlerError>;
 
-/// Runs `actor`'s handler on `message`; a panic in it (or in a side effect
-/// it runs) fails the message as a [`HandlerError::Failed`] saying so,
+/// Runs `actor`'s handler on `message`; a panic in it fails the message as
+/// a [`HandlerError::Failed`] saying so (a panic in a side effect is that
+/// effect's failure, journaled as its result: the handler sees it),
 /// journaled like any handler failure, instead of unwinding through the
 /// host: the message fails alone and the actor goes on (contract rule 21).
 /// Replay runs the handler again and meets the same panic, so the recorded
@@ -58,15 +59,21 @@ pub(crate) async fn handle_caught<A: DurableActor + ?Sized>(
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-text payload".to_owned());
             Err(HandlerError::Failed(format!(
-                "the handler panicked: {what}"
+                "the handler panicked: {}",
+                panic_text(&*panic)
             )))
         })
+}
+
+/// What a caught panic said: its message when it is text (as `panic!`
+/// and `assert!` make it).
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a payload that is not text".to_owned())
 }
 
 /// An actor whose state can be journaled, snapshotted and restored.
@@ -161,6 +168,16 @@ pub trait DurableActor: Send + Sync {
     /// `thenRun`.
     fn after_persist(&mut self, outcome: &MessageOutcome) {
         let _ = outcome;
+    }
+
+    /// Whether the state in memory is no longer the journal's (an
+    /// event-sourced actor whose `apply` panicked part-way through events
+    /// that were then not persisted): the host then takes its state back
+    /// from the journal (restore from creation, recover) before it is used
+    /// again, and a checkpoint meanwhile is refused by `snapshot`. Asked
+    /// after each message and after recovery. The default: never.
+    fn needs_recovery(&self) -> bool {
+        false
     }
 }
 

@@ -181,6 +181,21 @@ impl<A: DurableActor> Actor<A> {
                 return Err(self.fail(e));
             }
         }
+        if self.behavior.needs_recovery() {
+            // Recovery itself finished a message that left the state unlike
+            // the journal (now completed in it): recover once more.
+            if let Some(initial) = &self.initial {
+                if let Err(reason) = self.behavior.restore(initial) {
+                    self.stopped = Some(format!("its initial state does not restore: {reason}"));
+                    return Err(self.stopped_error());
+                }
+            }
+            for facet in &mut self.facets.list {
+                if let Err(e) = facet.on_activate(&self.id, &mut self.behavior).await {
+                    return Err(self.fail(e));
+                }
+            }
+        }
         self.active = true;
         self.failed = None;
         Ok(())
@@ -251,6 +266,11 @@ impl<A: DurableActor> Actor<A> {
             }
         }
         self.behavior.after_persist(&outcome);
+        if self.behavior.needs_recovery() {
+            // Its state in memory is not the journal's: the next message
+            // recovers it first.
+            self.active = false;
+        }
         if let Some(e) = message_error {
             return Err(e);
         }

@@ -27,7 +27,9 @@ pub use durability::{
 };
 pub use entry::{new_entry_id, now_timestamp};
 pub use error::{BoxError, JournalError, JournalResult};
-pub use facet::{Admission, DurableActor, Facet, HandlerError, HandlerResult, MessageOutcome};
+pub use facet::{
+    panic_text, Admission, DurableActor, Facet, HandlerError, HandlerResult, MessageOutcome,
+};
 pub use feed::{FeedFilter, FeedItem, FeedOffset, FeedOptions, JournalFeed, OffsetTexts};
 pub use host::{Actor, Delivery, Facets};
 pub use projection::{Projection, ProjectionStore};

@@ -197,7 +197,12 @@ where
             next
         };
         let mut entries = storage
-            .replay_range(actor_id, from, u64::MAX, page + usize::from(from < next))
+            .replay_range(
+                actor_id,
+                from,
+                u64::MAX,
+                page.saturating_add(usize::from(from < next)),
+            )
             .await?;
         if from < next && entries.first().is_some_and(|e| e.sequence == from) {
             if entries.first().map(|e| &e.id) != cursor.last_id.as_ref() {
