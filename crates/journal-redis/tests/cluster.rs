@@ -131,6 +131,18 @@ async fn killed_cluster_connections_lose_no_entry_and_duplicate_none() {
     common::faults::connection_loss_loses_nothing(&url, common::test_options()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_subscription_is_woken_across_killed_connections() {
+    if common::cluster_storage(common::test_options())
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let url = common::cluster_url().expect("cluster");
+    common::faults::a_subscription_survives_connection_loss(&url, common::test_options()).await;
+}
+
 #[tokio::test]
 async fn persistence_is_read_on_every_node_of_the_cluster() {
     let Some(storage) = common::cluster_storage(common::test_options()).await else {

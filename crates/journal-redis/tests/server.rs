@@ -29,6 +29,15 @@ async fn killed_connections_lose_no_entry_and_duplicate_none() {
     common::faults::connection_loss_loses_nothing(&common::url(), common::test_options()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_woken_across_killed_connections() {
+    if common::storage(common::test_options()).await.is_none() {
+        return;
+    }
+    common::faults::a_subscription_survives_connection_loss(&common::url(), common::test_options())
+        .await;
+}
+
 #[tokio::test]
 async fn a_lost_script_cache_is_reloaded() {
     let Some(storage) = common::storage(common::test_options()).await else {

@@ -171,3 +171,66 @@ pub async fn connection_loss_loses_nothing(url: &str, options: RedisOptions) {
     drop_user(url, &user).await;
     eprintln!("killed {kills} connections; callers saw Unavailable {unavailable} times");
 }
+
+/// A subscription whose waiting connection is killed three times, each
+/// time as the entry it waits for is appended: every entry still arrives,
+/// in order and once, woken (its poll interval is a minute, longer than
+/// the test waits), also after each reconnection (contract rule 27,
+/// "across the backend's own reconnects").
+#[allow(dead_code)]
+pub async fn a_subscription_survives_connection_loss(url: &str, options: RedisOptions) {
+    use futures::StreamExt;
+    use journal_core::subscribe::{follow, SubscribeOptions};
+    use std::time::Duration;
+
+    let (user, own_url) = with_own_user(url).await;
+    let storage = RedisJournalStorage::open(&own_url, options)
+        .await
+        .expect("the storage opens as its own user");
+    let actor = format!("sub-loss-{}", journal_core::new_entry_id());
+    let options = SubscribeOptions {
+        poll_interval: Duration::from_secs(60),
+        ..SubscribeOptions::default()
+    };
+    let mut stream = follow(&storage, &actor, 1, options);
+    let entry = |sequence: u64| {
+        JournalEntry::new(
+            actor.clone(),
+            sequence,
+            Entry::message_received(format!("m{sequence}"), "Tick", b"payload".to_vec()),
+        )
+    };
+    let (mut sequence, mut kills) = (0, 0);
+    for _ in 0..3 {
+        for kill in [true, false, false] {
+            sequence += 1;
+            let e = entry(sequence);
+            let (got, killed) = tokio::join!(
+                tokio::time::timeout(Duration::from_secs(20), stream.next()),
+                async {
+                    // Once the subscriber waits on its connection.
+                    tokio::task::yield_now().await;
+                    let killed = if kill {
+                        kill_connections(url, &user).await
+                    } else {
+                        0
+                    };
+                    append_retrying(&storage, &e).await;
+                    killed
+                }
+            );
+            kills += killed;
+            match got {
+                Ok(Some(Ok(got))) => assert_eq!(got, e, "entry {sequence}"),
+                other => panic!("entry {sequence} did not come: {other:?}"),
+            }
+        }
+    }
+    assert!(
+        kills >= 3,
+        "the test killed {kills} connections, expected at least 3"
+    );
+    drop(stream);
+    storage.delete_actor(&actor).await.expect("deleted");
+    drop_user(url, &user).await;
+}
