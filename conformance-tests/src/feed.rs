@@ -326,6 +326,35 @@ pub async fn feed_refuses_foreign_offsets(store: Arc<dyn JournalFeed>) {
     assert_eq!(got.len(), 2);
 }
 
+/// A tag's feed, as the feed over all actors: truncated and deleted
+/// entries leave it, the rest stays, and an actor created again comes
+/// once, after the offsets already given (rule 28).
+pub async fn feed_tag_after_truncation_and_deletion(store: Arc<dyn JournalFeed>) {
+    let (kept, gone) = (fresh_actor("tag-trunc"), fresh_actor("tag-del"));
+    let filter = FeedFilter::Tag("kept-and-gone".into());
+    let tagged_run = |actor: &str, to: u64| -> Vec<JournalEntry> {
+        (1..=to)
+            .map(|s| tagged(actor, s, "kept-and-gone"))
+            .collect()
+    };
+    let first = tagged_run(&kept, 6);
+    append_each(&*store, &first).await;
+    append_each(&*store, &tagged_run(&gone, 3)).await;
+    let (_, at) = read_all(&*store, &filter, FeedOffset::start(), 4).await;
+    store.truncate_to(&kept, 4).await.expect("truncate");
+    store.delete_actor(&gone).await.expect("delete");
+    let (got, _) = read_all(&*store, &filter, FeedOffset::start(), 4).await;
+    assert_feed("tag, after truncation and deletion", &got, &first[4..]);
+    let again = tagged_run(&gone, 2);
+    append_each(&*store, &again).await;
+    let (got, _) = read_all(&*store, &filter, at, 4).await;
+    assert_feed("tag, written after the deletion", &got, &again);
+    let (got, _) = read_all(&*store, &filter, FeedOffset::start(), 4).await;
+    let mut now = first[4..].to_vec();
+    now.extend(again);
+    assert_feed("tag, from the start, the actor created again", &got, &now);
+}
+
 /// Truncated and deleted entries leave the feed; the rest stays, and later
 /// entries come after the offsets already given.
 pub async fn feed_after_truncation_and_deletion(store: Arc<dyn JournalFeed>) {

@@ -395,7 +395,8 @@ macro_rules! __feed_tests {
             feed_concurrent_writers_never_skip,
             feed_by_tag,
             feed_refuses_foreign_offsets,
-            feed_after_truncation_and_deletion
+            feed_after_truncation_and_deletion,
+            feed_tag_after_truncation_and_deletion
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
