@@ -571,11 +571,21 @@ impl CheckpointManager {
             .rev()
             .skip_while(|&sequence| sequence > at_most)
         {
-            let Some(checkpoint) = self.storage.get_checkpoint(actor_id, sequence).await? else {
-                continue; // pruned meanwhile
+            // A stored checkpoint whose bytes do not decode is as unusable
+            // as one whose state does not: skipped unless the policy says
+            // fail (other errors, such as the storage down, stop loading).
+            let checkpoint = match self.storage.get_checkpoint(actor_id, sequence).await {
+                Ok(Some(checkpoint)) => Ok(checkpoint),
+                Ok(None) => continue, // pruned meanwhile
+                Err(e @ JournalError::CorruptCheckpoint { .. }) => Err(e),
+                Err(e) => return Err(e),
             };
-            let version = checkpoint.state_schema_version;
-            let outcome: JournalResult<()> = match self.decode_any_version(checkpoint).await {
+            let version = checkpoint.as_ref().map_or(0, |c| c.state_schema_version);
+            let decoded = match checkpoint {
+                Ok(checkpoint) => self.decode_any_version(checkpoint).await,
+                Err(e) => Err(e),
+            };
+            let outcome: JournalResult<()> = match decoded {
                 Ok(state) => match accept(state, version) {
                     Ok(value) => {
                         let loaded = LoadedCheckpoint {
