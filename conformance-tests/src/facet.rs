@@ -447,6 +447,50 @@ pub async fn facet_undecodable_checkpoint_falls_back(storage: Arc<dyn JournalSto
     assert_eq!(recovered.behavior(), &before);
 }
 
+/// Rule 16 with retention: a state larger than the checkpoint limit is not
+/// checkpointed (loading would refuse it), so nothing is truncated behind
+/// a checkpoint that could not be loaded, and recovery replays the journal.
+pub async fn facet_oversized_state_is_not_checkpointed(storage: Arc<dyn JournalStorage>) {
+    let id = fresh_actor("facet-oversized");
+    let world = OutsideWorld::default();
+    let small = DurabilityConfig {
+        checkpoint_interval: 2,
+        checkpoints_to_keep: 1,
+        truncate_after_checkpoint: true,
+        max_checkpoint_bytes: 4_096,
+        ..config(2)
+    };
+    let make = || {
+        let mut account = Account::new(&world);
+        // Each transfer keeps a 3,000-byte receipt in the state.
+        account.receipt_bytes = 3_000;
+        durable(Arc::clone(&storage), &id, account, small.clone())
+    };
+    let mut first = make();
+    let messages = [
+        message("d", "deposit", 100),
+        message("t1", "transfer", 3),
+        message("t2", "transfer", 3),
+        message("t3", "transfer", 3),
+    ];
+    for m in &messages {
+        first.send(m.clone()).await.expect("handled");
+    }
+    let before = first.behavior().clone();
+    drop(first);
+    // The first checkpoint (after "d" and "t1": one receipt) fits; the
+    // later ones do not, and the journal after the first is all there.
+    let highest = storage.highest_sequence(&id).await.expect("highest");
+    let mut again = make();
+    again.activate().await.expect("recovers");
+    assert_eq!(again.behavior(), &before);
+    assert_eq!(world.calls().len(), 3, "no transfer ran again");
+    assert_eq!(
+        storage.highest_sequence(&id).await.expect("highest"),
+        highest
+    );
+}
+
 /// Rule 18: a crash after a side effect was journaled but before
 /// `MessageProcessed` recovers without error: the effect's result comes
 /// from the journal, and the message is completed.

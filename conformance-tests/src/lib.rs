@@ -125,6 +125,7 @@ macro_rules! __suite_tests {
             facet::facet_replay_divergence_detected,
             facet::facet_redelivered_message_not_reprocessed,
             facet::facet_undecodable_checkpoint_falls_back,
+            facet::facet_oversized_state_is_not_checkpointed,
             facet::facet_crash_before_processed_recovers,
             facet::facet_unjournaled_effect_runs_again,
             facet::facet_checkpoints_hold_real_state,

@@ -454,6 +454,16 @@ impl CheckpointManager {
         pieces: Vec<StatePiece>,
     ) -> JournalResult<SavedCheckpoint> {
         let raw_bytes: u64 = pieces.iter().map(|p| p.raw_len() as u64).sum();
+        // One that loading would refuse is not saved: it would be skipped
+        // at every activation, and with truncation the journal before it
+        // would be gone.
+        let limit = self.policy.max_state_bytes;
+        if raw_bytes > limit {
+            return Err(JournalError::InvalidCheckpoint(format!(
+                "a state of {raw_bytes} bytes is over the checkpoint limit of {limit} bytes \
+                 (max_checkpoint_bytes): not saved, as it could not be loaded"
+            )));
+        }
         let fresh: usize = pieces
             .iter()
             .map(|p| match p {
