@@ -902,8 +902,11 @@ impl ExecutionContext {
             }
             return Ok(());
         }
-        if self.time_travel || (self.replaying && self.recorded_complete) {
-            // The message ended in the journal without this operation.
+        if self.time_travel || self.recorded_complete {
+            // The message ended in the journal without this operation (also
+            // when an effect ran live before: timers are journaled whatever
+            // `cache_side_effects` says, and a completed message gets no
+            // new entry).
             let recorded = self
                 .recorded_timers
                 .front()

@@ -331,3 +331,68 @@ async fn batched_writes_journal_a_timer_before_the_index_hears_of_it() {
     // Two appends a message: its beginning with the timer, then its end.
     assert_eq!(storage.highest_sequence("batched").await.expect("reads"), 6);
 }
+
+/// Calls an effect, then (from its second version on) schedules a timer.
+struct Pinger {
+    schedules: bool,
+}
+
+#[async_trait]
+impl DurableActor for Pinger {
+    async fn handle(&mut self, _: &MessageReceived, ctx: &mut ExecutionContext) -> HandlerResult {
+        ctx.side_effect("ping", || async { Ok::<_, String>(b"pong".to_vec()) })
+            .await??;
+        if self.schedules {
+            ctx.schedule_timer(TimerScheduled {
+                target_actor_type: "pinger".into(),
+                message_type: "Tick".into(),
+                delay: Some(prost_types::Duration {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+                ..TimerScheduled::default()
+            })
+            .await?;
+        }
+        Ok(Vec::new())
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(Vec::new())
+    }
+    fn restore(&mut self, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// With `cache_side_effects` off the effect runs again on replay; a timer
+/// the completed message did not schedule is still a divergence, never a
+/// new entry written into the journal during recovery.
+#[tokio::test]
+async fn a_timer_a_completed_message_lacks_diverges_also_without_cached_effects() {
+    let storage = MemoryJournalStorage::new();
+    let config = DurabilityConfig {
+        cache_side_effects: false,
+        checkpoint_interval: 0,
+        ..DurabilityConfig::default()
+    };
+    let pinger = |schedules: bool| {
+        let mut actor = Actor::new("pinger", Pinger { schedules });
+        let facet =
+            DurabilityFacet::new(storage.clone(), config.clone()).with_timer_store(storage.clone());
+        actor.facets().attach(Box::new(facet)).expect("one facet");
+        actor
+    };
+    let mut first = pinger(false);
+    first.send(message("m1", b"")).await.expect("handled");
+    drop(first);
+    let highest = storage.highest_sequence("pinger").await.expect("reads");
+    let mut changed = pinger(true);
+    assert!(matches!(
+        changed.activate().await,
+        Err(JournalError::ReplayDivergence { .. })
+    ));
+    assert_eq!(
+        storage.highest_sequence("pinger").await.expect("reads"),
+        highest
+    );
+}
