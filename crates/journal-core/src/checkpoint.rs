@@ -633,7 +633,11 @@ impl CheckpointManager {
     /// The newest checkpoint whose state decodes and that `accept` takes,
     /// trying older ones when a newer one fails (contract rule 16), or an
     /// error at the first failure when the policy says `fail_on_corrupt`.
-    /// `None` when no checkpoint is usable.
+    /// `None` when no checkpoint is usable. A checkpoint written under
+    /// another state schema version than the policy's is not dropped: it is
+    /// [`JournalError::RecoveryFailed`] naming both versions (load it with
+    /// [`CheckpointManager::load_newest_at`], which hands `accept` its
+    /// version, to migrate it).
     pub async fn load_latest<T>(
         &self,
         actor_id: &str,
@@ -653,9 +657,13 @@ impl CheckpointManager {
         let current = self.policy.schema_version;
         self.load_newest_at(actor_id, at_most, |state, version| {
             if version != current {
-                return Err(CheckpointRejection::Skip(format!(
-                    "state schema version {version}, this actor reads version {current}"
-                )));
+                return Err(CheckpointRejection::Fail(JournalError::RecoveryFailed {
+                    actor_id: actor_id.to_owned(),
+                    reason: format!(
+                        "a checkpoint's state is schema version {version} and this policy reads \
+                         version {current}: load it with load_newest_at to migrate it"
+                    ),
+                }));
             }
             accept(state).map_err(CheckpointRejection::Skip)
         })
