@@ -584,16 +584,14 @@ impl CheckpointManager {
             // A stored checkpoint whose bytes do not decode is as unusable
             // as one whose state does not: skipped unless the policy says
             // fail (other errors, such as the storage down, stop loading).
-            let checkpoint = match self.storage.get_checkpoint(actor_id, sequence).await {
-                Ok(Some(checkpoint)) => Ok(checkpoint),
+            let (version, decoded) = match self.storage.get_checkpoint(actor_id, sequence).await {
+                Ok(Some(checkpoint)) => (
+                    checkpoint.state_schema_version,
+                    self.decode_any_version(checkpoint).await,
+                ),
                 Ok(None) => continue, // pruned meanwhile
-                Err(e @ JournalError::CorruptCheckpoint { .. }) => Err(e),
+                Err(e @ JournalError::CorruptCheckpoint { .. }) => (0, Err(e)),
                 Err(e) => return Err(e),
-            };
-            let version = checkpoint.as_ref().map_or(0, |c| c.state_schema_version);
-            let decoded = match checkpoint {
-                Ok(checkpoint) => self.decode_any_version(checkpoint).await,
-                Err(e) => Err(e),
             };
             let outcome: JournalResult<()> = match decoded {
                 Ok(state) => match accept(state, version) {

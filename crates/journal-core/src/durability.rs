@@ -546,8 +546,8 @@ impl Dedup {
 }
 
 /// A facet snapshot's bytes: `actor_state`, the `processed` fields of
-/// `dedup`, then `unlisted_through` — what encoding the `FacetSnapshot`
-/// with those fields gives.
+/// `dedup`, then `unlisted_through` and `owner` — what encoding the
+/// `FacetSnapshot` with those fields gives.
 fn encode_snapshot(actor_state: &[u8], owner: &str, dedup: &Dedup) -> Vec<u8> {
     let mut out = Vec::with_capacity(actor_state.len() + owner.len() + dedup.listed_len() + 32);
     snapshot_head(actor_state, &mut out);
@@ -588,24 +588,17 @@ fn snapshot_head(actor_state: &[u8], out: &mut Vec<u8>) {
 
 /// Refuses, for the facet of `actor_id` owned by `ours`, a journal (or
 /// checkpoint: `what`) that another type marked as its own.
-fn check_owner(
-    ours: Option<&str>,
-    actor_id: &str,
-    marked: Option<&str>,
-    what: &str,
-) -> JournalResult<()> {
-    match (ours, marked) {
-        (Some(ours), Some(theirs)) if !theirs.is_empty() && theirs != ours => {
-            Err(JournalError::RecoveryFailed {
-                actor_id: actor_id.to_owned(),
-                reason: format!(
-                    "{what} was written by actor type {theirs:?}, not {ours:?}: an actor id \
-                     names one journal, so two types cannot share an id"
-                ),
-            })
-        }
-        _ => Ok(()),
+fn check_owner(ours: &str, actor_id: &str, marked: &str, what: &str) -> JournalResult<()> {
+    if ours.is_empty() || marked.is_empty() || marked == ours {
+        return Ok(());
     }
+    Err(JournalError::RecoveryFailed {
+        actor_id: actor_id.to_owned(),
+        reason: format!(
+            "{what} was written by actor type {marked:?}, not {ours:?}: an actor id names one \
+             journal, so two types cannot share an id"
+        ),
+    })
 }
 
 /// The field number of `FacetSnapshot.owner`.
@@ -761,8 +754,9 @@ pub struct DurabilityFacet {
     actor_id: String,
     active: Option<Active>,
     observer: DurabilityObserver,
-    /// The actor type whose journals these are ([`Self::owned_by`]).
-    owner: Option<String>,
+    /// The actor type whose journals these are ([`Self::owned_by`]; empty
+    /// when not told).
+    owner: String,
 }
 
 impl std::fmt::Debug for DurabilityFacet {
@@ -792,7 +786,7 @@ impl DurabilityFacet {
             active: None,
             observer: DurabilityObserver::default(),
             timer_store: None,
-            owner: None,
+            owner: String::new(),
         }
     }
 
@@ -809,7 +803,7 @@ impl DurabilityFacet {
     /// [`ActorSystem`]: https://docs.rs/journal-actors
     #[must_use]
     pub fn owned_by(mut self, actor_type: impl Into<String>) -> Self {
-        self.owner = Some(actor_type.into()).filter(|t| !t.is_empty());
+        self.owner = actor_type.into();
         self
     }
 
@@ -821,9 +815,9 @@ impl DurabilityFacet {
         if let Some(Entry::MessageReceived(message)) = entry.as_mut().filter(|_| sequence == 1) {
             let marked = message.metadata.remove(OWNER_METADATA);
             check_owner(
-                self.owner.as_deref(),
+                &self.owner,
                 &self.actor_id,
-                marked.as_deref(),
+                marked.as_deref().unwrap_or_default(),
                 "its journal",
             )?;
         }
@@ -1016,7 +1010,7 @@ impl DurabilityFacet {
         let mut dedup = self.new_dedup();
         let mut from = 1;
         if from_checkpoint {
-            let owner = self.owner.clone();
+            let owner = self.owner.as_str();
             let current = self.config.state_schema_version;
             let actor_id = self.actor_id.clone();
             let (window, retention) = (self.config.dedup_count(), self.config.dedup_retention);
@@ -1029,13 +1023,8 @@ impl DurabilityFacet {
                 .search_newest_at(&self.actor_id, to, |state, stored| {
                     let snapshot = FacetSnapshot::decode(state.as_slice())
                         .map_err(|e| CheckpointRejection::Skip(e.to_string()))?;
-                    check_owner(
-                        owner.as_deref(),
-                        &actor_id,
-                        Some(snapshot.owner.as_str()),
-                        "its checkpoint",
-                    )
-                    .map_err(CheckpointRejection::Fail)?;
+                    check_owner(owner, &actor_id, &snapshot.owner, "its checkpoint")
+                        .map_err(CheckpointRejection::Fail)?;
                     if stored == current {
                         actor
                             .restore(&snapshot.actor_state)
@@ -1418,6 +1407,9 @@ impl DurabilityFacet {
             }
         };
         let policy = self.checkpoints.policy();
+        // The actor type, written into every checkpoint (cloned: the
+        // window is borrowed mutably below).
+        let owner = self.owner.clone();
         let saved = if policy.compression == CompressionType::Zstd {
             let level = policy.level;
             // The runs not compressed yet, once each (the whole window
@@ -1431,7 +1423,6 @@ impl DurabilityFacet {
                 compress_runs(&runs, level)
             }
             .map_err(|e| JournalError::storage("checkpoint", e))?;
-            let owner = self.owner.clone().unwrap_or_default();
             let dedup = &mut self.active()?.dedup;
             dedup.seal(at, frames);
             let pieces = snapshot_pieces(&actor_state, &owner, dedup);
@@ -1439,7 +1430,6 @@ impl DurabilityFacet {
                 .save_pieces(&actor_id, sequence, pieces)
                 .await
         } else {
-            let owner = self.owner.clone().unwrap_or_default();
             let state = encode_snapshot(&actor_state, &owner, &self.active()?.dedup);
             self.checkpoints.save(&actor_id, sequence, state).await
         };
@@ -1784,10 +1774,10 @@ impl Facet for DurabilityFacet {
             context = context.with_batched_writes();
         }
         let mut received = message.clone();
-        if let Some(owner) = self.owner.as_ref().filter(|_| sequence == 1) {
+        if sequence == 1 && !self.owner.is_empty() {
             received
                 .metadata
-                .insert(OWNER_METADATA.to_owned(), owner.clone());
+                .insert(OWNER_METADATA.to_owned(), self.owner.clone());
         }
         context
             .write(

@@ -166,29 +166,20 @@ impl<A: DurableActor> Actor<A> {
                 .await?;
             self.facets.attached += 1;
         }
-        match &self.initial {
-            None => self.initial = self.behavior.snapshot().ok(),
-            Some(initial) => {
-                if let Err(reason) = self.behavior.restore(initial) {
-                    self.stopped = Some(format!("its initial state does not restore: {reason}"));
-                    return Err(self.stopped_error());
-                }
-            }
+        if self.initial.is_none() {
+            self.initial = self.behavior.snapshot().ok();
+        } else {
+            self.restore_initial()?;
         }
         self.active = false;
-        for facet in &mut self.facets.list {
-            if let Err(e) = facet.on_activate(&self.id, &mut self.behavior).await {
-                return Err(self.fail(e));
-            }
-        }
-        if self.behavior.needs_recovery() {
-            // Recovery itself finished a message that left the state unlike
-            // the journal (now completed in it): recover once more.
-            if let Some(initial) = &self.initial {
-                if let Err(reason) = self.behavior.restore(initial) {
-                    self.stopped = Some(format!("its initial state does not restore: {reason}"));
-                    return Err(self.stopped_error());
+        // A second pass when recovery itself finished a message that left
+        // the state unlike the journal (now completed in it).
+        for pass in 0..2 {
+            if pass == 1 {
+                if !self.behavior.needs_recovery() {
+                    break;
                 }
+                self.restore_initial()?;
             }
             for facet in &mut self.facets.list {
                 if let Err(e) = facet.on_activate(&self.id, &mut self.behavior).await {
@@ -198,6 +189,18 @@ impl<A: DurableActor> Actor<A> {
         }
         self.active = true;
         self.failed = None;
+        Ok(())
+    }
+
+    /// Puts back the state the actor was given at creation (when it could
+    /// be snapshotted then).
+    fn restore_initial(&mut self) -> JournalResult<()> {
+        if let Some(initial) = &self.initial {
+            if let Err(reason) = self.behavior.restore(initial) {
+                self.stopped = Some(format!("its initial state does not restore: {reason}"));
+                return Err(self.stopped_error());
+            }
+        }
         Ok(())
     }
 

@@ -144,7 +144,7 @@ where
                     }
                 };
                 state.cursor.caught_up = entries.len() < page;
-                state.buffer = entries.into();
+                state.buffer = entries;
             }
         }
     })
@@ -174,7 +174,7 @@ async fn read_next<S>(
     cursor: &mut Cursor,
     page: usize,
     options: &SubscribeOptions,
-) -> JournalResult<Vec<JournalEntry>>
+) -> JournalResult<VecDeque<JournalEntry>>
 where
     S: JournalWatch + ?Sized,
 {
@@ -196,21 +196,22 @@ where
         } else {
             next
         };
-        let mut entries = storage
+        let mut entries: VecDeque<JournalEntry> = storage
             .replay_range(
                 actor_id,
                 from,
                 u64::MAX,
                 page.saturating_add(usize::from(from < next)),
             )
-            .await?;
-        if from < next && entries.first().is_some_and(|e| e.sequence == from) {
-            if entries.first().map(|e| &e.id) != cursor.last_id.as_ref() {
+            .await?
+            .into();
+        if let Some(before) = entries.front().filter(|e| e.sequence < next) {
+            if Some(&before.id) != cursor.last_id.as_ref() {
                 return Err(truncated(actor_id, next, 0));
             }
-            entries.remove(0);
+            entries.pop_front();
         }
-        if let Some(first) = entries.first() {
+        if let Some(first) = entries.front() {
             if first.sequence != next {
                 return Err(truncated(actor_id, next, first.sequence));
             }
@@ -226,7 +227,7 @@ where
                     ));
                 }
             }
-            if let Some(last) = entries.last() {
+            if let Some(last) = entries.back() {
                 cursor.seen = cursor.seen.max(last.sequence);
                 cursor.last_id = Some(last.id.clone());
             }
