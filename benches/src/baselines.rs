@@ -282,6 +282,27 @@ impl RawRedis {
             .await
     }
 
+    /// A server setting (`CONFIG GET`), `None` when the server has no
+    /// such setting.
+    pub async fn config_get(&self, name: &str) -> Result<Option<String>, redis::RedisError> {
+        let pair: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(pair.into_iter().nth(1))
+    }
+
+    /// Changes a server setting (`CONFIG SET`).
+    pub async fn config_set(&self, name: &str, value: &str) -> Result<(), redis::RedisError> {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut self.connection.clone())
+            .await
+    }
+
     /// The server's `used_memory` (`INFO memory`).
     pub async fn used_memory(&self) -> Result<u64, redis::RedisError> {
         let info: String = redis::cmd("INFO")

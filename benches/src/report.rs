@@ -68,11 +68,51 @@ fn json_number(v: f64) -> String {
     }
 }
 
+/// The source the figures were measured on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// The commit checked out (`git rev-parse HEAD`), or `"unknown"`
+    /// outside a git checkout.
+    pub commit: String,
+    /// Whether tracked files differed from that commit.
+    pub dirty: bool,
+}
+
+/// The commit of the workspace this runner was built from, and whether
+/// its tracked files differ from it, read with `git`.
+pub fn source() -> Source {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&workspace)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(commit) => Source {
+            commit,
+            dirty: git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_none_or(|changes| !changes.is_empty()),
+        },
+        None => Source {
+            commit: "unknown".into(),
+            dirty: true,
+        },
+    }
+}
+
 /// The figures as one JSON document.
-pub fn json(backend: &str, unix_time: u64, figures: &[Figure]) -> String {
+pub fn json(backend: &str, unix_time: u64, source: &Source, figures: &[Figure]) -> String {
     let mut out = format!(
-        "{{\"backend\":{},\"unix_time\":{unix_time},\"figures\":[",
-        json_string(backend)
+        "{{\"backend\":{},\"unix_time\":{unix_time},\"commit\":{},\"dirty\":{},\"cpus\":{},\"figures\":[",
+        json_string(backend),
+        json_string(&source.commit),
+        source.dirty,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
     );
     for (i, f) in figures.iter().enumerate() {
         if i > 0 {
@@ -143,11 +183,17 @@ pub fn svg(backend: &str, figures: &[Figure]) -> String {
 }
 
 /// Writes `<dir>/<backend>.json` and `<dir>/<backend>.svg`.
-pub fn write(dir: &Path, backend: &str, unix_time: u64, figures: &[Figure]) -> std::io::Result<()> {
+pub fn write(
+    dir: &Path,
+    backend: &str,
+    unix_time: u64,
+    source: &Source,
+    figures: &[Figure],
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(
         dir.join(format!("{backend}.json")),
-        json(backend, unix_time, figures),
+        json(backend, unix_time, source, figures),
     )?;
     std::fs::write(dir.join(format!("{backend}.svg")), svg(backend, figures))
 }

@@ -73,6 +73,19 @@ pub fn run(args: &[String]) -> ExitCode {
     doc.env("RUSTDOCFLAGS", "-D warnings");
     steps.push(Step::from("doc -D warnings", &stream(doc), None));
 
+    let started = Instant::now();
+    let checked = crate::figures::docs(None, true);
+    if let Err(e) = &checked {
+        eprintln!("bench figures: {e}");
+    }
+    steps.push(Step {
+        name: "bench figures in READMEs".into(),
+        success: checked.is_ok(),
+        elapsed: started.elapsed(),
+        counts: None,
+        note: checked.err().unwrap_or_default(),
+    });
+
     // Journal files of earlier runs (tests write under cargo's target tmp dir).
     let _ = std::fs::remove_dir_all("target/tmp");
     steps.push(server_step("postgres server", services::ensure_postgres()));

@@ -3,6 +3,7 @@
 
 mod bench;
 mod ci;
+mod figures;
 mod redis;
 mod run;
 mod services;
@@ -18,6 +19,11 @@ commands:
   bench   the workload runner in release mode: every figure beside a raw
           baseline from the same run; JSON and SVG under target/bench/
           (`--backend memory` for one backend)
+  bench-docs [--from DIR] [--check]
+          the READMEs' performance figures from one bench run: copies
+          DIR/<backend>.json (e.g. target/bench) to benches/results/ and
+          fills every `<!-- bench ... -->` span; --check (a ci step)
+          only checks that they agree
   with-redis-cluster <command...>
           runs a command with a throwaway Redis Cluster started and
           JOURNAL_REDIS_CLUSTER_URL set, then stops the cluster
@@ -40,6 +46,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("bench-docs") => figures::run(&args[1..]),
         Some("with-redis-cluster") => redis::with_cluster(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");

@@ -446,17 +446,29 @@ async fn run_postgres(only: Option<&str>) -> Result<Vec<Figure>, String> {
     if only.is_none_or(|o| "group-commit".starts_with(o)) {
         let started = Instant::now();
         let ours = open(format!("jb_{run}_group")).await?;
+        let wider = PostgresJournalStorage::open(
+            &url,
+            PostgresOptions {
+                schema: format!("jb_{run}_group16"),
+                pool_size: PG_POOL,
+                group_commit_in_flight: WIDE_IN_FLIGHT,
+                ..PostgresOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let raw = RawPostgresGroup::create(&url, &format!("jb_{run}_group_raw"), PG_POOL)
             .await
             .map(Arc::new)
             .map_err(|e| e.to_string())?;
         let total = Sizes::SERVER.throughput_appends;
-        figures.extend(postgres_group_commit(&ours, &raw, total).await?);
-        let dropped = format!("DROP SCHEMA {} CASCADE", ours.schema());
-        raw.admin()
-            .batch_execute(&dropped)
-            .await
-            .map_err(|e| e.to_string())?;
+        figures.extend(postgres_group_commit(&ours, &wider, &raw, total).await?);
+        for schema in [ours.schema(), wider.schema()] {
+            raw.admin()
+                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         raw.drop_schema().await.map_err(|e| e.to_string())?;
         println!("group-commit: {:.1?}", started.elapsed());
     }
@@ -481,42 +493,67 @@ async fn run_postgres(only: Option<&str>) -> Result<Vec<Figure>, String> {
 /// Connections of the journal's pool, and of the raw group-commit writer.
 const PG_POOL: usize = 16;
 
+/// Groups in flight of the second journal in the PostgreSQL group-commit
+/// figures (the default is 4).
+const WIDE_IN_FLIGHT: usize = 16;
+
 /// PostgreSQL group commit against the engine's ceiling, `total` appends
-/// a round: the journal in schema `ours`, beside the raw group-commit
-/// writer `raw` with as many connections, taking turns; prints rows per
-/// transaction of each (warm-up included), read from the rows' `xmin`.
+/// a round: the journal in schema `ours` (default options) and in `wider`
+/// (`WIDE_IN_FLIGHT` groups in flight), beside the raw group-commit writer
+/// `raw` with as many connections, taking turns. Adds each one's rows per
+/// transaction (warm-up included), read from the rows' `xmin`.
 async fn postgres_group_commit(
     ours: &PostgresJournalStorage,
+    wider: &PostgresJournalStorage,
     raw: &Arc<RawPostgresGroup>,
     total: usize,
 ) -> Result<Vec<Figure>, String> {
     let writers: Vec<Arc<dyn GroupWriter>> = vec![
         Arc::new(Journal(Arc::new(ours.clone()))),
         Arc::clone(raw) as Arc<dyn GroupWriter>,
+        Arc::new(Journal(Arc::new(wider.clone()))),
     ];
     let per_actor = (total / GROUP_ACTORS) as u64;
     let sides = group_commit::measure(&writers, GROUP_ACTORS, per_actor).await;
-    let mut seen = Vec::new();
-    for schema in [ours.schema(), raw.schema()] {
+    let mut per_transaction = Vec::new();
+    for schema in [ours.schema(), raw.schema(), wider.schema()] {
         let (rows, transactions) =
             group_commit::rows_per_transaction(raw.admin(), &format!("{schema}.entries"))
                 .await
                 .map_err(|e| e.to_string())?;
-        seen.push(format!(
-            "{rows} in {transactions} ({:.1})",
-            rows as f64 / transactions.max(1) as f64
-        ));
+        per_transaction.push(rows as f64 / transactions.max(1) as f64);
     }
-    println!(
-        "group commit, rows per transaction (distinct xmin): journal {}; raw {}",
-        seen[0], seen[1]
-    );
-    Ok(group_commit::figures(
-        &sides[0],
-        &sides[1],
-        &raw.describe(),
-        GROUP_ACTORS,
-    ))
+    let raw_name = raw.describe();
+    let mut figures = group_commit::figures(&sides[0], &sides[1], &raw_name, GROUP_ACTORS);
+    let default_in_flight = PostgresOptions::default().group_commit_in_flight;
+    let mut wide = group_commit::figures(&sides[2], &sides[1], &raw_name, GROUP_ACTORS);
+    for figure in &mut wide {
+        figure.name = figure.name.replacen(
+            "group commit",
+            &format!("group commit, {WIDE_IN_FLIGHT} groups in flight:"),
+            1,
+        );
+    }
+    figures.extend(wide);
+    for (value, in_flight) in [
+        (per_transaction[0], default_in_flight),
+        (per_transaction[2], WIDE_IN_FLIGHT),
+    ] {
+        figures.push(Figure {
+            name: format!(
+                "group commit rows per transaction, {GROUP_ACTORS} concurrent actors, \
+                 {in_flight} groups in flight"
+            ),
+            value,
+            unit: "rows",
+            baseline: per_transaction[1],
+            baseline_name: format!("{raw_name}, rows per transaction"),
+            better: Better::Higher,
+            target: String::new(),
+            met: None,
+        });
+    }
+    Ok(figures)
 }
 
 /// SQLite: the journal, the raw rusqlite baseline, and the actor system,
@@ -596,11 +633,12 @@ async fn sqlite_group_commit(files: &Path, total: usize) -> Result<Vec<Figure>, 
     let after = storage.commit_stats();
     let ops = after.operations - before.operations;
     let transactions = after.transactions - before.transactions;
+    let (log_commits, log_rows) = log.count.get();
     println!(
         "group commit, rows per transaction: journal {ops} in {transactions} ({:.1}); \
          raw, log layout {}; raw, plain table {}",
         ops as f64 / transactions.max(1) as f64,
-        per_commit(log.count.get()),
+        per_commit((log_commits, log_rows)),
         per_commit(plain.count.get()),
     );
     let mut figures = group_commit::figures(&sides[0], &sides[1], &log.describe(), GROUP_ACTORS);
@@ -614,6 +652,16 @@ async fn sqlite_group_commit(files: &Path, total: usize) -> Result<Vec<Figure>, 
             plain.describe(),
             group_commit::ROUNDS
         ),
+        better: Better::Higher,
+        target: String::new(),
+        met: None,
+    });
+    figures.push(Figure {
+        name: format!("group commit rows per transaction, {GROUP_ACTORS} concurrent actors"),
+        value: ops as f64 / transactions.max(1) as f64,
+        unit: "rows",
+        baseline: log_rows as f64 / log_commits.max(1) as f64,
+        baseline_name: format!("{}, rows per transaction", log.describe()),
         better: Better::Higher,
         target: String::new(),
         met: None,
@@ -689,8 +737,32 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
         figures.push(ceiling);
     }
     if only.is_none_or(|o| "memory".starts_with(o)) {
-        let memory = open(format!("{run}_memory")).await?;
-        figures.extend(redis_memory(&memory, &raw).await?);
+        // The server's default stream node size, then two smaller ones
+        // (the server's setting is put back after).
+        const SETTING: &str = "stream-node-max-bytes";
+        let before = raw.config_get(SETTING).await.map_err(|e| e.to_string())?;
+        let mut measured = Ok(());
+        for node_bytes in [None, Some("1024"), Some("512")] {
+            if let Some(bytes) = node_bytes {
+                measured = raw
+                    .config_set(SETTING, bytes)
+                    .await
+                    .map_err(|e| e.to_string());
+            }
+            if measured.is_ok() {
+                let memory = open(format!("{run}_memory{}", node_bytes.unwrap_or(""))).await?;
+                match redis_memory(&memory, &raw, node_bytes).await {
+                    Ok(more) => figures.extend(more),
+                    Err(e) => measured = Err(e),
+                }
+            }
+        }
+        if let Some(before) = before {
+            raw.config_set(SETTING, &before)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        measured?;
     }
     figures.extend(run_subscribe(storage.clone(), only).await);
     let fed = open(format!("{run}_feed")).await?;
@@ -706,9 +778,13 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
 /// Server memory per entry: one long journal (`MEMORY USAGE` of its
 /// stream), and many short ones (`used_memory` before and after, so every
 /// key of an actor counts), against the entry's own protobuf bytes.
+///
+/// `node_bytes`: the server's `stream-node-max-bytes` while measuring, when
+/// not its default (the figures' names say it).
 async fn redis_memory(
     storage: &RedisJournalStorage,
     raw: &RawRedis,
+    node_bytes: Option<&str>,
 ) -> Result<Vec<Figure>, String> {
     use journal_core::{journal_entry::Entry, JournalEntry};
     let entry = |actor: &str, sequence: u64| {
@@ -719,8 +795,9 @@ async fn redis_memory(
         )
     };
     let entry_bytes = prost::Message::encoded_len(&entry("long-journal", 1)) as f64;
+    let setting = node_bytes.map_or(String::new(), |b| format!(", stream-node-max-bytes {b}"));
     let figure = |name: String, value: f64| Figure {
-        name,
+        name: format!("{name}{setting}"),
         value,
         unit: "bytes",
         baseline: entry_bytes,
@@ -809,6 +886,13 @@ fn main() -> ExitCode {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let source = report::source();
+    if source.dirty {
+        eprintln!(
+            "workload: the tracked files differ from commit {}; the figures are not of that commit",
+            source.commit
+        );
+    }
     for backend in backends {
         let figures = match runtime.block_on(run_backend(&backend, &out, only.as_deref())) {
             Ok(figures) => figures,
@@ -818,7 +902,7 @@ fn main() -> ExitCode {
             }
         };
         print!("{}", report::table(&backend, &figures));
-        if let Err(e) = report::write(&out, &backend, now, &figures) {
+        if let Err(e) = report::write(&out, &backend, now, &source, &figures) {
             eprintln!("workload: cannot write under {}: {e}", out.display());
             return ExitCode::FAILURE;
         }
