@@ -144,7 +144,7 @@ pub(crate) fn number(v: f64) -> String {
     format!("{v:.digits$}")
 }
 
-/// A ratio as the READMEs print it: `0.83x`, `14.8x`.
+/// A ratio as the READMEs print it: `0.83x`, `14.8x`, `0.047x`.
 pub(crate) fn ratio(v: f64) -> String {
     if !v.is_finite() {
         return "n/a".into();
@@ -154,7 +154,9 @@ pub(crate) fn ratio(v: f64) -> String {
     } else if v.abs() >= 0.1 || v == 0.0 {
         format!("{v:.2}x")
     } else {
-        format!("{}x", number(v))
+        // Two significant digits: 0.047x, 0.0060x.
+        let digits = usize::try_from((1 - v.abs().log10().floor() as i32).clamp(0, 4)).unwrap_or(0);
+        format!("{v:.digits$}x")
     }
 }
 
@@ -238,7 +240,7 @@ pub(crate) fn tables(results: &[Results]) -> String {
     for r in results {
         let _ = write!(
             out,
-            "\n## {}\n\n| figure | value | unit | baseline | ratio | target | baseline measured |\n\
+            "\n## {0}\n\nChart: [`{0}.svg`]({0}.svg).\n\n| figure | value | unit | baseline | ratio | target | baseline measured |\n\
              |---|---:|---|---:|---:|---|---|\n",
             r.backend
         );
@@ -264,8 +266,12 @@ pub(crate) fn tables(results: &[Results]) -> String {
     out
 }
 
+/// A table cell: `|` escaped, and `<` and `>` written as entities so that
+/// `Mutex<HashMap<..>>` is not taken for HTML.
 fn cell(text: &str) -> String {
     text.replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The results of every backend under `dir`; all must be of one commit,
@@ -355,6 +361,13 @@ pub(crate) fn docs(from: Option<&Path>, check: bool) -> Result<(), String> {
             let name = format!("{backend}.json");
             std::fs::copy(from.join(&name), results_dir.join(&name))
                 .map_err(|e| format!("copying {name}: {e}"))?;
+            // The chart of the same run, where the runner drew one.
+            let chart = format!("{backend}.svg");
+            let _ = std::fs::remove_file(results_dir.join(&chart));
+            if from.join(&chart).is_file() {
+                std::fs::copy(from.join(&chart), results_dir.join(&chart))
+                    .map_err(|e| format!("copying {chart}: {e}"))?;
+            }
         }
     }
     let results = load(results_dir)?;
@@ -418,6 +431,8 @@ mod tests {
         assert_eq!(ratio(0.834), "0.83x");
         assert_eq!(ratio(14.83), "14.8x");
         assert_eq!(ratio(0.0051), "0.0051x");
+        assert_eq!(ratio(0.0468), "0.047x");
+        assert_eq!(ratio(0.006), "0.0060x");
     }
 
     #[test]
@@ -470,7 +485,7 @@ mod tests {
         let table = tables(&results());
         assert!(table.contains("commit `0123456789abcdef`"));
         assert!(table.contains(
-            "| group commit appends/s, 256 concurrent actors | 52,000 | appends/s | 62,651 | 0.83x | >= 0.8x: met | raw |"
+            "| group commit appends/s, 256 concurrent actors | 52,000 | appends/s | 62,651 | 0.83x | &gt;= 0.8x: met | raw |"
         ));
         assert!(table.contains("| replay of 100000 entries | n/a |"));
     }
