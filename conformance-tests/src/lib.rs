@@ -168,6 +168,7 @@ macro_rules! __suite_tests {
             limits::limits_unbounded_reads_and_truncation,
             limits::limits_checkpoint_above_max_rejected,
             limits::rule04_message_received_without_message_id_rejected,
+            limits::rule04_entry_id_with_nul_rejected,
             model::prop_matches_reference_model,
             model::prop_any_batch_split_replays_the_same,
             model::prop_ranges_and_streams_agree_with_replay_from,

@@ -221,6 +221,36 @@ pub async fn rule04_message_received_without_message_id_rejected(storage: Arc<dy
     append_each(&*storage, &[entry(&actor, 1)]).await;
 }
 
+/// Rule 4: an entry id holding a NUL character is `InvalidEntry` on every
+/// backend (PostgreSQL's text cannot store one, and any journal must copy
+/// to any backend), alone or in a batch, and writes nothing.
+pub async fn rule04_entry_id_with_nul_rejected(storage: Arc<dyn JournalStorage>) {
+    let actor = fresh_actor("r04-nul");
+    let nul = JournalEntry {
+        id: "01J\0X".into(),
+        ..entry(&actor, 1)
+    };
+    match storage.append_entry(&nul).await {
+        Err(JournalError::InvalidEntry(reason)) => {
+            assert!(reason.contains("NUL"), "{reason:?}");
+        }
+        other => panic!("expected InvalidEntry, got {other:?}"),
+    }
+    let batch = [
+        entry(&actor, 1),
+        JournalEntry {
+            sequence: 2,
+            ..nul.clone()
+        },
+    ];
+    assert!(matches!(
+        storage.append_batch(&batch).await,
+        Err(JournalError::InvalidEntry(_))
+    ));
+    assert_eq!(storage.highest_sequence(&actor).await.expect("highest"), 0);
+    append_each(&*storage, &[entry(&actor, 1)]).await;
+}
+
 /// Rules 1, 5, 10 and 14 at the top of the range, for a backend that can
 /// start an actor there: `seed(actor, highest)` must make `highest` the
 /// actor's highest sequence, with no entry stored, the way the backend

@@ -16,9 +16,11 @@ pub(crate) fn postgres_url() -> String {
 
 /// `host:port` of a URL, with `default_port` when it names none.
 pub(crate) fn host_port(url: &str, default_port: u16) -> Option<String> {
-    let rest = url.split("://").nth(1)?;
-    let authority = rest.split(['/', '?']).next()?;
-    let host = authority.rsplit('@').next()?;
+    let rest = url.split_once("://")?.1;
+    // Credentials end at the last '@' (a password may hold '/' or '?');
+    // only then does the host end at '/', '?' or ','.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host = rest.split(['/', '?', ',']).next()?;
     Some(if host.contains(':') {
         host.to_owned()
     } else {
@@ -86,5 +88,24 @@ pub(crate) fn drop_postgres_schemas(prefix: &str) -> Result<(), String> {
         Err(format!(
             "could not drop the test schemas {prefix}* (is psql installed?)"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn the_address_holds_no_part_of_a_password() {
+        for (url, want) in [
+            ("postgres://postgres@127.0.0.1:5432/test", "127.0.0.1:5432"),
+            ("postgres://u:pa/ss@h/db", "h:5432"),
+            ("postgres://u:pa?ss@h:1/db", "h:1"),
+            ("redis://:pa,ss@h", "h:5432"),
+            ("postgres://h", "h:5432"),
+        ] {
+            assert_eq!(host_port(url, 5432).as_deref(), Some(want), "{url}");
+        }
+        assert_eq!(host_port("no url", 1), None);
     }
 }

@@ -976,7 +976,14 @@ where
         if self.checkpoint_timer {
             return;
         }
-        let due = self.inner.clock.now_ms() + timeout.as_millis() as u64;
+        // A timeout beyond the index's range (due times go up to
+        // MAX_SEQUENCE ms) is due at its end, never wrapped around to now.
+        let due = self
+            .inner
+            .clock
+            .now_ms()
+            .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
+            .min(journal_core::MAX_SEQUENCE);
         let record = timers::checkpoint_timer(&self.key.0, &self.key.1, due);
         match self.inner.timer_store.schedule_timer(&record).await {
             Ok(()) => self.checkpoint_timer = true,

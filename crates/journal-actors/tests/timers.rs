@@ -494,6 +494,32 @@ async fn two_systems_on_one_store_fire_each_timer_once() {
     assert!(notes.try_recv().is_err());
 }
 
+/// A checkpoint timeout past the timer index's range is due at its end:
+/// the sum neither overflows (a panic in the actor's task) nor wraps
+/// around to a timer due at once.
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_timeout_beyond_range_never_fires_early() {
+    let storage = MemoryJournalStorage::new();
+    let (probe, _notes) = Probe::new();
+    let durability = DurabilityConfig {
+        checkpoint_interval: 1_000,
+        checkpoint_timeout: Some(prost_types::Duration {
+            seconds: i64::MAX,
+            nanos: 0,
+        }),
+        ..DurabilityConfig::default()
+    };
+    let system = start(&storage, &probe, SystemConfig::default(), durability);
+    let actor = system.actor::<Counter>("far");
+    actor.send(CounterMessage::Add(1)).await.expect("succeeds");
+    actor.send(CounterMessage::Add(2)).await.expect("succeeds");
+    assert_eq!(
+        storage.next_due(0).await.expect("succeeds"),
+        Some(journal_core::MAX_SEQUENCE),
+        "the checkpoint timer is due at the end of the index's range"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_idle_actor_checkpoints_after_its_checkpoint_timeout() {
     let storage = MemoryJournalStorage::new();

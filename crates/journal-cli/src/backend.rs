@@ -44,12 +44,32 @@ pub enum Access {
 }
 
 /// Where a journal is, parsed from its URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Location {
     Memory,
     Sqlite(PathBuf),
     Postgres { url: String, schema: Option<String> },
     Redis { url: String, prefix: Option<String> },
+}
+
+/// Server URLs shown with any password as `***`.
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Memory => f.write_str("Memory"),
+            Location::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Location::Postgres { url, schema } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url(url))
+                .field("schema", schema)
+                .finish(),
+            Location::Redis { url, prefix } => f
+                .debug_struct("Redis")
+                .field("url", &redact_url(url))
+                .field("prefix", prefix)
+                .finish(),
+        }
+    }
 }
 
 /// A journal storage with its due-timer index, live subscriptions and

@@ -20,7 +20,7 @@ use crate::output::{count, counted, progress};
 use crate::Outcome;
 
 /// `journal copy` options.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct CopyArgs {
     /// The journal to copy from.
     from: String,

@@ -37,7 +37,7 @@ use crate::Outcome;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// `journal demo` options.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct DemoArgs {
     /// The SQLite file the accounts journal to.
     #[arg(long, default_value = "journal-demo.db")]

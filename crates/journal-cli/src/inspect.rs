@@ -71,7 +71,7 @@ pub async fn actors(url: &str, json: bool) -> Result<Outcome, Failure> {
 }
 
 /// `journal show` options.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct ShowArgs {
     /// The journal's URL.
     url: String,
@@ -282,7 +282,7 @@ pub async fn backup(url: &str, out: &std::path::Path) -> Result<Outcome, Failure
 }
 
 /// `journal at` options.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct AtArgs {
     /// The journal's URL.
     url: String,

@@ -32,14 +32,14 @@ use crate::backend::Failure;
 /// URLs: sqlite:PATH, postgres://USER@HOST/DB[?schema=NAME],
 /// redis://HOST:PORT[?prefix=P], redis-cluster://HOST:PORT[?prefix=P],
 /// memory:
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "journal", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Run durable bank accounts, typed actors of an actor system, on an
     /// SQLite file: crash them part-way, recover them, let durable timers
@@ -144,6 +144,13 @@ fn usage_error(e: &clap::Error) -> String {
         .take_while(|line| !line.starts_with("Usage:"))
         .map(str::trim)
         .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // clap quotes the arguments it did not take: a URL among them keeps
+    // its password out.
+    let text = text
+        .split(' ')
+        .map(journal_core::redact_url)
         .collect::<Vec<_>>()
         .join(" ");
     text.strip_prefix("error: ").unwrap_or(&text).to_owned()

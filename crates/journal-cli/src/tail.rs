@@ -15,7 +15,7 @@ use crate::Outcome;
 const LAST: u64 = 10;
 
 /// `journal tail`'s arguments.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct TailArgs {
     /// The journal's URL.
     url: String,

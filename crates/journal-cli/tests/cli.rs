@@ -554,6 +554,18 @@ fn errors_are_one_line_on_stderr_without_a_password() {
             ],
             "redis unavailable",
         ),
+        // clap repeats an argument it does not take.
+        (
+            vec!["demo", "postgres://app:s3cret@127.0.0.1:1/test"],
+            "unexpected argument",
+        ),
+        (
+            vec![
+                "actors",
+                "postgres://app:pw@127.0.0.1:1/test?application_name=a@b&password=s3cret",
+            ],
+            "postgres",
+        ),
     ];
     for (args, says) in cases {
         let output = journal(&args);

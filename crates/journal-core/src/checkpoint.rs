@@ -192,7 +192,7 @@ impl CheckpointPolicy {
         }
         let limit = self.max_state_bytes;
         let claimed = checkpoint.uncompressed_size;
-        if claimed > limit || checkpoint.state_data.len() as u64 > limit {
+        if claimed > limit || checkpoint.state_data.len() as u64 > max_stored_bytes(limit) {
             return Err(corrupt(format!(
                 "state of {claimed} bytes ({} stored) is over the limit of {limit}",
                 checkpoint.state_data.len()
@@ -492,6 +492,13 @@ impl CheckpointManager {
         checkpoint: Checkpoint,
     ) -> JournalResult<SavedCheckpoint> {
         let stored_bytes = checkpoint.state_data.len() as u64;
+        let most = max_stored_bytes(self.policy.max_state_bytes);
+        if stored_bytes > most {
+            return Err(JournalError::InvalidCheckpoint(format!(
+                "a state stored in {stored_bytes} bytes is over the {most} bytes loading \
+                 accepts (max_checkpoint_bytes and compression overhead): not saved"
+            )));
+        }
         self.storage.save_checkpoint(&checkpoint).await?;
         crate::metrics::checkpoint(state_len(raw_bytes), checkpoint.state_data.len());
 
@@ -669,6 +676,14 @@ impl CheckpointManager {
     }
 }
 
+/// The most stored (possibly compressed) bytes a checkpoint of at most
+/// `limit` bytes of state may take: compression can add a little to data
+/// that does not compress (a frame's header and each block's), more so
+/// in the 4 KiB frames of a dedup window.
+fn max_stored_bytes(limit: u64) -> u64 {
+    limit.saturating_add(limit / 64).saturating_add(1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,6 +710,35 @@ mod tests {
             c.state_data.len()
         );
         assert_eq!(policy().decode(&c).expect("decode"), state);
+    }
+
+    /// A state that does not compress, exactly at the limit, grows a little
+    /// when compressed: it still loads.
+    #[test]
+    fn an_incompressible_state_at_the_limit_loads() {
+        let limit = 4096u64;
+        let tight = CheckpointPolicy {
+            max_state_bytes: limit,
+            ..CheckpointPolicy::default()
+        };
+        // Bytes of a simple generator: zstd finds nothing to compress.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let state: Vec<u8> = (0..limit)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[0]
+            })
+            .collect();
+        let c = tight.encode("a", 1, &state).expect("encode");
+        assert!(
+            c.state_data.len() as u64 > limit,
+            "it grew: {}",
+            c.state_data.len()
+        );
+        assert!(c.state_data.len() as u64 <= max_stored_bytes(limit));
+        assert_eq!(tight.decode(&c).expect("decode"), state);
     }
 
     #[test]

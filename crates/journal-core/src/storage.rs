@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
+use tracing::Instrument as _;
 
 use crate::error::{JournalError, JournalResult};
 use crate::proto::{Checkpoint, JournalEntry};
@@ -350,7 +351,12 @@ where
         page: usize,
     ) -> Fetch {
         let (storage, actor_id) = (storage.clone(), actor_id.to_owned());
-        tokio::spawn(async move { storage.replay_range(&actor_id, from, u64::MAX, page).await })
+        // The page's span (the backend's `replay_range`) stays under the
+        // caller's span, though it runs on a task of its own.
+        tokio::spawn(
+            async move { storage.replay_range(&actor_id, from, u64::MAX, page).await }
+                .in_current_span(),
+        )
     }
     let page = page.max(1);
     let start = State {

@@ -106,6 +106,14 @@ pub fn validate_entry(entry: &JournalEntry, limits: &Limits) -> JournalResult<()
             entry.id.len()
         )));
     }
+    if entry.id.contains('\0') {
+        // PostgreSQL's text cannot hold it: refused everywhere, so that
+        // every journal can be copied to every backend.
+        return Err(JournalError::InvalidEntry(format!(
+            "entry id at sequence {} holds a NUL character",
+            entry.sequence
+        )));
+    }
     if entry.sequence == 0 {
         return Err(JournalError::InvalidEntry(
             "sequence 0: sequences start at 1".into(),

@@ -566,7 +566,7 @@ impl journal_core::JournalWatch for MemoryJournalStorage {
 /// atomic. Clones share it, as they share the journals.
 #[async_trait]
 impl TimerStore for MemoryJournalStorage {
-    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, timer_id = %timer.timer_id, due_at_ms = timer.due_at_ms))]
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %timer.owner_actor, target_actor = %timer.target_actor, timer_id = %timer.timer_id, due_at_ms = timer.due_at_ms))]
     async fn schedule_timer(&self, timer: &TimerRecord) -> JournalResult<()> {
         cooperate().await;
         validate_timer(timer, self.max_timer_payload())?;

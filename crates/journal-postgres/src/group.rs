@@ -2,6 +2,7 @@
 //! server together in one round trip and one transaction.
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use deadpool_postgres::Pool;
 use journal_core::{validate, JournalError, JournalResult};
@@ -125,10 +126,15 @@ pub(crate) fn spawn(
             }
             journal_core::metrics::group_commit("postgres", group.len());
             let (pool, sql) = (pool.clone(), Arc::clone(&sql));
-            tokio::spawn(async move {
-                commit(&pool, &sql, group).await;
-                drop(permit);
-            });
+            let span =
+                tracing::debug_span!("group_commit", backend = "postgres", appends = group.len());
+            tokio::spawn(
+                async move {
+                    commit(&pool, &sql, group).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
     });
     sender

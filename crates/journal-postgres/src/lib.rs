@@ -536,8 +536,12 @@ impl JournalStorage for PostgresJournalStorage {
                     break;
                 };
                 // The page's last sequence, as the query computed it.
-                let span = u64::try_from(wanted).unwrap_or(u64::MAX).min(to - lo + 1);
-                let hi = lo + (span - 1);
+                // Saturating: a damaged row outside the range asked for
+                // must not overflow (it ends the loop instead).
+                let span = u64::try_from(wanted)
+                    .unwrap_or(u64::MAX)
+                    .min(to.saturating_sub(lo).saturating_add(1));
+                let hi = lo.saturating_add(span.saturating_sub(1));
                 let full = page.len() == wanted;
                 entries.append(&mut page);
                 if full || hi >= to {

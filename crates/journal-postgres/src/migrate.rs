@@ -405,7 +405,8 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> JournalResult<
         )
         .await
         .map_err(pg_error)?
-        .get(0);
+        .try_get(0)
+        .map_err(pg_error)?;
     if version > SCHEMA_VERSION {
         return Err(JournalError::storage(
             "postgres",
@@ -438,7 +439,8 @@ pub(crate) async fn check(client: &Client, schema: &str) -> JournalResult<()> {
         )
         .await
         .map_err(pg_error)?
-        .get(0);
+        .try_get(0)
+        .map_err(pg_error)?;
     let version: i32 = if exists {
         client
             .query_one(
@@ -447,7 +449,8 @@ pub(crate) async fn check(client: &Client, schema: &str) -> JournalResult<()> {
             )
             .await
             .map_err(pg_error)?
-            .get(0)
+            .try_get(0)
+            .map_err(pg_error)?
     } else {
         0
     };

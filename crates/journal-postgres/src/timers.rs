@@ -105,7 +105,7 @@ impl TimerStore for PostgresJournalStorage {
         self.limits.max_entry_bytes
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, timer_id = %timer.timer_id, due_at_ms = timer.due_at_ms))]
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %timer.owner_actor, target_actor = %timer.target_actor, timer_id = %timer.timer_id, due_at_ms = timer.due_at_ms))]
     async fn schedule_timer(&self, timer: &TimerRecord) -> JournalResult<()> {
         validate_timer(timer, self.max_timer_payload())?;
         self.execute(

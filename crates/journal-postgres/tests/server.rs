@@ -265,6 +265,61 @@ async fn bad_configuration_is_typed_and_redacted() {
         !format!("{garbage} {garbage:?}").contains("s3cret"),
         "{garbage}"
     );
+    // Key-value connection strings, and a password parameter after an '@'
+    // in another parameter; each refused, none repeating the password.
+    for bad in [
+        "host=127.0.0.1 port=notaport password=s3cret",
+        "host=127.0.0.1 password='s3cret' sslmode=require",
+        "postgres://u:pw@127.0.0.1:1/db?application_name=a@b&password=s3cret&sslmode=bogus",
+    ] {
+        let err = PostgresJournalStorage::new(bad).await.expect_err("refused");
+        assert!(!format!("{err} {err:?}").contains("s3cret"), "{err}");
+    }
+}
+
+/// A schema holding another tool's `journal_schema` table, its version of
+/// another type, is a typed error at open (it was a panic), and is left as
+/// it was.
+#[tokio::test]
+async fn a_foreign_version_table_is_refused_without_a_panic() {
+    let Some(probe) = common::storage(common::test_options()).await else {
+        return;
+    };
+    let client = probe.pool().get().await.expect("client");
+    for column in ["BIGINT", "NUMERIC", "TEXT"] {
+        let schema = common::fresh_schema();
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; \
+                 CREATE TABLE {schema}.journal_schema (version {column}); \
+                 INSERT INTO {schema}.journal_schema VALUES ('1')"
+            ))
+            .await
+            .expect("the foreign table");
+        let options = PostgresOptions {
+            schema: schema.clone(),
+            ..common::test_options()
+        };
+        let opened = PostgresJournalStorage::open(&common::url(), options).await;
+        assert!(
+            matches!(opened, Err(JournalError::Storage { .. })),
+            "{column}: {:?}",
+            opened.err()
+        );
+        let kept: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {schema}.journal_schema"),
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(kept, 1, "{column}: left as it was");
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop");
+    }
 }
 
 /// Rule 15 across connections: a delete that waits for a concurrent append

@@ -27,6 +27,9 @@ pub(crate) enum Target {
 /// The servers a URL names, as `host:port` only: no user, no password, no
 /// path; `?` for a part that is not a URL. For errors and spans.
 pub(crate) fn servers_of(url: &str) -> String {
+    // Credentials out first: a password may hold ',', '/' or '?', which
+    // would otherwise cut it into a "server".
+    let url = journal_core::redact_url(url);
     url.split(',')
         .map(|part| {
             part.split_once("://")
@@ -527,5 +530,29 @@ fn servers_of_target(target: &Target) -> String {
             .map(|n| servers_of(n))
             .collect::<Vec<_>>()
             .join(","),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::servers_of;
+
+    #[test]
+    fn servers_are_named_without_any_part_of_a_password() {
+        for (url, want) in [
+            ("redis://127.0.0.1:6379", "127.0.0.1:6379"),
+            ("redis://:s3/cret@h:1/0", "h:1"),
+            ("redis://:s3,cret@h:1", "h:1"),
+            ("redis://u:s3?cret@h:1", "h:1"),
+            ("redis://:a@h:1,redis://:b@g:2", "h:1,g:2"),
+            ("not a url", "?"),
+        ] {
+            let servers = servers_of(url);
+            assert_eq!(servers, want, "{url}");
+            assert!(
+                !servers.contains("s3") && !servers.contains("cret"),
+                "{url}"
+            );
+        }
     }
 }

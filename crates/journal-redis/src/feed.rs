@@ -1087,6 +1087,20 @@ impl JournalFeed for RedisJournalStorage {
         }
         Ok(fed)
     }
+
+    /// Waits out `timeout` (the feed's poll interval), checking the offset
+    /// first: Redis has no wake-up across buckets, so a reader polls.
+    #[tracing::instrument(level = "debug", skip(self), fields(backend = BACKEND))]
+    async fn wait_for_feed(
+        &self,
+        filter: &FeedFilter,
+        after: &FeedOffset,
+        timeout: Duration,
+    ) -> JournalResult<()> {
+        parse_offset(filter, after)?;
+        tokio::time::sleep(timeout).await;
+        Ok(())
+    }
 }
 
 /// Projections' offsets in one hash (`projections`, in bucket 0's slot), by

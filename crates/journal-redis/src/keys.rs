@@ -79,9 +79,9 @@ pub fn timer_shard_of(timer_id: &str) -> u16 {
     (fnv1a(timer_id.as_bytes()) % u64::from(TIMER_SHARDS)) as u16
 }
 
-/// The cluster slot of a bucket.
+/// The cluster slot of a bucket (taken modulo [`BUCKETS`]).
 pub fn slot_of_bucket(bucket: u16) -> u16 {
-    bucket * (SLOTS / BUCKETS)
+    (bucket % BUCKETS) * (SLOTS / BUCKETS)
 }
 
 /// Key names under one prefix.
@@ -264,7 +264,7 @@ impl Keys {
     }
 
     fn key(&self, bucket: u16, kind: &str, actor_id: &str) -> Vec<u8> {
-        let tag = &tags()[usize::from(bucket)];
+        let tag = &tags()[usize::from(bucket % BUCKETS)];
         let mut key =
             Vec::with_capacity(self.prefix.len() + tag.len() + kind.len() + actor_id.len() + 4);
         key.extend_from_slice(self.prefix.as_bytes());
@@ -276,9 +276,13 @@ impl Keys {
         key
     }
 
-    /// The keys of a bucket.
+    /// The keys of a bucket (taken modulo [`BUCKETS`]: there are no
+    /// others).
     pub fn bucket(&self, bucket: u16) -> BucketKeys<'_> {
-        BucketKeys { keys: self, bucket }
+        BucketKeys {
+            keys: self,
+            bucket: bucket % BUCKETS,
+        }
     }
 
     /// The keys of an actor.
@@ -305,6 +309,20 @@ mod tests {
         assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
         assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
         assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+    }
+
+    /// The public helpers take any bucket number without a panic: past
+    /// the last bucket they wrap around.
+    #[test]
+    fn bucket_numbers_past_the_last_wrap_around() {
+        let keys = Keys::new("p");
+        for beyond in [BUCKETS, BUCKETS + 7, 4096, u16::MAX] {
+            assert_eq!(slot_of_bucket(beyond), slot_of_bucket(beyond % BUCKETS));
+            assert_eq!(
+                keys.bucket(beyond).feed(),
+                keys.bucket(beyond % BUCKETS).feed()
+            );
+        }
     }
 
     #[test]

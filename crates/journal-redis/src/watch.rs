@@ -84,8 +84,8 @@ impl Watchers {
                 // every wait is bounded here by its own block and margin.
                 let client = redis::cluster::ClusterClient::builder(nodes.clone())
                     .connection_timeout(options.connect_timeout)
-                    .response_timeout(MAX_BLOCK + margin)
-                    .overall_response_timeout(Some(MAX_BLOCK + margin))
+                    .response_timeout(MAX_BLOCK.saturating_add(margin))
+                    .overall_response_timeout(Some(MAX_BLOCK.saturating_add(margin)))
                     .retries(40)
                     .min_retry_wait(5)
                     .max_retry_wait(250)
@@ -182,7 +182,7 @@ impl Watchers {
         slot: u16,
         block: Duration,
     ) -> JournalResult<Value> {
-        let limit = block + self.margin;
+        let limit = block.saturating_add(self.margin);
         let mut reused = self.take_idle();
         loop {
             let fresh = reused.is_none();

@@ -613,6 +613,31 @@ async fn waits_end_at_once_with_an_entry_stored_and_after_their_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
+/// A command timeout as long as a `Duration` holds is taken as "no limit
+/// to speak of": waits add to it without overflowing.
+#[tokio::test]
+async fn the_longest_command_timeout_does_not_overflow_a_wait() {
+    use journal_core::JournalWatch;
+    let options = journal_redis::RedisOptions {
+        command_timeout: Duration::MAX,
+        ..common::test_options()
+    };
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    storage
+        .append_entry(&entry("long", 1))
+        .await
+        .expect("append");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        storage.wait_for_entries("long", 1, Duration::from_millis(50)),
+    )
+    .await
+    .expect("the wait's own timeout ends it")
+    .expect("the wait");
+}
+
 /// A blocked wait holds a connection of its own: with one shared
 /// connection, other calls go on while it waits, and an append ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,9 +30,11 @@ fn fetch(
     page_size: usize,
     recycled: RawPage,
 ) -> Pending<RawPage> {
+    let span = tracing::debug_span!("replay_page", backend = crate::BACKEND, actor_id, from);
     let actor_id = actor_id.to_owned();
     // Started now, on a reader thread; awaited later.
     storage.read_now(move |conn| {
+        let _entered = span.enter();
         ops::replay_range(conn, &actor_id, from, u64::MAX, page_size, recycled)
     })
 }

@@ -161,7 +161,19 @@ where
 {
     fn run(&mut self, conn: &Connection, _epoch: i64) -> bool {
         let result = match self.work.take() {
-            Some(work) => work(conn),
+            // A job may run the caller's code (a projection's `apply`): its
+            // panic fails that job alone (rolled back to its savepoint)
+            // instead of ending the writer thread and every write after it.
+            Some(work) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+                .unwrap_or_else(|panic| {
+                    Err(JournalError::storage(
+                        "sqlite",
+                        format!(
+                            "a write job panicked: {}",
+                            journal_core::panic_text(panic.as_ref())
+                        ),
+                    ))
+                }),
             None => Err(JournalError::storage("sqlite", "a writer job ran twice")),
         };
         let ok = result.is_ok();

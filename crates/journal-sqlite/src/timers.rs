@@ -150,7 +150,7 @@ fn get(conn: &Connection, timer_id: &str) -> JournalResult<Option<TimerRecord>> 
 /// `timers`).
 #[async_trait]
 impl TimerStore for SqliteJournalStorage {
-    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, timer_id = %timer.timer_id, due_at_ms = timer.due_at_ms))]
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = BACKEND, actor_id = %timer.owner_actor, target_actor = %timer.target_actor, timer_id = %timer.timer_id, due_at_ms = timer.due_at_ms))]
     async fn schedule_timer(&self, timer: &TimerRecord) -> JournalResult<()> {
         validate_timer(timer, self.max_timer_payload())?;
         let timer = timer.clone();

@@ -806,3 +806,45 @@ async fn migrated_actors_sharing_a_key_stay_apart() {
         of_a[1..].to_vec()
     );
 }
+
+/// A projection whose `apply` panics (it runs on the writer thread) fails
+/// that run alone: its batch is rolled back, no offset is stored, and the
+/// writer goes on serving appends; an in-memory journal keeps its data.
+#[tokio::test]
+async fn a_panicking_projection_fails_its_run_and_the_writer_goes_on() {
+    use journal_core::{FeedOffset, Projection, ProjectionStore};
+    let storage = SqliteJournalStorage::new(":memory:").await.expect("open");
+    for seq in 1..=3 {
+        storage
+            .append_entry(&entry("kept", seq, 16))
+            .await
+            .expect("append");
+    }
+    let projection = Projection::new("boom");
+    let run = storage
+        .run_projection_in_transaction(&projection, |conn, _batch| {
+            conn.execute_batch("CREATE TABLE IF NOT EXISTS seen (n INTEGER)")?;
+            panic!("the projection's own bug")
+        })
+        .await;
+    match run {
+        Err(e @ JournalError::Storage { .. }) => {
+            assert!(e.to_string().contains("the projection's own bug"), "{e}");
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    assert_eq!(
+        storage.load_offset("boom").await.expect("offset"),
+        None::<FeedOffset>,
+        "nothing stored for the failed batch"
+    );
+    storage
+        .append_entry(&entry("kept", 4, 16))
+        .await
+        .expect("the writer still appends");
+    let all = storage.replay_from("kept", 1).await.expect("replay");
+    assert_eq!(
+        all.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+}
