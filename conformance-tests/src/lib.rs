@@ -12,6 +12,7 @@ pub mod model;
 pub mod pair;
 pub mod projection;
 pub mod rules;
+pub mod spans;
 pub mod subscribe;
 pub mod tck;
 pub mod timers;

@@ -36,3 +36,11 @@ mod feed {
 mod projection {
     journal_conformance::projection_suite!(async { journal_memory::MemoryJournalStorage::new() });
 }
+
+/// Every storage call opens a span naming the backend, the actor and,
+/// for appends and checkpoints, the sequence.
+#[tokio::test]
+async fn storage_calls_carry_spans() {
+    let storage = journal_memory::MemoryJournalStorage::new();
+    journal_conformance::spans::storage_calls_carry_spans(std::sync::Arc::new(storage)).await;
+}

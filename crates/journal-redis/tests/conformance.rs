@@ -69,3 +69,13 @@ mod projection {
         super::common::storage(super::common::test_options()).await
     });
 }
+
+/// Every storage call opens a span naming the backend, the actor and,
+/// for appends and checkpoints, the sequence.
+#[tokio::test]
+async fn storage_calls_carry_spans() {
+    let Some(storage) = common::storage(common::test_options()).await else {
+        return;
+    };
+    journal_conformance::spans::storage_calls_carry_spans(std::sync::Arc::new(storage)).await;
+}

@@ -112,3 +112,16 @@ mod in_memory {
         });
     }
 }
+
+/// Every storage call opens a span naming the backend, the actor and,
+/// for appends and checkpoints, the sequence: on a file (its reader and
+/// writer threads) and in memory.
+#[tokio::test]
+async fn storage_calls_carry_spans() {
+    for storage in [
+        SqliteJournalStorage::new(fresh_file()).await.expect("file"),
+        SqliteJournalStorage::new(":memory:").await.expect("memory"),
+    ] {
+        journal_conformance::spans::storage_calls_carry_spans(std::sync::Arc::new(storage)).await;
+    }
+}
