@@ -16,7 +16,7 @@ use crate::fixture::{entry, fresh_actor};
 
 /// One span as opened: its name and its fields as `name=value ` text
 /// (fields recorded later appended).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Opened {
     name: &'static str,
     fields: String,
@@ -94,9 +94,13 @@ fn assert_named(call: &str, spans: &[Opened], backend: &str, actor: &str, sequen
                     || span.fields.contains(&format!("sequence=Some({s}) "))
             })
     });
+    let opened: Vec<String> = spans
+        .iter()
+        .map(|span| format!("{}({})", span.name, span.fields.trim_end()))
+        .collect();
     assert!(
         found,
-        "{call}: no span names backend {backend:?}, actor {actor:?}{}; spans opened: {spans:?}",
+        "{call}: no span names backend {backend:?}, actor {actor:?}{}; spans opened: {opened:?}",
         sequence.map_or(String::new(), |s| format!(" and sequence {s}"))
     );
 }
