@@ -1,12 +1,14 @@
-//! Group commit: concurrent single appends, of any actors, sent to the
-//! server together in one round trip and one transaction.
+//! Group commit: concurrent appends, of any actors, sent to the server
+//! together in one transaction: single appends in one statement, and the
+//! batches among them (`append_batch`, each atomic) pipelined beside it.
 
 use std::sync::Arc;
 use tracing::Instrument as _;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use journal_core::{validate, JournalError, JournalResult};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_postgres::types::ToSql;
 
 use crate::error::{pg_error, pool_error};
 
@@ -21,6 +23,42 @@ pub(crate) struct Pending {
     /// The entry's tags, for the feed's tag index.
     pub(crate) tags: Vec<String>,
     pub(crate) reply: oneshot::Sender<JournalResult<()>>,
+}
+
+/// One `append_batch` waiting for its group: entries of one actor, stored
+/// all or none (through the single-actor `append` function).
+pub(crate) struct PendingBatch {
+    pub(crate) actor_id: String,
+    /// The first entry's sequence as the caller gave it; errors report it.
+    pub(crate) first: u64,
+    pub(crate) sequences: Vec<i64>,
+    pub(crate) ids: Vec<String>,
+    pub(crate) bytes: Vec<Vec<u8>>,
+    /// The batch's tags as `append`'s two tag arrays.
+    pub(crate) tag_items: Vec<i32>,
+    pub(crate) tags: Vec<Vec<u8>>,
+    pub(crate) reply: oneshot::Sender<JournalResult<()>>,
+}
+
+impl PendingBatch {
+    fn size(&self) -> usize {
+        self.bytes.iter().map(Vec::len).sum()
+    }
+}
+
+/// What the dispatcher queues: a single append, or a batch.
+pub(crate) enum Queued {
+    One(Pending),
+    Batch(PendingBatch),
+}
+
+impl Queued {
+    fn size(&self) -> usize {
+        match self {
+            Queued::One(p) => p.bytes.len(),
+            Queued::Batch(b) => b.size(),
+        }
+    }
 }
 
 /// The statements a group needs: `append_group` for a group of distinct
@@ -92,12 +130,12 @@ pub(crate) fn spawn(
     sql: GroupSql,
     slots: usize,
     max_group: usize,
-) -> mpsc::UnboundedSender<Pending> {
-    let (sender, mut receiver) = mpsc::unbounded_channel::<Pending>();
+) -> mpsc::UnboundedSender<Queued> {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Queued>();
     let slots = Arc::new(Semaphore::new(slots.max(1)));
     let sql = Arc::new(sql);
     tokio::spawn(async move {
-        let mut carried: Option<Pending> = None;
+        let mut carried: Option<Queued> = None;
         loop {
             let first = match carried.take() {
                 Some(first) => first,
@@ -109,16 +147,16 @@ pub(crate) fn spawn(
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
             };
-            let mut bytes = first.bytes.len();
+            let mut bytes = first.size();
             let mut group = vec![first];
             while group.len() < max_group {
                 match receiver.try_recv() {
-                    Ok(next) if bytes + next.bytes.len() > MAX_GROUP_BYTES => {
+                    Ok(next) if bytes + next.size() > MAX_GROUP_BYTES => {
                         carried = Some(next);
                         break;
                     }
                     Ok(next) => {
-                        bytes += next.bytes.len();
+                        bytes += next.size();
                         group.push(next);
                     }
                     Err(_) => break,
@@ -140,7 +178,25 @@ pub(crate) fn spawn(
     sender
 }
 
-async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
+/// Commits a group: through [`commit_ones`] when it holds single appends
+/// only, else in one transaction with its batches ([`commit_mixed`]).
+async fn commit(pool: &Pool, sql: &GroupSql, group: Vec<Queued>) {
+    let mut ones = Vec::with_capacity(group.len());
+    let mut batches = Vec::new();
+    for queued in group {
+        match queued {
+            Queued::One(p) => ones.push(p),
+            Queued::Batch(b) => batches.push(b),
+        }
+    }
+    if batches.is_empty() {
+        commit_ones(pool, sql, ones).await;
+    } else {
+        commit_mixed(pool, sql, ones, batches).await;
+    }
+}
+
+async fn commit_ones(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
     // One lock order for every group: by actor, then sequence.
     group.sort_by(|a, b| {
         a.actor_id
@@ -183,20 +239,167 @@ async fn commit(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
         }
     };
     for (p, outcome) in group.into_iter().zip(outcomes) {
-        let result = match outcome {
-            Some((0 | 1, _)) => Ok(()),
-            Some((_, highest)) => Err(validate::sequence_conflict(
-                &p.actor_id,
-                crate::unseq(highest),
-                p.sequence,
-            )),
-            None => Err(JournalError::storage(
-                "postgres",
-                "the server returned no outcome for an append",
-            )),
-        };
+        let result = outcome_result(&p.actor_id, p.sequence, outcome);
         let _ = p.reply.send(result);
     }
+}
+
+/// A group holding batches, in one transaction: its single appends as
+/// [`send`] sends them, then each batch through the single-actor `append`
+/// function (which checks before it writes, so a batch is stored whole or
+/// not at all), the batches' statements pipelined on the connection. As for
+/// single appends, an error that is not the connection's sends every item
+/// again on its own, so that only the item at fault fails.
+async fn commit_mixed(
+    pool: &Pool,
+    sql: &GroupSql,
+    mut ones: Vec<Pending>,
+    mut batches: Vec<PendingBatch>,
+) {
+    // One lock order for every group: by actor, then sequence.
+    ones.sort_by(|a, b| {
+        a.actor_id
+            .cmp(&b.actor_id)
+            .then(a.sequence.cmp(&b.sequence))
+    });
+    batches.sort_by(|a, b| a.actor_id.cmp(&b.actor_id).then(a.first.cmp(&b.first)));
+    let mut actors: Vec<&str> = ones
+        .iter()
+        .map(|p| p.actor_id.as_str())
+        .chain(batches.iter().map(|b| b.actor_id.as_str()))
+        .collect();
+    actors.sort_unstable();
+    actors.dedup();
+    let announce = crate::listen::payload(actors);
+    match send_mixed(pool, sql, &ones, &batches).await {
+        Ok((one_outcomes, batch_outcomes)) => {
+            sql.notifier.notify(announce);
+            for (p, outcome) in ones.into_iter().zip(one_outcomes) {
+                let result = outcome_result(&p.actor_id, p.sequence, outcome);
+                let _ = p.reply.send(result);
+            }
+            for (b, outcome) in batches.into_iter().zip(batch_outcomes) {
+                let result = outcome_result(&b.actor_id, b.first, Some(outcome));
+                let _ = b.reply.send(result);
+            }
+        }
+        Err(e) if !e.is_retryable() => {
+            for p in ones {
+                let result = append_one(pool, sql, &p).await;
+                let _ = p.reply.send(result);
+            }
+            for b in batches {
+                let result = append_batch_alone(pool, sql, &b).await;
+                let _ = b.reply.send(result);
+            }
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let error = || JournalError::unavailable("postgres", text.clone());
+            for p in ones {
+                let _ = p.reply.send(Err(error()));
+            }
+            for b in batches {
+                let _ = b.reply.send(Err(error()));
+            }
+        }
+    }
+}
+
+/// Sends a group with batches in one transaction; the outcome of each
+/// single append and of each batch.
+async fn send_mixed(
+    pool: &Pool,
+    sql: &GroupSql,
+    ones: &[Pending],
+    batches: &[PendingBatch],
+) -> JournalResult<(Outcomes, Vec<(i32, i64)>)> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let transaction = client.transaction().await.map_err(pg_error)?;
+    let one_outcomes = if ones.is_empty() {
+        Vec::new()
+    } else {
+        let (tag_items, tags) = crate::feed::tag_arrays(ones.iter().map(|p| p.tags.clone()));
+        send_on(&transaction, sql, ones, &tag_items, &tags).await?
+    };
+    let statement = transaction
+        .prepare_cached(&sql.append_one)
+        .await
+        .map_err(pg_error)?;
+    let actors: Vec<&[u8]> = batches.iter().map(|b| b.actor_id.as_bytes()).collect();
+    let params: Vec<[&(dyn ToSql + Sync); 6]> = batches
+        .iter()
+        .zip(&actors)
+        .map(|(b, actor)| -> [&(dyn ToSql + Sync); 6] {
+            [actor, &b.sequences, &b.ids, &b.bytes, &b.tag_items, &b.tags]
+        })
+        .collect();
+    // Issued together: the connection pipelines them.
+    let rows = futures::future::try_join_all(
+        params
+            .iter()
+            .map(|values| transaction.query_one(&statement, values)),
+    )
+    .await
+    .map_err(pg_error)?;
+    let batch_outcomes = rows
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<_, i32>(0).map_err(pg_error)?,
+                row.try_get::<_, i64>(1).map_err(pg_error)?,
+            ))
+        })
+        .collect::<JournalResult<Vec<_>>>()?;
+    transaction.commit().await.map_err(pg_error)?;
+    Ok((one_outcomes, batch_outcomes))
+}
+
+/// A caller's result from an `append` outcome: 0 appended, 1 already
+/// stored, 2 a conflict with `highest`; `None`, no outcome at all.
+fn outcome_result(actor_id: &str, sequence: u64, outcome: Option<(i32, i64)>) -> JournalResult<()> {
+    match outcome {
+        Some((0 | 1, _)) => Ok(()),
+        Some((_, highest)) => Err(validate::sequence_conflict(
+            actor_id,
+            crate::unseq(highest),
+            sequence,
+        )),
+        None => Err(JournalError::storage(
+            "postgres",
+            "the server returned no outcome for an append",
+        )),
+    }
+}
+
+/// One batch on its own, through the single-actor `append` function.
+async fn append_batch_alone(pool: &Pool, sql: &GroupSql, b: &PendingBatch) -> JournalResult<()> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let statement = client
+        .prepare_cached(&sql.append_one)
+        .await
+        .map_err(pg_error)?;
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &b.actor_id.as_bytes(),
+                &b.sequences,
+                &b.ids,
+                &b.bytes,
+                &b.tag_items,
+                &b.tags,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+    sql.notifier
+        .notify(crate::listen::payload([b.actor_id.as_str()]));
+    let outcome = (
+        row.try_get::<_, i32>(0).map_err(pg_error)?,
+        row.try_get::<_, i64>(1).map_err(pg_error)?,
+    );
+    outcome_result(&b.actor_id, b.first, Some(outcome))
 }
 
 /// What became of each item of a group: `(outcome, highest)` as
@@ -214,12 +417,23 @@ async fn send(
     tags: &[Vec<u8>],
 ) -> JournalResult<Outcomes> {
     let client = pool.get().await.map_err(pool_error)?;
+    send_on(&client, sql, group, tag_items, tags).await
+}
+
+/// [`send`] on a client or within a transaction.
+async fn send_on<C: GenericClient + Sync>(
+    client: &C,
+    sql: &GroupSql,
+    group: &[Pending],
+    tag_items: &[i32],
+    tags: &[Vec<u8>],
+) -> JournalResult<Outcomes> {
     let mut outcomes: Outcomes = vec![None; group.len()];
     let distinct = group.windows(2).all(|w| w[0].actor_id != w[1].actor_id);
     let mut rest: Vec<usize> = (0..group.len()).collect();
     if distinct {
         match Columns::of(group, &rest)
-            .query(&client, &sql.append_group, tag_items, tags)
+            .query(client, &sql.append_group, tag_items, tags)
             .await
         {
             Ok(rows) => {
@@ -249,7 +463,7 @@ async fn send(
     // The items left, with their tags renumbered to their place among them.
     let (tag_items, tags) = crate::feed::tag_arrays(rest.iter().map(|&i| group[i].tags.clone()));
     let rows = Columns::of(group, &rest)
-        .query(&client, &sql.append_many, &tag_items, &tags)
+        .query(client, &sql.append_many, &tag_items, &tags)
         .await
         .map_err(pg_error)?;
     for row in &rows {
@@ -293,9 +507,9 @@ impl<'a> Columns<'a> {
 
     /// Runs `statement` (`append_group` or `append_many`: both take these
     /// columns, then the tags) on `client`.
-    async fn query(
+    async fn query<C: GenericClient + Sync>(
         &self,
-        client: &deadpool_postgres::Client,
+        client: &C,
         statement: &str,
         tag_items: &[i32],
         tags: &[Vec<u8>],

@@ -45,7 +45,7 @@ pub const REPLAY_PAGE: usize = 5_000;
 pub struct PostgresJournalStorage {
     pool: Pool,
     /// The group-commit dispatcher, when enabled.
-    group: Option<tokio::sync::mpsc::UnboundedSender<group::Pending>>,
+    group: Option<tokio::sync::mpsc::UnboundedSender<group::Queued>>,
     sql: std::sync::Arc<Sql>,
     limits: Limits,
     /// [`PostgresOptions::feed_settle`].
@@ -456,6 +456,17 @@ impl PostgresJournalStorage {
     }
 }
 
+/// Hands `queued` to the group-commit task and waits for its result.
+async fn queue(
+    group: &tokio::sync::mpsc::UnboundedSender<group::Queued>,
+    queued: group::Queued,
+    outcome: tokio::sync::oneshot::Receiver<JournalResult<()>>,
+) -> JournalResult<()> {
+    let stopped = || JournalError::unavailable(BACKEND, "the group-commit task has stopped");
+    group.send(queued).map_err(|_| stopped())?;
+    outcome.await.map_err(|_| stopped())?
+}
+
 #[async_trait]
 impl JournalStorage for PostgresJournalStorage {
     fn backend_name(&self) -> &'static str {
@@ -477,12 +488,7 @@ impl JournalStorage for PostgresJournalStorage {
                         tags: journal_core::feed::entry_tags(entry),
                         reply,
                     };
-                    group.send(pending).map_err(|_| {
-                        JournalError::unavailable(BACKEND, "the group-commit task has stopped")
-                    })?;
-                    outcome.await.map_err(|_| {
-                        JournalError::unavailable(BACKEND, "the group-commit task has stopped")
-                    })??;
+                    queue(group, group::Queued::One(pending), outcome).await?;
                 }
                 None => self.append(std::slice::from_ref(entry)).await?,
             }
@@ -495,7 +501,27 @@ impl JournalStorage for PostgresJournalStorage {
     async fn append_batch(&self, entries: &[JournalEntry]) -> JournalResult<()> {
         let work = async {
             validate::validate_batch(entries, &self.limits)?;
-            self.append(entries).await
+            match (&self.group, entries.first()) {
+                // Committed with the concurrent appends of other actors,
+                // still all or nothing (see `group`).
+                (Some(group), Some(first)) => {
+                    let (tag_items, tags) =
+                        feed::tag_arrays(entries.iter().map(journal_core::feed::entry_tags));
+                    let (reply, outcome) = tokio::sync::oneshot::channel();
+                    let batch = group::PendingBatch {
+                        actor_id: first.actor_id.clone(),
+                        first: first.sequence,
+                        sequences: entries.iter().map(|e| seq(e.sequence)).collect(),
+                        ids: entries.iter().map(|e| e.id.clone()).collect(),
+                        bytes: entries.iter().map(Message::encode_to_vec).collect(),
+                        tag_items,
+                        tags,
+                        reply,
+                    };
+                    queue(group, group::Queued::Batch(batch), outcome).await
+                }
+                _ => self.append(entries).await,
+            }
         };
         journal_core::metrics::timed_append(BACKEND, entries.len(), work).await
     }

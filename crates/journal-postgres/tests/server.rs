@@ -461,6 +461,154 @@ async fn one_bad_append_does_not_fail_its_group() {
     }
 }
 
+/// `n` entries of `actor` from sequence `from`, tagged "batched" or not.
+fn batch(actor: &str, from: u64, n: u64, tag: bool) -> Vec<JournalEntry> {
+    (from..from + n)
+        .map(|q| {
+            if tag {
+                tagged(actor, q, "batched")
+            } else {
+                entry(actor, q)
+            }
+        })
+        .collect()
+}
+
+/// Asserts that each actor `{prefix}{a}`'s journal is `stored[a]`, and that
+/// the tag index of `tag` holds exactly `tagged_stored`, each once.
+async fn assert_stored(
+    storage: &PostgresJournalStorage,
+    prefix: &str,
+    stored: &[Vec<JournalEntry>],
+    tag: &str,
+    tagged_stored: &std::collections::BTreeSet<(String, u64)>,
+) {
+    for (a, journal) in stored.iter().enumerate() {
+        let actor = format!("{prefix}{a}");
+        let got = storage.replay_from(&actor, 1).await.expect("replay");
+        assert_eq!(&got, journal, "{actor}");
+    }
+    let (items, _) = read_all(
+        storage,
+        &FeedFilter::Tag(tag.into()),
+        FeedOffset::start(),
+        50,
+    )
+    .await;
+    let found: std::collections::BTreeSet<(String, u64)> = items
+        .iter()
+        .map(|i| (i.entry.actor_id.clone(), i.entry.sequence))
+        .collect();
+    assert_eq!(items.len(), found.len(), "no entry twice in the tag index");
+    assert_eq!(&found, tagged_stored);
+}
+
+/// Batches are group-committed beside single appends, each still all or
+/// nothing (rule 2), each caller with its own outcome (rule 20). In rounds
+/// of concurrent calls (one group in flight, so the calls queued meanwhile
+/// share a group), each actor appends its next one to three entries (a
+/// batch, or a single append for one), half of them tagged, while a second
+/// call for it retries its last batch (`Ok`), sends a batch overlapping
+/// its stored entries or one past a gap (conflicts that write nothing).
+/// One batch breaks the group's transaction (a row written behind the
+/// journal's back at its second sequence): it fails alone and writes
+/// nothing. The journals and the tag index end holding exactly the calls
+/// that succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_share_groups_and_stay_whole() {
+    const ACTORS: usize = 30;
+    const ROUNDS: u64 = 8;
+    let options = PostgresOptions {
+        group_commit_in_flight: 1,
+        ..common::test_options()
+    };
+    let Some(storage) = common::storage(options).await else {
+        return;
+    };
+    let schema = storage.schema().to_owned();
+    let client = storage.pool().get().await.expect("client");
+    client
+        .execute(
+            &format!("INSERT INTO {schema}.entries VALUES ($1, 2, 'stray', '\\x00')"),
+            &[&"poisoned".as_bytes()],
+        )
+        .await
+        .expect("stray row");
+    drop(client);
+    let storage = Arc::new(storage);
+    let mut stored: Vec<Vec<JournalEntry>> = vec![Vec::new(); ACTORS];
+    let mut last_call: Vec<Vec<JournalEntry>> = vec![Vec::new(); ACTORS];
+    let mut tagged_stored = std::collections::BTreeSet::new();
+    for round in 0..ROUNDS {
+        let mut tasks = Vec::new();
+        let mut sent = Vec::new();
+        if round == 3 {
+            let poisoned = batch("poisoned", 1, 3, false);
+            let s = Arc::clone(&storage);
+            tasks.push(tokio::spawn(async move {
+                ("poisoned", s.append_batch(&poisoned).await)
+            }));
+        }
+        for a in 0..ACTORS {
+            let actor = format!("batched-{a}");
+            let next = stored[a].len() as u64 + 1;
+            let n = 1 + (a as u64 + round) % 3;
+            let tag = (a + round as usize).is_multiple_of(2);
+            let fresh = batch(&actor, next, n, tag);
+            if tag {
+                for e in &fresh {
+                    tagged_stored.insert((actor.clone(), e.sequence));
+                }
+            }
+            sent.push((a, fresh.clone()));
+            let s = Arc::clone(&storage);
+            tasks.push(tokio::spawn(async move {
+                let result = if fresh.len() == 1 {
+                    s.append_entry(&fresh[0]).await.map(|_| ())
+                } else {
+                    s.append_batch(&fresh).await
+                };
+                ("new", result)
+            }));
+            if stored[a].is_empty() {
+                continue;
+            }
+            let (kind, noise) = match (a as u64 + round) % 3 {
+                0 => ("retry", last_call[a].clone()),
+                1 => ("conflict", batch(&actor, next - 1, 2, true)),
+                _ => ("conflict", batch(&actor, next + 4, 2, true)),
+            };
+            let s = Arc::clone(&storage);
+            tasks.push(tokio::spawn(
+                async move { (kind, s.append_batch(&noise).await) },
+            ));
+        }
+        for task in tasks {
+            let (kind, result) = task.await.expect("task");
+            match kind {
+                "new" | "retry" => result.expect("a new batch, or a retry of a stored one"),
+                "poisoned" => assert!(
+                    matches!(result, Err(JournalError::Storage { .. })),
+                    "{result:?}"
+                ),
+                _ => assert!(
+                    matches!(result, Err(JournalError::SequenceConflict { .. })),
+                    "{result:?}"
+                ),
+            }
+        }
+        for (a, fresh) in sent {
+            stored[a].extend(fresh.iter().cloned());
+            last_call[a] = fresh;
+        }
+    }
+    assert_eq!(
+        storage.highest_sequence("poisoned").await.expect("highest"),
+        0
+    );
+    assert_stored(&storage, "batched-", &stored, "batched", &tagged_stored).await;
+}
+
 /// Rules 2, 3 and 20: appends sent together each get their own outcome,
 /// whatever the others' are. In rounds of concurrent calls (so groups mix
 /// them, with distinct actors or not), each actor appends its next entry
@@ -540,24 +688,7 @@ async fn a_group_gives_each_append_its_own_outcome() {
             stored[a].push(next);
         }
     }
-    for (a, journal) in stored.iter().enumerate() {
-        let actor = format!("mixed-{a}");
-        let got = storage.replay_from(&actor, 1).await.expect("replay");
-        assert_eq!(&got, journal, "{actor}");
-    }
-    let (items, _) = read_all(
-        &*storage,
-        &FeedFilter::Tag("mixed".into()),
-        FeedOffset::start(),
-        50,
-    )
-    .await;
-    let found: std::collections::BTreeSet<(String, u64)> = items
-        .iter()
-        .map(|i| (i.entry.actor_id.clone(), i.entry.sequence))
-        .collect();
-    assert_eq!(items.len(), found.len(), "no entry twice in the tag index");
-    assert_eq!(found, tagged_stored);
+    assert_stored(&storage, "mixed-", &stored, "mixed", &tagged_stored).await;
 }
 
 /// Rule 7: a replay stream consumed more slowly than the statement timeout
