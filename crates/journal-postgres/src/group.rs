@@ -68,6 +68,8 @@ impl Queued {
 pub(crate) struct GroupSql {
     pub(crate) append_many: String,
     pub(crate) append_group: String,
+    /// [`append_items_sql`]: a group of distinct actors holding batches.
+    pub(crate) append_items: String,
     pub(crate) append_one: String,
     /// Announces each group's actors once it committed.
     pub(crate) notifier: crate::listen::Notifier,
@@ -111,6 +113,45 @@ pub(crate) fn append_group_sql(s: &str) -> String {
               tagged AS (INSERT INTO {s}.entry_tags (tag, feed_pos, actor_id, sequence)
                          SELECT DISTINCT t.g, ok.p, ok.a, ok.q
                          FROM unnest($5::int[], $6::bytea[]) AS t(n, g) JOIN ok ON ok.n = t.n
+                         WHERE t.g IS NOT NULL
+                         ON CONFLICT DO NOTHING)
+         SELECT ok.n FROM ok"
+    )
+}
+
+/// [`append_group_sql`] for items of one or more entries (a group holding
+/// batches), every actor once: an item moves its actor's row from
+/// `highest = first - 1` to `last` (a new actor's row is inserted at
+/// `last` when `first` is 1), and the entries and tags of exactly the
+/// items moved are inserted, with the actor's new `feed_pos`. A batch is
+/// so stored whole or not at all. Returns the 1-based index of each item
+/// appended; an item not returned changed nothing.
+///
+/// Parameters: per item its actor, first and last sequence; per entry its
+/// item's index, sequence, id and bytes; per tag its entry's index (1-based
+/// over all entries) and the tag.
+pub(crate) fn append_items_sql(s: &str) -> String {
+    format!(
+        "WITH it AS (SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[])
+                         WITH ORDINALITY AS it(a, f, l, n)),
+              e AS (SELECT * FROM unnest($4::int[], $5::bigint[], $6::text[], $7::bytea[])
+                        WITH ORDINALITY AS e(n, q, i, b, k)),
+              x AS (SELECT pg_current_xact_id()::text::bigint AS xid),
+              fresh AS (INSERT INTO {s}.actors (actor_id, highest, feed_pos)
+                        SELECT it.a, it.l, (SELECT xid FROM x) FROM it WHERE it.f = 1 ORDER BY it.a
+                        ON CONFLICT (actor_id) DO NOTHING
+                        RETURNING actor_id, feed_pos),
+              moved AS (UPDATE {s}.actors a SET highest = it.l, feed_pos = greatest((SELECT xid FROM x), a.feed_pos)
+                        FROM it WHERE a.actor_id = it.a AND it.f > 1 AND a.highest = it.f - 1
+                        RETURNING a.actor_id, a.feed_pos),
+              ok AS (SELECT it.n, it.a, f.feed_pos AS p
+                     FROM it JOIN (SELECT * FROM fresh UNION ALL SELECT * FROM moved) f ON f.actor_id = it.a),
+              rows AS (SELECT ok.a, e.q, e.i, e.b, ok.p, e.k FROM ok JOIN e ON e.n = ok.n),
+              ins AS (INSERT INTO {s}.entries (actor_id, sequence, entry_id, entry, feed_pos)
+                      SELECT rows.a, rows.q, rows.i, rows.b, rows.p FROM rows),
+              tagged AS (INSERT INTO {s}.entry_tags (tag, feed_pos, actor_id, sequence)
+                         SELECT DISTINCT t.g, rows.p, rows.a, rows.q
+                         FROM unnest($8::int[], $9::bytea[]) AS t(k, g) JOIN rows ON rows.k = t.k
                          WHERE t.g IS NOT NULL
                          ON CONFLICT DO NOTHING)
          SELECT ok.n FROM ok"
@@ -279,7 +320,7 @@ async fn commit_mixed(
                 let _ = p.reply.send(result);
             }
             for (b, outcome) in batches.into_iter().zip(batch_outcomes) {
-                let result = outcome_result(&b.actor_id, b.first, Some(outcome));
+                let result = outcome_result(&b.actor_id, b.first, outcome);
                 let _ = b.reply.send(result);
             }
         }
@@ -307,52 +348,197 @@ async fn commit_mixed(
 }
 
 /// Sends a group with batches in one transaction; the outcome of each
-/// single append and of each batch.
+/// single append and of each batch. When every actor comes once, one
+/// statement ([`append_items_sql`]) appends every item whose sequence
+/// follows its actor's highest; the single appends it left go through
+/// `append_many`, the batches through the single-actor `append` function
+/// (pipelined), which say what each is (a retry, a conflict).
 async fn send_mixed(
     pool: &Pool,
     sql: &GroupSql,
     ones: &[Pending],
     batches: &[PendingBatch],
-) -> JournalResult<(Outcomes, Vec<(i32, i64)>)> {
+) -> JournalResult<(Outcomes, Outcomes)> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let transaction = client.transaction().await.map_err(pg_error)?;
-    let one_outcomes = if ones.is_empty() {
-        Vec::new()
-    } else {
-        let (tag_items, tags) = crate::feed::tag_arrays(ones.iter().map(|p| p.tags.clone()));
-        send_on(&transaction, sql, ones, &tag_items, &tags).await?
-    };
-    let statement = transaction
-        .prepare_cached(&sql.append_one)
+    let mut one_outcomes: Outcomes = vec![None; ones.len()];
+    let mut batch_outcomes: Outcomes = vec![None; batches.len()];
+    let mut actors: Vec<&str> = ones
+        .iter()
+        .map(|p| p.actor_id.as_str())
+        .chain(batches.iter().map(|b| b.actor_id.as_str()))
+        .collect();
+    actors.sort_unstable();
+    if actors.windows(2).all(|w| w[0] != w[1]) {
+        // A deadlock with another group (possible only if one actor is in
+        // both) rolls back to here; the calls below lock in actor order.
+        transaction
+            .batch_execute("SAVEPOINT items")
+            .await
+            .map_err(pg_error)?;
+        match Items::of(ones, batches)
+            .query(&transaction, &sql.append_items)
+            .await
+        {
+            Ok(rows) => {
+                for row in &rows {
+                    let Some(n) = row
+                        .try_get::<_, i64>(0)
+                        .ok()
+                        .and_then(|n| usize::try_from(n).ok())
+                        .and_then(|n| n.checked_sub(1))
+                    else {
+                        continue;
+                    };
+                    let slot = match n.checked_sub(ones.len()) {
+                        None => one_outcomes.get_mut(n),
+                        Some(b) => batch_outcomes.get_mut(b),
+                    };
+                    if let Some(slot) = slot {
+                        *slot = Some((0, 0));
+                    }
+                }
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {
+                transaction
+                    .batch_execute("ROLLBACK TO SAVEPOINT items")
+                    .await
+                    .map_err(pg_error)?;
+            }
+            Err(e) => return Err(pg_error(e)),
+        }
+    }
+    let rest: Vec<usize> = (0..ones.len())
+        .filter(|&i| one_outcomes[i].is_none())
+        .collect();
+    append_many_on(&transaction, sql, ones, &rest, &mut one_outcomes).await?;
+    let left: Vec<&PendingBatch> = batches
+        .iter()
+        .zip(&batch_outcomes)
+        .filter(|(_, outcome)| outcome.is_none())
+        .map(|(b, _)| b)
+        .collect();
+    if !left.is_empty() {
+        let statement = transaction
+            .prepare_cached(&sql.append_one)
+            .await
+            .map_err(pg_error)?;
+        let actors: Vec<&[u8]> = left.iter().map(|b| b.actor_id.as_bytes()).collect();
+        let params: Vec<[&(dyn ToSql + Sync); 6]> = left
+            .iter()
+            .zip(&actors)
+            .map(|(b, actor)| -> [&(dyn ToSql + Sync); 6] {
+                [actor, &b.sequences, &b.ids, &b.bytes, &b.tag_items, &b.tags]
+            })
+            .collect();
+        // Issued together: the connection pipelines them.
+        let rows = futures::future::try_join_all(
+            params
+                .iter()
+                .map(|values| transaction.query_one(&statement, values)),
+        )
         .await
         .map_err(pg_error)?;
-    let actors: Vec<&[u8]> = batches.iter().map(|b| b.actor_id.as_bytes()).collect();
-    let params: Vec<[&(dyn ToSql + Sync); 6]> = batches
-        .iter()
-        .zip(&actors)
-        .map(|(b, actor)| -> [&(dyn ToSql + Sync); 6] {
-            [actor, &b.sequences, &b.ids, &b.bytes, &b.tag_items, &b.tags]
-        })
-        .collect();
-    // Issued together: the connection pipelines them.
-    let rows = futures::future::try_join_all(
-        params
-            .iter()
-            .map(|values| transaction.query_one(&statement, values)),
-    )
-    .await
-    .map_err(pg_error)?;
-    let batch_outcomes = rows
-        .iter()
-        .map(|row| {
-            Ok((
+        let mut rows = rows.iter();
+        for slot in batch_outcomes.iter_mut().filter(|slot| slot.is_none()) {
+            let Some(row) = rows.next() else { break };
+            *slot = Some((
                 row.try_get::<_, i32>(0).map_err(pg_error)?,
                 row.try_get::<_, i64>(1).map_err(pg_error)?,
-            ))
-        })
-        .collect::<JournalResult<Vec<_>>>()?;
+            ));
+        }
+    }
     transaction.commit().await.map_err(pg_error)?;
     Ok((one_outcomes, batch_outcomes))
+}
+
+/// A mixed group as [`append_items_sql`]'s arrays: the single appends are
+/// items 1 to `ones.len()`, the batches the items after them.
+struct Items<'a> {
+    actors: Vec<&'a [u8]>,
+    firsts: Vec<i64>,
+    lasts: Vec<i64>,
+    entry_items: Vec<i32>,
+    sequences: Vec<i64>,
+    ids: Vec<&'a str>,
+    bytes: Vec<&'a [u8]>,
+    tag_entries: Vec<i32>,
+    tags: Vec<Vec<u8>>,
+}
+
+impl<'a> Items<'a> {
+    fn of(ones: &'a [Pending], batches: &'a [PendingBatch]) -> Self {
+        let mut items = Items {
+            actors: Vec::new(),
+            firsts: Vec::new(),
+            lasts: Vec::new(),
+            entry_items: Vec::new(),
+            sequences: Vec::new(),
+            ids: Vec::new(),
+            bytes: Vec::new(),
+            tag_entries: Vec::new(),
+            tags: Vec::new(),
+        };
+        let mut item = 0i32;
+        for p in ones {
+            item += 1;
+            let q = crate::seq(p.sequence);
+            items.actors.push(p.actor_id.as_bytes());
+            items.firsts.push(q);
+            items.lasts.push(q);
+            items.entry_items.push(item);
+            items.sequences.push(q);
+            items.ids.push(&p.id);
+            items.bytes.push(&p.bytes);
+            let entry = i32::try_from(items.sequences.len()).unwrap_or(i32::MAX);
+            for tag in &p.tags {
+                items.tag_entries.push(entry);
+                items.tags.push(tag.clone().into_bytes());
+            }
+        }
+        for b in batches {
+            item += 1;
+            let offset = i32::try_from(items.sequences.len()).unwrap_or(i32::MAX);
+            items.actors.push(b.actor_id.as_bytes());
+            items.firsts.push(b.sequences.first().copied().unwrap_or(0));
+            items.lasts.push(b.sequences.last().copied().unwrap_or(0));
+            for ((q, id), bytes) in b.sequences.iter().zip(&b.ids).zip(&b.bytes) {
+                items.entry_items.push(item);
+                items.sequences.push(*q);
+                items.ids.push(id);
+                items.bytes.push(bytes);
+            }
+            for (local, tag) in b.tag_items.iter().zip(&b.tags) {
+                items.tag_entries.push(offset.saturating_add(*local));
+                items.tags.push(tag.clone());
+            }
+        }
+        items
+    }
+
+    async fn query<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        statement: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = client.prepare_cached(statement).await?;
+        client
+            .query(
+                &statement,
+                &[
+                    &self.actors,
+                    &self.firsts,
+                    &self.lasts,
+                    &self.entry_items,
+                    &self.sequences,
+                    &self.ids,
+                    &self.bytes,
+                    &self.tag_entries,
+                    &self.tags,
+                ],
+            )
+            .await
+    }
 }
 
 /// A caller's result from an `append` outcome: 0 appended, 1 already
@@ -460,9 +646,25 @@ async fn send_on<C: GenericClient + Sync>(
             return Ok(outcomes);
         }
     }
+    append_many_on(client, sql, group, &rest, &mut outcomes).await?;
+    Ok(outcomes)
+}
+
+/// Sends the items `rest` of `group` through `append_many` and puts their
+/// outcomes into `outcomes`.
+async fn append_many_on<C: GenericClient + Sync>(
+    client: &C,
+    sql: &GroupSql,
+    group: &[Pending],
+    rest: &[usize],
+    outcomes: &mut Outcomes,
+) -> JournalResult<()> {
+    if rest.is_empty() {
+        return Ok(());
+    }
     // The items left, with their tags renumbered to their place among them.
     let (tag_items, tags) = crate::feed::tag_arrays(rest.iter().map(|&i| group[i].tags.clone()));
-    let rows = Columns::of(group, &rest)
+    let rows = Columns::of(group, rest)
         .query(client, &sql.append_many, &tag_items, &tags)
         .await
         .map_err(pg_error)?;
@@ -483,7 +685,7 @@ async fn send_on<C: GenericClient + Sync>(
             *slot = Some((outcome, highest));
         }
     }
-    Ok(outcomes)
+    Ok(())
 }
 
 /// The items `which` of a group as the statements' column arrays.

@@ -75,6 +75,7 @@ struct Sql {
     append: String,
     append_many: String,
     append_group: String,
+    append_items: String,
     replay_range: String,
     highest: String,
     truncate: String,
@@ -107,6 +108,7 @@ impl Sql {
                  FROM {s}.append_many($1, $2, $3, $4, $5, $6) r"
             ),
             append_group: group::append_group_sql(s),
+            append_items: group::append_items_sql(s),
             // A page is the `$4` sequences from the first stored at or
             // after `$2` (stored sequences are contiguous: appends need
             // highest + 1, truncation takes a prefix), so the scan reads
@@ -359,6 +361,7 @@ impl PostgresJournalStorage {
             let statements = group::GroupSql {
                 append_many: sql.append_many.clone(),
                 append_group: sql.append_group.clone(),
+                append_items: sql.append_items.clone(),
                 append_one: sql.append.clone(),
                 notifier: notifier.clone(),
             };

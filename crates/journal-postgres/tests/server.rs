@@ -509,7 +509,8 @@ async fn assert_stored(
 /// share a group), each actor appends its next one to three entries (a
 /// batch, or a single append for one), half of them tagged, while a second
 /// call for it retries its last batch (`Ok`), sends a batch overlapping
-/// its stored entries or one past a gap (conflicts that write nothing).
+/// its stored entries or one past a gap (conflicts that write nothing);
+/// every fourth round without those, so that groups hold each actor once.
 /// One batch breaks the group's transaction (a row written behind the
 /// journal's back at its second sequence): it fails alone and writes
 /// nothing. The journals and the tag index end holding exactly the calls
@@ -570,7 +571,9 @@ async fn batches_share_groups_and_stay_whole() {
                 };
                 ("new", result)
             }));
-            if stored[a].is_empty() {
+            // Every fourth round sends no noise: its groups hold each actor
+            // once, which takes the one-statement path for batches.
+            if stored[a].is_empty() || round % 4 == 1 {
                 continue;
             }
             let (kind, noise) = match (a as u64 + round) % 3 {
