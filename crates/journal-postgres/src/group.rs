@@ -458,7 +458,7 @@ struct Items<'a> {
     actors: Vec<&'a [u8]>,
     firsts: Vec<i64>,
     lasts: Vec<i64>,
-    entry_items: Vec<i32>,
+    entry_item_of: Vec<i32>,
     sequences: Vec<i64>,
     ids: Vec<&'a str>,
     bytes: Vec<&'a [u8]>,
@@ -472,7 +472,7 @@ impl<'a> Items<'a> {
             actors: Vec::new(),
             firsts: Vec::new(),
             lasts: Vec::new(),
-            entry_items: Vec::new(),
+            entry_item_of: Vec::new(),
             sequences: Vec::new(),
             ids: Vec::new(),
             bytes: Vec::new(),
@@ -486,7 +486,7 @@ impl<'a> Items<'a> {
             items.actors.push(p.actor_id.as_bytes());
             items.firsts.push(q);
             items.lasts.push(q);
-            items.entry_items.push(item);
+            items.entry_item_of.push(item);
             items.sequences.push(q);
             items.ids.push(&p.id);
             items.bytes.push(&p.bytes);
@@ -503,7 +503,7 @@ impl<'a> Items<'a> {
             items.firsts.push(b.sequences.first().copied().unwrap_or(0));
             items.lasts.push(b.sequences.last().copied().unwrap_or(0));
             for ((q, id), bytes) in b.sequences.iter().zip(&b.ids).zip(&b.bytes) {
-                items.entry_items.push(item);
+                items.entry_item_of.push(item);
                 items.sequences.push(*q);
                 items.ids.push(id);
                 items.bytes.push(bytes);
@@ -529,7 +529,7 @@ impl<'a> Items<'a> {
                     &self.actors,
                     &self.firsts,
                     &self.lasts,
-                    &self.entry_items,
+                    &self.entry_item_of,
                     &self.sequences,
                     &self.ids,
                     &self.bytes,
