@@ -119,8 +119,14 @@ impl Projection {
         tracing::info!(projection = %self.name, offset = %after, "projection starting");
         let batch_size = self.batch.max(1);
         let mut feed = follow_feed(storage, self.filter.clone(), after, self.feed.clone());
+        // The feed's next item, read while the previous batch committed.
+        let mut ahead: Option<Option<JournalResult<FeedItem>>> = None;
         loop {
-            let Some(first) = feed.next().await else {
+            let next = match ahead.take() {
+                Some(next) => next,
+                None => feed.next().await,
+            };
+            let Some(first) = next else {
                 return Ok(());
             };
             let mut batch = vec![first?];
@@ -135,7 +141,18 @@ impl Projection {
                 .last()
                 .map(|item| item.offset.clone())
                 .unwrap_or_default();
-            commit(batch, last).await?;
+            // The next page is read while this batch commits (an offset is
+            // stored only once its batch is committed, in order; what was
+            // read ahead of a failed commit is read again on the next run).
+            let committing = commit(batch, last);
+            futures::pin_mut!(committing);
+            match futures::future::select(committing.as_mut(), feed.next()).await {
+                futures::future::Either::Left((committed, _)) => committed?,
+                futures::future::Either::Right((next, _)) => {
+                    ahead = Some(next);
+                    committing.await?;
+                }
+            }
         }
     }
 }

@@ -285,12 +285,11 @@ async fn commit_ones(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
     }
 }
 
-/// A group holding batches, in one transaction: its single appends as
-/// [`send`] sends them, then each batch through the single-actor `append`
-/// function (which checks before it writes, so a batch is stored whole or
-/// not at all), the batches' statements pipelined on the connection. As for
+/// A group holding batches, in one transaction ([`send_mixed`]). As for
 /// single appends, an error that is not the connection's sends every item
-/// again on its own, so that only the item at fault fails.
+/// again on its own, so that only the item at fault fails; so does a
+/// deadlock with another group (possible only when two groups share two
+/// actors), since an item alone locks one actor and cannot deadlock.
 async fn commit_mixed(
     pool: &Pool,
     sql: &GroupSql,
@@ -324,7 +323,7 @@ async fn commit_mixed(
                 let _ = b.reply.send(result);
             }
         }
-        Err(e) if !e.is_retryable() => {
+        Err(Failed::Group(_)) if ones.len() + batches.len() > 1 => {
             for p in ones {
                 let result = append_one(pool, sql, &p).await;
                 let _ = p.reply.send(result);
@@ -334,7 +333,20 @@ async fn commit_mixed(
                 let _ = b.reply.send(result);
             }
         }
-        Err(e) => {
+        Err(Failed::Group(e) | Failed::Connection(e)) if !e.is_retryable() => {
+            let text = e.to_string();
+            for p in ones {
+                let _ = p
+                    .reply
+                    .send(Err(JournalError::storage("postgres", text.clone())));
+            }
+            for b in batches {
+                let _ = b
+                    .reply
+                    .send(Err(JournalError::storage("postgres", text.clone())));
+            }
+        }
+        Err(Failed::Group(e) | Failed::Connection(e)) => {
             let text = e.to_string();
             let error = || JournalError::unavailable("postgres", text.clone());
             for p in ones {
@@ -347,20 +359,45 @@ async fn commit_mixed(
     }
 }
 
+/// How a group holding batches failed: `Group`, by a statement's error
+/// (an item at fault, or a deadlock): nothing is stored, and each item
+/// alone gets its own answer; `Connection`, by the connection or the
+/// server (every caller is told, and may retry).
+enum Failed {
+    Group(JournalError),
+    Connection(JournalError),
+}
+
+/// A statement's error as a [`Failed`]: a deadlock is the group's (each
+/// item alone cannot deadlock), as is any error that is not retryable.
+fn failed(e: tokio_postgres::Error) -> Failed {
+    let deadlock = e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED);
+    let error = pg_error(e);
+    if deadlock || !error.is_retryable() {
+        Failed::Group(error)
+    } else {
+        Failed::Connection(error)
+    }
+}
+
 /// Sends a group with batches in one transaction; the outcome of each
 /// single append and of each batch. When every actor comes once, one
 /// statement ([`append_items_sql`]) appends every item whose sequence
 /// follows its actor's highest; the single appends it left go through
 /// `append_many`, the batches through the single-actor `append` function
-/// (pipelined), which say what each is (a retry, a conflict).
+/// (pipelined), which say what each is (a retry, a conflict). A batch is
+/// stored whole or not at all either way.
 async fn send_mixed(
     pool: &Pool,
     sql: &GroupSql,
     ones: &[Pending],
     batches: &[PendingBatch],
-) -> JournalResult<(Outcomes, Outcomes)> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let transaction = client.transaction().await.map_err(pg_error)?;
+) -> Result<(Outcomes, Outcomes), Failed> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| Failed::Connection(pool_error(e)))?;
+    let transaction = client.transaction().await.map_err(failed)?;
     let mut one_outcomes: Outcomes = vec![None; ones.len()];
     let mut batch_outcomes: Outcomes = vec![None; batches.len()];
     let mut actors: Vec<&str> = ones
@@ -370,48 +407,34 @@ async fn send_mixed(
         .collect();
     actors.sort_unstable();
     if actors.windows(2).all(|w| w[0] != w[1]) {
-        // A deadlock with another group (possible only if one actor is in
-        // both) rolls back to here; the calls below lock in actor order.
-        transaction
-            .batch_execute("SAVEPOINT items")
-            .await
-            .map_err(pg_error)?;
-        match Items::of(ones, batches)
+        let rows = Items::of(ones, batches)
             .query(&transaction, &sql.append_items)
             .await
-        {
-            Ok(rows) => {
-                for row in &rows {
-                    let Some(n) = row
-                        .try_get::<_, i64>(0)
-                        .ok()
-                        .and_then(|n| usize::try_from(n).ok())
-                        .and_then(|n| n.checked_sub(1))
-                    else {
-                        continue;
-                    };
-                    let slot = match n.checked_sub(ones.len()) {
-                        None => one_outcomes.get_mut(n),
-                        Some(b) => batch_outcomes.get_mut(b),
-                    };
-                    if let Some(slot) = slot {
-                        *slot = Some((0, 0));
-                    }
-                }
+            .map_err(failed)?;
+        for row in &rows {
+            let Some(n) = row
+                .try_get::<_, i64>(0)
+                .ok()
+                .and_then(|n| usize::try_from(n).ok())
+                .and_then(|n| n.checked_sub(1))
+            else {
+                continue;
+            };
+            let slot = match n.checked_sub(ones.len()) {
+                None => one_outcomes.get_mut(n),
+                Some(b) => batch_outcomes.get_mut(b),
+            };
+            if let Some(slot) = slot {
+                *slot = Some((0, 0));
             }
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {
-                transaction
-                    .batch_execute("ROLLBACK TO SAVEPOINT items")
-                    .await
-                    .map_err(pg_error)?;
-            }
-            Err(e) => return Err(pg_error(e)),
         }
     }
     let rest: Vec<usize> = (0..ones.len())
         .filter(|&i| one_outcomes[i].is_none())
         .collect();
-    append_many_on(&transaction, sql, ones, &rest, &mut one_outcomes).await?;
+    append_many_on(&transaction, sql, ones, &rest, &mut one_outcomes)
+        .await
+        .map_err(failed)?;
     let left: Vec<&PendingBatch> = batches
         .iter()
         .zip(&batch_outcomes)
@@ -422,7 +445,7 @@ async fn send_mixed(
         let statement = transaction
             .prepare_cached(&sql.append_one)
             .await
-            .map_err(pg_error)?;
+            .map_err(failed)?;
         let actors: Vec<&[u8]> = left.iter().map(|b| b.actor_id.as_bytes()).collect();
         let params: Vec<[&(dyn ToSql + Sync); 6]> = left
             .iter()
@@ -438,17 +461,17 @@ async fn send_mixed(
                 .map(|values| transaction.query_one(&statement, values)),
         )
         .await
-        .map_err(pg_error)?;
+        .map_err(failed)?;
         let mut rows = rows.iter();
         for slot in batch_outcomes.iter_mut().filter(|slot| slot.is_none()) {
             let Some(row) = rows.next() else { break };
-            *slot = Some((
-                row.try_get::<_, i32>(0).map_err(pg_error)?,
-                row.try_get::<_, i64>(1).map_err(pg_error)?,
-            ));
+            let outcome = (row.try_get::<_, i32>(0), row.try_get::<_, i64>(1));
+            if let (Ok(outcome), Ok(highest)) = outcome {
+                *slot = Some((outcome, highest));
+            }
         }
     }
-    transaction.commit().await.map_err(pg_error)?;
+    transaction.commit().await.map_err(failed)?;
     Ok((one_outcomes, batch_outcomes))
 }
 
@@ -646,7 +669,9 @@ async fn send_on<C: GenericClient + Sync>(
             return Ok(outcomes);
         }
     }
-    append_many_on(client, sql, group, &rest, &mut outcomes).await?;
+    append_many_on(client, sql, group, &rest, &mut outcomes)
+        .await
+        .map_err(pg_error)?;
     Ok(outcomes)
 }
 
@@ -658,7 +683,7 @@ async fn append_many_on<C: GenericClient + Sync>(
     group: &[Pending],
     rest: &[usize],
     outcomes: &mut Outcomes,
-) -> JournalResult<()> {
+) -> Result<(), tokio_postgres::Error> {
     if rest.is_empty() {
         return Ok(());
     }
@@ -666,8 +691,7 @@ async fn append_many_on<C: GenericClient + Sync>(
     let (tag_items, tags) = crate::feed::tag_arrays(rest.iter().map(|&i| group[i].tags.clone()));
     let rows = Columns::of(group, rest)
         .query(client, &sql.append_many, &tag_items, &tags)
-        .await
-        .map_err(pg_error)?;
+        .await?;
     for row in &rows {
         let (Ok(index), Ok(outcome), Ok(highest)) = (
             row.try_get::<_, i32>(0),
@@ -766,5 +790,179 @@ async fn append_one(pool: &Pool, sql: &GroupSql, p: &Pending) -> JournalResult<(
             crate::unseq(highest),
             p.sequence,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use journal_core::journal_entry::Entry;
+    use journal_core::{JournalEntry, JournalStorage};
+    use prost::Message as _;
+
+    use super::{Items, Pending, PendingBatch};
+    use crate::{PostgresJournalStorage, PostgresOptions};
+
+    /// A storage in a fresh schema of the test server; `None` (locally)
+    /// when it is down.
+    async fn storage() -> Option<PostgresJournalStorage> {
+        let url = std::env::var("JOURNAL_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let prefix = std::env::var("JOURNAL_TEST_SCHEMA_PREFIX").unwrap_or_else(|_| "jt_".into());
+        let options = PostgresOptions {
+            schema: format!("{prefix}{}", journal_core::new_entry_id().to_lowercase()),
+            pool_size: 2,
+            ..PostgresOptions::default()
+        };
+        match PostgresJournalStorage::open(&url, options).await {
+            Ok(storage) => Some(storage),
+            Err(e) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "PostgreSQL is needed: {e}"
+                );
+                eprintln!("SKIPPED: PostgreSQL unreachable: {e}");
+                None
+            }
+        }
+    }
+
+    fn entry(actor: &str, sequence: u64) -> JournalEntry {
+        JournalEntry::new(
+            actor,
+            sequence,
+            Entry::message_received(format!("m-{sequence}"), "T", b"x".to_vec()),
+        )
+    }
+
+    fn one(e: &JournalEntry) -> Pending {
+        Pending {
+            actor_id: e.actor_id.clone(),
+            sequence: e.sequence,
+            id: e.id.clone(),
+            bytes: e.encode_to_vec(),
+            tags: vec!["t".into()],
+            reply: tokio::sync::oneshot::channel().0,
+        }
+    }
+
+    fn batch(entries: &[JournalEntry]) -> PendingBatch {
+        let (tag_items, tags) =
+            crate::feed::tag_arrays(entries.iter().map(|_| vec!["t".to_owned()]));
+        PendingBatch {
+            actor_id: entries[0].actor_id.clone(),
+            first: entries[0].sequence,
+            sequences: entries.iter().map(|e| crate::seq(e.sequence)).collect(),
+            ids: entries.iter().map(|e| e.id.clone()).collect(),
+            bytes: entries.iter().map(prost::Message::encode_to_vec).collect(),
+            tag_items,
+            tags,
+            reply: tokio::sync::oneshot::channel().0,
+        }
+    }
+
+    /// The one statement for a group of distinct actors holding batches
+    /// appends exactly the items that follow their actor's highest: a new
+    /// actor's batch from 1, a known actor's next batch and next single
+    /// append; not a batch past a gap, one overlapping what is stored, a
+    /// retried batch or a retried single append (those are left to the
+    /// calls that say what they are). Each moved actor's highest is its
+    /// item's last sequence, its entries and tags are stored, and their
+    /// feed position is this transaction's, never below an earlier one.
+    #[tokio::test]
+    async fn append_items_moves_exactly_the_items_that_follow() {
+        let Some(storage) = storage().await else {
+            return;
+        };
+        let stored: Vec<JournalEntry> = ["known", "gap", "overlap", "retry", "single-retry"]
+            .iter()
+            .flat_map(|a| [entry(a, 1), entry(a, 2)])
+            .collect();
+        for e in &stored {
+            storage.append_entry(e).await.expect("seed");
+        }
+        let fresh_batch = [entry("fresh", 1), entry("fresh", 2), entry("fresh", 3)];
+        let known_batch = [entry("known", 3), entry("known", 4)];
+        let next_single = entry("single", 1);
+        let ones = vec![one(&next_single), one(&stored[9])]; // single-retry's 2
+        let batches = vec![
+            batch(&fresh_batch),
+            batch(&known_batch),
+            batch(&[entry("gap", 5), entry("gap", 6)]),
+            batch(&[entry("overlap", 2), entry("overlap", 3)]),
+            batch(&stored[6..8]), // retry's 1 and 2
+        ];
+        let sql = super::append_items_sql(storage.schema());
+        let client = storage.pool().get().await.expect("client");
+        let before: i64 = client
+            .query_one(
+                &format!("SELECT max(feed_pos) FROM {}.entries", storage.schema()),
+                &[],
+            )
+            .await
+            .expect("feed position")
+            .get(0);
+        let rows = Items::of(&ones, &batches)
+            .query(&client, &sql)
+            .await
+            .expect("the statement");
+        let mut moved: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        moved.sort_unstable();
+        // Items: 1 single, 2 single-retry, 3 fresh, 4 known, 5 gap,
+        // 6 overlap, 7 retry.
+        assert_eq!(moved, [1, 3, 4]);
+        for (actor, highest) in [
+            ("single", 1),
+            ("fresh", 3),
+            ("known", 4),
+            ("gap", 2),
+            ("overlap", 2),
+            ("retry", 2),
+            ("single-retry", 2),
+        ] {
+            assert_eq!(
+                storage.highest_sequence(actor).await.expect("highest"),
+                highest,
+                "{actor}"
+            );
+        }
+        assert_eq!(
+            storage.replay_from("fresh", 1).await.expect("replay"),
+            fresh_batch
+        );
+        assert_eq!(
+            storage.replay_from("known", 1).await.expect("replay"),
+            [
+                stored[0].clone(),
+                stored[1].clone(),
+                known_batch[0].clone(),
+                known_batch[1].clone()
+            ]
+        );
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT e.feed_pos, (SELECT count(*) FROM {s}.entry_tags t
+                                          WHERE t.actor_id = e.actor_id AND t.sequence = e.sequence)
+                     FROM {s}.entries e
+                     WHERE e.actor_id = ANY($1) AND (e.actor_id <> $2 OR e.sequence > 2)",
+                    s = storage.schema()
+                ),
+                &[
+                    &vec![
+                        b"fresh".as_slice(),
+                        b"known".as_slice(),
+                        b"single".as_slice(),
+                    ],
+                    &b"known".as_slice(),
+                ],
+            )
+            .await
+            .expect("positions");
+        assert_eq!(rows.len(), 3 + 2 + 1, "the entries the statement added");
+        for row in rows {
+            let (position, tags): (i64, i64) = (row.get(0), row.get(1));
+            assert!(position >= before, "a feed position below an earlier one");
+            assert_eq!(tags, 1, "each new entry tagged once");
+        }
     }
 }

@@ -461,6 +461,37 @@ async fn one_bad_append_does_not_fail_its_group() {
     }
 }
 
+/// A row of `actor` at `sequence` written behind the journal's back (its
+/// `actors` row untouched): an append there hits a unique violation.
+async fn plant_stray(storage: &PostgresJournalStorage, actor: &str, sequence: i64) {
+    let client = storage.pool().get().await.expect("client");
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {}.entries VALUES ($1, $2, 'stray', '\\x00')",
+                storage.schema()
+            ),
+            &[&actor.as_bytes(), &sequence],
+        )
+        .await
+        .expect("stray row");
+}
+
+/// Deletes every row of `actor` in `entries`; how many there were.
+async fn remove_rows(storage: &PostgresJournalStorage, actor: &str) -> u64 {
+    let client = storage.pool().get().await.expect("client");
+    client
+        .execute(
+            &format!(
+                "DELETE FROM {}.entries WHERE actor_id = $1",
+                storage.schema()
+            ),
+            &[&actor.as_bytes()],
+        )
+        .await
+        .expect("remove the rows")
+}
+
 /// `n` entries of `actor` from sequence `from`, tagged "batched" or not.
 fn batch(actor: &str, from: u64, n: u64, tag: bool) -> Vec<JournalEntry> {
     (from..from + n)
@@ -501,6 +532,23 @@ async fn assert_stored(
         .collect();
     assert_eq!(items.len(), found.len(), "no entry twice in the tag index");
     assert_eq!(&found, tagged_stored);
+    // The feed over all actors: every entry once, each actor's in order.
+    let (items, _) = read_all(storage, &FeedFilter::All, FeedOffset::start(), 100).await;
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for item in items {
+        seen.entry(item.entry.actor_id.clone())
+            .or_default()
+            .push(item.entry.sequence);
+    }
+    for (a, journal) in stored.iter().enumerate() {
+        let actor = format!("{prefix}{a}");
+        let want: Vec<u64> = journal.iter().map(|e| e.sequence).collect();
+        assert_eq!(
+            seen.remove(&actor).unwrap_or_default(),
+            want,
+            "{actor} in the feed"
+        );
+    }
 }
 
 /// Batches are group-committed beside single appends, each still all or
@@ -517,25 +565,27 @@ async fn assert_stored(
 /// that succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_share_groups_and_stay_whole() {
+    batches_share_groups(1).await;
+}
+
+/// The same with the default 4 groups in flight: groups of the same round
+/// commit at once, and an actor's calls may be in two of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_share_concurrent_groups_and_stay_whole() {
+    batches_share_groups(4).await;
+}
+
+async fn batches_share_groups(in_flight: usize) {
     const ACTORS: usize = 30;
     const ROUNDS: u64 = 8;
     let options = PostgresOptions {
-        group_commit_in_flight: 1,
+        group_commit_in_flight: in_flight,
         ..common::test_options()
     };
     let Some(storage) = common::storage(options).await else {
         return;
     };
-    let schema = storage.schema().to_owned();
-    let client = storage.pool().get().await.expect("client");
-    client
-        .execute(
-            &format!("INSERT INTO {schema}.entries VALUES ($1, 2, 'stray', '\\x00')"),
-            &[&"poisoned".as_bytes()],
-        )
-        .await
-        .expect("stray row");
-    drop(client);
+    plant_stray(&storage, "poisoned", 2).await;
     let storage = Arc::new(storage);
     let mut stored: Vec<Vec<JournalEntry>> = vec![Vec::new(); ACTORS];
     let mut last_call: Vec<Vec<JournalEntry>> = vec![Vec::new(); ACTORS];
@@ -543,14 +593,15 @@ async fn batches_share_groups_and_stay_whole() {
     for round in 0..ROUNDS {
         let mut tasks = Vec::new();
         let mut sent = Vec::new();
-        if round == 3 {
-            let poisoned = batch("poisoned", 1, 3, false);
-            let s = Arc::clone(&storage);
-            tasks.push(tokio::spawn(async move {
-                ("poisoned", s.append_batch(&poisoned).await)
-            }));
-        }
         for a in 0..ACTORS {
+            // Among the round's other calls, so that it shares their group.
+            if round == 3 && a == ACTORS / 2 {
+                let poisoned = batch("poisoned", 1, 3, false);
+                let s = Arc::clone(&storage);
+                tasks.push(tokio::spawn(async move {
+                    ("poisoned", s.append_batch(&poisoned).await)
+                }));
+            }
             let actor = format!("batched-{a}");
             let next = stored[a].len() as u64 + 1;
             let n = 1 + (a as u64 + round) % 3;
@@ -608,6 +659,12 @@ async fn batches_share_groups_and_stay_whole() {
     assert_eq!(
         storage.highest_sequence("poisoned").await.expect("highest"),
         0
+    );
+    // The stray row is no entry: out of the way of the feed's checks.
+    assert_eq!(
+        remove_rows(&storage, "poisoned").await,
+        1,
+        "the poisoned batch stored nothing beside the stray row"
     );
     assert_stored(&storage, "batched-", &stored, "batched", &tagged_stored).await;
 }
