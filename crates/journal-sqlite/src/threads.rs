@@ -426,17 +426,22 @@ pub(crate) fn writer_loop(
         // waits for each answer before it sends its next job), so any order
         // of them is one the callers could have seen: the appends go first,
         // on the fast path, and the rest (checkpoints, truncations) after,
-        // one savepoint each. Without the split, one checkpoint in a group
-        // put every append of it on the savepoint path (with 256 actors that
-        // checkpoint now and then, nearly every group).
-        let (appends, others) = split_appends(group);
+        // one savepoint each, in the same transaction (one fsync). Without
+        // the split, one checkpoint in a group put every append of it on the
+        // savepoint path (with 256 actors that checkpoint now and then,
+        // nearly every group).
+        let (appends, mut others) = split_appends(group);
         if !appends.is_empty() {
-            match commit_appends(conn, &mut cache, appends, epoch) {
-                Ok(written) => recent.add(written),
-                Err(appends) => {
+            match commit_appends(conn, &mut cache, appends, others, epoch) {
+                FastPath::Committed { written, left } => {
+                    recent.add(written);
+                    others = left;
+                }
+                FastPath::Failed { appends, left } => {
                     cache.clear();
                     let group = appends.into_iter().map(|job| job as _).collect();
                     recent.add(commit_group(conn, &mut cache, group, epoch));
+                    others = left;
                 }
             }
         }
@@ -471,27 +476,49 @@ fn split_appends(group: Vec<Work>) -> (Vec<Box<AppendJob>>, Vec<Box<dyn WriterJo
     (appends, others)
 }
 
+/// What [`commit_appends`] did with a group's appends and its other jobs.
+#[allow(clippy::vec_box)] // the boxes go on to `commit_group` as they are
+enum FastPath {
+    /// Committed (or failed at `BEGIN` or `COMMIT`, each job told): what
+    /// the committed appends added, and the other jobs not run.
+    Committed {
+        written: Waiting,
+        left: Vec<Box<dyn WriterJob>>,
+    },
+    /// Nothing is stored: the appends, untouched in the file, to run again
+    /// one savepoint each, and the other jobs not run (those that had run
+    /// were told the failure).
+    Failed {
+        appends: Vec<Box<AppendJob>>,
+        left: Vec<Box<dyn WriterJob>>,
+    },
+}
+
 /// The fast path: a group of appends, checked against the cache of highest
-/// sequences, written without savepoints. A sequence conflict writes
-/// nothing, so it needs no savepoint; if SQLite fails a statement, the
-/// whole transaction is rolled back and the jobs are returned, untouched in
-/// the file, to run again one savepoint each. `Ok` carries what the
-/// committed appends added to `entry_log`.
+/// sequences, written without savepoints, then the group's other jobs in
+/// the same transaction, one savepoint each. A sequence conflict writes
+/// nothing, so it needs no savepoint; if SQLite fails an append's
+/// statement, or a failure of another job ends the transaction, nothing is
+/// stored and the appends are returned to run again one savepoint each.
 #[allow(clippy::vec_box)] // the boxes go on to `commit_group` as they are
 fn commit_appends(
     conn: &Connection,
     cache: &mut HighestCache,
     mut jobs: Vec<Box<AppendJob>>,
+    others: Vec<Box<dyn WriterJob>>,
     epoch: i64,
-) -> Result<Waiting, Vec<Box<AppendJob>>> {
+) -> FastPath {
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         let failure = Failure::of(&e);
         for job in jobs {
             job.complete(Err(failure.clone()));
         }
-        return Ok(Waiting::default());
+        return FastPath::Committed {
+            written: Waiting::default(),
+            left: others,
+        };
     }
-    let written = (|| -> rusqlite::Result<()> {
+    let written = (|| -> rusqlite::Result<i64> {
         let epoch = cache.revalidate(conn, epoch)?;
         for job in &mut jobs {
             let stored = cache.get(conn, &job.actor_id)?;
@@ -501,17 +528,38 @@ fn commit_appends(
                 cache.set(actor_id, last);
             }
         }
-        Ok(())
+        Ok(epoch)
     })();
-    if written.is_err() {
+    let Ok(epoch) = written else {
         rollback_open(conn);
-        return Err(jobs);
-    }
+        return FastPath::Failed {
+            appends: jobs,
+            left: others,
+        };
+    };
+    let (done, left) = match run_in_savepoints(conn, others, epoch) {
+        Ok(done) => (done, Vec::new()),
+        Err((failure, ran, left)) => {
+            rollback_open(conn);
+            for job in ran {
+                job.complete(Err(failure.clone()));
+            }
+            return FastPath::Failed {
+                appends: jobs,
+                left,
+            };
+        }
+    };
     let outcome = run_cached(conn, "COMMIT").map_err(|e| {
         rollback_open(conn);
         cache.clear();
         Failure::of(&e)
     });
+    // A deletion may come after an append of the same actor: the cache
+    // learns nothing from such a group.
+    if done.iter().any(|job| job.forgets()) {
+        cache.clear();
+    }
     let mut committed = Waiting::default();
     for job in jobs {
         if let (Ok(()), Some((_, _, rows))) = (&outcome, job.appended()) {
@@ -519,7 +567,52 @@ fn commit_appends(
         }
         job.complete(outcome.clone());
     }
-    Ok(committed)
+    for job in done {
+        if let (Ok(()), Some((_, _, rows))) = (&outcome, job.appended()) {
+            committed.add(rows);
+        }
+        job.complete(outcome.clone());
+    }
+    FastPath::Committed {
+        written: committed,
+        left,
+    }
+}
+
+/// The jobs that ran, each in a savepoint of its own within the open
+/// transaction (a failed one rolled back to it); or, when one ended the
+/// transaction (SQLite rolled it back: a full disk, an I/O error) or a
+/// savepoint could not be made or ended, the failure, the jobs that ran
+/// before it (that one was told already) and those not run.
+#[allow(clippy::vec_box, clippy::type_complexity)]
+fn run_in_savepoints(
+    conn: &Connection,
+    jobs: Vec<Box<dyn WriterJob>>,
+    epoch: i64,
+) -> Result<Vec<Box<dyn WriterJob>>, (Failure, Vec<Box<dyn WriterJob>>, Vec<Box<dyn WriterJob>>)> {
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut pending = std::collections::VecDeque::from(jobs);
+    while let Some(mut job) = pending.pop_front() {
+        if let Err(e) = run_cached(conn, "SAVEPOINT job") {
+            return Err((fail(job, &e), done, pending.into()));
+        }
+        let ok = job.run(conn, epoch);
+        if conn.is_autocommit() {
+            let failure = Failure::rolled_back_with_group();
+            job.complete(Err(failure.clone()));
+            return Err((failure, done, pending.into()));
+        }
+        let undo = if ok {
+            run_cached(conn, "RELEASE job")
+        } else {
+            run_cached(conn, "ROLLBACK TO job").and_then(|()| run_cached(conn, "RELEASE job"))
+        };
+        if let Err(e) = undo {
+            return Err((fail(job, &e), done, pending.into()));
+        }
+        done.push(job);
+    }
+    Ok(done)
 }
 
 /// Indexes the waiting rows; returns what is left waiting. A failure (a full

@@ -848,3 +848,74 @@ async fn a_panicking_projection_fails_its_run_and_the_writer_goes_on() {
         vec![1, 2, 3, 4]
     );
 }
+
+/// Jobs other than appends share the appends' transaction, each in a
+/// savepoint of its own: one that fails (a projection whose `apply` wrote a
+/// row, then failed) is rolled back alone while the appends and checkpoints
+/// of concurrent callers, in the same groups, are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_among_appends_is_rolled_back_alone() {
+    use journal_core::{Checkpoint, Projection, ProjectionStore};
+    let (path, storage) = open_new("savepoints", SqliteOptions::default()).await;
+    storage
+        .append_entry(&entry("seed", 1, 8))
+        .await
+        .expect("an entry for the projection to read");
+    let mut writers = Vec::new();
+    for a in 0..32 {
+        let storage = storage.clone();
+        writers.push(tokio::spawn(async move {
+            let actor = format!("writer-{a}");
+            for seq in 1..=40 {
+                storage
+                    .append_entry(&entry(&actor, seq, 32))
+                    .await
+                    .expect("append");
+                if seq % 10 == 0 {
+                    storage
+                        .save_checkpoint(&Checkpoint::new(&actor, seq, vec![1; 16]))
+                        .await
+                        .expect("checkpoint");
+                }
+            }
+        }));
+    }
+    let projection = Projection::new("fails");
+    for _ in 0..20 {
+        let run = storage
+            .run_projection_in_transaction(&projection, |conn, _batch| {
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS seen (n INTEGER); INSERT INTO seen VALUES (1)",
+                )?;
+                Err("the projection's own failure".into())
+            })
+            .await;
+        assert!(matches!(run, Err(JournalError::Storage { .. })), "{run:?}");
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    for a in 0..32 {
+        let actor = format!("writer-{a}");
+        let stored = storage.replay_from(&actor, 1).await.expect("replay");
+        assert_eq!(stored.len(), 40, "{actor}");
+        let checkpoint = storage
+            .get_latest_checkpoint(&actor)
+            .await
+            .expect("checkpoint")
+            .expect("present");
+        assert_eq!(checkpoint.sequence, 40, "{actor}");
+    }
+    assert_eq!(storage.load_offset("fails").await.expect("offset"), None);
+    let reader =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("a reader");
+    let tables: i64 = reader
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'seen'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("schema");
+    assert_eq!(tables, 0, "every run's writes rolled back");
+}
