@@ -23,7 +23,8 @@ fn entry(actor: &str, seq: u64) -> JournalEntry {
 }
 
 /// Kills this test's own server connections (by `application_name`) in the
-/// middle of a concurrent workload. Calls fail with `Unavailable` or succeed;
+/// middle of a concurrent workload of single appends and batches (group
+/// committed together). Calls fail with `Unavailable` or succeed;
 /// retried, every journal ends whole, with no gap and no duplicate; the pool
 /// recovers by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -62,11 +63,21 @@ async fn connection_loss_is_unavailable_and_recoverable() {
             tokio::spawn(async move {
                 let actor = format!("loss-{i}");
                 let mut sent = BTreeMap::new();
-                for seq in 1..=PER_ACTOR {
-                    let e = entry(&actor, seq);
+                // Every other actor appends batches of 3, which share the
+                // single appends' groups.
+                let step = if i % 2 == 0 { 3 } else { 1 };
+                for first in (1..=PER_ACTOR).step_by(step) {
+                    let call: Vec<JournalEntry> = (first..first + step as u64)
+                        .map(|q| entry(&actor, q))
+                        .collect();
                     loop {
-                        match storage.append_entry(&e).await {
-                            Ok(_) => break,
+                        let result = if step == 1 {
+                            storage.append_entry(&call[0]).await.map(|_| ())
+                        } else {
+                            storage.append_batch(&call).await
+                        };
+                        match result {
+                            Ok(()) => break,
                             Err(err @ JournalError::Unavailable { .. }) => {
                                 assert!(err.is_retryable());
                                 unavailable.fetch_add(1, Ordering::Relaxed);
@@ -76,8 +87,10 @@ async fn connection_loss_is_unavailable_and_recoverable() {
                             ),
                         }
                     }
-                    sent.insert(seq, e.id);
-                    let done = progress.fetch_add(1, Ordering::Relaxed) + 1;
+                    for e in call {
+                        sent.insert(e.sequence, e.id);
+                    }
+                    let done = progress.fetch_add(step as u64, Ordering::Relaxed) + step as u64;
                     let _ = tick.send(done);
                 }
                 (actor, sent)
