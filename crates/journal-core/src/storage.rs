@@ -321,10 +321,14 @@ where
 }
 
 /// A replay stream of [`JournalStorage::replay_range`] pages of `page`
-/// entries, like [`paged_replay`], that asks for the next page on a task of
-/// its own as soon as a full page arrives, so the next query runs while
-/// this page is consumed. At most two pages are held. For storages that are
-/// cheap to clone (a shared pool); must be polled on a tokio runtime.
+/// entries, like [`paged_replay`], with the next pages asked for on tasks
+/// of their own while this one is consumed: two at once, the second from
+/// where the first will end if it is full and contiguous (an actor's stored
+/// sequences are), so that one page's query runs while another is decoded.
+/// A guess that turns out wrong (a journal with a gap, or that ended) is
+/// dropped and the right page asked for. At most three pages are held. For
+/// storages that are cheap to clone (a shared pool); must be polled on a
+/// tokio runtime.
 pub fn prefetched_replay<S>(
     storage: S,
     actor_id: &str,
@@ -334,36 +338,63 @@ pub fn prefetched_replay<S>(
 where
     S: JournalStorage + Clone + 'static,
 {
-    type Fetch = tokio::task::JoinHandle<JournalResult<Vec<JournalEntry>>>;
+    /// Pages asked for at once.
+    const AHEAD: usize = 2;
+    /// A page asked for: where it starts, and its task.
+    type Fetch = (
+        u64,
+        tokio::task::JoinHandle<JournalResult<Vec<JournalEntry>>>,
+    );
     struct State<S> {
         storage: S,
         actor_id: String,
         /// The page to fetch first; taken on the first poll, so that
         /// creating the stream spawns nothing.
         start: Option<u64>,
-        next: Option<Fetch>,
+        ahead: VecDeque<Fetch>,
         current: std::vec::IntoIter<JournalEntry>,
     }
-    fn fetch<S: JournalStorage + Clone + 'static>(
-        storage: &S,
-        actor_id: &str,
-        from: u64,
-        page: usize,
-    ) -> Fetch {
-        let (storage, actor_id) = (storage.clone(), actor_id.to_owned());
-        // The page's span (the backend's `replay_range`) stays under the
-        // caller's span, though it runs on a task of its own.
-        tokio::spawn(
-            async move { storage.replay_range(&actor_id, from, u64::MAX, page).await }
-                .in_current_span(),
-        )
+    impl<S: JournalStorage + Clone + 'static> State<S> {
+        fn fetch(&mut self, from: u64, page: usize) {
+            let (storage, actor_id) = (self.storage.clone(), self.actor_id.clone());
+            // The page's span (the backend's `replay_range`) stays under the
+            // caller's span, though it runs on a task of its own.
+            let task = tokio::spawn(
+                async move { storage.replay_range(&actor_id, from, u64::MAX, page).await }
+                    .in_current_span(),
+            );
+            self.ahead.push_back((from, task));
+        }
+        /// Asks for pages after `from` until [`AHEAD`] are asked for, each
+        /// where the one before would end if full.
+        fn fill(&mut self, mut from: u64, page: usize) {
+            while self.ahead.len() < AHEAD {
+                self.fetch(from, page);
+                match from.checked_add(page as u64) {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+        }
+        fn drop_ahead(&mut self) {
+            for (_, task) in self.ahead.drain(..) {
+                task.abort();
+            }
+        }
+    }
+    impl<S> Drop for State<S> {
+        fn drop(&mut self) {
+            for (_, task) in self.ahead.drain(..) {
+                task.abort();
+            }
+        }
     }
     let page = page.max(1);
     let start = State {
         storage,
         actor_id: actor_id.to_owned(),
         start: Some(from.max(1)),
-        next: None,
+        ahead: VecDeque::new(),
         current: Vec::new().into_iter(),
     };
     stream::unfold(start, move |mut state| async move {
@@ -372,12 +403,17 @@ where
                 return Some((Ok(entry), state));
             }
             if let Some(from) = state.start.take() {
-                state.next = Some(fetch(&state.storage, &state.actor_id, from, page));
+                state.fill(from, page);
             }
-            let entries = match state.next.take()?.await {
+            let (_, task) = state.ahead.pop_front()?;
+            let entries = match task.await {
                 Ok(Ok(entries)) => entries,
-                Ok(Err(e)) => return Some((Err(e), state)),
+                Ok(Err(e)) => {
+                    state.drop_ahead();
+                    return Some((Err(e), state));
+                }
                 Err(e) => {
+                    state.drop_ahead();
                     let e = JournalError::storage(
                         state.storage.backend_name(),
                         format!("a replay page task failed: {e}"),
@@ -385,11 +421,22 @@ where
                     return Some((Err(e), state));
                 }
             };
-            if entries.len() == page {
-                state.next = entries
-                    .last()
-                    .and_then(|last| last.sequence.checked_add(1))
-                    .map(|after| fetch(&state.storage, &state.actor_id, after, page));
+            let after = entries.last().and_then(|last| last.sequence.checked_add(1));
+            match after {
+                // A full page: the journal may go on after it.
+                Some(after) if entries.len() == page => {
+                    if state.ahead.front().is_some_and(|(from, _)| *from != after) {
+                        // A guess from before a gap: ask again from here.
+                        state.drop_ahead();
+                    }
+                    let next = state
+                        .ahead
+                        .back()
+                        .and_then(|(from, _)| from.checked_add(page as u64))
+                        .unwrap_or(after);
+                    state.fill(next, page);
+                }
+                _ => state.drop_ahead(),
             }
             state.current = entries.into_iter();
         }

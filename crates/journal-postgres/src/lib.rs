@@ -592,8 +592,9 @@ impl JournalStorage for PostgresJournalStorage {
     }
 
     /// Pages of [`REPLAY_PAGE`] entries, each its own short query; the
-    /// next page is fetched and decoded on another task while this one is
-    /// consumed. At most two pages are held.
+    /// next two pages are fetched and decoded on tasks of their own while
+    /// this one is consumed ([`journal_core::prefetched_replay`]). At most
+    /// three pages are held.
     fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
         journal_core::prefetched_replay(self.clone(), actor_id, from, REPLAY_PAGE)
     }

@@ -532,8 +532,8 @@ impl JournalStorage for RedisJournalStorage {
         self.inner.limits
     }
 
-    /// Pages of [`REPLAY_PAGE`] entries, the next one fetched while this
-    /// one is consumed.
+    /// Pages of [`REPLAY_PAGE`] entries, the next two fetched while this
+    /// one is consumed ([`journal_core::prefetched_replay`]).
     fn replay_stream<'a>(&'a self, actor_id: &'a str, from: u64) -> EntryStream<'a> {
         journal_core::prefetched_replay(self.clone(), actor_id, from, REPLAY_PAGE)
     }
