@@ -326,12 +326,9 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     let mut check = false;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.clone().next()) {
-            ("--check", _) => check = true,
-            ("--from", Some(dir)) => {
-                from = Some(PathBuf::from(dir));
-                args.next();
-            }
+        match arg.as_str() {
+            "--check" => check = true,
+            "--from" if let Some(dir) = args.next() => from = Some(PathBuf::from(dir)),
             _ => {
                 eprintln!("usage: cargo xtask bench-docs [--from DIR] [--check]");
                 return ExitCode::from(2);

@@ -741,28 +741,26 @@ async fn run_redis(only: Option<&str>) -> Result<Vec<Figure>, String> {
         // (the server's setting is put back after).
         const SETTING: &str = "stream-node-max-bytes";
         let before = raw.config_get(SETTING).await.map_err(|e| e.to_string())?;
-        let mut measured = Ok(());
-        for node_bytes in [None, Some("1024"), Some("512")] {
-            if let Some(bytes) = node_bytes {
-                measured = raw
-                    .config_set(SETTING, bytes)
-                    .await
-                    .map_err(|e| e.to_string());
-            }
-            if measured.is_ok() {
-                let memory = open(format!("{run}_memory{}", node_bytes.unwrap_or(""))).await?;
-                match redis_memory(&memory, &raw, node_bytes).await {
-                    Ok(more) => figures.extend(more),
-                    Err(e) => measured = Err(e),
+        let measured = async {
+            let mut measured = Vec::new();
+            for node_bytes in [None, Some("1024"), Some("512")] {
+                if let Some(bytes) = node_bytes {
+                    raw.config_set(SETTING, bytes)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
+                let memory = open(format!("{run}_memory{}", node_bytes.unwrap_or(""))).await?;
+                measured.extend(redis_memory(&memory, &raw, node_bytes).await?);
             }
+            Ok::<_, String>(measured)
         }
+        .await;
         if let Some(before) = before {
             raw.config_set(SETTING, &before)
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        measured?;
+        figures.extend(measured?);
     }
     figures.extend(run_subscribe(storage.clone(), only).await);
     let fed = open(format!("{run}_feed")).await?;

@@ -376,6 +376,8 @@ where
                 }
             }
         }
+    }
+    impl<S> State<S> {
         fn drop_ahead(&mut self) {
             for (_, task) in self.ahead.drain(..) {
                 task.abort();
@@ -384,9 +386,7 @@ where
     }
     impl<S> Drop for State<S> {
         fn drop(&mut self) {
-            for (_, task) in self.ahead.drain(..) {
-                task.abort();
-            }
+            self.drop_ahead();
         }
     }
     let page = page.max(1);

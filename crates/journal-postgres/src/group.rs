@@ -258,7 +258,7 @@ async fn commit_ones(pool: &Pool, sql: &GroupSql, mut group: Vec<Pending>) {
             // One item broke the whole transaction (nothing of the group is
             // stored): send each alone, so only that one fails.
             for p in group {
-                let result = append_one(pool, sql, &p).await;
+                let result = append_alone(pool, sql, &Alone::one(&p)).await;
                 let _ = p.reply.send(result);
             }
             return;
@@ -325,11 +325,11 @@ async fn commit_mixed(
         }
         Err(Failed::Group(_)) if ones.len() + batches.len() > 1 => {
             for p in ones {
-                let result = append_one(pool, sql, &p).await;
+                let result = append_alone(pool, sql, &Alone::one(&p)).await;
                 let _ = p.reply.send(result);
             }
             for b in batches {
-                let result = append_batch_alone(pool, sql, &b).await;
+                let result = append_alone(pool, sql, &Alone::batch(&b)).await;
                 let _ = b.reply.send(result);
             }
         }
@@ -446,14 +446,8 @@ async fn send_mixed(
             .prepare_cached(&sql.append_one)
             .await
             .map_err(failed)?;
-        let actors: Vec<&[u8]> = left.iter().map(|b| b.actor_id.as_bytes()).collect();
-        let params: Vec<[&(dyn ToSql + Sync); 6]> = left
-            .iter()
-            .zip(&actors)
-            .map(|(b, actor)| -> [&(dyn ToSql + Sync); 6] {
-                [actor, &b.sequences, &b.ids, &b.bytes, &b.tag_items, &b.tags]
-            })
-            .collect();
+        let alone: Vec<Alone> = left.iter().map(|b| Alone::batch(b)).collect();
+        let params: Vec<_> = alone.iter().map(Alone::params).collect();
         // Issued together: the connection pipelines them.
         let rows = futures::future::try_join_all(
             params
@@ -581,36 +575,6 @@ fn outcome_result(actor_id: &str, sequence: u64, outcome: Option<(i32, i64)>) ->
     }
 }
 
-/// One batch on its own, through the single-actor `append` function.
-async fn append_batch_alone(pool: &Pool, sql: &GroupSql, b: &PendingBatch) -> JournalResult<()> {
-    let client = pool.get().await.map_err(pool_error)?;
-    let statement = client
-        .prepare_cached(&sql.append_one)
-        .await
-        .map_err(pg_error)?;
-    let row = client
-        .query_one(
-            &statement,
-            &[
-                &b.actor_id.as_bytes(),
-                &b.sequences,
-                &b.ids,
-                &b.bytes,
-                &b.tag_items,
-                &b.tags,
-            ],
-        )
-        .await
-        .map_err(pg_error)?;
-    sql.notifier
-        .notify(crate::listen::payload([b.actor_id.as_str()]));
-    let outcome = (
-        row.try_get::<_, i32>(0).map_err(pg_error)?,
-        row.try_get::<_, i64>(1).map_err(pg_error)?,
-    );
-    outcome_result(&b.actor_id, b.first, Some(outcome))
-}
-
 /// What became of each item of a group: `(outcome, highest)` as
 /// `append_many` reports them (0 appended, 1 already stored, 2 conflict).
 type Outcomes = Vec<Option<(i32, i64)>>;
@@ -626,17 +590,7 @@ async fn send(
     tags: &[Vec<u8>],
 ) -> JournalResult<Outcomes> {
     let client = pool.get().await.map_err(pool_error)?;
-    send_on(&client, sql, group, tag_items, tags).await
-}
-
-/// [`send`] on a client or within a transaction.
-async fn send_on<C: GenericClient + Sync>(
-    client: &C,
-    sql: &GroupSql,
-    group: &[Pending],
-    tag_items: &[i32],
-    tags: &[Vec<u8>],
-) -> JournalResult<Outcomes> {
+    let client = &client;
     let mut outcomes: Outcomes = vec![None; group.len()];
     let distinct = group.windows(2).all(|w| w[0].actor_id != w[1].actor_id);
     let mut rest: Vec<usize> = (0..group.len()).collect();
@@ -757,40 +711,84 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// One append on its own, through the single-actor `append` function.
-async fn append_one(pool: &Pool, sql: &GroupSql, p: &Pending) -> JournalResult<()> {
+/// The single-actor `append` function's arguments: one actor's entries
+/// (a single append's one, or a batch's), stored all or none.
+struct Alone<'a> {
+    actor_id: &'a str,
+    /// The first sequence as the caller gave it; errors report it.
+    first: u64,
+    actor: &'a [u8],
+    sequences: Vec<i64>,
+    ids: Vec<&'a str>,
+    bytes: Vec<&'a [u8]>,
+    tag_items: Vec<i32>,
+    tags: Vec<Vec<u8>>,
+}
+
+impl<'a> Alone<'a> {
+    fn one(p: &'a Pending) -> Self {
+        let (tag_items, tags) = crate::feed::tag_arrays([p.tags.clone()]);
+        Alone {
+            actor_id: &p.actor_id,
+            first: p.sequence,
+            actor: p.actor_id.as_bytes(),
+            sequences: vec![crate::seq(p.sequence)],
+            ids: vec![p.id.as_str()],
+            bytes: vec![p.bytes.as_slice()],
+            tag_items,
+            tags,
+        }
+    }
+
+    fn batch(b: &'a PendingBatch) -> Self {
+        Alone {
+            actor_id: &b.actor_id,
+            first: b.first,
+            actor: b.actor_id.as_bytes(),
+            sequences: b.sequences.clone(),
+            ids: b.ids.iter().map(String::as_str).collect(),
+            bytes: b.bytes.iter().map(Vec::as_slice).collect(),
+            tag_items: b.tag_items.clone(),
+            tags: b.tags.clone(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [
+            &self.actor,
+            &self.sequences,
+            &self.ids,
+            &self.bytes,
+            &self.tag_items,
+            &self.tags,
+        ]
+    }
+
+    /// The caller's result from the function's row.
+    fn result(&self, row: &tokio_postgres::Row) -> JournalResult<()> {
+        let outcome = (
+            row.try_get::<_, i32>(0).map_err(pg_error)?,
+            row.try_get::<_, i64>(1).map_err(pg_error)?,
+        );
+        outcome_result(self.actor_id, self.first, Some(outcome))
+    }
+}
+
+/// One single append or batch on its own, through the single-actor
+/// `append` function.
+async fn append_alone(pool: &Pool, sql: &GroupSql, alone: &Alone<'_>) -> JournalResult<()> {
     let client = pool.get().await.map_err(pool_error)?;
     let statement = client
         .prepare_cached(&sql.append_one)
         .await
         .map_err(pg_error)?;
-    let announce = crate::listen::payload([p.actor_id.as_str()]);
-    let (tag_items, tags) = crate::feed::tag_arrays([p.tags.clone()]);
     let row = client
-        .query_one(
-            &statement,
-            &[
-                &p.actor_id.as_bytes(),
-                &vec![crate::seq(p.sequence)],
-                &vec![p.id.as_str()],
-                &vec![p.bytes.as_slice()],
-                &tag_items,
-                &tags,
-            ],
-        )
+        .query_one(&statement, &alone.params())
         .await
         .map_err(pg_error)?;
-    sql.notifier.notify(announce);
-    let outcome: i32 = row.try_get(0).map_err(pg_error)?;
-    let highest: i64 = row.try_get(1).map_err(pg_error)?;
-    match outcome {
-        0 | 1 => Ok(()),
-        _ => Err(validate::sequence_conflict(
-            &p.actor_id,
-            crate::unseq(highest),
-            p.sequence,
-        )),
-    }
+    sql.notifier
+        .notify(crate::listen::payload([alone.actor_id]));
+    alone.result(&row)
 }
 
 #[cfg(test)]

@@ -664,56 +664,31 @@ fn commit_group(
                 return added;
             }
         };
-        // A job alone in its transaction needs no savepoint: if it fails,
-        // the whole transaction is rolled back.
-        let alone = pending.len() == 1;
-        let mut done = Vec::with_capacity(pending.len());
-        let mut aborted = None;
-        let mut rolled_back = false;
-        while let Some(mut job) = pending.pop_front() {
-            if !alone {
-                if let Err(e) = run_cached(conn, "SAVEPOINT job") {
-                    aborted = Some(fail(job, &e));
-                    break;
+        let lone = if pending.len() == 1 {
+            pending.pop_front()
+        } else {
+            None
+        };
+        let (done, outcome) = if let Some(job) = lone {
+            // A job alone in its transaction needs no savepoint: if it
+            // fails, the whole transaction is rolled back.
+            run_alone(conn, job, epoch)
+        } else {
+            match run_in_savepoints(conn, pending.drain(..).collect(), epoch) {
+                Ok(done) => {
+                    let committed = run_cached(conn, "COMMIT").map_err(|e| {
+                        rollback_open(conn);
+                        Failure::of(&e)
+                    });
+                    (done, committed)
+                }
+                Err((failure, ran, left)) => {
+                    rollback_open(conn);
+                    // What was not run gets a transaction of its own.
+                    pending.extend(left);
+                    (ran, Err(failure))
                 }
             }
-            let ok = job.run(conn, epoch);
-            if conn.is_autocommit() {
-                // SQLite rolled the whole transaction back (a full disk, an
-                // I/O error): nothing of this group so far is stored. This job
-                // reports its own error; the others may retry.
-                let failure = Failure::rolled_back_with_group();
-                job.complete(Err(failure.clone()));
-                aborted = Some(failure);
-                break;
-            }
-            let undo = match (alone, ok) {
-                (true, true) => Ok(()),
-                (true, false) => {
-                    rolled_back = true;
-                    run_cached(conn, "ROLLBACK")
-                }
-                (false, true) => run_cached(conn, "RELEASE job"),
-                (false, false) => run_cached(conn, "ROLLBACK TO job")
-                    .and_then(|()| run_cached(conn, "RELEASE job")),
-            };
-            if let Err(e) = undo {
-                aborted = Some(fail(job, &e));
-                break;
-            }
-            done.push(job);
-        }
-        let outcome = match aborted {
-            Some(failure) => {
-                rollback_open(conn);
-                Err(failure)
-            }
-            // The lone job failed and was rolled back: it reports its own error.
-            None if rolled_back => Ok(()),
-            None => run_cached(conn, "COMMIT").map_err(|e| {
-                rollback_open(conn);
-                Failure::of(&e)
-            }),
         };
         // A deletion may come after an append of the same actor: the
         // cache learns nothing from such a group.
@@ -734,6 +709,33 @@ fn commit_group(
         }
     }
     added
+}
+
+/// Runs `job` alone in the open transaction and commits it, or rolls it
+/// back when it failed (it reports its own error then, and the outcome is
+/// `Ok`). The job once it ran, and the transaction's outcome.
+#[allow(clippy::vec_box)]
+fn run_alone(
+    conn: &Connection,
+    mut job: Box<dyn WriterJob>,
+    epoch: i64,
+) -> (Vec<Box<dyn WriterJob>>, Result<(), Failure>) {
+    let ok = job.run(conn, epoch);
+    if conn.is_autocommit() {
+        // SQLite rolled the transaction back (a full disk, an I/O error):
+        // the job reports its own error.
+        let failure = Failure::rolled_back_with_group();
+        job.complete(Err(failure.clone()));
+        return (Vec::new(), Err(failure));
+    }
+    match run_cached(conn, if ok { "COMMIT" } else { "ROLLBACK" }) {
+        Ok(()) => (vec![job], Ok(())),
+        Err(e) => {
+            rollback_open(conn);
+            let failure = fail(job, &e);
+            (Vec::new(), Err(failure))
+        }
+    }
 }
 
 /// Fails `job` with SQLite's error `e`, which aborts its group.
